@@ -1,0 +1,65 @@
+use std::path::PathBuf;
+
+/// Errors from the shared helpers; each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {}: {source}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading {}: {source}", path.display())]
+    ReadNpy {
+        path: PathBuf,
+        source: ndarray_npy::ReadNpyError,
+    },
+    #[error("writing {}: {source}", path.display())]
+    WriteNpy {
+        path: PathBuf,
+        source: ndarray_npy::WriteNpyError,
+    },
+    #[error("{}: {source}", path.display())]
+    Csv { path: PathBuf, source: csv::Error },
+    #[error("{}: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "ONNX Runtime library not found; tried:\n{}\nrun `make setup` (or set ORT_DYLIB_PATH to a libonnxruntime.so)",
+        list_paths(tried)
+    )]
+    OrtMissing { tried: Vec<PathBuf> },
+    #[error("loading ONNX Runtime from {}: {message}", path.display())]
+    OrtLoad { path: PathBuf, message: String },
+    #[error("{context}: {source}")]
+    Ort { context: String, source: ort::Error },
+    #[error("CUDA was asked for but cannot run: {0}")]
+    CudaUnavailable(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Attaches the action and path to an I/O error.
+pub(crate) fn io(
+    action: &'static str,
+    path: impl Into<PathBuf>,
+) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.into();
+    move |source| Error::Io {
+        action,
+        path,
+        source,
+    }
+}

@@ -1,0 +1,238 @@
+//! Loading ONNX Runtime (the library `make setup` puts in `.ort/`) and opening
+//! sessions on the device a person asked for.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ort::environment::Environment;
+use ort::ep;
+use ort::session::Session;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+
+use crate::error::{Error, Result};
+
+/// Overrides where the library is looked for.
+pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+const DYLIB_NAME: &str = "libonnxruntime.so";
+
+/// Where the library is looked for, in order: `ORT_DYLIB_PATH` alone when set, else
+/// `.ort/` in the current folder, then `.ort/` in the workspace this was built from.
+pub fn library_candidates() -> Vec<PathBuf> {
+    if let Some(path) = std::env::var_os(DYLIB_ENV) {
+        return vec![PathBuf::from(path)];
+    }
+    let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ort");
+    let mut dirs: Vec<PathBuf> = std::env::current_dir()
+        .map(|cwd| vec![cwd.join(".ort")])
+        .unwrap_or_default();
+    dirs.push(built_in.canonicalize().unwrap_or(built_in));
+    dirs.dedup();
+    dirs.into_iter().map(|dir| dir.join(DYLIB_NAME)).collect()
+}
+
+/// What `--device` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// CUDA when a session really runs on the GPU, else CPU.
+    Auto,
+    Cpu,
+    /// CUDA, or an error saying why it cannot run.
+    Cuda,
+}
+
+/// The device a session runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    Cpu,
+    Cuda,
+}
+
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The flags every binary that runs ONNX Runtime takes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrtArgs {
+    /// Where to run ONNX Runtime: auto (CUDA if it really works, else CPU), cpu, or cuda
+    /// (an error if CUDA cannot run).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Threads for ONNX Runtime's CPU kernels (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl OrtArgs {
+    pub fn threads(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+}
+
+/// The loaded library and its one environment (ONNX Runtime allows one a process).
+pub struct Runtime {
+    environment: Environment,
+    library: PathBuf,
+}
+
+static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
+
+impl Runtime {
+    /// Loads the library on first use; later calls return the same runtime.
+    pub fn get() -> Result<&'static Runtime> {
+        RUNTIME
+            .get_or_init(|| Self::load().map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|message| Error::OrtLoad {
+                path: PathBuf::from(DYLIB_NAME),
+                message: message.clone(),
+            })
+    }
+
+    fn load() -> Result<Self> {
+        let tried = library_candidates();
+        let library =
+            tried
+                .iter()
+                .find(|p| p.exists())
+                .cloned()
+                .ok_or_else(|| Error::OrtMissing {
+                    tried: tried.clone(),
+                })?;
+        let load_err = |message: String| Error::OrtLoad {
+            path: library.clone(),
+            message,
+        };
+        let environment = ort::init_from(&library)
+            .map_err(|e| load_err(e.to_string()))?
+            .with_name("rps-transfer")
+            .build()
+            .map_err(|e| load_err(e.to_string()))?;
+        Ok(Self {
+            environment,
+            library,
+        })
+    }
+
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    /// The library's version, e.g. `1.31.1`, from its versioned file name (the
+    /// wheel's `libonnxruntime.so.1.31.1`, which `.ort/libonnxruntime.so` links to);
+    /// `None` for an unversioned file. (`ort` checks on loading that the library is
+    /// new enough for its API.)
+    pub fn version(&self) -> Option<String> {
+        let real = self.library.canonicalize().ok()?;
+        let name = real.file_name()?.to_str()?;
+        let version = name.strip_prefix(DYLIB_NAME)?.strip_prefix('.')?;
+        (!version.is_empty()).then(|| version.to_string())
+    }
+
+    /// Opens `model` on the device `choice` resolves to, with `threads` CPU threads.
+    pub fn session(
+        &self,
+        model: &Path,
+        choice: DeviceChoice,
+        threads: usize,
+    ) -> Result<(Session, Device)> {
+        let (mut builder, device) = self.session_builder(choice, threads)?;
+        let session = builder
+            .commit_from_file(model)
+            .map_err(|source| Error::Ort {
+                context: format!("loading {} on {device}", model.display()),
+                source,
+            })?;
+        Ok((session, device))
+    }
+
+    /// A session builder on the device `choice` resolves to.
+    pub fn session_builder(
+        &self,
+        choice: DeviceChoice,
+        threads: usize,
+    ) -> Result<(SessionBuilder, Device)> {
+        Ok(match choice {
+            DeviceChoice::Cpu => (self.builder(threads)?, Device::Cpu),
+            DeviceChoice::Cuda => (self.cuda_builder(threads)?, Device::Cuda),
+            DeviceChoice::Auto => match self.cuda_builder(threads) {
+                Ok(builder) => (builder, Device::Cuda),
+                Err(_) => (self.builder(threads)?, Device::Cpu),
+            },
+        })
+    }
+
+    /// The flavor `make setup` installed (`cpu` or `gpu`), read from `FLAVOR` beside
+    /// the library; `None` for a library from elsewhere.
+    pub fn flavor(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.library.with_file_name("FLAVOR")).ok()?;
+        text.split_whitespace().next().map(str::to_string)
+    }
+
+    fn builder(&self, threads: usize) -> Result<SessionBuilder> {
+        let ort_err = |source: ort::Error| Error::Ort {
+            context: "configuring an ONNX Runtime session".into(),
+            source,
+        };
+        Session::builder(&self.environment)
+            .map_err(ort_err)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| ort_err(e.into()))?
+            .with_intra_threads(threads)
+            .map_err(|e| ort_err(e.into()))
+    }
+
+    /// A builder whose CUDA provider must register: ort otherwise falls back to the
+    /// CPU silently.
+    fn cuda_builder(&self, threads: usize) -> Result<SessionBuilder> {
+        self.builder(threads)?
+            .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+            .map_err(|e| {
+                Error::CudaUnavailable(format!(
+                    "{e} (with ORT_FLAVOR=gpu, `make setup` installs the CUDA build; \
+                     its libraries in .ort/ must be on LD_LIBRARY_PATH, as the Makefile sets)"
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_end_with_the_library_name() {
+        for path in library_candidates() {
+            assert!(path.ends_with(DYLIB_NAME) || std::env::var_os(DYLIB_ENV).is_some());
+        }
+    }
+
+    #[test]
+    fn missing_library_error_lists_paths_and_the_fix() {
+        let err = Error::OrtMissing {
+            tried: vec![
+                "/a/.ort/libonnxruntime.so".into(),
+                "/b/.ort/libonnxruntime.so".into(),
+            ],
+        }
+        .to_string();
+        assert!(err.contains("/a/.ort/libonnxruntime.so"));
+        assert!(err.contains("/b/.ort/libonnxruntime.so"));
+        assert!(err.contains("make setup"));
+    }
+}

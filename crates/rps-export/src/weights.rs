@@ -1,0 +1,211 @@
+//! Model weights: read from a PyTorch `.pth` state dict or a `.safetensors` file,
+//! or drawn at random (seeded) the way torchvision initializes ResNet18.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ndarray::{ArrayD, IxDyn};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal, Uniform};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::pth;
+use crate::resnet::{Arch, BN_BUFFERS, HEAD_BIAS, HEAD_WEIGHT};
+
+/// Float tensors by PyTorch name.
+pub type Tensors = BTreeMap<String, ArrayD<f32>>;
+
+#[derive(Debug, Error)]
+pub enum WeightsError {
+    #[error("reading {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Pth {
+        path: PathBuf,
+        source: pth::PthError,
+    },
+    #[error("{}: not a readable .safetensors file: {message}", path.display())]
+    Safetensors { path: PathBuf, message: String },
+    #[error("{}: no tensor {key:?} (is this a ResNet18 state dict of width {width}?)", path.display())]
+    Missing {
+        path: PathBuf,
+        key: String,
+        width: usize,
+    },
+    #[error("{}: tensor {key:?} has shape {found:?}, expected {expected:?}", path.display())]
+    Shape {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+}
+
+/// Reads every float tensor of a `.pth` (zip) or `.safetensors` file, and the file's
+/// sha256 (hex).
+pub fn load_file(path: &Path) -> Result<(Tensors, String), WeightsError> {
+    let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
+        path: path.into(),
+        source,
+    })?;
+    let sha256 = format!("{:x}", Sha256::digest(&bytes));
+    let tensors = if bytes.starts_with(b"PK\x03\x04") {
+        pth::read_state_dict(&bytes)
+            .map_err(|source| WeightsError::Pth {
+                path: path.into(),
+                source,
+            })?
+            .into_iter()
+            .map(|(k, t)| (k, to_array(t.shape, t.data)))
+            .collect()
+    } else {
+        read_safetensors(&bytes).map_err(|message| WeightsError::Safetensors {
+            path: path.into(),
+            message,
+        })?
+    };
+    Ok((tensors, sha256))
+}
+
+fn read_safetensors(bytes: &[u8]) -> Result<Tensors, String> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut tensors = Tensors::new();
+    for (name, view) in file.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            continue;
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(name, to_array(view.shape().to_vec(), data));
+    }
+    Ok(tensors)
+}
+
+fn to_array(shape: Vec<usize>, data: Vec<f32>) -> ArrayD<f32> {
+    ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data")
+}
+
+/// Checks that every backbone tensor is present with its shape.
+pub fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(), WeightsError> {
+    for (key, expected) in arch.state_shapes() {
+        if key == HEAD_WEIGHT || key == HEAD_BIAS {
+            continue;
+        }
+        let tensor = tensors.get(&key).ok_or_else(|| WeightsError::Missing {
+            path: path.into(),
+            key: key.clone(),
+            width: arch.width,
+        })?;
+        if tensor.shape() != expected.as_slice() {
+            return Err(WeightsError::Shape {
+                path: path.into(),
+                key,
+                expected,
+                found: tensor.shape().to_vec(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A backbone drawn as torchvision draws it (Kaiming-normal convolutions, fan-out;
+/// identity BatchNorm; `nn.Linear`'s uniform fc), with a 1000-class fc.
+pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut tensors = Tensors::new();
+    for conv in arch.all_convs() {
+        let fan_out = (conv.cout * conv.kernel * conv.kernel) as f32;
+        let normal = Normal::new(0.0, (2.0 / fan_out).sqrt()).expect("finite std");
+        let shape = conv.weight_shape();
+        let n = shape.iter().product();
+        tensors.insert(
+            conv.weight(),
+            to_array(shape, normal.sample_iter(&mut rng).take(n).collect()),
+        );
+        for (name, value) in [
+            ("weight", 1.0),
+            ("bias", 0.0),
+            (BN_BUFFERS[0], 0.0),
+            (BN_BUFFERS[1], 1.0),
+        ] {
+            tensors.insert(
+                format!("{}.{name}", conv.bn),
+                ArrayD::from_elem(IxDyn(&[conv.cout]), value),
+            );
+        }
+    }
+    tensors.extend(linear(arch.features(), 1000, &mut rng));
+    tensors
+}
+
+/// The new head, initialized like a fresh `nn.Linear(8w, classes)`.
+pub fn new_head(arch: &Arch, seed: u64) -> Tensors {
+    // A stream of its own, so the head does not depend on how the backbone was made.
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6865_6164);
+    linear(arch.features(), arch.classes, &mut rng)
+}
+
+fn linear(inputs: usize, outputs: usize, rng: &mut impl Rng) -> Tensors {
+    let bound = 1.0 / (inputs as f32).sqrt();
+    let uniform = Uniform::new_inclusive(-bound, bound).expect("finite bound");
+    let mut draw = |n: usize| uniform.sample_iter(&mut *rng).take(n).collect::<Vec<f32>>();
+    let weight = to_array(vec![outputs, inputs], draw(outputs * inputs));
+    let bias = to_array(vec![outputs], draw(outputs));
+    Tensors::from([
+        (HEAD_WEIGHT.to_string(), weight),
+        (HEAD_BIAS.to_string(), bias),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_backbone_has_every_tensor_and_is_seeded() {
+        let arch = Arch {
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        };
+        let a = random_backbone(&arch, 7);
+        check_backbone(&a, &arch, Path::new("random")).unwrap();
+        assert_eq!(a["fc.weight"].shape(), &[1000, 64]);
+        assert_eq!(a, random_backbone(&arch, 7));
+        assert_ne!(a["conv1.weight"], random_backbone(&arch, 8)["conv1.weight"]);
+        let std = a["layer4.0.conv1.weight"].std(0.0);
+        let want = (2.0f32 / (64.0 * 9.0)).sqrt();
+        assert!((std / want - 1.0).abs() < 0.05, "std {std} vs {want}");
+    }
+
+    #[test]
+    fn wrong_shape_names_the_key() {
+        let arch = Arch {
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        };
+        let mut t = random_backbone(&arch, 0);
+        t.insert("layer2.0.bn1.weight".into(), ArrayD::zeros(IxDyn(&[3])));
+        let err = check_backbone(&t, &arch, Path::new("w.pth"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("w.pth") && err.contains("layer2.0.bn1.weight") && err.contains("[16]"),
+            "{err}"
+        );
+        t.remove("layer1.1.conv2.weight");
+        let err = check_backbone(&t, &arch, Path::new("w.pth"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("layer1.1.conv2.weight"), "{err}");
+    }
+}
