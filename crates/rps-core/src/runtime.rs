@@ -144,7 +144,7 @@ impl Runtime {
         (!version.is_empty()).then(|| version.to_string())
     }
 
-    /// Opens `model` on the device `choice` resolves to, with `threads` CPU threads.
+    /// Opens the graph file `model` on the device `choice` resolves to.
     pub fn session(
         &self,
         model: &Path,
@@ -152,12 +152,26 @@ impl Runtime {
         threads: usize,
     ) -> Result<(Session, Device)> {
         let (mut builder, device) = self.session_builder(choice, threads)?;
-        let session = builder
-            .commit_from_file(model)
-            .map_err(|source| Error::Ort {
-                context: format!("loading {} on {device}", model.display()),
-                source,
-            })?;
+        let session = builder.commit_from_file(model).map_err(|source| Error::Ort {
+            context: format!("loading {} on {device}", model.display()),
+            source,
+        })?;
+        Ok((session, device))
+    }
+
+    /// Opens a graph held in memory; `label` names it in errors.
+    pub fn session_from_bytes(
+        &self,
+        model: &[u8],
+        label: &str,
+        choice: DeviceChoice,
+        threads: usize,
+    ) -> Result<(Session, Device)> {
+        let (mut builder, device) = self.session_builder(choice, threads)?;
+        let session = builder.commit_from_memory(model).map_err(|source| Error::Ort {
+            context: format!("loading {label} on {device}"),
+            source,
+        })?;
         Ok((session, device))
     }
 

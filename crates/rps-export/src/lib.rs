@@ -3,8 +3,11 @@
 //! train-step graphs computing forward, backward and Adam ([`train`]).
 
 pub mod graph;
+pub mod infer;
+pub mod names;
 pub mod pth;
 pub mod resnet;
+pub mod train;
 pub mod weights;
 
 pub mod onnx {
