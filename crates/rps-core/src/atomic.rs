@@ -19,6 +19,7 @@ where
     let tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", file_name(path)))
         .suffix(".part")
+        .permissions(readable_by_all())
         .tempfile_in(dir)
         .map_err(io("creating a temporary file in", dir))?;
     let (file, tmp_path) = tmp.into_parts();
@@ -76,6 +77,12 @@ impl TempDir {
         }
         fs::rename(&tmp, &self.target).map_err(io("renaming into place", &self.target))
     }
+}
+
+/// Outputs are ordinary files (0644), not the 0600 of a temporary file.
+fn readable_by_all() -> fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    fs::Permissions::from_mode(0o644)
 }
 
 fn parent_dir(path: &Path) -> &Path {

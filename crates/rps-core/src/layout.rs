@@ -30,6 +30,41 @@ impl fmt::Display for Split {
     }
 }
 
+/// The files rps-export writes into the graphs folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphFile {
+    /// images -> layer3 and pooled features (frozen, eval mode).
+    Backbone,
+    /// images -> ImageNet class probabilities (the base model).
+    Imagenet,
+    HeadStep,
+    HeadEval,
+    FinetuneStep,
+    FinetuneEval,
+    /// images -> class probabilities of the transfer model.
+    Model,
+    /// The transfer model's starting weights: backbone and new head (`.npz`).
+    Weights,
+    /// Settings, weight-file sha256 and parameter counts.
+    Meta,
+}
+
+impl GraphFile {
+    pub fn file_name(self) -> &'static str {
+        match self {
+            GraphFile::Backbone => "backbone.onnx",
+            GraphFile::Imagenet => "imagenet.onnx",
+            GraphFile::HeadStep => "head_step.onnx",
+            GraphFile::HeadEval => "head_eval.onnx",
+            GraphFile::FinetuneStep => "finetune_step.onnx",
+            GraphFile::FinetuneEval => "finetune_eval.onnx",
+            GraphFile::Model => "model.onnx",
+            GraphFile::Weights => "weights.npz",
+            GraphFile::Meta => "export.json",
+        }
+    }
+}
+
 /// The data folder and the stage folders under it.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -77,8 +112,8 @@ impl Layout {
         self.root.join("graphs")
     }
 
-    pub fn graph(&self, file_name: &str) -> PathBuf {
-        self.graphs_dir().join(file_name)
+    pub fn graph(&self, file: GraphFile) -> PathBuf {
+        self.graphs_dir().join(file.file_name())
     }
 
     /// Preprocessed image tensors.

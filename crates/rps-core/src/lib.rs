@@ -13,6 +13,6 @@ pub mod table;
 
 pub use classes::ClassList;
 pub use error::{Error, Result};
-pub use layout::{Layout, Split};
+pub use layout::{GraphFile, Layout, Split};
 pub use meta::Metadata;
 pub use runtime::{Device, DeviceChoice, OrtArgs, Runtime};

@@ -34,6 +34,26 @@ pub fn read<A: ReadableElement>(path: &Path) -> Result<ArrayD<A>> {
     })
 }
 
+/// Writes named arrays as an uncompressed `.npz` (what `numpy.savez` writes), atomically.
+pub fn write_npz<'a, A, I>(path: &Path, arrays: I) -> Result<()>
+where
+    A: WritableElement + 'a,
+    I: IntoIterator<Item = (&'a str, &'a ArrayD<A>)>,
+{
+    let invalid = |e: &dyn std::fmt::Display| Error::Invalid {
+        path: path.to_path_buf(),
+        message: format!("writing .npz: {e}"),
+    };
+    atomic::write_file(path, |out| {
+        let mut npz = ndarray_npy::NpzWriter::new(out);
+        for (name, array) in arrays {
+            npz.add_array(name, array).map_err(|e| invalid(&e))?;
+        }
+        npz.finish().map_err(|e| invalid(&e))?;
+        Ok(())
+    })
+}
+
 /// An open `.npz` archive (as written by `numpy.savez`).
 pub struct Npz {
     reader: NpzReader<File>,
@@ -112,6 +132,18 @@ mod tests {
         );
         let err = npz.get::<f32>("missing").unwrap_err().to_string();
         assert!(err.contains("r.npz") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn written_npz_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.npz");
+        let a = ArrayD::from_elem(ndarray::IxDyn(&[2, 2]), 0.5f32);
+        write_npz(&path, [("fc.weight", &a)]).unwrap();
+        assert_eq!(
+            Npz::open(&path).unwrap().get::<f32>("fc.weight").unwrap(),
+            a
+        );
     }
 
     #[test]

@@ -152,10 +152,12 @@ impl Runtime {
         threads: usize,
     ) -> Result<(Session, Device)> {
         let (mut builder, device) = self.session_builder(choice, threads)?;
-        let session = builder.commit_from_file(model).map_err(|source| Error::Ort {
-            context: format!("loading {} on {device}", model.display()),
-            source,
-        })?;
+        let session = builder
+            .commit_from_file(model)
+            .map_err(|source| Error::Ort {
+                context: format!("loading {} on {device}", model.display()),
+                source,
+            })?;
         Ok((session, device))
     }
 
@@ -168,10 +170,12 @@ impl Runtime {
         threads: usize,
     ) -> Result<(Session, Device)> {
         let (mut builder, device) = self.session_builder(choice, threads)?;
-        let session = builder.commit_from_memory(model).map_err(|source| Error::Ort {
-            context: format!("loading {label} on {device}"),
-            source,
-        })?;
+        let session = builder
+            .commit_from_memory(model)
+            .map_err(|source| Error::Ort {
+                context: format!("loading {label} on {device}"),
+                source,
+            })?;
         Ok((session, device))
     }
 

@@ -13,8 +13,23 @@ pub fn backbone(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let layer3 = to_layer3(&mut g, tensors, arch, &images);
     let pooled = layer4_pooled(&mut g, tensors, arch, &layer3);
     let s = arch.layer3_size();
-    g.output(&layer3, names::LAYER3, Elem::F32, &[Dim::Batch, Dim::Fixed(arch.layer3_channels()), Dim::Fixed(s), Dim::Fixed(s)]);
-    g.output(&pooled, names::POOLED, Elem::F32, &[Dim::Batch, Dim::Fixed(arch.features())]);
+    g.output(
+        &layer3,
+        names::LAYER3,
+        Elem::F32,
+        &[
+            Dim::Batch,
+            Dim::Fixed(arch.layer3_channels()),
+            Dim::Fixed(s),
+            Dim::Fixed(s),
+        ],
+    );
+    g.output(
+        &pooled,
+        names::POOLED,
+        Elem::F32,
+        &[Dim::Batch, Dim::Fixed(arch.features())],
+    );
     g.to_bytes("backbone")
 }
 
@@ -33,7 +48,11 @@ pub fn classifier(arch: &Arch, tensors: &Tensors, name: &str) -> Vec<u8> {
 /// pooled `features` [N,8w], `labels` -> `logits`, `probs`, mean `loss` (phase 1 eval).
 pub fn head_eval(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let mut g = Graph::new();
-    let features = g.input(names::FEATURES, Elem::F32, &[Dim::Batch, Dim::Fixed(arch.features())]);
+    let features = g.input(
+        names::FEATURES,
+        Elem::F32,
+        &[Dim::Batch, Dim::Fixed(arch.features())],
+    );
     let logits = linear(&mut g, tensors, &features);
     scored_out(&mut g, &logits, classes_of(tensors));
     g.to_bytes("head_eval")
@@ -47,7 +66,12 @@ pub fn finetune_eval(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let features = g.input(
         names::FEATURES,
         Elem::F32,
-        &[Dim::Batch, Dim::Fixed(arch.layer3_channels()), Dim::Fixed(s), Dim::Fixed(s)],
+        &[
+            Dim::Batch,
+            Dim::Fixed(arch.layer3_channels()),
+            Dim::Fixed(s),
+            Dim::Fixed(s),
+        ],
     );
     let pooled = layer4_pooled(&mut g, tensors, arch, &features);
     let logits = linear(&mut g, tensors, &pooled);
@@ -130,8 +154,8 @@ fn conv_bn(g: &mut Graph, tensors: &Tensors, spec: &ConvSpec, x: &str, relu: boo
             ("pads", Attr::Ints(vec![p, p, p, p])),
         ],
     );
-    let [scale, bias, mean, var] =
-        ["weight", "bias", "running_mean", "running_var"].map(|t| weight(g, tensors, &format!("{}.{t}", spec.bn)));
+    let [scale, bias, mean, var] = ["weight", "bias", "running_mean", "running_var"]
+        .map(|t| weight(g, tensors, &format!("{}.{t}", spec.bn)));
     let y = g.op(
         "BatchNormalization",
         &[&y, &scale, &bias, &mean, &var],
@@ -148,5 +172,9 @@ fn linear(g: &mut Graph, tensors: &Tensors, x: &str) -> String {
 
 fn weight(g: &mut Graph, tensors: &Tensors, name: &str) -> String {
     let t = &tensors[name];
-    g.weight(name, t.shape(), t.as_standard_layout().as_slice().expect("standard layout"))
+    g.weight(
+        name,
+        t.shape(),
+        t.as_standard_layout().as_slice().expect("standard layout"),
+    )
 }

@@ -2,6 +2,7 @@
 //! pipeline runs: inference graphs with weights as initializers ([`infer`]) and
 //! train-step graphs computing forward, backward and Adam ([`train`]).
 
+pub mod export;
 pub mod graph;
 pub mod infer;
 pub mod names;

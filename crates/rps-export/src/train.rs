@@ -21,7 +21,11 @@ const ADAM_EPS: f32 = 1e-8;
 /// Phase 1: pooled `features` [N,8w] -> the head's step.
 pub fn head_step(arch: &Arch) -> Vec<u8> {
     let mut g = Graph::new();
-    let features = g.input(names::FEATURES, Elem::F32, &[Dim::Batch, Dim::Fixed(arch.features())]);
+    let features = g.input(
+        names::FEATURES,
+        Elem::F32,
+        &[Dim::Batch, Dim::Fixed(arch.features())],
+    );
     let mut step = Step::new(&mut g, arch);
     let head = step.head(&mut g, &features);
     let (loss, dlogits) = step.loss(&mut g, &head.logits);
@@ -38,7 +42,12 @@ pub fn finetune_step(arch: &Arch) -> Vec<u8> {
     let features = g.input(
         names::FEATURES,
         Elem::F32,
-        &[Dim::Batch, Dim::Fixed(arch.layer3_channels()), Dim::Fixed(s), Dim::Fixed(s)],
+        &[
+            Dim::Batch,
+            Dim::Fixed(arch.layer3_channels()),
+            Dim::Fixed(s),
+            Dim::Fixed(s),
+        ],
     );
     let mut step = Step::new(&mut g, arch);
     let x = g.transpose(&features, &[1, 2, 3, 0]);
@@ -147,19 +156,32 @@ impl Step {
         let b = self.param(g, HEAD_BIAS, &[self.arch.classes]);
         let dropped = g.mul(features, &mask);
         let logits = g.op("Gemm", &[&dropped, &w, &b], vec![("transB", Attr::Int(1))]);
-        Head { dropped, mask, logits }
+        Head {
+            dropped,
+            mask,
+            logits,
+        }
     }
 
     /// Mean cross-entropy and its gradient with respect to the logits.
     fn loss(&self, g: &mut Graph, logits: &str) -> (String, String) {
         let [loss, log_prob] = g
-            .op_n("SoftmaxCrossEntropyLoss", &[logits, &self.labels], 2, vec![])
+            .op_n(
+                "SoftmaxCrossEntropyLoss",
+                &[logits, &self.labels],
+                2,
+                vec![],
+            )
             .try_into()
             .expect("two outputs");
         let probs = g.op("Exp", &[&log_prob], vec![]);
         let depth = g.ints(&[self.arch.classes as i64]);
         let values = g.const_f32(&[2], &[0.0, 1.0]);
-        let one_hot = g.op("OneHot", &[&self.labels, &depth, &values], vec![("axis", Attr::Int(-1))]);
+        let one_hot = g.op(
+            "OneHot",
+            &[&self.labels, &depth, &values],
+            vec![("axis", Attr::Int(-1))],
+        );
         let diff = g.sub(&probs, &one_hot);
         let batch = batch_size(g, logits);
         (loss, g.div(&diff, &batch))
@@ -171,13 +193,22 @@ impl Step {
         let dw = g.gemm(dlogits, &head.dropped, true, false);
         let db = g.reduce("ReduceSum", dlogits, &[0], false);
         let c = self.arch.features();
-        self.grads.push((HEAD_WEIGHT.into(), vec![self.arch.classes, c], dw));
-        self.grads.push((HEAD_BIAS.into(), vec![self.arch.classes], db));
+        self.grads
+            .push((HEAD_WEIGHT.into(), vec![self.arch.classes, c], dw));
+        self.grads
+            .push((HEAD_BIAS.into(), vec![self.arch.classes], db));
         let ddropped = g.matmul(dlogits, &w);
         g.mul(&ddropped, &head.mask)
     }
 
-    fn block_forward(&mut self, g: &mut Graph, block: &Block, x: &str, size: usize, needs_input_grad: bool) -> BlockForward {
+    fn block_forward(
+        &mut self,
+        g: &mut Graph,
+        block: &Block,
+        x: &str,
+        size: usize,
+        needs_input_grad: bool,
+    ) -> BlockForward {
         let specs = block.convs();
         let (c1, b1, y1) = self.conv_bn(g, &specs[0], x, size);
         let relu1 = g.relu(&y1);
@@ -194,14 +225,27 @@ impl Step {
         };
         let sum = g.add(&y2, &identity);
         let out = g.relu(&sum);
-        BlockForward { convs, relu1, out, out_size: mid, needs_input_grad }
+        BlockForward {
+            convs,
+            relu1,
+            out,
+            out_size: mid,
+            needs_input_grad,
+        }
     }
 
     /// Gradients of a block's parameters; returns the gradient of its input when the
     /// layer before it trains.
-    fn block_backward(&mut self, g: &mut Graph, forward: &BlockForward, dout: &str) -> Option<String> {
+    fn block_backward(
+        &mut self,
+        g: &mut Graph,
+        forward: &BlockForward,
+        dout: &str,
+    ) -> Option<String> {
         let dsum = relu_backward(g, dout, &forward.out);
-        let [(c1, b1), (c2, b2)] = &forward.convs[..2] else { unreachable!("two convolutions") };
+        let [(c1, b1), (c2, b2)] = &forward.convs[..2] else {
+            unreachable!("two convolutions")
+        };
         let dy2 = self.bn_backward(g, b2, &dsum);
         let drelu1 = self.conv_backward(g, c2, &dy2, true).expect("asked for");
         let dy1_out = relu_backward(g, &drelu1, &forward.relu1);
@@ -220,13 +264,25 @@ impl Step {
         }
     }
 
-    fn conv_bn(&mut self, g: &mut Graph, spec: &ConvSpec, x: &str, size: usize) -> (ConvForward, BnForward, String) {
+    fn conv_bn(
+        &mut self,
+        g: &mut Graph,
+        spec: &ConvSpec,
+        x: &str,
+        size: usize,
+    ) -> (ConvForward, BnForward, String) {
         let (conv, y) = self.conv(g, spec, x, size);
         let (bn, out) = self.bn_train(g, spec, &y);
         (conv, bn, out)
     }
 
-    fn conv(&mut self, g: &mut Graph, spec: &ConvSpec, x: &str, in_size: usize) -> (ConvForward, String) {
+    fn conv(
+        &mut self,
+        g: &mut Graph,
+        spec: &ConvSpec,
+        x: &str,
+        in_size: usize,
+    ) -> (ConvForward, String) {
         let weight = self.param(g, &spec.weight(), &spec.weight_shape());
         let (forward_idx, backward_idx) = conv_indices(spec, in_size);
         let taps = spec.kernel * spec.kernel;
@@ -237,12 +293,24 @@ impl Step {
         let wm = g.reshape(&weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
         let y = g.matmul(&wm, &patches);
         let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
-        let forward = ConvForward { spec: spec.clone(), weight, patches, in_size, backward_indices };
+        let forward = ConvForward {
+            spec: spec.clone(),
+            weight,
+            patches,
+            in_size,
+            backward_indices,
+        };
         (forward, y)
     }
 
     /// Records the weight gradient; returns the input gradient when asked.
-    fn conv_backward(&mut self, g: &mut Graph, conv: &ConvForward, dy: &str, input_grad: bool) -> Option<String> {
+    fn conv_backward(
+        &mut self,
+        g: &mut Graph,
+        conv: &ConvForward,
+        dy: &str,
+        input_grad: bool,
+    ) -> Option<String> {
         let spec = &conv.spec;
         let taps = spec.kernel * spec.kernel;
         let dym = g.reshape(dy, &[spec.cout as i64, -1]);
@@ -254,11 +322,17 @@ impl Step {
             return None;
         }
         let gathered = gather_patches(g, dy, &conv.backward_indices, spec.cout * taps);
-        let w3 = g.reshape(&conv.weight, &[spec.cout as i64, spec.cin as i64, taps as i64]);
+        let w3 = g.reshape(
+            &conv.weight,
+            &[spec.cout as i64, spec.cin as i64, taps as i64],
+        );
         let wt = g.transpose(&w3, &[1, 0, 2]);
         let wt = g.reshape(&wt, &[spec.cin as i64, (spec.cout * taps) as i64]);
         let dx = g.matmul(&wt, &gathered);
-        Some(g.reshape(&dx, &[spec.cin as i64, (conv.in_size * conv.in_size) as i64, -1]))
+        Some(g.reshape(
+            &dx,
+            &[spec.cin as i64, (conv.in_size * conv.in_size) as i64, -1],
+        ))
     }
 
     /// BatchNorm on `[C, P, N]` with the batch's statistics; running statistics
@@ -283,11 +357,23 @@ impl Step {
         let out = g.add(&scaled, &beta3);
         let scale = g.mul(&gamma3, &invstd);
         self.update_running_stats(g, spec, x, &mean, &var);
-        let forward = BnForward { name: spec.bn.clone(), channels: c, xhat, scale };
+        let forward = BnForward {
+            name: spec.bn.clone(),
+            channels: c,
+            xhat,
+            scale,
+        };
         (forward, out)
     }
 
-    fn update_running_stats(&mut self, g: &mut Graph, spec: &ConvSpec, x: &str, mean: &str, var: &str) {
+    fn update_running_stats(
+        &mut self,
+        g: &mut Graph,
+        spec: &ConvSpec,
+        x: &str,
+        mean: &str,
+        var: &str,
+    ) {
         let c = spec.cout;
         // Elements per channel, M = H*W*N; the running variance is unbiased: var*M/(M-1).
         let size = g.op("Size", &[x], vec![]);
@@ -312,8 +398,10 @@ impl Step {
         let dbeta = g.reduce("ReduceSum", dy, &[1, 2], false);
         let dy_xhat = g.mul(dy, &bn.xhat);
         let dgamma = g.reduce("ReduceSum", &dy_xhat, &[1, 2], false);
-        self.grads.push((format!("{}.weight", bn.name), vec![c], dgamma));
-        self.grads.push((format!("{}.bias", bn.name), vec![c], dbeta));
+        self.grads
+            .push((format!("{}.weight", bn.name), vec![c], dgamma));
+        self.grads
+            .push((format!("{}.bias", bn.name), vec![c], dbeta));
         let mean_dy = g.reduce("ReduceMean", dy, &[1, 2], true);
         let mean_dy_xhat = g.reduce("ReduceMean", &dy_xhat, &[1, 2], true);
         let centered = g.sub(dy, &mean_dy);
@@ -325,10 +413,16 @@ impl Step {
     /// Adam on every recorded gradient, then the graph outputs.
     fn finish(mut self, g: &mut Graph, loss: &str, logits: &str) {
         g.output(loss, names::LOSS, Elem::F32, &[]);
-        g.output(logits, names::LOGITS, Elem::F32, &[Dim::Batch, Dim::Fixed(self.arch.classes)]);
+        g.output(
+            logits,
+            names::LOGITS,
+            Elem::F32,
+            &[Dim::Batch, Dim::Fixed(self.arch.classes)],
+        );
         let adam = AdamScalars::new(g, &self.step, &self.lr, &self.weight_decay);
         // Forward order, as the parameters were declared.
-        self.grads.sort_by_key(|(name, _, _)| param_order(&self.arch, name));
+        self.grads
+            .sort_by_key(|(name, _, _)| param_order(&self.arch, name));
         for (name, shape, grad) in &self.grads {
             let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
             let p = names::param(name);
@@ -336,8 +430,18 @@ impl Step {
             let v = g.input(&names::adam_v(name), Elem::F32, &dims);
             let (new_p, new_m, new_v) = adam.update(g, &p, grad, &m, &v);
             g.output(&new_p, &names::updated(&p), Elem::F32, &dims);
-            g.output(&new_m, &names::updated(&names::adam_m(name)), Elem::F32, &dims);
-            g.output(&new_v, &names::updated(&names::adam_v(name)), Elem::F32, &dims);
+            g.output(
+                &new_m,
+                &names::updated(&names::adam_m(name)),
+                Elem::F32,
+                &dims,
+            );
+            g.output(
+                &new_v,
+                &names::updated(&names::adam_v(name)),
+                Elem::F32,
+                &dims,
+            );
             g.output(grad, &names::grad(name), Elem::F32, &dims);
         }
         for (input, value, c) in &self.buffers {
@@ -347,7 +451,10 @@ impl Step {
 }
 
 fn param_order(arch: &Arch, name: &str) -> usize {
-    arch.finetune_params().iter().position(|(n, _)| n == name).unwrap_or(usize::MAX)
+    arch.finetune_params()
+        .iter()
+        .position(|(n, _)| n == name)
+        .unwrap_or(usize::MAX)
 }
 
 /// `(1 - weight) * a + weight * b`
@@ -445,7 +552,14 @@ impl AdamScalars {
     }
 
     /// `torch.optim.Adam`'s update (AdamW's decoupled decay when weight_decay > 0).
-    fn update(&self, g: &mut Graph, p: &str, grad: &str, m: &str, v: &str) -> (String, String, String) {
+    fn update(
+        &self,
+        g: &mut Graph,
+        p: &str,
+        grad: &str,
+        m: &str,
+        v: &str,
+    ) -> (String, String, String) {
         let m_keep = g.mul(m, &self.beta1);
         let m_new = g.mul(grad, &self.one_minus_beta1);
         let m = g.add(&m_keep, &m_new);
@@ -469,7 +583,11 @@ mod tests {
 
     #[test]
     fn indices_of_a_strided_3x3_convolution() {
-        let arch = Arch { width: 8, image_size: 64, classes: 3 };
+        let arch = Arch {
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        };
         let spec = arch.layer(4)[0].convs()[0].clone(); // 3x3, stride 2, pad 1
         let (fwd, bwd) = conv_indices(&spec, 4);
         // Output (0,0), tap (0,0) reads padding; tap (1,1) reads input (0,0).

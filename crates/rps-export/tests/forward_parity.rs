@@ -8,18 +8,43 @@ use rps_export::{infer, names, weights};
 
 fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usize) {
     let (tensors, _) = weights::load_file(&common::reference(weights_file)).unwrap();
-    let arch = Arch { width, image_size: size, classes: 1000 };
+    let arch = Arch {
+        width,
+        image_size: size,
+        classes: 1000,
+    };
     let mut reference = rps_core::npy::Npz::open(&common::reference(forward_file)).unwrap();
     let input = reference.get::<f32>("input").unwrap();
 
     let mut backbone = session(&infer::backbone(&arch, &tensors), "backbone");
-    let out = run(&mut backbone, vec![(names::IMAGES.into(), Input::F32(input.clone()))]);
-    assert_close("layer3", &out[names::LAYER3], &reference.get("layer3").unwrap(), 1e-4);
-    assert_close("pooled", &out[names::POOLED], &reference.get("pooled").unwrap(), 1e-4);
+    let out = run(
+        &mut backbone,
+        vec![(names::IMAGES.into(), Input::F32(input.clone()))],
+    );
+    assert_close(
+        "layer3",
+        &out[names::LAYER3],
+        &reference.get("layer3").unwrap(),
+        1e-4,
+    );
+    assert_close(
+        "pooled",
+        &out[names::POOLED],
+        &reference.get("pooled").unwrap(),
+        1e-4,
+    );
 
     let mut imagenet = session(&infer::classifier(&arch, &tensors, "imagenet"), "imagenet");
-    let out = run(&mut imagenet, vec![(names::IMAGES.into(), Input::F32(input))]);
-    assert_close("logits", &out[names::LOGITS], &reference.get("logits").unwrap(), 1e-4);
+    let out = run(
+        &mut imagenet,
+        vec![(names::IMAGES.into(), Input::F32(input))],
+    );
+    assert_close(
+        "logits",
+        &out[names::LOGITS],
+        &reference.get("logits").unwrap(),
+        1e-4,
+    );
 }
 
 #[test]
@@ -29,5 +54,10 @@ fn full_width_forward_matches_pytorch() {
 
 #[test]
 fn mini_forward_matches_pytorch() {
-    check_forward("mini_w8_s64_seed0.pth", "mini_w8_s64_seed0_forward.npz", 8, 64);
+    check_forward(
+        "mini_w8_s64_seed0.pth",
+        "mini_w8_s64_seed0_forward.npz",
+        8,
+        64,
+    );
 }

@@ -12,9 +12,18 @@ use rps_export::resnet::Arch;
 use rps_export::weights::Tensors;
 use rps_export::{infer, names, train};
 
-const ARCH: Arch = Arch { width: 8, image_size: 64, classes: 3 };
+const ARCH: Arch = Arch {
+    width: 8,
+    image_size: 64,
+    classes: 3,
+};
 
-fn check_two_steps(graph: Vec<u8>, reference_file: &str, params: Vec<(String, Vec<usize>)>, buffers: Vec<(String, Vec<usize>)>) -> Tensors {
+fn check_two_steps(
+    graph: Vec<u8>,
+    reference_file: &str,
+    params: Vec<(String, Vec<usize>)>,
+    buffers: Vec<(String, Vec<usize>)>,
+) -> Tensors {
     let mut reference = Npz::open(&common::reference(reference_file)).unwrap();
     let features = reference.get::<f32>("features").unwrap();
     let labels = reference.get::<i64>("labels").unwrap();
@@ -22,36 +31,72 @@ fn check_two_steps(graph: Vec<u8>, reference_file: &str, params: Vec<(String, Ve
     let batch = labels.len();
     let mut state: BTreeMap<String, ArrayD<f32>> = BTreeMap::new();
     for (name, shape) in &params {
-        state.insert(names::param(name), reference.get(&format!("init:param:{name}")).unwrap());
+        state.insert(
+            names::param(name),
+            reference.get(&format!("init:param:{name}")).unwrap(),
+        );
         state.insert(names::adam_m(name), ArrayD::zeros(IxDyn(shape)));
         state.insert(names::adam_v(name), ArrayD::zeros(IxDyn(shape)));
     }
     for (name, _) in &buffers {
-        state.insert(names::buffer(name), reference.get(&format!("init:buffer:{name}")).unwrap());
+        state.insert(
+            names::buffer(name),
+            reference.get(&format!("init:buffer:{name}")).unwrap(),
+        );
     }
     let mut step_session = session(&graph, reference_file);
     for step in 1..=2 {
         let mut inputs = vec![
             (names::FEATURES.to_string(), Input::F32(features.clone())),
             (names::LABELS.into(), Input::I64(labels.clone())),
-            (names::DROPOUT_MASK.into(), Input::F32(ArrayD::ones(IxDyn(&[batch, ARCH.features()])))),
+            (
+                names::DROPOUT_MASK.into(),
+                Input::F32(ArrayD::ones(IxDyn(&[batch, ARCH.features()]))),
+            ),
             (names::STEP.into(), Input::F32(arr0(step as f32).into_dyn())),
             (names::LR.into(), Input::F32(lr.clone())),
-            (names::WEIGHT_DECAY.into(), Input::F32(arr0(0.0f32).into_dyn())),
+            (
+                names::WEIGHT_DECAY.into(),
+                Input::F32(arr0(0.0f32).into_dyn()),
+            ),
         ];
-        inputs.extend(state.iter().map(|(k, v)| (k.clone(), Input::F32(v.clone()))));
+        inputs.extend(
+            state
+                .iter()
+                .map(|(k, v)| (k.clone(), Input::F32(v.clone()))),
+        );
         let out = run(&mut step_session, inputs);
         let prefix = format!("step{step}");
-        assert_close(&format!("{prefix} loss"), &out[names::LOSS], &reference.get(&format!("{prefix}:loss")).unwrap(), 1e-4);
+        assert_close(
+            &format!("{prefix} loss"),
+            &out[names::LOSS],
+            &reference.get(&format!("{prefix}:loss")).unwrap(),
+            1e-4,
+        );
         for (name, _) in &params {
             let want = reference.get(&format!("{prefix}:grad:{name}")).unwrap();
-            assert_close(&format!("{prefix} grad {name}"), &out[&names::grad(name)], &want, 1e-4);
+            assert_close(
+                &format!("{prefix} grad {name}"),
+                &out[&names::grad(name)],
+                &want,
+                1e-4,
+            );
             let want = reference.get(&format!("{prefix}:param:{name}")).unwrap();
-            assert_close(&format!("{prefix} param {name}"), &out[&names::updated(&names::param(name))], &want, 1e-3);
+            assert_close(
+                &format!("{prefix} param {name}"),
+                &out[&names::updated(&names::param(name))],
+                &want,
+                1e-3,
+            );
         }
         for (name, _) in &buffers {
             let want = reference.get(&format!("{prefix}:buffer:{name}")).unwrap();
-            assert_close(&format!("{prefix} buffer {name}"), &out[&names::updated(&names::buffer(name))], &want, 1e-3);
+            assert_close(
+                &format!("{prefix} buffer {name}"),
+                &out[&names::updated(&names::buffer(name))],
+                &want,
+                1e-3,
+            );
         }
         for (key, value) in state.iter_mut() {
             *value = out[&names::updated(key)].clone();
@@ -60,7 +105,9 @@ fn check_two_steps(graph: Vec<u8>, reference_file: &str, params: Vec<(String, Ve
     state
         .into_iter()
         .filter_map(|(k, v)| {
-            let name = k.strip_prefix("param:").or_else(|| k.strip_prefix("buffer:"))?;
+            let name = k
+                .strip_prefix("param:")
+                .or_else(|| k.strip_prefix("buffer:"))?;
             Some((name.to_string(), v))
         })
         .collect()
@@ -68,24 +115,58 @@ fn check_two_steps(graph: Vec<u8>, reference_file: &str, params: Vec<(String, Ve
 
 fn final_logits(graph: Vec<u8>, features: ArrayD<f32>, labels: ArrayD<i64>) -> ArrayD<f32> {
     let mut eval = session(&graph, "eval");
-    let out = run(&mut eval, vec![(names::FEATURES.into(), Input::F32(features)), (names::LABELS.into(), Input::I64(labels))]);
+    let out = run(
+        &mut eval,
+        vec![
+            (names::FEATURES.into(), Input::F32(features)),
+            (names::LABELS.into(), Input::I64(labels)),
+        ],
+    );
     out[names::LOGITS].clone()
 }
 
 #[test]
 fn head_step_matches_pytorch() {
     let file = "mini_w8_s64_seed0_train_head.npz";
-    let trained = check_two_steps(train::head_step(&ARCH), file, ARCH.head_shapes(3).to_vec(), vec![]);
+    let trained = check_two_steps(
+        train::head_step(&ARCH),
+        file,
+        ARCH.head_shapes(3).to_vec(),
+        vec![],
+    );
     let mut reference = Npz::open(&common::reference(file)).unwrap();
-    let logits = final_logits(infer::head_eval(&ARCH, &trained), reference.get("features").unwrap(), reference.get("labels").unwrap());
-    assert_close("final eval logits", &logits, &reference.get("final:eval_logits").unwrap(), 1e-3);
+    let logits = final_logits(
+        infer::head_eval(&ARCH, &trained),
+        reference.get("features").unwrap(),
+        reference.get("labels").unwrap(),
+    );
+    assert_close(
+        "final eval logits",
+        &logits,
+        &reference.get("final:eval_logits").unwrap(),
+        1e-3,
+    );
 }
 
 #[test]
 fn finetune_step_matches_pytorch() {
     let file = "mini_w8_s64_seed0_train_layer4.npz";
-    let trained = check_two_steps(train::finetune_step(&ARCH), file, ARCH.finetune_params(), ARCH.finetune_buffers());
+    let trained = check_two_steps(
+        train::finetune_step(&ARCH),
+        file,
+        ARCH.finetune_params(),
+        ARCH.finetune_buffers(),
+    );
     let mut reference = Npz::open(&common::reference(file)).unwrap();
-    let logits = final_logits(infer::finetune_eval(&ARCH, &trained), reference.get("features").unwrap(), reference.get("labels").unwrap());
-    assert_close("final eval logits", &logits, &reference.get("final:eval_logits").unwrap(), 1e-3);
+    let logits = final_logits(
+        infer::finetune_eval(&ARCH, &trained),
+        reference.get("features").unwrap(),
+        reference.get("labels").unwrap(),
+    );
+    assert_close(
+        "final eval logits",
+        &logits,
+        &reference.get("final:eval_logits").unwrap(),
+        1e-3,
+    );
 }

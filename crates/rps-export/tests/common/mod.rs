@@ -59,12 +59,19 @@ pub fn run(session: &mut Session, inputs: Vec<(String, Input)>) -> BTreeMap<Stri
 /// Relative L2 error of `got` against `want`.
 pub fn rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
     assert_eq!(got.shape(), want.shape(), "shapes differ");
-    let diff: f64 = got.iter().zip(want).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
     let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
     (diff / norm.max(1e-30)).sqrt()
 }
 
 pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tolerance: f64) {
     let err = rel_err(got, want);
-    assert!(err < tolerance, "{what}: relative L2 error {err:.3e} >= {tolerance:.0e}");
+    assert!(
+        err < tolerance,
+        "{what}: relative L2 error {err:.3e} >= {tolerance:.0e}"
+    );
 }

@@ -1,0 +1,107 @@
+# rps-transfer: fine-tune an ImageNet ResNet18 on rock/paper/scissors (or any
+# folder-per-class image set). Every stage target is a real file; it depends on its
+# inputs and on a stamp of its own settings, so make reruns exactly what changed.
+# `make help` lists targets and variables.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+.DELETE_ON_ERROR:
+
+# ---- Settings (defaults from the recipe) -------------------------------------
+DATA        ?= data
+SEED        ?= 0
+IMAGE_SIZE  ?= 224
+VIEWS       ?= 5
+BATCH       ?= 64
+DROPOUT     ?= 0.2
+HEAD_EPOCHS ?= 20
+HEAD_LR     ?= 1e-4
+FT_EPOCHS   ?= 20
+FT_LR       ?= 1e-7
+DEVICE      ?= auto
+THREADS     ?=
+WIDTH       ?= 64
+CLASSES     ?= 3
+WEIGHTS     ?= default
+FROM        ?=
+TRAIN_URL   ?= https://storage.googleapis.com/download.tensorflow.org/data/rps.zip
+TEST_URL    ?= https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip
+WEIGHTS_URL ?= https://download.pytorch.org/models/resnet18-f37072fd.pth
+LABELS_URL  ?= https://raw.githubusercontent.com/pytorch/hub/master/imagenet_classes.txt
+ORT_FLAVOR  ?= cpu
+IMAGE       ?=
+
+HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
+  DEVICE THREADS WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE
+
+# ---- Tools --------------------------------------------------------------------
+ORT_DIR  := $(CURDIR)/.ort
+ORT_LIB  := $(ORT_DIR)/libonnxruntime.so
+BIN      := $(CURDIR)/target/release
+CARGO    ?= cargo
+export ORT_DYLIB_PATH ?= $(ORT_LIB)
+# The CUDA build's provider finds its CUDA libraries beside it.
+export LD_LIBRARY_PATH := $(ORT_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+
+ORT_FLAGS := --device $(DEVICE) $(if $(THREADS),--threads $(THREADS))
+FROM_FLAG := $(if $(FROM),--from $(FROM))
+RAW       := $(DATA)/raw
+DEFAULT_WEIGHTS := $(RAW)/$(notdir $(WEIGHTS_URL))
+ifeq ($(WEIGHTS),default)
+  WEIGHTS_FILE := $(DEFAULT_WEIGHTS)
+  WEIGHTS_FLAG := --weights $(WEIGHTS_FILE)
+else ifeq ($(WEIGHTS),random)
+  WEIGHTS_FILE :=
+  WEIGHTS_FLAG := --random-init $(SEED)
+else
+  WEIGHTS_FILE := $(WEIGHTS)
+  WEIGHTS_FLAG := --weights $(WEIGHTS_FILE)
+endif
+
+# ---- Outputs ------------------------------------------------------------------
+STAMPS    := $(DATA)/.stamps
+DATASET   := $(DATA)/rps/summary.csv
+LABELS    := $(RAW)/$(notdir $(LABELS_URL))
+GRAPHS    := $(DATA)/graphs/export.json
+
+# stamp(name, settings): rewrites $(STAMPS)/name only when the settings change, so
+# make sees it as new only then.
+stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS)/$(1) || printf '%s\n' '$(2)' > $(STAMPS)/$(1); } && echo $(STAMPS)/$(1))
+
+FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
+EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(SEED))
+
+.PHONY: all setup fetch export test clean help FORCE
+
+all: export ## Run the whole pipeline (bootstraps ONNX Runtime first)
+
+help: ## List targets and variables
+	@echo "Targets:"
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-11s %s\n", $$1, $$2}'
+	@echo "Variables (current value):"
+	@$(foreach v,$(HELP_VARS),printf '  %-11s %s\n' '$(v)' '$($(v))';)
+	@echo "  WEIGHTS: default (downloaded torchvision file), random (seeded random init) or a .pth/.safetensors path"
+
+# ---- Bootstrap ----------------------------------------------------------------
+setup: $(ORT_LIB) ## Put ONNX Runtime into .ort/ (ORT_FLAVOR=cpu|gpu)
+
+$(ORT_LIB): scripts/setup-ort.sh scripts/ort-$(ORT_FLAVOR).txt
+	ORT_FLAVOR=$(ORT_FLAVOR) scripts/setup-ort.sh $(ORT_DIR)
+
+# Cargo decides whether a binary is stale; its mtime changes only when rebuilt.
+$(BIN)/rps-%: FORCE
+	@$(CARGO) build --release --quiet --bin rps-$*
+
+# ---- Pipeline -----------------------------------------------------------------
+export: $(GRAPHS) ## Build every ONNX graph from the weights
+
+$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP)
+	$(BIN)/rps-export $(WEIGHTS_FLAG) --out $(DATA)/graphs --width $(WIDTH) \
+	  --image-size $(IMAGE_SIZE) --classes $(CLASSES) --seed $(SEED)
+
+# ---- Checks -------------------------------------------------------------------
+test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
+	$(CARGO) test --workspace
+
+clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
+	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)
