@@ -93,6 +93,14 @@ $(BIN)/rps-%: FORCE
 	@$(CARGO) build --release --quiet --bin rps-$*
 
 # ---- Pipeline -----------------------------------------------------------------
+fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
+
+$(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP)
+	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) dataset --train-url $(TRAIN_URL) --test-url $(TEST_URL)
+
+$(DEFAULT_WEIGHTS) $(LABELS): | $(BIN)/rps-fetch
+	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) file $(if $(filter $@,$(LABELS)),$(LABELS_URL),$(WEIGHTS_URL))
+
 export: $(GRAPHS) ## Build every ONNX graph from the weights
 
 $(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP)

@@ -8,6 +8,7 @@ pub mod error;
 pub mod layout;
 pub mod meta;
 pub mod npy;
+pub mod rows;
 pub mod runtime;
 pub mod table;
 

@@ -1,0 +1,14 @@
+//! The row of every CSV file the pipeline writes: each struct is its file's schema
+//! (field order = column order). The README's "Files" section lists them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Split;
+
+/// `rps/summary.csv`: images per split and class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DatasetCount {
+    pub split: Split,
+    pub class: String,
+    pub count: usize,
+}

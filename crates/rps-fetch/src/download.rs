@@ -1,0 +1,212 @@
+//! Getting one file: from a local folder (`--from`), a `file://` URL, or HTTP(S)
+//! with resume (Range requests on `NAME.part`) and bounded retries with backoff.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    /// Doubled after each failed attempt.
+    pub first_delay: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 6,
+            first_delay: Duration::from_millis(500),
+        }
+    }
+}
+
+/// The file name a URL's last path segment gives.
+pub fn file_name(url: &str) -> Result<String> {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    match path.rsplit('/').next() {
+        Some(name) if !name.is_empty() && name != ".." && name != "." => Ok(name.to_string()),
+        _ => bail!("cannot tell a file name from the URL {url}"),
+    }
+}
+
+/// Puts `url`'s content at `dest`: copied from `from/<name>` when a local folder is
+/// given, else fetched. `dest` appears only when complete.
+pub fn fetch(url: &str, from: Option<&Path>, dest: &Path, retry: Retry) -> Result<()> {
+    if let Some(dir) = dest.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Some(dir) = from {
+        let source = dir.join(file_name(url)?);
+        return copy_local(&source, dest);
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        return copy_local(Path::new(path), dest);
+    }
+    download(url, dest, retry)
+}
+
+fn copy_local(source: &Path, dest: &Path) -> Result<()> {
+    let mut input = File::open(source).with_context(|| format!("opening {}", source.display()))?;
+    rps_core::atomic::write_file(dest, |out| {
+        io::copy(&mut input, out)
+            .map_err(|e| anyhow::anyhow!("copying {}: {e}", source.display()))?;
+        Ok(())
+    })
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// Worth another attempt (connection lost, timeout, 5xx, 429).
+    Transient(String),
+    Permanent(anyhow::Error),
+}
+
+fn download(url: &str, dest: &Path, retry: Retry) -> Result<()> {
+    let part = part_path(dest);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_body(Some(Duration::from_secs(600)))
+        .build()
+        .into();
+    let mut delay = retry.first_delay;
+    let mut last = String::new();
+    for attempt in 1..=retry.attempts {
+        match attempt_download(&agent, url, &part) {
+            Ok(()) => {
+                fs::rename(&part, dest)
+                    .with_context(|| format!("renaming {} into place", part.display()))?;
+                return Ok(());
+            }
+            Err(Failure::Permanent(e)) => return Err(e),
+            Err(Failure::Transient(why)) => {
+                eprintln!(
+                    "fetch: {url}: attempt {attempt}/{} failed: {why}",
+                    retry.attempts
+                );
+                last = why;
+                if attempt < retry.attempts {
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+            }
+        }
+    }
+    bail!(
+        "giving up on {url} after {} attempts: {last}",
+        retry.attempts
+    )
+}
+
+fn part_path(dest: &Path) -> PathBuf {
+    let mut name = dest.file_name().unwrap_or_default().to_os_string();
+    name.push(".part");
+    dest.with_file_name(name)
+}
+
+fn attempt_download(agent: &ureq::Agent, url: &str, part: &Path) -> Result<(), Failure> {
+    let have = fs::metadata(part).map(|m| m.len()).unwrap_or(0);
+    let mut request = agent.get(url);
+    if have > 0 {
+        request = request.header("Range", format!("bytes={have}-"));
+    }
+    let mut response = request
+        .call()
+        .map_err(|e| Failure::Transient(e.to_string()))?;
+    let status = response.status().as_u16();
+    let resumed = match status {
+        206 => true,
+        200 => false,
+        // The part already holds everything.
+        416 if have > 0 => return Ok(()),
+        408 | 429 | 500..=599 => return Err(Failure::Transient(format!("HTTP {status}"))),
+        _ => return Err(Failure::Permanent(anyhow::anyhow!("{url}: HTTP {status}"))),
+    };
+    let offset = if resumed { have } else { 0 };
+    let total = response
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .map(|len| len + offset);
+    let mut file = OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(resumed)
+        .truncate(!resumed)
+        .open(part)
+        .map_err(|e| Failure::Permanent(anyhow::anyhow!("opening {}: {e}", part.display())))?;
+    let bar = progress_bar(url, total, offset);
+    let mut reader = response.body_mut().as_reader();
+    let written = copy_with_progress(&mut reader, &mut file, &bar)
+        .map_err(|e| Failure::Transient(e.to_string()));
+    bar.finish_and_clear();
+    let got = offset + written?;
+    match total {
+        Some(total) if got < total => Err(Failure::Transient(format!(
+            "connection closed after {got} of {total} bytes"
+        ))),
+        _ => {
+            eprintln!("fetch: {url}: {got} bytes");
+            Ok(())
+        }
+    }
+}
+
+fn copy_with_progress(
+    reader: &mut impl Read,
+    file: &mut File,
+    bar: &ProgressBar,
+) -> io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut written = 0;
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            file.flush()?;
+            return Ok(written);
+        }
+        file.write_all(&buf[..n])?;
+        written += n as u64;
+        bar.inc(n as u64);
+    }
+}
+
+/// Bytes and speed on a terminal; nothing otherwise (plain lines say what happened).
+fn progress_bar(url: &str, total: Option<u64>, done: u64) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        eprintln!("fetch: downloading {url}");
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total.unwrap_or(0));
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
+    );
+    bar.set_message(file_name(url).unwrap_or_default());
+    bar.set_position(done);
+    bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_come_from_the_last_segment() {
+        assert_eq!(
+            file_name("https://x.org/models/resnet18-f37072fd.pth").unwrap(),
+            "resnet18-f37072fd.pth"
+        );
+        assert_eq!(file_name("http://h/rps.zip?sig=1").unwrap(), "rps.zip");
+        assert!(file_name("http://h/dir/").is_err());
+    }
+}

@@ -1,0 +1,323 @@
+//! rps-fetch against a server on 127.0.0.1 serving the shared archives, with the
+//! failures real networks have.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rps_core::Layout;
+use rps_fetch::{DatasetConfig, Retry, Source, fetch_dataset, fetch_file};
+
+fn shared_data() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data")
+}
+
+/// What the server does for a request, given how often the path was asked for.
+#[derive(Clone, Copy)]
+enum Behavior {
+    Serve,
+    /// Sends the headers and half the body, then closes the connection.
+    CutMidway,
+    Status(u16),
+}
+
+/// A loopback HTTP server that honours `Range` and fails on cue; it stops after a
+/// bounded number of connections.
+struct Server {
+    base: String,
+    hits: Arc<Mutex<HashMap<String, u32>>>,
+    ranges: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(files: HashMap<String, Vec<u8>>, plan: fn(&str, u32) -> Behavior) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(Mutex::new(HashMap::new()));
+        let ranges = Arc::new(Mutex::new(Vec::new()));
+        let (hits2, ranges2) = (hits.clone(), ranges.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(40) {
+                let mut stream = stream.unwrap();
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                let mut range_start = 0usize;
+                loop {
+                    let mut header = String::new();
+                    reader.read_line(&mut header).unwrap();
+                    if header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = header.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        ranges2.lock().unwrap().push(v.trim().to_string());
+                        range_start = v.trim().trim_end_matches('-').parse().unwrap();
+                    }
+                }
+                let hit = {
+                    let mut hits = hits2.lock().unwrap();
+                    let n = hits.entry(path.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let Some(body) = files.get(path.trim_start_matches('/')) else {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    continue;
+                };
+                match plan(&path, hit) {
+                    Behavior::Status(code) => {
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        );
+                    }
+                    behavior => {
+                        let rest = &body[range_start..];
+                        let status = if range_start > 0 {
+                            "206 Partial Content"
+                        } else {
+                            "200 OK"
+                        };
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            rest.len()
+                        );
+                        let send = if matches!(behavior, Behavior::CutMidway) {
+                            &rest[..rest.len() / 2]
+                        } else {
+                            rest
+                        };
+                        let _ = stream.write_all(send);
+                    }
+                }
+            }
+        });
+        Self { base, hits, ranges }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("{}/{name}", self.base)
+    }
+
+    fn hits(&self, name: &str) -> u32 {
+        self.hits
+            .lock()
+            .unwrap()
+            .get(&format!("/{name}"))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+fn shared_files() -> HashMap<String, Vec<u8>> {
+    ["rps.zip", "rps-test-set.zip"]
+        .into_iter()
+        .map(|n| (n.to_string(), std::fs::read(shared_data().join(n)).unwrap()))
+        .collect()
+}
+
+fn quick_retry() -> Retry {
+    Retry {
+        attempts: 3,
+        first_delay: Duration::from_millis(10),
+    }
+}
+
+fn config(data: &Path, server: &Server) -> DatasetConfig {
+    DatasetConfig {
+        layout: Layout::new(data),
+        source: Source {
+            from: None,
+            retry: quick_retry(),
+        },
+        train_url: server.url("rps.zip"),
+        test_url: server.url("rps-test-set.zip"),
+        max_unpacked_bytes: 1 << 30,
+    }
+}
+
+fn assert_full_counts(rows: &[rps_core::rows::DatasetCount]) {
+    let count = |split: &str| -> Vec<usize> {
+        rows.iter()
+            .filter(|r| r.split.name() == split)
+            .map(|r| r.count)
+            .collect()
+    };
+    assert_eq!(count("train"), [840, 840, 840]);
+    assert_eq!(count("test"), [124, 124, 124]);
+    let classes: Vec<&str> = rows.iter().take(3).map(|r| r.class.as_str()).collect();
+    assert_eq!(classes, ["paper", "rock", "scissors"]);
+}
+
+#[test]
+fn clean_download_and_extraction() {
+    let server = Server::start(shared_files(), |_, _| Behavior::Serve);
+    let dir = tempfile::tempdir().unwrap();
+    let rows = fetch_dataset(&config(dir.path(), &server)).unwrap();
+    assert_full_counts(&rows);
+    let summary = std::fs::read_to_string(dir.path().join("rps/summary.csv")).unwrap();
+    assert!(
+        summary.starts_with("split,class,count\ntrain,paper,840\n"),
+        "{summary}"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("rps/test/rock"))
+            .unwrap()
+            .count(),
+        124
+    );
+    // A second run reuses the verified files.
+    fetch_dataset(&config(dir.path(), &server)).unwrap();
+    assert_eq!(server.hits("rps.zip"), 1);
+}
+
+#[test]
+fn a_cut_transfer_resumes_with_a_range_request() {
+    let server = Server::start(shared_files(), |path, hit| {
+        if path == "/rps.zip" && hit == 1 {
+            Behavior::CutMidway
+        } else {
+            Behavior::Serve
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    assert_eq!(server.hits("rps.zip"), 2);
+    let half = std::fs::metadata(shared_data().join("rps.zip"))
+        .unwrap()
+        .len()
+        / 2;
+    assert_eq!(*server.ranges.lock().unwrap(), [format!("{half}-")]);
+}
+
+#[test]
+fn a_server_error_is_retried() {
+    let server = Server::start(shared_files(), |_, hit| {
+        if hit == 1 {
+            Behavior::Status(500)
+        } else {
+            Behavior::Serve
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    assert_eq!(server.hits("rps.zip"), 2);
+}
+
+#[test]
+fn not_found_is_a_clear_error_without_retries() {
+    let server = Server::start(shared_files(), |_, _| Behavior::Serve);
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source {
+        from: None,
+        retry: quick_retry(),
+    };
+    let err = fetch_file(
+        &Layout::new(dir.path()),
+        &source,
+        &server.url("missing.zip"),
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("HTTP 404"), "{err:#}");
+    assert_eq!(server.hits("missing.zip"), 1);
+}
+
+#[test]
+fn a_corrupt_archive_leaves_no_dataset() {
+    let mut files = shared_files();
+    let train = files.get_mut("rps.zip").unwrap();
+    train.truncate(train.len() / 3);
+    let server = Server::start(files, |_, _| Behavior::Serve);
+    let dir = tempfile::tempdir().unwrap();
+    let err = fetch_dataset(&config(dir.path(), &server)).unwrap_err();
+    assert!(format!("{err:#}").contains("rps.zip"), "{err:#}");
+    let rps = dir.path().join("rps");
+    assert!(!rps.join("train").exists() && !rps.join("summary.csv").exists());
+    assert!(
+        !rps.exists() || std::fs::read_dir(&rps).unwrap().count() == 0,
+        "leftovers in {}",
+        rps.display()
+    );
+}
+
+#[test]
+fn an_entry_escaping_the_folder_is_refused() {
+    let mut bytes = Vec::new();
+    {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bytes));
+        let options = zip::write::SimpleFileOptions::default();
+        zip.start_file("rps/rock/a.png", options).unwrap();
+        zip.write_all(b"x").unwrap();
+        zip.start_file("rps/../evil", options).unwrap();
+        zip.write_all(b"x").unwrap();
+        zip.finish().unwrap();
+    }
+    let from = tempfile::tempdir().unwrap();
+    std::fs::write(from.path().join("rps.zip"), &bytes).unwrap();
+    std::fs::copy(
+        shared_data().join("rps-test-set.zip"),
+        from.path().join("rps-test-set.zip"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = local_config(dir.path(), from.path());
+    config.source.from = Some(from.path().to_path_buf());
+    let err = fetch_dataset(&config).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("unsafe entry \"rps/../evil\""),
+        "{err:#}"
+    );
+    assert!(!dir.path().join("evil").exists() && !dir.path().join("rps/evil").exists());
+}
+
+#[test]
+fn a_file_that_changed_since_it_was_recorded_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let from = shared_data();
+    let config = local_config(dir.path(), &from);
+    fetch_dataset(&config).unwrap();
+    std::fs::write(dir.path().join("raw/rps.zip"), b"tampered").unwrap();
+    let err = fetch_dataset(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("rps.zip") && err.contains("SHA256SUMS"),
+        "{err}"
+    );
+    assert!(
+        dir.path().join("raw/rps.zip.bad").exists() && !dir.path().join("raw/rps.zip").exists()
+    );
+}
+
+#[test]
+fn from_a_local_folder_and_file_urls() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_full_counts(&fetch_dataset(&local_config(dir.path(), &shared_data())).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = local_config(dir.path(), &shared_data());
+    config.source.from = None;
+    config.train_url = format!("file://{}", shared_data().join("rps.zip").display());
+    config.test_url = format!(
+        "file://{}",
+        shared_data().join("rps-test-set.zip").display()
+    );
+    assert_full_counts(&fetch_dataset(&config).unwrap());
+}
+
+fn local_config(data: &Path, from: &Path) -> DatasetConfig {
+    DatasetConfig {
+        layout: Layout::new(data),
+        source: Source {
+            from: Some(from.to_path_buf()),
+            retry: quick_retry(),
+        },
+        train_url: "https://example.invalid/rps.zip".into(),
+        test_url: "https://example.invalid/rps-test-set.zip".into(),
+        max_unpacked_bytes: 1 << 30,
+    }
+}
