@@ -63,6 +63,7 @@ STAMPS    := $(DATA)/.stamps
 DATASET   := $(DATA)/rps/summary.csv
 LABELS    := $(RAW)/$(notdir $(LABELS_URL))
 GRAPHS    := $(DATA)/graphs/export.json
+CACHE     := $(DATA)/cache/meta.json
 
 # stamp(name, settings): rewrites $(STAMPS)/name only when the settings change, so
 # make sees it as new only then.
@@ -70,8 +71,9 @@ stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS
 
 FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
 EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(SEED))
+PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 
-.PHONY: all setup fetch export test clean help FORCE
+.PHONY: all setup fetch export preprocess test clean help FORCE
 
 all: export ## Run the whole pipeline (bootstraps ONNX Runtime first)
 
@@ -106,6 +108,11 @@ export: $(GRAPHS) ## Build every ONNX graph from the weights
 $(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP)
 	$(BIN)/rps-export $(WEIGHTS_FLAG) --out $(DATA)/graphs --width $(WIDTH) \
 	  --image-size $(IMAGE_SIZE) --classes $(CLASSES) --seed $(SEED)
+
+preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
+
+$(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP)
+	$(BIN)/rps-preprocess --data $(DATA) --image-size $(IMAGE_SIZE) --views $(VIEWS) --seed $(SEED)
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)

@@ -138,6 +138,11 @@ impl Layout {
         self.cache_dir().join("classes.txt")
     }
 
+    /// The recipe's first figure: a few training images with their classes.
+    pub fn samples(&self) -> PathBuf {
+        self.cache_dir().join("samples.png")
+    }
+
     /// Backbone features written by rps-extract.
     pub fn features_dir(&self) -> PathBuf {
         self.root.join("features")

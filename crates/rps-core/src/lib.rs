@@ -5,9 +5,11 @@
 pub mod atomic;
 pub mod classes;
 pub mod error;
+pub mod imagenet;
 pub mod layout;
 pub mod meta;
 pub mod npy;
+pub mod plot;
 pub mod rows;
 pub mod runtime;
 pub mod table;

@@ -34,6 +34,134 @@ pub fn read<A: ReadableElement>(path: &Path) -> Result<ArrayD<A>> {
     })
 }
 
+/// Writes a `.npy` file row by row (rows along the first axis), so a large array is
+/// streamed to disk rather than held in memory. The header comes from `ndarray-npy`.
+pub struct RowWriter {
+    out: std::io::BufWriter<File>,
+    path: std::path::PathBuf,
+    row_bytes: usize,
+    rows: usize,
+    written: usize,
+}
+
+impl RowWriter {
+    /// Creates `path` for an array of `shape` with elements of type `A`.
+    pub fn create<A: WritableElement + RawElement>(path: &Path, shape: &[usize]) -> Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)
+            .map_err(io("creating", path))?;
+        ndarray_npy::write_zeroed_npy::<A, _>(&file, ndarray::IxDyn(shape)).map_err(|source| {
+            Error::WriteNpy {
+                path: path.to_path_buf(),
+                source,
+            }
+        })?;
+        let row_bytes = shape[1..].iter().product::<usize>() * std::mem::size_of::<A>();
+        let data_bytes = (row_bytes * shape[0]) as u64;
+        let len = file.metadata().map_err(io("reading", path))?.len();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        out.seek(SeekFrom::Start(len - data_bytes))
+            .map_err(io("writing", path))?;
+        Ok(Self {
+            out,
+            path: path.to_path_buf(),
+            row_bytes,
+            rows: shape[0],
+            written: 0,
+        })
+    }
+
+    /// Appends whole rows.
+    pub fn write<A: RawElement>(&mut self, values: &[A]) -> Result<()> {
+        use std::io::Write;
+        let bytes = A::as_le_bytes(values);
+        assert_eq!(bytes.len() % self.row_bytes, 0, "whole rows only");
+        self.written += bytes.len() / self.row_bytes;
+        assert!(self.written <= self.rows, "more rows than the shape holds");
+        self.out
+            .write_all(&bytes)
+            .map_err(io("writing", &self.path))
+    }
+
+    /// Checks every row was written and flushes.
+    pub fn finish(self) -> Result<()> {
+        if self.written != self.rows {
+            return Err(Error::Invalid {
+                path: self.path,
+                message: format!("wrote {} of {} rows", self.written, self.rows),
+            });
+        }
+        let file = self
+            .out
+            .into_inner()
+            .map_err(|e| io("writing", &self.path)(e.into_error()))?;
+        file.sync_all().map_err(io("syncing", &self.path))
+    }
+}
+
+/// Element types [`RowWriter`] writes as raw little-endian bytes.
+pub trait RawElement: Copy {
+    fn as_le_bytes(values: &[Self]) -> std::borrow::Cow<'_, [u8]>;
+}
+
+impl RawElement for u8 {
+    fn as_le_bytes(values: &[Self]) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(values)
+    }
+}
+
+impl RawElement for f32 {
+    fn as_le_bytes(values: &[Self]) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+impl RawElement for i64 {
+    fn as_le_bytes(values: &[Self]) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+/// A memory-mapped `.npy` file: rows are read as the OS pages them in, so memory
+/// stays bounded by what is in use, not by the file size.
+pub struct Mapped {
+    map: memmap2::Mmap,
+    path: std::path::PathBuf,
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(io("opening", path))?;
+        // Safety: the pipeline's files are replaced by rename, never modified in place.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io("mapping", path))?;
+        Ok(Self {
+            map,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The whole array as a view.
+    pub fn view<'a, A>(&'a self) -> Result<ndarray::ArrayViewD<'a, A>>
+    where
+        ndarray::ArrayViewD<'a, A>: ndarray_npy::ViewNpyExt<'a>,
+    {
+        use ndarray_npy::ViewNpyExt;
+        ndarray::ArrayViewD::<A>::view_npy(&self.map).map_err(|e| Error::Invalid {
+            path: self.path.clone(),
+            message: format!("not a readable .npy of the expected type: {e}"),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
 /// Writes named arrays as an uncompressed `.npz` (what `numpy.savez` writes), atomically.
 pub fn write_npz<'a, A, I>(path: &Path, arrays: I) -> Result<()>
 where
@@ -132,6 +260,37 @@ mod tests {
         );
         let err = npz.get::<f32>("missing").unwrap_err().to_string();
         assert!(err.contains("r.npz") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn rows_stream_into_a_readable_npy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.npy");
+        let mut w = RowWriter::create::<f32>(&path, &[3, 2, 2]).unwrap();
+        w.write(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
+        w.write(&[4.0f32, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
+            .unwrap();
+        w.finish().unwrap();
+        let back = read::<f32>(&path).unwrap();
+        assert_eq!(back.shape(), &[3, 2, 2]);
+        assert_eq!(back[[2, 1, 1]], 11.0);
+        let mapped = Mapped::open(&path).unwrap();
+        assert_eq!(mapped.view::<f32>().unwrap()[[1, 0, 1]], 5.0);
+        assert!(mapped.view::<u8>().is_err());
+    }
+
+    #[test]
+    fn a_short_row_stream_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.npy");
+        let mut w = RowWriter::create::<u8>(&path, &[2, 3]).unwrap();
+        w.write(&[1u8, 2, 3]).unwrap();
+        assert!(
+            w.finish()
+                .unwrap_err()
+                .to_string()
+                .contains("wrote 1 of 2 rows")
+        );
     }
 
     #[test]

@@ -12,3 +12,17 @@ pub struct DatasetCount {
     pub class: String,
     pub count: usize,
 }
+
+/// `cache/index.csv`: what each tensor row holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IndexRow {
+    /// Row in the split's tensor.
+    pub row: usize,
+    pub split: Split,
+    /// Augmented view number (always 0 for the test split).
+    pub view: usize,
+    /// `split/class/file` inside the dataset folder.
+    pub path: String,
+    pub class: String,
+    pub label: usize,
+}

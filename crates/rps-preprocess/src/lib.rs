@@ -1,0 +1,311 @@
+//! rps-preprocess: turns a folder-per-class image set into cached u8 tensors, once:
+//! the test transform for every image, `views` augmented train views of every
+//! training image, labels, `index.csv`, `samples.png` and the metadata sidecar.
+
+pub mod transform;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use rps_core::npy::RowWriter;
+use rps_core::rows::IndexRow;
+use rps_core::{ClassList, Layout, Metadata, Split, atomic::TempDir, npy, table};
+use sha2::{Digest, Sha256};
+
+use transform::Augmentation;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub layout: Layout,
+    /// The folder-per-class dataset, with `train/` and `test/` inside.
+    pub dataset: PathBuf,
+    pub image_size: u32,
+    /// Augmented views of each training image.
+    pub views: usize,
+    pub seed: u64,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub classes: ClassList,
+    /// Rows written per split.
+    pub rows: Vec<(Split, usize)>,
+    /// Files that could not be read, with why.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// One image file of the dataset.
+#[derive(Debug, Clone)]
+struct Item {
+    path: PathBuf,
+    /// `split/class/file`, the stable name its random stream derives from.
+    relative: String,
+    class: String,
+    label: usize,
+}
+
+/// Images decoded and transformed at once: bounds memory while keeping all cores busy.
+const CHUNK: usize = 64;
+const SAMPLES: usize = 5;
+
+pub fn run(config: &Config) -> Result<Report> {
+    let started = Instant::now();
+    let classes = ClassList::from_folders(&config.dataset.join(Split::Train.name()))?;
+    let tmp = TempDir::beside(&config.layout.cache_dir())?;
+    let mut skipped = Vec::new();
+    let mut index = Vec::new();
+    let mut rows = Vec::new();
+    let mut samples = Vec::new();
+    for split in Split::ALL {
+        let listed = list_split(&config.dataset.join(split.name()), split, &classes)?;
+        let (items, bad) = readable(listed);
+        skipped.extend(bad);
+        require_every_class(&items, &classes, &config.dataset.join(split.name()))?;
+        let views = if split == Split::Train {
+            config.views
+        } else {
+            1
+        };
+        let tensor = tmp
+            .path()
+            .join(file_name(&config.layout.cache_tensor(split)));
+        let labels = tmp
+            .path()
+            .join(file_name(&config.layout.cache_labels(split)));
+        let picked = write_split(config, split, &items, views, &tensor, &labels, &mut index)?;
+        if split == Split::Train {
+            samples = picked;
+        }
+        rows.push((split, items.len() * views));
+    }
+    table::write(
+        &tmp.path().join(file_name(&config.layout.cache_index())),
+        &index,
+    )?;
+    classes.write(&tmp.path().join(file_name(&config.layout.classes())))?;
+    rps_core::plot::image_grid(
+        &tmp.path().join(file_name(&config.layout.samples())),
+        &samples,
+        SAMPLES,
+        200,
+    )?;
+    let mut meta = Metadata::new("preprocess", env!("CARGO_PKG_VERSION"))
+        .setting("image_size", config.image_size)
+        .setting("views", config.views)
+        .setting("seed", config.seed)
+        .setting("storage", "u8 [N,3,S,S], RGB, unnormalized; rows image-major (image i, view v at i*views+v)")
+        .setting("test_transform", "Resize((S,S)) bilinear with antialiasing")
+        .setting(
+            "train_transform",
+            "RandomResizedCrop(S, scale=(0.8,1.0), ratio=(3/4,4/3)), RandomHorizontalFlip(0.5), RandomRotation(15, nearest, fill 0), ColorJitter(brightness=0.1, contrast=0.1)",
+        )
+        .input(&config.dataset);
+    meta.detail("classes", classes.names());
+    meta.detail(
+        "rows",
+        rows.iter()
+            .map(|(s, n)| (s.name(), *n))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    );
+    meta.detail(
+        "skipped",
+        skipped
+            .iter()
+            .map(|(p, why)| format!("{}: {why}", p.display()))
+            .collect::<Vec<_>>(),
+    );
+    meta.seconds = started.elapsed().as_secs_f64();
+    meta.write(&tmp.path().join("meta.json"))?;
+    tmp.commit()?;
+    Ok(Report {
+        classes,
+        rows,
+        skipped,
+    })
+}
+
+fn file_name(path: &Path) -> &std::ffi::OsStr {
+    path.file_name().expect("a file path")
+}
+
+/// Every file under `dir/<class>/`, sorted by class then name. Test classes must be
+/// the training classes.
+fn list_split(dir: &Path, split: Split, classes: &ClassList) -> Result<Vec<Item>> {
+    let here = ClassList::from_folders(dir)?;
+    if here != *classes {
+        bail!(
+            "{}: classes {:?} differ from the training classes {:?}",
+            dir.display(),
+            here.names(),
+            classes.names()
+        );
+    }
+    let mut items = Vec::new();
+    for (label, class) in classes.names().iter().enumerate() {
+        let class_dir = dir.join(class);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+            .with_context(|| format!("listing {}", class_dir.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        files.sort();
+        for path in files {
+            let name = path
+                .file_name()
+                .expect("a file")
+                .to_string_lossy()
+                .into_owned();
+            let relative = format!("{split}/{class}/{name}");
+            items.push(Item {
+                path,
+                relative,
+                class: class.clone(),
+                label,
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// Splits off the files that do not decode, warning about each.
+fn readable(items: Vec<Item>) -> (Vec<Item>, Vec<(PathBuf, String)>) {
+    let checked: Vec<(Item, Option<String>)> = items
+        .into_par_iter()
+        .map(|item| {
+            let problem = transform::load_rgb(&item.path)
+                .err()
+                .map(|e| format!("{e:#}"));
+            (item, problem)
+        })
+        .collect();
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for (item, problem) in checked {
+        match problem {
+            None => good.push(item),
+            Some(why) => {
+                eprintln!("preprocess: skipping {}: {why}", item.path.display());
+                bad.push((item.path, why));
+            }
+        }
+    }
+    (good, bad)
+}
+
+fn require_every_class(items: &[Item], classes: &ClassList, dir: &Path) -> Result<()> {
+    for (label, class) in classes.names().iter().enumerate() {
+        if !items.iter().any(|i| i.label == label) {
+            bail!("{}: class {class:?} has no readable image", dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// Writes a split's tensor and labels; returns `SAMPLES` seeded training pictures.
+fn write_split(
+    config: &Config,
+    split: Split,
+    items: &[Item],
+    views: usize,
+    tensor: &Path,
+    labels: &Path,
+    index: &mut Vec<IndexRow>,
+) -> Result<Vec<(RgbImage, String)>> {
+    let s = config.image_size as usize;
+    let mut writer = RowWriter::create::<u8>(tensor, &[items.len() * views, 3, s, s])?;
+    let sample_rows = sample_indices(items.len(), config.seed);
+    let mut samples = Vec::new();
+    let bar = progress(split, items.len());
+    for (chunk_no, chunk) in items.chunks(CHUNK).enumerate() {
+        let pixels: Vec<Result<Vec<Vec<u8>>>> = chunk
+            .par_iter()
+            .map(|item| item_views(item, split, views, config))
+            .collect();
+        for (offset, (item, views_pixels)) in chunk.iter().zip(pixels).enumerate() {
+            let i = chunk_no * CHUNK + offset;
+            for (view, px) in views_pixels?.iter().enumerate() {
+                writer.write(px)?;
+                index.push(IndexRow {
+                    row: i * views + view,
+                    split,
+                    view,
+                    path: item.relative.clone(),
+                    class: item.class.clone(),
+                    label: item.label,
+                });
+                if view == 0 && sample_rows.contains(&i) {
+                    samples.push((
+                        transform::from_chw(px, config.image_size),
+                        item.class.clone(),
+                    ));
+                }
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    writer.finish()?;
+    let label_values: Vec<i64> = items
+        .iter()
+        .flat_map(|i| std::iter::repeat_n(i.label as i64, views))
+        .collect();
+    npy::write(labels, &ndarray::Array1::from(label_values))?;
+    Ok(samples)
+}
+
+/// The pixels (`[3,S,S]` u8) of each view of one image.
+fn item_views(item: &Item, split: Split, views: usize, config: &Config) -> Result<Vec<Vec<u8>>> {
+    let image = transform::load_rgb(&item.path)?;
+    let size = config.image_size;
+    Ok(match split {
+        Split::Test => vec![transform::to_chw(&transform::test_view(&image, size))],
+        Split::Train => (0..views)
+            .map(|view| {
+                let mut rng = view_rng(config.seed, &item.relative, view);
+                let augmentation = Augmentation::draw(&mut rng, image.width(), image.height());
+                transform::to_chw(&augmentation.apply(&image, size))
+            })
+            .collect(),
+    })
+}
+
+/// The random stream of one view: a function of (seed, stage, image, view) alone, so
+/// any scheduling order gives the same bytes.
+pub fn view_rng(seed: u64, relative_path: &str, view: usize) -> ChaCha8Rng {
+    let digest = Sha256::new()
+        .chain_update(seed.to_le_bytes())
+        .chain_update(b"preprocess")
+        .chain_update(relative_path.as_bytes())
+        .chain_update((view as u64).to_le_bytes())
+        .finalize();
+    ChaCha8Rng::from_seed(digest.into())
+}
+
+fn sample_indices(count: usize, seed: u64) -> Vec<usize> {
+    use rand::seq::index::sample;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut picked = sample(&mut rng, count, SAMPLES.min(count)).into_vec();
+    picked.sort();
+    picked
+}
+
+fn progress(split: Split, len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} images {per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    bar.set_message(format!("preprocess {split}"));
+    bar
+}
