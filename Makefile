@@ -30,9 +30,10 @@ WEIGHTS_URL ?= https://download.pytorch.org/models/resnet18-f37072fd.pth
 LABELS_URL  ?= https://raw.githubusercontent.com/pytorch/hub/master/imagenet_classes.txt
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
+EXTRACT_BATCH ?=
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE
+  DEVICE THREADS EXTRACT_BATCH WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE
 
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
@@ -64,6 +65,7 @@ DATASET   := $(DATA)/rps/summary.csv
 LABELS    := $(RAW)/$(notdir $(LABELS_URL))
 GRAPHS    := $(DATA)/graphs/export.json
 CACHE     := $(DATA)/cache/meta.json
+FEATURES  := $(DATA)/features/meta.json
 
 # stamp(name, settings): rewrites $(STAMPS)/name only when the settings change, so
 # make sees it as new only then.
@@ -72,8 +74,9 @@ stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS
 FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
 EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(SEED))
 PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
+EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
 
-.PHONY: all setup fetch export preprocess test clean help FORCE
+.PHONY: all setup fetch export preprocess extract test clean help FORCE
 
 all: export ## Run the whole pipeline (bootstraps ONNX Runtime first)
 
@@ -113,6 +116,11 @@ preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
 
 $(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP)
 	$(BIN)/rps-preprocess --data $(DATA) --image-size $(IMAGE_SIZE) --views $(VIEWS) --seed $(SEED)
+
+extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/features/
+
+$(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) | $(ORT_LIB)
+	$(BIN)/rps-extract --data $(DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(EXTRACT_BATCH))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
