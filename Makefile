@@ -31,9 +31,10 @@ LABELS_URL  ?= https://raw.githubusercontent.com/pytorch/hub/master/imagenet_cla
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
 EXTRACT_BATCH ?=
+VAL_FRACTION ?= 0
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS EXTRACT_BATCH WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE
 
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
@@ -66,6 +67,7 @@ LABELS    := $(RAW)/$(notdir $(LABELS_URL))
 GRAPHS    := $(DATA)/graphs/export.json
 CACHE     := $(DATA)/cache/meta.json
 FEATURES  := $(DATA)/features/meta.json
+MODEL     := $(DATA)/results/model.onnx
 
 # stamp(name, settings): rewrites $(STAMPS)/name only when the settings change, so
 # make sees it as new only then.
@@ -75,8 +77,9 @@ FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
 EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(SEED))
 PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
+TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
 
-.PHONY: all setup fetch export preprocess extract test clean help FORCE
+.PHONY: all setup fetch export preprocess extract train test clean help FORCE
 
 all: export ## Run the whole pipeline (bootstraps ONNX Runtime first)
 
@@ -121,6 +124,15 @@ extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/feature
 
 $(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) | $(ORT_LIB)
 	$(BIN)/rps-extract --data $(DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(EXTRACT_BATCH))
+
+train: $(MODEL) ## Train the head, then layer4; writes DATA/results/
+
+# A run killed midway resumes from its last checkpoint when its settings are unchanged.
+$(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
+	$(BIN)/rps-train --data $(DATA) $(ORT_FLAGS) --batch $(BATCH) --dropout $(DROPOUT) \
+	  --head-epochs $(HEAD_EPOCHS) --head-lr $(HEAD_LR) --ft-epochs $(FT_EPOCHS) --ft-lr $(FT_LR) \
+	  --seed $(SEED) --val-fraction $(VAL_FRACTION) \
+	  $(if $(shell [ $(DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(DATA)/results/checkpoint -nt $(FEATURES) ] && echo yes),--resume)
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)

@@ -26,3 +26,30 @@ pub struct IndexRow {
     pub class: String,
     pub label: usize,
 }
+
+/// `results/epochs.csv`: one row per epoch, written as training goes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRow {
+    /// Numbered on across phases (21 to 40 for phase 2 by default).
+    pub epoch: usize,
+    /// `head` (phase 1) or `finetune` (phase 2).
+    pub phase: String,
+    /// Mean loss over the epoch's training batches, in train mode (dropout on).
+    pub train_loss: f64,
+    pub train_acc: f64,
+    pub test_loss: f64,
+    pub test_acc: f64,
+    pub lr: f64,
+    pub seconds: f64,
+    /// On the held-out part of the training images (empty without `--val-fraction`).
+    pub val_loss: Option<f64>,
+    pub val_acc: Option<f64>,
+}
+
+/// `results/params.csv`: parameter counts per phase, as the recipe prints them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ParamsRow {
+    pub phase: String,
+    pub total: usize,
+    pub trainable: usize,
+}

@@ -1,0 +1,286 @@
+//! rps-train on small synthetic features, and its step against PyTorch's.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array1, ArrayD, Dimension, IxDyn};
+use rps_core::rows::EpochRow;
+use rps_core::{DeviceChoice, Layout, Metadata, Split, npy, table};
+use rps_export::export::{self, Source};
+use rps_export::resnet::Arch;
+use rps_train::{Config, run};
+
+const ARCH: Arch = Arch {
+    width: 4,
+    image_size: 32,
+    classes: 3,
+};
+const VIEWS: usize = 2;
+
+/// Graphs for a tiny random-init model, and features where the class shows in every
+/// value (so a linear head separates them).
+fn dataset(dir: &Path) -> Layout {
+    let layout = Layout::new(dir);
+    export::run(&export::Config {
+        source: Source::Random(0),
+        out: layout.graphs_dir(),
+        arch: ARCH,
+        seed: 0,
+    })
+    .unwrap();
+    let mut meta = Metadata::new("preprocess", "test").setting("views", VIEWS);
+    meta.seconds = 0.0;
+    std::fs::create_dir_all(layout.cache_dir()).unwrap();
+    meta.write(&Layout::meta(&layout.cache_dir())).unwrap();
+    std::fs::create_dir_all(layout.features_dir()).unwrap();
+    for (split, images, views) in [(Split::Train, 60, VIEWS), (Split::Test, 30, 1)] {
+        let rows = images * views;
+        let label = |row: usize| (row / views % 3) as i64;
+        let wiggle = |i: &[usize]| ((i.iter().sum::<usize>() * 7919) % 13) as f32 / 13.0;
+        let pooled = ArrayD::from_shape_fn(IxDyn(&[rows, ARCH.features()]), |i| {
+            wiggle(i.slice())
+                + if i[1] % 3 == label(i[0]) as usize {
+                    2.0
+                } else {
+                    0.0
+                }
+        });
+        let s = ARCH.layer3_size();
+        let layer3 = ArrayD::from_shape_fn(IxDyn(&[rows, ARCH.layer3_channels(), s, s]), |i| {
+            wiggle(i.slice())
+                + if i[1] % 3 == label(i[0]) as usize {
+                    1.0
+                } else {
+                    0.0
+                }
+        });
+        npy::write(&layout.features(split, "pooled"), &pooled).unwrap();
+        npy::write(&layout.features(split, "layer3"), &layer3).unwrap();
+        npy::write(
+            &layout.features(split, "labels"),
+            &Array1::from_iter((0..rows).map(label)),
+        )
+        .unwrap();
+    }
+    layout
+}
+
+fn config(layout: &Layout) -> Config {
+    Config {
+        layout: layout.clone(),
+        batch: 16,
+        dropout: 0.2,
+        head_epochs: 4,
+        head_lr: 1e-2,
+        ft_epochs: 2,
+        ft_lr: 1e-3,
+        weight_decay: 0.0,
+        seed: 0,
+        val_fraction: 0.0,
+        resume: false,
+        stop_after: None,
+        device: DeviceChoice::Cpu,
+        threads: 2,
+    }
+}
+
+fn epochs(layout: &Layout) -> Vec<EpochRow> {
+    table::read(&layout.result("epochs.csv")).unwrap()
+}
+
+/// Everything but the wall-clock column.
+fn without_seconds(rows: Vec<EpochRow>) -> Vec<EpochRow> {
+    rows.into_iter()
+        .map(|r| EpochRow { seconds: 0.0, ..r })
+        .collect()
+}
+
+#[test]
+fn loss_falls_on_a_separable_set_and_outputs_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dataset(dir.path());
+    run(&config(&layout)).unwrap();
+    let rows = epochs(&layout);
+    assert_eq!(
+        rows.iter()
+            .map(|r| (r.epoch, r.phase.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (1, "head"),
+            (2, "head"),
+            (3, "head"),
+            (4, "head"),
+            (5, "finetune"),
+            (6, "finetune")
+        ]
+    );
+    // The synthetic pooled features are not layer4 of the layer3 ones, so each phase
+    // starts afresh; within each the loss falls.
+    assert!(rows[3].train_loss < rows[0].train_loss * 0.2, "{rows:#?}");
+    assert!(rows[3].test_acc > 0.95, "{rows:#?}");
+    assert!(rows[5].train_loss < rows[4].train_loss * 0.8, "{rows:#?}");
+    assert!(
+        rows.iter()
+            .all(|r| (0.0..=1.0).contains(&r.train_acc) && r.val_loss.is_none())
+    );
+    let params: Vec<rps_core::rows::ParamsRow> = table::read(&layout.result("params.csv")).unwrap();
+    assert_eq!(params[1].trainable, ARCH.param_counts().finetune);
+    assert!(layout.result("model.onnx").exists());
+}
+
+#[test]
+fn the_same_seed_gives_the_same_epochs() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (dataset(a.path()), dataset(b.path()));
+    run(&config(&la)).unwrap();
+    run(&config(&lb)).unwrap();
+    assert_eq!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
+    let mut other = config(&lb);
+    other.seed = 1;
+    run(&other).unwrap();
+    assert_ne!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
+}
+
+#[test]
+fn a_resumed_run_equals_an_uninterrupted_one() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (la, lb) = (dataset(a.path()), dataset(b.path()));
+    run(&config(&la)).unwrap();
+    for stop in [2, 5] {
+        let mut stopped = config(&lb);
+        stopped.stop_after = Some(stop);
+        stopped.resume = stop != 2;
+        assert!(run(&stopped).is_err());
+        assert_eq!(epochs(&lb).len(), stop);
+    }
+    let mut resumed = config(&lb);
+    resumed.resume = true;
+    run(&resumed).unwrap();
+    assert_eq!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
+}
+
+#[test]
+fn validation_picks_a_best_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dataset(dir.path());
+    let mut config = config(&layout);
+    config.val_fraction = 0.2;
+    run(&config).unwrap();
+    assert!(epochs(&layout).iter().all(|r| r.val_loss.is_some()));
+    assert!(layout.result("best.npz").exists());
+    let meta = Metadata::read(&layout.result("train.json")).unwrap();
+    assert_eq!(meta.details["val_images"], 12);
+}
+
+#[test]
+fn a_diverging_loss_stops_training_naming_epoch_and_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dataset(dir.path());
+    let mut config = config(&layout);
+    config.head_epochs = 1;
+    config.ft_lr = 1e30;
+    let err = run(&config).unwrap_err().to_string();
+    assert!(err.contains("epoch 2, step"), "{err}");
+    // The checkpoint of epoch 1 is kept.
+    assert!(
+        layout
+            .results_dir()
+            .join("checkpoint/progress.json")
+            .exists()
+    );
+    assert!(!layout.result("model.onnx").exists());
+}
+
+#[test]
+fn features_and_labels_of_different_lengths_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dataset(dir.path());
+    npy::write(
+        &layout.features(Split::Test, "labels"),
+        &Array1::<i64>::zeros(7),
+    )
+    .unwrap();
+    let err = run(&config(&layout)).unwrap_err().to_string();
+    assert!(
+        err.contains("disagree in length") && err.contains("test_labels.npy"),
+        "{err}"
+    );
+    assert!(!layout.result("epochs.csv").exists());
+}
+
+fn reference(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/reference")
+        .join(file)
+}
+
+#[test]
+fn the_stage_step_matches_pytorch_for_two_steps() {
+    use rps_train::runner::StepRunner;
+    use rps_train::state::TrainState;
+    let arch = Arch {
+        width: 8,
+        image_size: 64,
+        classes: 3,
+    };
+    let mut npz = npy::Npz::open(&reference("mini_w8_s64_seed0_train_layer4.npz")).unwrap();
+    let mut initial = rps_export::weights::Tensors::new();
+    for (name, _) in arch.finetune_params() {
+        initial.insert(
+            name.clone(),
+            npz.get(&format!("init:param:{name}")).unwrap(),
+        );
+    }
+    for (name, _) in arch.finetune_buffers() {
+        initial.insert(
+            name.clone(),
+            npz.get(&format!("init:buffer:{name}")).unwrap(),
+        );
+    }
+    let mut state =
+        TrainState::fresh(&initial, &arch.finetune_params(), &arch.finetune_buffers()).unwrap();
+    let features = npz.get::<f32>("features").unwrap();
+    let labels: Vec<i64> = npz.get::<i64>("labels").unwrap().iter().copied().collect();
+    let lr = npz.get::<f32>("lr").unwrap().sum();
+    let mask = rps_train::data::dropout_mask(labels.len(), arch.features(), 0.0, 0, 1, 0);
+    let mut runner = StepRunner::new(
+        &rps_export::train::finetune_step(&arch),
+        "step",
+        DeviceChoice::Cpu,
+        2,
+        0.0,
+    )
+    .unwrap();
+    for step in 1..=2 {
+        let out = runner
+            .step(&mut state, &features, &labels, &mask, lr)
+            .unwrap();
+        let want = npz.get::<f32>(&format!("step{step}:loss")).unwrap().sum();
+        assert!(
+            (out.loss - want).abs() < 1e-4 * want.abs(),
+            "step {step} loss {} vs {want}",
+            out.loss
+        );
+        for (name, value) in state.params.iter().chain(&state.buffers) {
+            let kind = if state.params.contains_key(name) {
+                "param"
+            } else {
+                "buffer"
+            };
+            let want = npz
+                .get::<f32>(&format!("step{step}:{kind}:{name}"))
+                .unwrap();
+            let diff: f32 = value
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).powi(2))
+                .sum::<f32>()
+                .sqrt();
+            let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
+            assert!(
+                diff / norm < 1e-3,
+                "step {step} {name}: relative error {}",
+                diff / norm
+            );
+        }
+    }
+}
