@@ -31,10 +31,12 @@ LABELS_URL  ?= https://raw.githubusercontent.com/pytorch/hub/master/imagenet_cla
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
 EXTRACT_BATCH ?=
+IMAGENET    ?=
+PLOT        ?=
 VAL_FRACTION ?= 0
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE IMAGENET PLOT
 
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
@@ -68,6 +70,7 @@ GRAPHS    := $(DATA)/graphs/export.json
 CACHE     := $(DATA)/cache/meta.json
 FEATURES  := $(DATA)/features/meta.json
 MODEL     := $(DATA)/results/model.onnx
+METRICS   := $(DATA)/results/summary.csv
 
 # stamp(name, settings): rewrites $(STAMPS)/name only when the settings change, so
 # make sees it as new only then.
@@ -79,9 +82,9 @@ PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
 TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
 
-.PHONY: all setup fetch export preprocess extract train test clean help FORCE
+.PHONY: all setup fetch export preprocess extract train evaluate predict test clean help FORCE
 
-all: export ## Run the whole pipeline (bootstraps ONNX Runtime first)
+all: evaluate ## Run the whole pipeline (bootstraps ONNX Runtime first)
 
 help: ## List targets and variables
 	@echo "Targets:"
@@ -133,6 +136,17 @@ $(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
 	  --head-epochs $(HEAD_EPOCHS) --head-lr $(HEAD_LR) --ft-epochs $(FT_EPOCHS) --ft-lr $(FT_LR) \
 	  --seed $(SEED) --val-fraction $(VAL_FRACTION) \
 	  $(if $(shell [ $(DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(DATA)/results/checkpoint -nt $(FEATURES) ] && echo yes),--resume)
+
+evaluate: $(METRICS) ## Score the test split: CSV metrics and plots in DATA/results/
+
+$(METRICS): $(BIN)/rps-evaluate $(MODEL) | $(ORT_LIB)
+	$(BIN)/rps-evaluate --data $(DATA) $(ORT_FLAGS)
+
+predict: $(BIN)/rps-predict | $(ORT_LIB) ## Classify IMAGE=photo.jpg (add IMAGENET=1 for the base model's top 5)
+	@test -n "$(IMAGE)" || { echo "usage: make predict IMAGE=path/to/photo.jpg [IMAGENET=1] [PLOT=out.png]"; exit 2; }
+	$(BIN)/rps-predict --data $(DATA) $(ORT_FLAGS) $(if $(IMAGENET),--imagenet) $(if $(PLOT),--plot $(PLOT)) $(IMAGE)
+
+$(if $(IMAGENET),predict: $(LABELS) $(GRAPHS),predict: $(MODEL))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)

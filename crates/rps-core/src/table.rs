@@ -25,6 +25,23 @@ pub fn write<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     })
 }
 
+/// Writes a table whose columns are known only at run time (one per class),
+/// atomically.
+pub fn write_records(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<()> {
+    let csv_err = |source| Error::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    atomic::write_file(path, |out| {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record(header).map_err(csv_err)?;
+        for row in rows {
+            writer.write_record(row).map_err(csv_err)?;
+        }
+        writer.flush().map_err(io("writing", path))
+    })
+}
+
 /// Reads every row of `path`.
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
     let file = File::open(path).map_err(io("opening", path))?;

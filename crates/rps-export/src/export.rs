@@ -47,7 +47,7 @@ pub fn run(config: &Config) -> Result<Report> {
         (GraphFile::Backbone, infer::backbone(arch, &transfer)),
         (
             GraphFile::Imagenet,
-            infer::classifier(&imagenet_arch, &backbone, "imagenet"),
+            infer::classifier(&imagenet_arch, &backbone, "imagenet", None),
         ),
         (GraphFile::HeadStep, train::head_step(arch)),
         (GraphFile::HeadEval, infer::head_eval(arch, &transfer)),
@@ -58,7 +58,7 @@ pub fn run(config: &Config) -> Result<Report> {
         ),
         (
             GraphFile::Model,
-            infer::classifier(arch, &transfer, "model"),
+            infer::classifier(arch, &transfer, "model", None),
         ),
     ];
     let mut written = Vec::new();
@@ -122,6 +122,23 @@ fn transfer_weights(backbone: &Tensors, arch: &Arch, seed: u64) -> Tensors {
     let mut tensors = backbone.clone();
     tensors.extend(weights::new_head(arch, seed));
     tensors
+}
+
+/// The architecture the graphs in `layout` were exported for (from export.json).
+pub fn exported_arch(layout: &rps_core::Layout) -> Result<Arch> {
+    let path = layout.graph(GraphFile::Meta);
+    let meta = Metadata::read(&path).context("run `make export` first")?;
+    let get = |key: &str| -> Result<usize> {
+        meta.require(key, &path)?
+            .as_u64()
+            .map(|v| v as usize)
+            .with_context(|| format!("{}: {key} is not a number", path.display()))
+    };
+    Ok(Arch {
+        width: get("width")?,
+        image_size: get("image_size")?,
+        classes: get("classes")?,
+    })
 }
 
 /// Reads the starting weights written by [`run`].

@@ -54,6 +54,7 @@ pub struct Graph {
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
+    metadata: Vec<(String, String)>,
     next_id: usize,
 }
 
@@ -147,6 +148,11 @@ impl Graph {
         format!("{stem}_{}", self.next_id)
     }
 
+    /// A key/value the model carries (read back with ONNX Runtime's model metadata).
+    pub fn metadata(&mut self, key: &str, value: &str) {
+        self.metadata.push((key.into(), value.into()));
+    }
+
     /// The serialized model.
     pub fn to_bytes(self, name: &str) -> Vec<u8> {
         ModelProto {
@@ -157,6 +163,14 @@ impl Graph {
             }],
             producer_name: Some("rps-export".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
+            metadata_props: self
+                .metadata
+                .into_iter()
+                .map(|(key, value)| crate::onnx::StringStringEntryProto {
+                    key: Some(key),
+                    value: Some(value),
+                })
+                .collect(),
             graph: Some(GraphProto {
                 name: Some(name.into()),
                 node: self.nodes,

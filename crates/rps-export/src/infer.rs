@@ -33,10 +33,24 @@ pub fn backbone(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     g.to_bytes("backbone")
 }
 
+/// Metadata keys of classifier graphs.
+pub const META_CLASSES: &str = "classes";
+pub const META_IMAGE_SIZE: &str = "image_size";
+
 /// images -> `logits` and `probs` over the classes of `tensors`' fc (the ImageNet
-/// model, or the trained transfer model).
-pub fn classifier(arch: &Arch, tensors: &Tensors, name: &str) -> Vec<u8> {
+/// model, or the trained transfer model). The model carries its image size and, when
+/// given, its class names (one a line), so it can be used alone.
+pub fn classifier(
+    arch: &Arch,
+    tensors: &Tensors,
+    name: &str,
+    classes: Option<&[String]>,
+) -> Vec<u8> {
     let mut g = Graph::new();
+    g.metadata(META_IMAGE_SIZE, &arch.image_size.to_string());
+    if let Some(classes) = classes {
+        g.metadata(META_CLASSES, &classes.join("\n"));
+    }
     let images = images_input(&mut g, arch);
     let layer3 = to_layer3(&mut g, tensors, arch, &images);
     let pooled = layer4_pooled(&mut g, tensors, arch, &layer3);

@@ -34,7 +34,10 @@ fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usi
         1e-4,
     );
 
-    let mut imagenet = session(&infer::classifier(&arch, &tensors, "imagenet"), "imagenet");
+    let mut imagenet = session(
+        &infer::classifier(&arch, &tensors, "imagenet", None),
+        "imagenet",
+    );
     let out = run(
         &mut imagenet,
         vec![(names::IMAGES.into(), Input::F32(input))],

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{ArrayViewD, Axis};
 use ort::session::Session;
@@ -113,22 +113,9 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
 }
 
 fn graph_shape(layout: &Layout) -> Result<GraphShape> {
-    let path = layout.graph(GraphFile::Meta);
-    let meta = Metadata::read(&path).context("run `make export` first")?;
-    let get = |key: &str| -> Result<usize> {
-        meta.require(key, &path)?
-            .as_u64()
-            .map(|v| v as usize)
-            .with_context(|| format!("{}: {key} is not a number", path.display()))
-    };
-    let (width, image_size) = (get("width")?, get("image_size")?);
-    let arch = rps_export::resnet::Arch {
-        width,
-        image_size,
-        classes: get("classes")?,
-    };
+    let arch = rps_export::export::exported_arch(layout)?;
     Ok(GraphShape {
-        image_size,
+        image_size: arch.image_size,
         layer3_channels: arch.layer3_channels(),
         layer3_size: arch.layer3_size(),
         features: arch.features(),

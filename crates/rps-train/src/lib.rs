@@ -88,7 +88,7 @@ struct Run<'a> {
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let arch = exported_arch(layout)?;
+    let arch = export::exported_arch(layout)?;
     let views = cache_views(layout)?;
     let (pooled, layer3) = (
         arch.features(),
@@ -323,22 +323,6 @@ impl Run<'_> {
     }
 }
 
-fn exported_arch(layout: &Layout) -> Result<Arch> {
-    let path = layout.graph(GraphFile::Meta);
-    let meta = Metadata::read(&path).context("run `make export` first")?;
-    let get = |key: &str| -> Result<usize> {
-        meta.require(key, &path)?
-            .as_u64()
-            .map(|v| v as usize)
-            .with_context(|| format!("{}: {key} is not a number", path.display()))
-    };
-    Ok(Arch {
-        width: get("width")?,
-        image_size: get("image_size")?,
-        classes: get("classes")?,
-    })
-}
-
 fn cache_views(layout: &Layout) -> Result<usize> {
     let path = Layout::meta(&layout.cache_dir());
     let meta = Metadata::read(&path).context("run `make preprocess` first")?;
@@ -476,10 +460,9 @@ fn finish(
     meta.detail("val_images", run.val_images.len());
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(&layout.result("train.json"))?;
-    atomic::write_bytes(
-        &layout.result(GraphFile::Model.file_name()),
-        &infer::classifier(&run.arch, weights, "model"),
-    )?;
+    let classes = rps_core::ClassList::read(&layout.classes())?;
+    let model = infer::classifier(&run.arch, weights, "model", Some(classes.names()));
+    atomic::write_bytes(&layout.result(GraphFile::Model.file_name()), &model)?;
     Ok(())
 }
 

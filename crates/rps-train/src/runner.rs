@@ -138,12 +138,14 @@ fn state_slots(state: &mut TrainState) -> impl Iterator<Item = (&String, &mut Ar
 /// Scores batches with an eval graph (weights as initializers).
 pub struct Scorer {
     session: Session,
+    pub device: Device,
 }
 
 impl Scorer {
     pub fn new(graph: &[u8], label: &str, device: DeviceChoice, threads: usize) -> Result<Self> {
-        let (session, _) = Runtime::get()?.session_from_bytes(graph, label, device, threads)?;
-        Ok(Self { session })
+        let (session, device) =
+            Runtime::get()?.session_from_bytes(graph, label, device, threads)?;
+        Ok(Self { session, device })
     }
 
     pub fn score(&mut self, features: &ArrayD<f32>, labels: &[i64]) -> Result<BatchOutput> {

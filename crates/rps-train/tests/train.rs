@@ -31,6 +31,9 @@ fn dataset(dir: &Path) -> Layout {
     meta.seconds = 0.0;
     std::fs::create_dir_all(layout.cache_dir()).unwrap();
     meta.write(&Layout::meta(&layout.cache_dir())).unwrap();
+    rps_core::ClassList::new(vec!["a".into(), "b".into(), "c".into()])
+        .write(&layout.classes())
+        .unwrap();
     std::fs::create_dir_all(layout.features_dir()).unwrap();
     for (split, images, views) in [(Split::Train, 60, VIEWS), (Split::Test, 30, 1)] {
         let rows = images * views;

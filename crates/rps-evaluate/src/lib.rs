@@ -1,0 +1,310 @@
+//! rps-evaluate scores the trained model on the test split into CSV files and plots;
+//! [`predict`] classifies anyone's photos with `model.onnx` alone.
+
+pub mod metrics;
+pub mod plots;
+pub mod predict;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use ndarray::{Array2, Axis};
+use plotters::style::RGBColor;
+use rps_core::rows::{EpochRow, IndexRow};
+use rps_core::{ClassList, DeviceChoice, Layout, Metadata, Split, table};
+use rps_export::{export, infer};
+use rps_train::data::Features;
+use rps_train::runner::{Scorer, predictions};
+use serde::Serialize;
+
+use metrics::Confusion;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub layout: Layout,
+    pub batch: usize,
+    pub device: DeviceChoice,
+    pub threads: usize,
+}
+
+/// `summary.csv`: one metric a row.
+#[derive(Debug, Serialize)]
+pub struct MetricRow {
+    pub metric: String,
+    pub value: String,
+}
+
+/// `per_class.csv`.
+#[derive(Debug, Serialize)]
+pub struct PerClassRow {
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}
+
+pub struct Report {
+    pub accuracy: f64,
+    pub loss: f64,
+    pub weights: PathBuf,
+}
+
+/// Up to this many misclassified images go into errors.png.
+const MAX_ERRORS: usize = 16;
+
+pub fn run(config: &Config) -> Result<Report> {
+    let started = Instant::now();
+    let layout = &config.layout;
+    let arch = export::exported_arch(layout)?;
+    let classes = ClassList::read(&layout.classes())?;
+    let weights_path = chosen_weights(layout);
+    let weights = export::read_weights(&weights_path)?;
+    let s = arch.layer3_size();
+    let test = Features::load(
+        layout,
+        Split::Test,
+        1,
+        arch.features(),
+        [arch.layer3_channels(), s, s],
+    )?;
+    let graph = infer::finetune_eval(&arch, &weights);
+    let mut scorer = Scorer::new(&graph, "finetune_eval", config.device, config.threads)?;
+    let rows: Vec<usize> = (0..test.labels.len()).collect();
+    let mut probs = Vec::new();
+    let mut loss_sum = 0.0f64;
+    for chunk in rows.chunks(config.batch.max(1)) {
+        let labels = test.labels_of(chunk);
+        let out = scorer.score(&test.layer3_rows(chunk)?, &labels)?;
+        loss_sum += out.loss as f64 * chunk.len() as f64;
+        probs.push(softmax(&out.logits));
+    }
+    let probs = ndarray::concatenate(Axis(0), &probs.iter().map(|p| p.view()).collect::<Vec<_>>())?;
+    let truth: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
+    let predicted = predictions(probs.view());
+    let confusion = Confusion::new(classes.len(), &truth, &predicted);
+    let loss = loss_sum / rows.len().max(1) as f64;
+    let index = test_index(layout)?;
+    write_tables(
+        layout, &classes, &confusion, &index, &truth, &predicted, &probs,
+    )?;
+    let out = |name: &str| layout.result(name);
+    plot_epochs(layout)?;
+    plots::confusion_chart(&out("confusion.png"), &confusion, classes.names())?;
+    error_grid(layout, &index, &classes, &truth, &predicted)?;
+    let device = scorer.device.name().to_string();
+    let (precision, recall, f1) = confusion.macro_average();
+    let summary = [
+        ("accuracy", confusion.accuracy().to_string()),
+        ("mean_loss", loss.to_string()),
+        ("macro_precision", precision.to_string()),
+        ("macro_recall", recall.to_string()),
+        ("macro_f1", f1.to_string()),
+        ("test_count", rows.len().to_string()),
+        (
+            "model",
+            "finetune_eval (layer4 + head on layer3 features)".to_string(),
+        ),
+        ("weights", weights_path.display().to_string()),
+        ("device", device.clone()),
+        ("seconds", started.elapsed().as_secs_f64().to_string()),
+    ]
+    .map(|(metric, value)| MetricRow {
+        metric: metric.into(),
+        value,
+    });
+    let mut meta = Metadata::new("evaluate", env!("CARGO_PKG_VERSION"))
+        .setting("batch", config.batch)
+        .input(&weights_path);
+    meta.device = Some(device);
+    meta.seconds = started.elapsed().as_secs_f64();
+    meta.write(&out("evaluate.json"))?;
+    // Written last: make's sign that evaluation finished.
+    table::write(&out("summary.csv"), &summary)?;
+    Ok(Report {
+        accuracy: confusion.accuracy(),
+        loss,
+        weights: weights_path,
+    })
+}
+
+/// `best.npz` when training held out a validation split, else the last epoch's.
+fn chosen_weights(layout: &Layout) -> PathBuf {
+    let best = layout.result("best.npz");
+    if best.exists() {
+        best
+    } else {
+        layout.result("weights.npz")
+    }
+}
+
+pub fn softmax(logits: &Array2<f32>) -> Array2<f32> {
+    let mut out = logits.clone();
+    for mut row in out.axis_iter_mut(Axis(0)) {
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    out
+}
+
+fn test_index(layout: &Layout) -> Result<Vec<IndexRow>> {
+    let rows: Vec<IndexRow> = table::read(&layout.cache_index())?;
+    let mut test: Vec<IndexRow> = rows
+        .into_iter()
+        .filter(|r| r.split == Split::Test)
+        .collect();
+    test.sort_by_key(|r| r.row);
+    Ok(test)
+}
+
+fn write_tables(
+    layout: &Layout,
+    classes: &ClassList,
+    confusion: &Confusion,
+    index: &[IndexRow],
+    truth: &[usize],
+    predicted: &[usize],
+    probs: &Array2<f32>,
+) -> Result<()> {
+    let per_class: Vec<PerClassRow> = confusion
+        .per_class()
+        .iter()
+        .zip(classes.names())
+        .map(|(s, class)| PerClassRow {
+            class: class.clone(),
+            precision: s.precision,
+            recall: s.recall,
+            f1: s.f1,
+            support: s.support,
+        })
+        .collect();
+    table::write(&layout.result("per_class.csv"), &per_class)?;
+
+    let mut header = vec!["true".to_string()];
+    header.extend(classes.names().iter().cloned());
+    let rows: Vec<Vec<String>> = confusion
+        .counts
+        .iter()
+        .zip(classes.names())
+        .map(|(counts, class)| {
+            std::iter::once(class.clone())
+                .chain(counts.iter().map(usize::to_string))
+                .collect()
+        })
+        .collect();
+    table::write_records(&layout.result("confusion.csv"), &header, &rows)?;
+
+    let mut header: Vec<String> = ["path", "true", "pred"].map(String::from).to_vec();
+    header.extend(classes.names().iter().map(|c| format!("p_{c}")));
+    header.push("correct".into());
+    let rows: Vec<Vec<String>> = (0..truth.len())
+        .map(|i| {
+            let mut row = vec![
+                index
+                    .get(i)
+                    .map_or_else(|| format!("row {i}"), |r| r.path.clone()),
+                classes.name(truth[i]).to_string(),
+                classes.name(predicted[i]).to_string(),
+            ];
+            row.extend(probs.row(i).iter().map(|p| p.to_string()));
+            row.push((truth[i] == predicted[i]).to_string());
+            row
+        })
+        .collect();
+    table::write_records(&layout.result("predictions.csv"), &header, &rows)?;
+    Ok(())
+}
+
+fn plot_epochs(layout: &Layout) -> Result<()> {
+    let epochs: Vec<EpochRow> = table::read(&layout.result("epochs.csv"))?;
+    let finetune = epochs
+        .iter()
+        .find(|r| r.phase == "finetune")
+        .map(|r| r.epoch as f64 - 0.5);
+    let line = |f: fn(&EpochRow) -> f64| {
+        epochs
+            .iter()
+            .map(|r| (r.epoch as f64, f(r)))
+            .collect::<Vec<_>>()
+    };
+    let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
+    plots::epoch_chart(
+        &layout.result("loss.png"),
+        "Loss",
+        "cross-entropy",
+        &[
+            plots::Series {
+                name: "train",
+                points: line(|r| r.train_loss),
+                color: blue,
+            },
+            plots::Series {
+                name: "test",
+                points: line(|r| r.test_loss),
+                color: orange,
+            },
+        ],
+        finetune,
+    )?;
+    plots::epoch_chart(
+        &layout.result("accuracy.png"),
+        "Accuracy",
+        "accuracy",
+        &[
+            plots::Series {
+                name: "train",
+                points: line(|r| r.train_acc),
+                color: blue,
+            },
+            plots::Series {
+                name: "test",
+                points: line(|r| r.test_acc),
+                color: orange,
+            },
+        ],
+        finetune,
+    )
+}
+
+/// A grid of misclassified test images (from the cache) with true and predicted labels.
+fn error_grid(
+    layout: &Layout,
+    index: &[IndexRow],
+    classes: &ClassList,
+    truth: &[usize],
+    predicted: &[usize],
+) -> Result<()> {
+    let mapped = rps_core::npy::Mapped::open(&layout.cache_tensor(Split::Test))?;
+    let images = mapped
+        .view::<u8>()
+        .context("errors.png needs the u8 test cache")?;
+    let size = images.shape()[2] as u32;
+    let tiles: Vec<_> = (0..truth.len())
+        .filter(|&i| truth[i] != predicted[i])
+        .take(MAX_ERRORS)
+        .map(|i| {
+            let row = index.get(i).map_or(i, |r| r.row);
+            let pixels: Vec<u8> = images.index_axis(Axis(0), row).iter().copied().collect();
+            let picture = rps_preprocess::transform::from_chw(&pixels, size);
+            (
+                picture,
+                format!(
+                    "{} → {}",
+                    classes.name(truth[i]),
+                    classes.name(predicted[i])
+                ),
+            )
+        })
+        .collect();
+    let path = layout.result("errors.png");
+    if tiles.is_empty() {
+        let blank = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
+        rps_core::plot::image_grid(&path, &[(blank, "no errors".into())], 1, 200)?;
+    } else {
+        rps_core::plot::image_grid(&path, &tiles, 4, 200)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! Classifying photos of any format and size with a classifier graph alone: it
+//! carries its image size and class names (or the names come from a file).
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use image::RgbImage;
+use ort::session::Session;
+use ort::value::Tensor;
+use rps_core::{Device, DeviceChoice, Runtime, imagenet};
+use rps_export::{infer, names};
+use rps_preprocess::transform;
+
+pub struct Classifier {
+    session: Session,
+    pub classes: Vec<String>,
+    pub image_size: u32,
+    pub device: Device,
+}
+
+/// One photo's result.
+pub struct Prediction {
+    /// The photo as the network saw it (resized).
+    pub seen: RgbImage,
+    pub probs: Vec<f32>,
+}
+
+impl Classifier {
+    /// Opens `model`; class names come from `labels` (one a line) when given, else
+    /// from the model itself.
+    pub fn open(
+        model: &Path,
+        labels: Option<&Path>,
+        device: DeviceChoice,
+        threads: usize,
+    ) -> Result<Self> {
+        let (session, device) = Runtime::get()?.session(model, device, threads)?;
+        let metadata = session.metadata()?;
+        let image_size: u32 = metadata
+            .custom(infer::META_IMAGE_SIZE)
+            .and_then(|s| s.parse().ok())
+            .with_context(|| {
+                format!("{}: no image size in the model's metadata", model.display())
+            })?;
+        let classes: Vec<String> = match labels {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+            None => metadata
+                .custom(infer::META_CLASSES)
+                .with_context(|| {
+                    format!(
+                        "{}: the model names no classes; pass a class list",
+                        model.display()
+                    )
+                })?
+                .lines()
+                .map(str::to_string)
+                .collect(),
+        };
+        drop(metadata);
+        Ok(Self {
+            session,
+            classes,
+            image_size,
+            device,
+        })
+    }
+
+    pub fn classify(&mut self, photo: &Path) -> Result<Prediction> {
+        let image = transform::load_rgb(photo)?;
+        let seen = transform::test_view(&image, self.image_size);
+        let pixels = transform::to_chw(&seen);
+        let mut input = vec![0.0f32; pixels.len()];
+        imagenet::normalize_chw(&pixels, &mut input);
+        let s = self.image_size as usize;
+        let outputs = self
+            .session
+            .run(ort::inputs![names::IMAGES => Tensor::from_array(([1, 3, s, s], input))?])?;
+        let probs: Vec<f32> = outputs[names::PROBS]
+            .try_extract_tensor::<f32>()?
+            .1
+            .to_vec();
+        if probs.len() != self.classes.len() {
+            bail!(
+                "the model gives {} probabilities for {} class names",
+                probs.len(),
+                self.classes.len()
+            );
+        }
+        Ok(Prediction { seen, probs })
+    }
+}
+
+/// The `k` most probable classes, best first.
+pub fn top_k(probs: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut ranked: Vec<(usize, f32)> = probs.iter().copied().enumerate().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
+    ranked.truncate(k);
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn top_k_ranks_best_first() {
+        assert_eq!(top_k(&[0.1, 0.6, 0.3], 2), [(1, 0.6), (2, 0.3)]);
+    }
+}
