@@ -41,7 +41,7 @@ HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPO
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
 ORT_LIB  := $(ORT_DIR)/libonnxruntime.so
-BIN      := $(CURDIR)/target/release
+BIN      ?= $(CURDIR)/target/release
 CARGO    ?= cargo
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
 # The CUDA build's provider finds its CUDA libraries beside it.
@@ -150,7 +150,7 @@ $(if $(IMAGENET),predict: $(LABELS) $(GRAPHS),predict: $(MODEL))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --quiet
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
 	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)

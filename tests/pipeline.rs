@@ -1,0 +1,166 @@
+//! `make all` end to end with a small configuration (random-init weights, width 4,
+//! 32 pixels, 1 + 1 epochs, 2 views), the archives served from 127.0.0.1; then
+//! incremental reruns. Uses the debug binaries `cargo test` has just built.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Serves `../shared/data/*.zip` on 127.0.0.1 for a bounded number of requests.
+fn serve_shared_archives() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let data = repo().join("../shared/data");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let mut stream = stream.unwrap();
+            let mut line = String::new();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            reader.read_line(&mut line).unwrap();
+            while reader.read_line(&mut String::new()).unwrap() > 2 {}
+            let name = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("/")
+                .trim_start_matches('/')
+                .to_string();
+            match std::fs::read(data.join(&name)) {
+                Ok(body) => {
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = stream.write_all(&body);
+                }
+                Err(_) => {
+                    drop(stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"))
+                }
+            }
+        }
+    });
+    base
+}
+
+fn make(data: &Path, base: &str, extra: &[&str]) -> Output {
+    let bin = repo().join("target/debug");
+    let mut args = vec![
+        "all".to_string(),
+        format!("DATA={}", data.display()),
+        format!("BIN={}", bin.display()),
+        "CARGO=true".into(),
+        "WEIGHTS=random".into(),
+        "WIDTH=4".into(),
+        "IMAGE_SIZE=32".into(),
+        "VIEWS=2".into(),
+        "HEAD_EPOCHS=1".into(),
+        "FT_EPOCHS=1".into(),
+        "HEAD_LR=1e-3".into(),
+        "FT_LR=1e-4".into(),
+        "DEVICE=cpu".into(),
+        "THREADS=2".into(),
+        format!("TRAIN_URL={base}/rps.zip"),
+        format!("TEST_URL={base}/rps-test-set.zip"),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = Command::new("make")
+        .current_dir(repo())
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "make failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn rows(path: &Path) -> Vec<Vec<String>> {
+    csv::Reader::from_path(path)
+        .unwrap()
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect()
+}
+
+fn modified(path: &Path) -> SystemTime {
+    std::fs::metadata(path).unwrap().modified().unwrap()
+}
+
+#[test]
+fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
+    let base = serve_shared_archives();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    make(data, &base, &[]);
+
+    let summary = rows(&data.join("rps/summary.csv"));
+    let counts: Vec<&str> = summary.iter().map(|r| r[2].as_str()).collect();
+    assert_eq!(counts, ["840", "840", "840", "124", "124", "124"]);
+    let epochs = rows(&data.join("results/epochs.csv"));
+    assert_eq!(epochs.len(), 2);
+    assert_eq!(
+        (epochs[0][1].as_str(), epochs[1][1].as_str()),
+        ("head", "finetune")
+    );
+    for row in &epochs {
+        for acc in [&row[3], &row[5]] {
+            assert!((0.0..=1.0).contains(&acc.parse::<f64>().unwrap()));
+        }
+    }
+    assert_eq!(rows(&data.join("results/predictions.csv")).len(), 372);
+    let metrics = rows(&data.join("results/summary.csv"));
+    assert!(metrics.iter().any(|r| r[0] == "device" && r[1] == "cpu"));
+    let features = rps_core::Metadata::read(&data.join("features/meta.json")).unwrap();
+    assert_eq!(features.device.as_deref(), Some("cpu"));
+    for png in [
+        "cache/samples.png",
+        "results/loss.png",
+        "results/accuracy.png",
+        "results/confusion.png",
+        "results/errors.png",
+    ] {
+        assert!(data.join(png).exists(), "{png}");
+    }
+
+    // A second run recomputes nothing.
+    let again = make(data, &base, &[]);
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(!said.contains("rps-"), "second run ran a stage:\n{said}");
+
+    // A new fine-tuning rate reruns train and evaluate only.
+    let extracted = modified(&data.join("features/meta.json"));
+    let trained = modified(&data.join("results/model.onnx"));
+    let rerun = make(data, &base, &["FT_LR=2e-4"]);
+    let said = String::from_utf8_lossy(&rerun.stdout);
+    assert!(
+        said.contains("rps-train") && said.contains("rps-evaluate"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("rps-extract") && !said.contains("rps-preprocess"),
+        "{said}"
+    );
+    assert_eq!(modified(&data.join("features/meta.json")), extracted);
+    assert!(modified(&data.join("results/model.onnx")) > trained);
+    assert_eq!(rows(&data.join("results/epochs.csv"))[1][6], "0.0002");
+
+    // Deleting one output reruns only what depends on it.
+    std::fs::remove_file(data.join("results/summary.csv")).unwrap();
+    let said = String::from_utf8_lossy(&make(data, &base, &["FT_LR=2e-4"]).stdout).to_string();
+    assert!(
+        said.contains("rps-evaluate") && !said.contains("rps-train"),
+        "{said}"
+    );
+}
