@@ -45,7 +45,6 @@ pub enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
-    Tensor(TensorProto),
 }
 
 #[derive(Default)]
@@ -297,16 +296,7 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
             attr.f = Some(f);
             AttributeType::Float
         }
-        Attr::Tensor(t) => {
-            attr.t = Some(t);
-            AttributeType::Tensor
-        }
     };
     attr.r#type = Some(kind as i32);
     attr
-}
-
-/// A float tensor for an attribute (e.g. `ConstantOfShape`'s value).
-pub fn attr_tensor(shape: &[usize], data: &[f32]) -> Attr {
-    Attr::Tensor(float_tensor("value", shape, data))
 }

@@ -1,6 +1,9 @@
 //! The one ResNet18 definition: torchvision's layout and parameter names, with a
 //! configurable base width (64 = torchvision), input size and class count.
 
+/// Named tensor shapes, in order.
+pub type Shapes = Vec<(String, Vec<usize>)>;
+
 /// The shape of a ResNet18.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Arch {
@@ -182,7 +185,7 @@ impl Arch {
 
     /// Every tensor of the transfer model's state dict with its shape: the backbone,
     /// BatchNorm statistics included, and the new head.
-    pub fn state_shapes(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn state_shapes(&self) -> Shapes {
         let mut shapes = Vec::new();
         for conv in self.all_convs() {
             shapes.push((conv.weight(), conv.weight_shape()));
@@ -203,7 +206,7 @@ impl Arch {
 
     /// What phase 2 trains: layer4's convolution weights and BatchNorm scale and
     /// shift, then the head.
-    pub fn finetune_params(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn finetune_params(&self) -> Shapes {
         let mut params = Vec::new();
         for conv in self.layer(4).iter().flat_map(Block::convs) {
             params.push((conv.weight(), conv.weight_shape()));
@@ -216,7 +219,7 @@ impl Arch {
     }
 
     /// layer4's BatchNorm running statistics, which phase 2 updates.
-    pub fn finetune_buffers(&self) -> Vec<(String, Vec<usize>)> {
+    pub fn finetune_buffers(&self) -> Shapes {
         self.layer(4)
             .iter()
             .flat_map(Block::convs)

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::{DeviceChoice, GraphFile, Layout, Metadata, Split, atomic, table};
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Shapes};
 use rps_export::weights::Tensors;
 use rps_export::{export, infer, train as graphs};
 use serde::{Deserialize, Serialize};
@@ -230,7 +230,7 @@ impl Run<'_> {
         ]
     }
 
-    fn trainable(&self, phase: Phase) -> (Vec<(String, Vec<usize>)>, Vec<(String, Vec<usize>)>) {
+    fn trainable(&self, phase: Phase) -> (Shapes, Shapes) {
         match phase {
             Phase::Head => (
                 self.arch.head_shapes(self.arch.classes).to_vec(),
