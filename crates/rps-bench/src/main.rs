@@ -38,7 +38,11 @@ struct Args {
     steps: usize,
 }
 
-const ARCH: Arch = Arch { width: 64, image_size: 224, classes: 3 };
+const ARCH: Arch = Arch {
+    width: 64,
+    image_size: 224,
+    classes: 3,
+};
 const BATCH: usize = 64;
 
 struct Row {
@@ -50,8 +54,12 @@ struct Row {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let threads = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()?;
     let work = tempfile::tempdir()?;
     let mut rows = Vec::new();
 
@@ -60,18 +68,33 @@ fn main() -> Result<()> {
     generate_pngs(&pngs, args.images)?;
     let (test_rate, train_rate) = preprocess_rates(&pngs)?;
     let pillow = pillow_rates(&pngs, threads);
-    for (name, ours, theirs) in [("test", test_rate, pillow.map(|p| p.0)), ("train", train_rate, pillow.map(|p| p.1))] {
+    for (name, ours, theirs) in [
+        ("test", test_rate, pillow.map(|p| p.0)),
+        ("train", train_rate, pillow.map(|p| p.1)),
+    ] {
         rows.push(Row {
             stage: format!("preprocess {name} transform (images/s)"),
             ours: format!("{ours:.0}"),
-            ceiling: theirs.map_or("Pillow not available".into(), |t| format!("{t:.0} (Pillow + numpy)")),
-            ratio: theirs.map_or(String::new(), |t| format!("{:.2}x (target >= 2x)", ours / t)),
+            ceiling: theirs.map_or("Pillow not available".into(), |t| {
+                format!("{t:.0} (Pillow + numpy)")
+            }),
+            ratio: theirs.map_or(String::new(), |t| {
+                format!("{:.2}x (target >= 2x)", ours / t)
+            }),
         });
     }
 
-    eprintln!("bench: extract ({} images, width 64, 224 px)", args.extract_images);
+    eprintln!(
+        "bench: extract ({} images, width 64, 224 px)",
+        args.extract_images
+    );
     let layout = Layout::new(work.path().join("data"));
-    export::run(&export::Config { source: Source::Random(0), out: layout.graphs_dir(), arch: ARCH, seed: 0 })?;
+    export::run(&export::Config {
+        source: Source::Random(0),
+        out: layout.graphs_dir(),
+        arch: ARCH,
+        seed: 0,
+    })?;
     let (stage_rate, bare_rate) = extract_rates(&layout, args.extract_images, threads)?;
     rows.push(Row {
         stage: "extract backbone (images/s)".into(),
@@ -81,12 +104,26 @@ fn main() -> Result<()> {
     });
 
     eprintln!("bench: train steps (batch {BATCH})");
-    let head_rate = step_rate(&graphs::head_step(&ARCH), &ARCH.head_shapes(3), &[], &[BATCH, ARCH.features()], threads, 20)?;
+    let head_rate = step_rate(
+        &graphs::head_step(&ARCH),
+        &ARCH.head_shapes(3),
+        &[],
+        &[BATCH, ARCH.features()],
+        threads,
+        20,
+    )?;
     let ft = graphs::finetune_step(&ARCH);
     let s = ARCH.layer3_size();
     let ft_shape = [BATCH, ARCH.layer3_channels(), s, s];
     let bare_ft = bare_step_rate(&ft, &ft_shape, threads, args.steps)?;
-    let stage_ft = step_rate(&ft, &ARCH.finetune_params(), &ARCH.finetune_buffers(), &ft_shape, threads, args.steps)?;
+    let stage_ft = step_rate(
+        &ft,
+        &ARCH.finetune_params(),
+        &ARCH.finetune_buffers(),
+        &ft_shape,
+        threads,
+        args.steps,
+    )?;
     rows.push(Row {
         stage: "train phase 2 step, finetune_step.onnx (images/s)".into(),
         ours: format!("{bare_ft:.1} ({:.0} ms/step)", 1e3 * BATCH as f64 / bare_ft),
@@ -115,7 +152,12 @@ fn main() -> Result<()> {
     rows.push(Row {
         stage: "make all, recipe defaults (projected)".into(),
         ours: format!("{:.0} min", total / 60.0),
-        ceiling: format!("preprocess {:.0} s, extract {:.0} s, train {:.0} min", preprocess, extract, train / 60.0),
+        ceiling: format!(
+            "preprocess {:.0} s, extract {:.0} s, train {:.0} min",
+            preprocess,
+            extract,
+            train / 60.0
+        ),
         ratio: "projected from the rates above".into(),
     });
     print_table(&rows, threads);
@@ -128,7 +170,13 @@ fn print_table(rows: &[Row], threads: usize) {
     for r in rows {
         println!("| {} | {} | {} | {} |", r.stage, r.ours, r.ceiling, r.ratio);
     }
-    println!("\n{threads} threads; ONNX Runtime {} on cpu", Runtime::get().ok().and_then(|r| r.version()).unwrap_or_default());
+    println!(
+        "\n{threads} threads; ONNX Runtime {} on cpu",
+        Runtime::get()
+            .ok()
+            .and_then(|r| r.version())
+            .unwrap_or_default()
+    );
 }
 
 /// 300x300 RGBA PNGs with smooth shapes and noise, like photos of hands.
@@ -141,15 +189,23 @@ fn generate_pngs(dir: &Path, count: usize) -> Result<()> {
             let d = ((x as f64 - cx).powi(2) + (y as f64 - cy).powi(2)).sqrt();
             let skin = if d < 90.0 { 180.0 - d * 0.5 } else { 245.0 };
             let n = rng.random_range(0.0..12.0);
-            image::Rgba([(skin + n) as u8, (skin * 0.8 + n) as u8, (skin * 0.7 + n) as u8, 255])
+            image::Rgba([
+                (skin + n) as u8,
+                (skin * 0.8 + n) as u8,
+                (skin * 0.7 + n) as u8,
+                255,
+            ])
         });
-        img.save(dir.join(format!("{i:04}.png"))).context("saving a PNG")
+        img.save(dir.join(format!("{i:04}.png")))
+            .context("saving a PNG")
     })
 }
 
 /// Rust images/s for the test and train transforms, to normalized f32 as Pillow's.
 fn preprocess_rates(dir: &Path) -> Result<(f64, f64)> {
-    let paths: Vec<_> = std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let paths: Vec<_> = std::fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
     let to_input = |img: &image::RgbImage| {
         let chw = transform::to_chw(img);
         let mut out = vec![0.0f32; chw.len()];
@@ -161,24 +217,42 @@ fn preprocess_rates(dir: &Path) -> Result<(f64, f64)> {
         paths.par_iter().map(|p| f(p)).collect::<Result<Vec<_>>>()?;
         Ok(paths.len() as f64 / start.elapsed().as_secs_f64())
     };
-    let test = time(&|p| Ok(to_input(&transform::test_view(&transform::load_rgb(p)?, 224))))?;
+    let test = time(&|p| {
+        Ok(to_input(&transform::test_view(
+            &transform::load_rgb(p)?,
+            224,
+        )))
+    })?;
     let train = time(&|p| {
         let img = transform::load_rgb(p)?;
         let mut rng = rps_preprocess::view_rng(0, &p.display().to_string(), 0);
-        Ok(to_input(&Augmentation::draw(&mut rng, img.width(), img.height()).apply(&img, 224)))
+        Ok(to_input(
+            &Augmentation::draw(&mut rng, img.width(), img.height()).apply(&img, 224),
+        ))
     })?;
     Ok((test, train))
 }
 
 fn pillow_rates(dir: &Path, threads: usize) -> Option<(f64, f64)> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_pillow.py");
-    let out = Command::new("python3").arg(script).arg(dir).args(["224", &threads.to_string()]).output().ok()?;
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .args(["224", &threads.to_string()])
+        .output()
+        .ok()?;
     if !out.status.success() {
-        eprintln!("bench: Pillow benchmark failed: {}", String::from_utf8_lossy(&out.stderr));
+        eprintln!(
+            "bench: Pillow benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         return None;
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok());
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
+    };
     Some((value("test ")?, value("train ")?))
 }
 
@@ -189,15 +263,29 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
     for (split, n) in [(Split::Train, images), (Split::Test, 8)] {
         let pixels = ArrayD::from_shape_simple_fn(IxDyn(&[n, 3, s, s]), || rng.random::<u8>());
         npy::write(&layout.cache_tensor(split), &pixels)?;
-        npy::write(&layout.cache_labels(split), &ndarray::Array1::<i64>::zeros(n))?;
+        npy::write(
+            &layout.cache_labels(split),
+            &ndarray::Array1::<i64>::zeros(n),
+        )?;
     }
-    Metadata::new("preprocess", "bench").setting("views", 1).write(&Layout::meta(&layout.cache_dir()))?;
-    let config = rps_extract::Config { layout: layout.clone(), batch: Some(32), device: DeviceChoice::Cpu, threads };
+    Metadata::new("preprocess", "bench")
+        .setting("views", 1)
+        .write(&Layout::meta(&layout.cache_dir()))?;
+    let config = rps_extract::Config {
+        layout: layout.clone(),
+        batch: Some(32),
+        device: DeviceChoice::Cpu,
+        threads,
+    };
     let report = rps_extract::run(&config)?;
     let (_, n, seconds) = report.splits[0];
     let stage = n as f64 / seconds;
 
-    let (mut session, _) = Runtime::get()?.session(&layout.graph(GraphFile::Backbone), DeviceChoice::Cpu, threads)?;
+    let (mut session, _) = Runtime::get()?.session(
+        &layout.graph(GraphFile::Backbone),
+        DeviceChoice::Cpu,
+        threads,
+    )?;
     let input = Tensor::from_array(([32, 3, s, s], vec![0.5f32; 32 * 3 * s * s]))?;
     session.run(ort::inputs![names::IMAGES => input.view()])?;
     let runs = images.div_ceil(32);
@@ -209,7 +297,14 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
 }
 
 /// images/s of a step graph through the training stage's own runner.
-fn step_rate(graph: &[u8], params: &[(String, Vec<usize>)], buffers: &[(String, Vec<usize>)], features: &[usize], threads: usize, steps: usize) -> Result<f64> {
+fn step_rate(
+    graph: &[u8],
+    params: &[(String, Vec<usize>)],
+    buffers: &[(String, Vec<usize>)],
+    features: &[usize],
+    threads: usize,
+    steps: usize,
+) -> Result<f64> {
     let mut runner = StepRunner::new(graph, "bench", DeviceChoice::Cpu, threads, 0.0)?;
     let mut weights = rps_export::weights::Tensors::new();
     for (name, shape) in params.iter().chain(buffers) {
@@ -229,26 +324,65 @@ fn step_rate(graph: &[u8], params: &[(String, Vec<usize>)], buffers: &[(String, 
 
 /// images/s of the same step graph fed the same in-memory tensors each time.
 fn bare_step_rate(graph: &[u8], features: &[usize], threads: usize, steps: usize) -> Result<f64> {
-    let (mut session, _) = Runtime::get()?.session_from_bytes(graph, "bench", DeviceChoice::Cpu, threads)?;
+    let (mut session, _) =
+        Runtime::get()?.session_from_bytes(graph, "bench", DeviceChoice::Cpu, threads)?;
     let mut inputs: Vec<(String, ort::value::DynValue)> = vec![
-        (names::FEATURES.into(), Tensor::from_array((features.to_vec(), vec![0.5f32; features.iter().product()]))?.into_dyn()),
-        (names::LABELS.into(), Tensor::from_array(([BATCH], (0..BATCH as i64).map(|i| i % 3).collect::<Vec<_>>()))?.into_dyn()),
-        (names::DROPOUT_MASK.into(), Tensor::from_array(([BATCH, ARCH.features()], vec![1.0f32; BATCH * ARCH.features()]))?.into_dyn()),
+        (
+            names::FEATURES.into(),
+            Tensor::from_array((features.to_vec(), vec![0.5f32; features.iter().product()]))?
+                .into_dyn(),
+        ),
+        (
+            names::LABELS.into(),
+            Tensor::from_array((
+                [BATCH],
+                (0..BATCH as i64).map(|i| i % 3).collect::<Vec<_>>(),
+            ))?
+            .into_dyn(),
+        ),
+        (
+            names::DROPOUT_MASK.into(),
+            Tensor::from_array((
+                [BATCH, ARCH.features()],
+                vec![1.0f32; BATCH * ARCH.features()],
+            ))?
+            .into_dyn(),
+        ),
     ];
-    for (name, value) in [(names::STEP, 1.0f32), (names::LR, 1e-4), (names::WEIGHT_DECAY, 0.0)] {
-        inputs.push((name.into(), Tensor::from_array(((), vec![value]))?.into_dyn()));
+    for (name, value) in [
+        (names::STEP, 1.0f32),
+        (names::LR, 1e-4),
+        (names::WEIGHT_DECAY, 0.0),
+    ] {
+        inputs.push((
+            name.into(),
+            Tensor::from_array(((), vec![value]))?.into_dyn(),
+        ));
     }
     for (name, shape) in ARCH.finetune_params() {
         let n = shape.iter().product();
-        for (key, fill) in [(names::param(&name), 0.01f32), (names::adam_m(&name), 0.0), (names::adam_v(&name), 0.0)] {
-            inputs.push((key, Tensor::from_array((shape.clone(), vec![fill; n]))?.into_dyn()));
+        for (key, fill) in [
+            (names::param(&name), 0.01f32),
+            (names::adam_m(&name), 0.0),
+            (names::adam_v(&name), 0.0),
+        ] {
+            inputs.push((
+                key,
+                Tensor::from_array((shape.clone(), vec![fill; n]))?.into_dyn(),
+            ));
         }
     }
     for (name, shape) in ARCH.finetune_buffers() {
-        inputs.push((names::buffer(&name), Tensor::from_array((shape.clone(), vec![1.0f32; shape[0]]))?.into_dyn()));
+        inputs.push((
+            names::buffer(&name),
+            Tensor::from_array((shape.clone(), vec![1.0f32; shape[0]]))?.into_dyn(),
+        ));
     }
     let run = |session: &mut ort::session::Session| -> Result<()> {
-        let views: Vec<(String, ort::session::SessionInputValue<'_>)> = inputs.iter().map(|(k, v)| (k.clone(), v.view().into())).collect();
+        let views: Vec<(String, ort::session::SessionInputValue<'_>)> = inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.view().into()))
+            .collect();
         session.run(views)?;
         Ok(())
     };

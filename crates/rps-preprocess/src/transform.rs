@@ -184,24 +184,29 @@ pub fn rotate_nearest(image: &RgbImage, degrees: f64) -> RgbImage {
     let (w, h) = image.dimensions();
     let (sin, cos) = degrees.to_radians().sin_cos();
     let (cx, cy) = (w as f64 / 2.0, h as f64 / 2.0);
-    RgbImage::from_fn(w, h, |x, y| {
-        // Inverse mapping from each output pixel centre to the source.
-        let (dx, dy) = (x as f64 + 0.5 - cx, y as f64 + 0.5 - cy);
-        let sx = cos * dx - sin * dy + cx;
-        let sy = sin * dx + cos * dy + cy;
-        if sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64 {
-            *image.get_pixel(sx as u32, sy as u32)
-        } else {
-            image::Rgb([0, 0, 0])
+    let src = image.as_raw();
+    let mut out = vec![0u8; src.len()];
+    for (y, row) in out.chunks_exact_mut(3 * w as usize).enumerate() {
+        // Inverse mapping from each output pixel centre to the source, stepped along
+        // the row: x + 1 moves the source point by (cos, sin).
+        let dy = y as f64 + 0.5 - cy;
+        let mut sx = cos * (0.5 - cx) - sin * dy + cx;
+        let mut sy = sin * (0.5 - cx) + cos * dy + cy;
+        for pixel in row.chunks_exact_mut(3) {
+            if sx >= 0.0 && sy >= 0.0 && sx < w as f64 && sy < h as f64 {
+                let at = 3 * (sy as usize * w as usize + sx as usize);
+                pixel.copy_from_slice(&src[at..at + 3]);
+            }
+            sx += cos;
+            sy += sin;
         }
-    })
+    }
+    RgbImage::from_raw(w, h, out).expect("same size")
 }
 
 /// PIL `ImageEnhance.Brightness`: blend with black.
 pub fn adjust_brightness(image: &mut RgbImage, factor: f64) {
-    for v in image.iter_mut() {
-        *v = (*v as f64 * factor).round().clamp(0.0, 255.0) as u8;
-    }
+    apply_table(image, |v| v * factor);
 }
 
 /// PIL `ImageEnhance.Contrast`: blend with the mean grey level.
@@ -211,10 +216,16 @@ pub fn adjust_contrast(image: &mut RgbImage, factor: f64) {
         .map(|p| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64)
         .sum();
     let mean = (luma / (image.width() * image.height()).max(1) as f64 + 0.5).floor();
+    apply_table(image, |v| mean + (v - mean) * factor);
+}
+
+/// Maps every value through `f`, rounded and clamped, via a 256-entry table.
+fn apply_table(image: &mut RgbImage, f: impl Fn(f64) -> f64) {
+    let table: Vec<u8> = (0..256)
+        .map(|v| f(v as f64).round().clamp(0.0, 255.0) as u8)
+        .collect();
     for v in image.iter_mut() {
-        *v = (mean + (*v as f64 - mean) * factor)
-            .round()
-            .clamp(0.0, 255.0) as u8;
+        *v = table[*v as usize];
     }
 }
 

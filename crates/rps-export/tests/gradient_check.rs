@@ -1,0 +1,125 @@
+//! Finite differences against the step graph's gradients, on a tiny random
+//! configuration: a check of the backward pass independent of PyTorch.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{Input, run, session};
+use ndarray::{ArrayD, IxDyn, arr0};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rps_export::resnet::Arch;
+use rps_export::{names, train};
+
+const ARCH: Arch = Arch {
+    width: 2,
+    image_size: 64,
+    classes: 3,
+};
+const BATCH: usize = 4;
+
+fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> ArrayD<f32> {
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || scale * (rng.random::<f32>() - 0.5))
+}
+
+/// The step graph's loss and gradients at `params` (lr 0: nothing moves).
+fn loss_and_grads(
+    session: &mut ort::session::Session,
+    features: &ArrayD<f32>,
+    params: &BTreeMap<String, ArrayD<f32>>,
+) -> (f64, BTreeMap<String, ArrayD<f32>>) {
+    let mut inputs = vec![
+        (names::FEATURES.to_string(), Input::F32(features.clone())),
+        (
+            names::LABELS.into(),
+            Input::I64(ArrayD::from_shape_fn(IxDyn(&[BATCH]), |i| {
+                (i[0] % 3) as i64
+            })),
+        ),
+        (
+            names::DROPOUT_MASK.into(),
+            Input::F32(ArrayD::ones(IxDyn(&[BATCH, ARCH.features()]))),
+        ),
+        (names::STEP.into(), Input::F32(arr0(1.0f32).into_dyn())),
+        (names::LR.into(), Input::F32(arr0(0.0f32).into_dyn())),
+        (
+            names::WEIGHT_DECAY.into(),
+            Input::F32(arr0(0.0f32).into_dyn()),
+        ),
+    ];
+    for (name, shape) in ARCH.finetune_params() {
+        inputs.push((names::param(&name), Input::F32(params[&name].clone())));
+        inputs.push((
+            names::adam_m(&name),
+            Input::F32(ArrayD::zeros(IxDyn(&shape))),
+        ));
+        inputs.push((
+            names::adam_v(&name),
+            Input::F32(ArrayD::zeros(IxDyn(&shape))),
+        ));
+    }
+    for (name, shape) in ARCH.finetune_buffers() {
+        inputs.push((
+            names::buffer(&name),
+            Input::F32(ArrayD::ones(IxDyn(&shape))),
+        ));
+    }
+    let out = run(session, inputs);
+    let grads = ARCH
+        .finetune_params()
+        .into_iter()
+        .map(|(n, _)| (n.clone(), out[&names::grad(&n)].clone()))
+        .collect();
+    (out[names::LOSS].sum() as f64, grads)
+}
+
+#[test]
+fn gradients_match_central_differences() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let s = ARCH.layer3_size();
+    let features = random(&mut rng, &[BATCH, ARCH.layer3_channels(), s, s], 4.0);
+    let mut params: BTreeMap<String, ArrayD<f32>> = ARCH
+        .finetune_params()
+        .into_iter()
+        .map(|(name, shape)| {
+            let value = if name.contains(".bn") || name.contains("downsample.1") {
+                if name.ends_with("weight") {
+                    ArrayD::from_elem(IxDyn(&shape), 1.0) + random(&mut rng, &shape, 0.4)
+                } else {
+                    random(&mut rng, &shape, 0.4)
+                }
+            } else {
+                random(&mut rng, &shape, 1.0)
+            };
+            (name, value)
+        })
+        .collect();
+    let mut session = session(&train::finetune_step(&ARCH), "finetune_step");
+    let (_, grads) = loss_and_grads(&mut session, &features, &params);
+    let h = 1e-2f32;
+    let mut checked = 0;
+    for (name, _) in ARCH.finetune_params() {
+        // The largest-gradient entries of each parameter, where f32 differences are reliable.
+        let mut order: Vec<usize> = (0..grads[&name].len()).collect();
+        let flat = grads[&name].as_slice().unwrap().to_vec();
+        order.sort_by(|&a, &b| flat[b].abs().total_cmp(&flat[a].abs()));
+        for &i in order.iter().take(2) {
+            let original = params[&name].as_slice().unwrap()[i];
+            params.get_mut(&name).unwrap().as_slice_mut().unwrap()[i] = original + h;
+            let (up, _) = loss_and_grads(&mut session, &features, &params);
+            params.get_mut(&name).unwrap().as_slice_mut().unwrap()[i] = original - h;
+            let (down, _) = loss_and_grads(&mut session, &features, &params);
+            params.get_mut(&name).unwrap().as_slice_mut().unwrap()[i] = original;
+            let numeric = (up - down) / (2.0 * h as f64);
+            let analytic = flat[i] as f64;
+            let err = (numeric - analytic).abs() / analytic.abs().max(1e-3);
+            assert!(
+                err < 0.05,
+                "{name}[{i}]: finite difference {numeric:.5} vs gradient {analytic:.5}"
+            );
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 2 * ARCH.finetune_params().len());
+}
