@@ -82,7 +82,7 @@ PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
 TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
 
-.PHONY: all setup fetch export preprocess extract train evaluate predict bench test clean help FORCE
+.PHONY: all setup fetch export preprocess extract train evaluate predict demo bench test clean help FORCE
 
 all: evaluate ## Run the whole pipeline (bootstraps ONNX Runtime first)
 
@@ -151,6 +151,11 @@ $(if $(IMAGENET),predict: $(LABELS) $(GRAPHS),predict: $(MODEL))
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
 	$(CARGO) test --workspace --quiet
+
+SHARED ?= ../shared
+demo: ## Full size (width 64, 224 px) offline: shared archives, reference weights, short epochs
+	$(MAKE) all DATA=$(DATA)/demo FROM=$(SHARED)/data WEIGHTS=$(SHARED)/reference/resnet18_seed0.pth \
+	  VIEWS=1 HEAD_EPOCHS=2 FT_EPOCHS=1 HEAD_LR=1e-3 FT_LR=1e-5
 
 bench: $(ORT_LIB) ## Print each stage's speed beside its ceiling (installs Pillow for the comparison)
 	@python3 -c "import PIL, numpy" 2>/dev/null || python3 -m pip install --quiet Pillow numpy

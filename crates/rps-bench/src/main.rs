@@ -296,6 +296,18 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
     Ok((stage, (runs * 32) as f64 / start.elapsed().as_secs_f64()))
 }
 
+/// Seeded values in [0, 1): features shaped like real activations.
+fn random_array(shape: &[usize], seed: u64) -> ArrayD<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    ArrayD::from_shape_simple_fn(IxDyn(shape), || rng.random::<f32>())
+}
+
+/// Parameters of realistic size: BatchNorm scales near 1, the rest small and centred.
+fn random_param(name: &str, shape: &[usize], seed: u64) -> ArrayD<f32> {
+    let noise = random_array(shape, 100 + seed).mapv(|v| 0.1 * (v - 0.5));
+    if name.contains(".bn") || name.contains("downsample.1") { if name.ends_with("weight") { noise + 1.0 } else { noise } } else { noise }
+}
+
 /// images/s of a step graph through the training stage's own runner.
 fn step_rate(
     graph: &[u8],
@@ -307,11 +319,14 @@ fn step_rate(
 ) -> Result<f64> {
     let mut runner = StepRunner::new(graph, "bench", DeviceChoice::Cpu, threads, 0.0)?;
     let mut weights = rps_export::weights::Tensors::new();
-    for (name, shape) in params.iter().chain(buffers) {
-        weights.insert(name.clone(), ArrayD::from_elem(IxDyn(shape), 0.01));
+    for (i, (name, shape)) in params.iter().enumerate() {
+        weights.insert(name.clone(), random_param(name, shape, i as u64));
+    }
+    for (name, shape) in buffers {
+        weights.insert(name.clone(), ArrayD::from_elem(IxDyn(shape), 1.0));
     }
     let mut state = TrainState::fresh(&weights, params, buffers)?;
-    let x = ArrayD::from_elem(IxDyn(features), 0.5f32);
+    let x = random_array(features, 1);
     let labels: Vec<i64> = (0..BATCH as i64).map(|i| i % 3).collect();
     let mask = Array2::ones((BATCH, ARCH.features()));
     runner.step(&mut state, &x, &labels, &mask, 1e-4)?;
