@@ -31,7 +31,7 @@ struct Args {
     #[arg(long, default_value_t = 192)]
     images: usize,
     /// Images the extract benchmark runs through the full-width backbone.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 256)]
     extract_images: usize,
     /// Timed train steps (after one warm-up).
     #[arg(long, default_value_t = 3)]
