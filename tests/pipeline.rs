@@ -52,6 +52,17 @@ fn serve_shared_archives() -> String {
 }
 
 fn make(data: &Path, base: &str, extra: &[&str]) -> Output {
+    let out = make_command(data, base, extra).output().unwrap();
+    assert!(
+        out.status.success(),
+        "make failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn make_command(data: &Path, base: &str, extra: &[&str]) -> Command {
     let bin = repo().join("target/debug");
     let mut args = vec![
         "all".to_string(),
@@ -72,18 +83,9 @@ fn make(data: &Path, base: &str, extra: &[&str]) -> Output {
         format!("TEST_URL={base}/rps-test-set.zip"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let out = Command::new("make")
-        .current_dir(repo())
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "make failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    let mut command = Command::new("make");
+    command.current_dir(repo()).args(&args);
+    command
 }
 
 fn rows(path: &Path) -> Vec<Vec<String>> {
@@ -163,4 +165,92 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
         said.contains("rps-evaluate") && !said.contains("rps-train"),
         "{said}"
     );
+}
+
+/// Runs `make all` until `started` says the stage is midway, kills the whole process
+/// group with SIGKILL, then reruns `make all` to the end.
+fn kill_midway_then_finish(data: &Path, base: &str, extra: &[&str], started: impl Fn() -> bool) {
+    use std::os::unix::process::CommandExt;
+    let mut child = make_command(data, base, extra)
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !started() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "make finished before the stage could be interrupted"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Command::new("kill")
+        .args(["-KILL", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    make(data, base, extra);
+}
+
+/// A file or hidden `.NAME.*.part` folder being written in `dir`.
+fn part_exists(dir: &Path, name: &str) -> bool {
+    std::fs::read_dir(dir).map_or(false, |entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            let file = e.file_name().to_string_lossy().into_owned();
+            file.starts_with(&format!(".{name}.")) && file.ends_with(".part")
+        })
+    })
+}
+
+fn without_seconds(path: &Path) -> Vec<Vec<String>> {
+    rows(path)
+        .into_iter()
+        .map(|mut r| {
+            r[7] = String::new();
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn a_stage_killed_midway_reruns_to_the_same_outputs() {
+    let base = serve_shared_archives();
+    // Long enough to stop midway: 3 + 3 epochs.
+    let extra = ["HEAD_EPOCHS=3", "FT_EPOCHS=3"];
+    let reference = tempfile::tempdir().unwrap();
+    make(reference.path(), &base, &extra);
+    let want_epochs = without_seconds(&reference.path().join("results/epochs.csv"));
+    let want_predictions = rows(&reference.path().join("results/predictions.csv"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let check = |stage: &str| {
+        assert_eq!(
+            without_seconds(&data.join("results/epochs.csv")),
+            want_epochs,
+            "after killing {stage}"
+        );
+        assert_eq!(
+            rows(&data.join("results/predictions.csv")),
+            want_predictions,
+            "after killing {stage}"
+        );
+    };
+    kill_midway_then_finish(data, &base, &extra, || part_exists(data, "cache"));
+    check("preprocess");
+    for stage in ["features", "results", "cache"] {
+        std::fs::remove_dir_all(data.join(stage)).unwrap();
+    }
+    kill_midway_then_finish(data, &base, &extra, || part_exists(data, "features"));
+    check("extract");
+    std::fs::remove_file(data.join("results/model.onnx")).unwrap();
+    std::fs::remove_dir_all(data.join("results/checkpoint")).unwrap();
+    let progress = data.join("results/checkpoint/progress.json");
+    kill_midway_then_finish(data, &base, &extra, || progress.exists());
+    check("train");
 }

@@ -305,7 +305,15 @@ fn random_array(shape: &[usize], seed: u64) -> ArrayD<f32> {
 /// Parameters of realistic size: BatchNorm scales near 1, the rest small and centred.
 fn random_param(name: &str, shape: &[usize], seed: u64) -> ArrayD<f32> {
     let noise = random_array(shape, 100 + seed).mapv(|v| 0.1 * (v - 0.5));
-    if name.contains(".bn") || name.contains("downsample.1") { if name.ends_with("weight") { noise + 1.0 } else { noise } } else { noise }
+    if name.contains(".bn") || name.contains("downsample.1") {
+        if name.ends_with("weight") {
+            noise + 1.0
+        } else {
+            noise
+        }
+    } else {
+        noise
+    }
 }
 
 /// images/s of a step graph through the training stage's own runner.
