@@ -199,7 +199,7 @@ fn kill_midway_then_finish(data: &Path, base: &str, extra: &[&str], started: imp
 
 /// A file or hidden `.NAME.*.part` folder being written in `dir`.
 fn part_exists(dir: &Path, name: &str) -> bool {
-    std::fs::read_dir(dir).map_or(false, |entries| {
+    std::fs::read_dir(dir).is_ok_and(|entries| {
         entries.filter_map(Result::ok).any(|e| {
             let file = e.file_name().to_string_lossy().into_owned();
             file.starts_with(&format!(".{name}.")) && file.ends_with(".part")
