@@ -10,6 +10,7 @@ pub mod layout;
 pub mod meta;
 pub mod npy;
 pub mod plot;
+pub mod progress;
 pub mod rows;
 pub mod runtime;
 pub mod table;

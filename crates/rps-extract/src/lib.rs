@@ -7,7 +7,6 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::Tensor;
@@ -210,7 +209,7 @@ fn extract_split(
         &out_dir.join(file_name(&layout.features(split, "pooled"))),
         &[n, shape.features],
     )?;
-    let bar = progress(split, n);
+    let bar = rps_core::progress::bar(format!("extract {split}"), n, "images");
     let pixels = pixels(mapped)?;
     std::thread::scope(|scope| -> Result<()> {
         let (send, receive) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
@@ -239,14 +238,4 @@ fn extract_split(
     layer3.finish()?;
     pooled.finish()?;
     Ok(n)
-}
-
-fn progress(split: Split, len: usize) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} images {per_sec} eta {eta}")
-            .expect("valid template"),
-    );
-    bar.set_message(format!("extract {split}"));
-    bar
 }

@@ -9,7 +9,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use image::RgbImage;
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -226,7 +225,7 @@ fn write_split(
     let mut writer = RowWriter::create::<u8>(tensor, &[items.len() * views, 3, s, s])?;
     let sample_rows = sample_indices(items.len(), config.seed);
     let mut samples = Vec::new();
-    let bar = progress(split, items.len());
+    let bar = rps_core::progress::bar(format!("preprocess {split}"), items.len(), "images");
     for (chunk_no, chunk) in items.chunks(CHUNK).enumerate() {
         let pixels: Vec<Result<Vec<Vec<u8>>>> = chunk
             .par_iter()
@@ -298,14 +297,4 @@ fn sample_indices(count: usize, seed: u64) -> Vec<usize> {
     let mut picked = sample(&mut rng, count, SAMPLES.min(count)).into_vec();
     picked.sort();
     picked
-}
-
-fn progress(split: Split, len: usize) -> ProgressBar {
-    let bar = ProgressBar::new(len as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} images {per_sec} eta {eta}")
-            .expect("valid template"),
-    );
-    bar.set_message(format!("preprocess {split}"));
-    bar
 }

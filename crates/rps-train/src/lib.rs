@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
 use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::{DeviceChoice, GraphFile, Layout, Metadata, Split, atomic, table};
 use rps_export::resnet::{Arch, Shapes};
@@ -252,7 +251,11 @@ impl Run<'_> {
         let c = self.config;
         let view = epoch - 1;
         let order = data::shuffled(&self.train_images, c.seed, epoch);
-        let bar = progress_bar(epoch, phase, order.len().div_ceil(c.batch));
+        let bar = rps_core::progress::bar(
+            format!("epoch {epoch} ({})", phase.name()),
+            order.len().div_ceil(c.batch),
+            "steps",
+        );
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for (step, images) in order.chunks(c.batch).enumerate() {
             let rows: Vec<usize> = images.iter().map(|&i| self.train.row(i, view)).collect();
@@ -464,14 +467,4 @@ fn finish(
     let model = infer::classifier(&run.arch, weights, "model", Some(classes.names()));
     atomic::write_bytes(&layout.result(GraphFile::Model.file_name()), &model)?;
     Ok(())
-}
-
-fn progress_bar(epoch: usize, phase: Phase, steps: usize) -> ProgressBar {
-    let bar = ProgressBar::new(steps as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} steps {per_sec} eta {eta}")
-            .expect("valid template"),
-    );
-    bar.set_message(format!("epoch {epoch} ({})", phase.name()));
-    bar
 }
