@@ -189,10 +189,12 @@ fn kill_midway_then_finish(data: &Path, base: &str, extra: &[&str], started: imp
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    Command::new("kill")
-        .args(["-KILL", &format!("-{}", child.id())])
+    // `--` matters: without it procps' kill may read the negative group id as options.
+    let killed = Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
+    assert!(killed.success(), "could not kill make's process group");
     child.wait().unwrap();
     make(data, base, extra);
 }
