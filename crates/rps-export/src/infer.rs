@@ -62,11 +62,7 @@ pub fn classifier(
 /// pooled `features` [N,8w], `labels` -> `logits`, `probs`, mean `loss` (phase 1 eval).
 pub fn head_eval(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let mut g = Graph::new();
-    let features = g.input(
-        names::FEATURES,
-        Elem::F32,
-        &[Dim::Batch, Dim::Fixed(arch.features())],
-    );
+    let features = pooled_features_input(&mut g, arch);
     let logits = linear(&mut g, tensors, &features);
     scored_out(&mut g, &logits, classes_of(tensors));
     g.to_bytes("head_eval")
@@ -76,21 +72,30 @@ pub fn head_eval(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
 /// BatchNorm running statistics).
 pub fn finetune_eval(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let mut g = Graph::new();
-    let s = arch.layer3_size();
-    let features = g.input(
-        names::FEATURES,
-        Elem::F32,
-        &[
-            Dim::Batch,
-            Dim::Fixed(arch.layer3_channels()),
-            Dim::Fixed(s),
-            Dim::Fixed(s),
-        ],
-    );
+    let features = layer3_features_input(&mut g, arch);
     let pooled = layer4_pooled(&mut g, tensors, arch, &features);
     let logits = linear(&mut g, tensors, &pooled);
     scored_out(&mut g, &logits, classes_of(tensors));
     g.to_bytes("finetune_eval")
+}
+
+/// The `features` input of phase 2 graphs: layer3 values `[N,4w,S/16,S/16]`.
+pub fn layer3_features_input(g: &mut Graph, arch: &Arch) -> String {
+    let s = Dim::Fixed(arch.layer3_size());
+    g.input(
+        names::FEATURES,
+        Elem::F32,
+        &[Dim::Batch, Dim::Fixed(arch.layer3_channels()), s, s],
+    )
+}
+
+/// The `features` input of phase 1 graphs: pooled values `[N,8w]`.
+pub fn pooled_features_input(g: &mut Graph, arch: &Arch) -> String {
+    g.input(
+        names::FEATURES,
+        Elem::F32,
+        &[Dim::Batch, Dim::Fixed(arch.features())],
+    )
 }
 
 fn images_input(g: &mut Graph, arch: &Arch) -> String {

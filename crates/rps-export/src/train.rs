@@ -11,8 +11,8 @@
 //! products.
 
 use crate::graph::{Attr, Dim, Elem, Graph};
-use crate::names;
 use crate::resnet::{Arch, BN_EPS, BN_MOMENTUM, Block, ConvSpec, HEAD_BIAS, HEAD_WEIGHT};
+use crate::{infer, names};
 
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
@@ -21,11 +21,7 @@ const ADAM_EPS: f32 = 1e-8;
 /// Phase 1: pooled `features` [N,8w] -> the head's step.
 pub fn head_step(arch: &Arch) -> Vec<u8> {
     let mut g = Graph::new();
-    let features = g.input(
-        names::FEATURES,
-        Elem::F32,
-        &[Dim::Batch, Dim::Fixed(arch.features())],
-    );
+    let features = infer::pooled_features_input(&mut g, arch);
     let mut step = Step::new(&mut g, arch);
     let head = step.head(&mut g, &features);
     let (loss, dlogits) = step.loss(&mut g, &head.logits);
@@ -39,16 +35,7 @@ pub fn head_step(arch: &Arch) -> Vec<u8> {
 pub fn finetune_step(arch: &Arch) -> Vec<u8> {
     let mut g = Graph::new();
     let s = arch.layer3_size();
-    let features = g.input(
-        names::FEATURES,
-        Elem::F32,
-        &[
-            Dim::Batch,
-            Dim::Fixed(arch.layer3_channels()),
-            Dim::Fixed(s),
-            Dim::Fixed(s),
-        ],
-    );
+    let features = infer::layer3_features_input(&mut g, arch);
     let mut step = Step::new(&mut g, arch);
     let x = g.transpose(&features, &[1, 2, 3, 0]);
     let mut x = g.reshape(&x, &[arch.layer3_channels() as i64, (s * s) as i64, -1]);
