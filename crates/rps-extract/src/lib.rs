@@ -16,6 +16,7 @@ use rps_core::{
     npy,
 };
 use rps_export::names;
+use rps_export::resnet::Arch;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,25 +34,16 @@ pub struct Report {
     pub splits: Vec<(Split, usize, f64)>,
 }
 
-/// What the exported graphs expect, from export.json.
-#[derive(Debug, Clone, Copy)]
-struct GraphShape {
-    image_size: usize,
-    layer3_channels: usize,
-    layer3_size: usize,
-    features: usize,
-}
-
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let shape = graph_shape(layout)?;
+    let arch = rps_export::export::exported_arch(layout)?;
     let inputs: Vec<(Split, Mapped)> = Split::ALL
         .iter()
         .map(|&s| Ok((s, Mapped::open(&layout.cache_tensor(s))?)))
         .collect::<Result<_>>()?;
     for (split, mapped) in &inputs {
-        check_cache(mapped, *split, &shape)?;
+        check_cache(mapped, *split, &arch)?;
     }
     let graph = layout.graph(GraphFile::Backbone);
     let (mut session, device) = Runtime::get()?.session(&graph, config.device, config.threads)?;
@@ -68,7 +60,7 @@ pub fn run(config: &Config) -> Result<Report> {
             &mut session,
             mapped,
             *split,
-            &shape,
+            &arch,
             batch,
             tmp.path(),
             layout,
@@ -111,20 +103,10 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
     path.file_name().expect("a file path")
 }
 
-fn graph_shape(layout: &Layout) -> Result<GraphShape> {
-    let arch = rps_export::export::exported_arch(layout)?;
-    Ok(GraphShape {
-        image_size: arch.image_size,
-        layer3_channels: arch.layer3_channels(),
-        layer3_size: arch.layer3_size(),
-        features: arch.features(),
-    })
-}
-
 /// A cache of another image size than the graphs is an error before any work.
-fn check_cache(mapped: &Mapped, split: Split, shape: &GraphShape) -> Result<()> {
+fn check_cache(mapped: &Mapped, split: Split, arch: &Arch) -> Result<()> {
     let dims = cache_dims(mapped)?;
-    let s = shape.image_size;
+    let s = arch.image_size;
     if dims[1..] != [3, s, s] {
         bail!(
             "{}: {split} images are {:?}, but the graphs take [N, 3, {s}, {s}] (IMAGE_SIZE differs between preprocess and export?)",
@@ -193,21 +175,21 @@ fn extract_split(
     session: &mut Session,
     mapped: &Mapped,
     split: Split,
-    shape: &GraphShape,
+    arch: &Arch,
     batch: usize,
     out_dir: &Path,
     layout: &Layout,
 ) -> Result<usize> {
     let n = cache_dims(mapped)?[0];
-    let s = shape.image_size;
-    let l3 = shape.layer3_size;
+    let s = arch.image_size;
+    let l3 = arch.layer3_size();
     let mut layer3 = RowWriter::create::<f32>(
         &out_dir.join(file_name(&layout.features(split, "layer3"))),
-        &[n, shape.layer3_channels, l3, l3],
+        &[n, arch.layer3_channels(), l3, l3],
     )?;
     let mut pooled = RowWriter::create::<f32>(
         &out_dir.join(file_name(&layout.features(split, "pooled"))),
-        &[n, shape.features],
+        &[n, arch.features()],
     )?;
     let bar = rps_core::progress::bar(format!("extract {split}"), n, "images");
     let pixels = pixels(mapped)?;
