@@ -53,6 +53,8 @@ pub struct Graph {
     initializers: Vec<TensorProto>,
     inputs: Vec<ValueInfoProto>,
     outputs: Vec<ValueInfoProto>,
+    /// `(value, output name)` where they differ, resolved when serialized.
+    output_names: Vec<(String, String)>,
     metadata: Vec<(String, String)>,
     next_id: usize,
 }
@@ -71,9 +73,41 @@ impl Graph {
     /// Declares `value` as the graph output `name`.
     pub fn output(&mut self, value: &str, name: &str, elem: Elem, dims: &[Dim]) {
         if value != name {
-            self.node("Identity", &[value], &[name], vec![]);
+            self.output_names.push((value.into(), name.into()));
         }
         self.outputs.push(value_info(name, elem, dims));
+    }
+
+    /// Gives each output its name: the producing node's value is renamed where it
+    /// can be (ONNX Runtime copies through an `Identity`, which for a train step's
+    /// parameters is tens of megabytes a step); graph inputs, initializers and
+    /// values output twice go through an `Identity`.
+    fn name_outputs(&mut self) {
+        let mut pending = std::mem::take(&mut self.output_names);
+        for i in 0..pending.len() {
+            let (value, name) = pending[i].clone();
+            let is_output = self
+                .outputs
+                .iter()
+                .any(|o| o.name.as_deref() == Some(value.as_str()));
+            let produced = self.nodes.iter().any(|n| n.output.contains(&value));
+            if !produced || is_output {
+                self.node("Identity", &[&value], &[&name], vec![]);
+                continue;
+            }
+            for node in &mut self.nodes {
+                for v in node.input.iter_mut().chain(node.output.iter_mut()) {
+                    if *v == value {
+                        v.clone_from(&name);
+                    }
+                }
+            }
+            for (later, _) in &mut pending[i + 1..] {
+                if *later == value {
+                    later.clone_from(&name);
+                }
+            }
+        }
     }
 
     /// A named float initializer (a weight of an inference graph).
@@ -153,7 +187,8 @@ impl Graph {
     }
 
     /// The serialized model.
-    pub fn to_bytes(self, name: &str) -> Vec<u8> {
+    pub fn to_bytes(mut self, name: &str) -> Vec<u8> {
+        self.name_outputs();
         ModelProto {
             ir_version: Some(IR_VERSION),
             opset_import: vec![OperatorSetIdProto {
@@ -299,4 +334,50 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
     };
     attr.r#type = Some(kind as i32);
     attr
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(g: Graph) -> GraphProto {
+        ModelProto::decode(g.to_bytes("test").as_slice())
+            .unwrap()
+            .graph
+            .unwrap()
+    }
+
+    #[test]
+    fn outputs_rename_their_producer_instead_of_copying() {
+        let mut g = Graph::new();
+        let x = g.input("x", Elem::F32, &[Dim::Fixed(2)]);
+        let y = g.relu(&x);
+        let z = g.relu(&y);
+        g.output(&y, "first", Elem::F32, &[Dim::Fixed(2)]);
+        g.output(&y, "second", Elem::F32, &[Dim::Fixed(2)]);
+        g.output(&x, "echo", Elem::F32, &[Dim::Fixed(2)]);
+        g.output(&z, "last", Elem::F32, &[Dim::Fixed(2)]);
+        let graph = decoded(g);
+        let io: Vec<(&str, Vec<&str>, Vec<&str>)> = graph
+            .node
+            .iter()
+            .map(|n| {
+                (
+                    n.op_type(),
+                    n.input.iter().map(String::as_str).collect(),
+                    n.output.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            io,
+            [
+                ("Relu", vec!["x"], vec!["first"]),
+                ("Relu", vec!["first"], vec!["last"]),
+                // A value output twice, and a graph input, are copied.
+                ("Identity", vec!["first"], vec!["second"]),
+                ("Identity", vec!["x"], vec!["echo"]),
+            ]
+        );
+    }
 }

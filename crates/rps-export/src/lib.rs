@@ -10,6 +10,7 @@ pub mod pth;
 pub mod resnet;
 pub mod train;
 pub mod weights;
+pub mod winograd;
 
 pub mod onnx {
     //! Types generated from the official `onnx.proto`.

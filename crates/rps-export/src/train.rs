@@ -12,7 +12,7 @@
 
 use crate::graph::{Attr, Dim, Elem, Graph};
 use crate::resnet::{Arch, BN_EPS, BN_MOMENTUM, Block, ConvSpec, HEAD_BIAS, HEAD_WEIGHT};
-use crate::{infer, names};
+use crate::{infer, names, winograd};
 
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
@@ -22,7 +22,7 @@ const ADAM_EPS: f32 = 1e-8;
 pub fn head_step(arch: &Arch) -> Vec<u8> {
     let mut g = Graph::new();
     let features = infer::pooled_features_input(&mut g, arch);
-    let mut step = Step::new(&mut g, arch);
+    let mut step = Step::new(&mut g, arch, Convolutions::Fastest);
     let head = step.head(&mut g, &features);
     let (loss, dlogits) = step.loss(&mut g, &head.logits);
     step.head_backward(&mut g, &head, &dlogits);
@@ -30,13 +30,29 @@ pub fn head_step(arch: &Arch) -> Vec<u8> {
     g.to_bytes("head_step")
 }
 
+/// How a step graph computes its convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convolutions {
+    /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions where it saves
+    /// multiplications (maps larger than 2x2), patches for the rest.
+    Fastest,
+    /// Every convolution through a gathered patch matrix: the plain formulation,
+    /// for comparison.
+    Patches,
+}
+
 /// Phase 2: layer3 `features` [N,4w,s,s] -> layer4 (BatchNorm in train mode) and the
 /// head's step.
 pub fn finetune_step(arch: &Arch) -> Vec<u8> {
+    finetune_step_with(arch, Convolutions::Fastest)
+}
+
+/// [`finetune_step`] with a choice of convolution algorithm.
+pub fn finetune_step_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
     let mut g = Graph::new();
     let s = arch.layer3_size();
     let features = infer::layer3_features_input(&mut g, arch);
-    let mut step = Step::new(&mut g, arch);
+    let mut step = Step::new(&mut g, arch, convolutions);
     let x = g.transpose(&features, &[1, 2, 3, 0]);
     let mut x = g.reshape(&x, &[arch.layer3_channels() as i64, (s * s) as i64, -1]);
     let mut blocks: Vec<BlockForward> = Vec::new();
@@ -80,11 +96,34 @@ struct Head {
 struct ConvForward {
     spec: ConvSpec,
     weight: String,
-    patches: String,
     in_size: usize,
-    /// `[K, P_in]`: for each tap and input position, the output position that read it
-    /// (or P_out, the zero row).
-    backward_indices: String,
+    method: ConvMethod,
+}
+
+enum ConvMethod {
+    /// A gathered patch matrix and one product.
+    Patches {
+        /// `[Cin*K, P_out*N]`.
+        patches: String,
+        /// `[K, P_in]`: for each tap and input position, the output position that
+        /// read it (or P_out, the zero row).
+        backward_indices: String,
+    },
+    /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions.
+    Winograd(WinogradForward),
+}
+
+/// The transform constants of a Winograd convolution, and its tile-domain input.
+struct WinogradForward {
+    /// `[36*T, P]`, `[P, 36*T]` and `[36, 9]`: see [`winograd::Transforms`].
+    input: String,
+    output: String,
+    kernel: String,
+    tiles: usize,
+    /// The transformed kernel, `[36, 1, Cout, Cin]`.
+    u: String,
+    /// `[36, T, Cin, N]`.
+    x_tiles: String,
 }
 
 /// A train-mode BatchNorm's forward values the backward needs.
@@ -107,6 +146,7 @@ struct BlockForward {
 /// Shared inputs, and the outputs gathered as the graph is built.
 struct Step {
     arch: Arch,
+    convolutions: Convolutions,
     labels: String,
     step: String,
     lr: String,
@@ -118,9 +158,10 @@ struct Step {
 }
 
 impl Step {
-    fn new(g: &mut Graph, arch: &Arch) -> Self {
+    fn new(g: &mut Graph, arch: &Arch, convolutions: Convolutions) -> Self {
         Self {
             arch: *arch,
+            convolutions,
             labels: g.input(names::LABELS, Elem::I64, &[Dim::Batch]),
             step: g.input(names::STEP, Elem::F32, &[]),
             lr: g.input(names::LR, Elem::F32, &[]),
@@ -271,21 +312,18 @@ impl Step {
         in_size: usize,
     ) -> (ConvForward, String) {
         let weight = self.param(g, &spec.weight(), &spec.weight_shape());
-        let (forward_idx, backward_idx) = conv_indices(spec, in_size);
-        let taps = spec.kernel * spec.kernel;
-        let out_size = spec.out_size(in_size);
-        let forward_indices = g.const_i64(&[taps, out_size * out_size], &forward_idx);
-        let backward_indices = g.const_i64(&[taps, in_size * in_size], &backward_idx);
-        let patches = gather_patches(g, x, &forward_indices, spec.cin * taps);
-        let wm = g.reshape(&weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
-        let y = g.matmul(&wm, &patches);
-        let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
+        let winograd = self.convolutions == Convolutions::Fastest && suits_winograd(spec, in_size);
+        let (method, y) = if winograd {
+            let (forward, y) = winograd_conv(g, spec, &weight, x, in_size);
+            (ConvMethod::Winograd(forward), y)
+        } else {
+            patches_conv(g, spec, &weight, x, in_size)
+        };
         let forward = ConvForward {
             spec: spec.clone(),
             weight,
-            patches,
             in_size,
-            backward_indices,
+            method,
         };
         (forward, y)
     }
@@ -299,27 +337,25 @@ impl Step {
         input_grad: bool,
     ) -> Option<String> {
         let spec = &conv.spec;
-        let taps = spec.kernel * spec.kernel;
-        let dym = g.reshape(dy, &[spec.cout as i64, -1]);
-        let dw = g.gemm(&dym, &conv.patches, false, true);
         let shape = spec.weight_shape();
+        let (dw, dx) = match &conv.method {
+            ConvMethod::Patches {
+                patches,
+                backward_indices,
+            } => {
+                let dw = patches_weight_grad(g, spec, patches, dy);
+                let dx = input_grad.then(|| {
+                    patches_input_grad(g, spec, &conv.weight, backward_indices, dy, conv.in_size)
+                });
+                (dw, dx)
+            }
+            ConvMethod::Winograd(forward) => {
+                winograd_backward(g, spec, forward, dy, conv.in_size, input_grad)
+            }
+        };
         let dw = g.reshape(&dw, &shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
         self.grads.push((spec.weight(), shape, dw));
-        if !input_grad {
-            return None;
-        }
-        let gathered = gather_patches(g, dy, &conv.backward_indices, spec.cout * taps);
-        let w3 = g.reshape(
-            &conv.weight,
-            &[spec.cout as i64, spec.cin as i64, taps as i64],
-        );
-        let wt = g.transpose(&w3, &[1, 0, 2]);
-        let wt = g.reshape(&wt, &[spec.cin as i64, (spec.cout * taps) as i64]);
-        let dx = g.matmul(&wt, &gathered);
-        Some(g.reshape(
-            &dx,
-            &[spec.cin as i64, (conv.in_size * conv.in_size) as i64, -1],
-        ))
+        dx
     }
 
     /// BatchNorm on `[C, P, N]` with the batch's statistics; running statistics
@@ -457,6 +493,181 @@ fn relu_backward(g: &mut Graph, dy: &str, relu_out: &str) -> String {
     // ReLU outputs are >= 0, so Sign is exactly the 0/1 derivative (0 at 0, as PyTorch).
     let active = g.op("Sign", &[relu_out], vec![]);
     g.mul(dy, &active)
+}
+
+/// Stride-1 3x3 convolutions, where Winograd takes fewer multiplications than the
+/// direct product: 36 a tile against 9 an output position. On a 2x2 map (the test
+/// models' layer4) it saves nothing, and its rounding would only blur gradients that
+/// are exactly zero (dead ReLU rows), which Adam's first step turns into full steps.
+fn suits_winograd(spec: &ConvSpec, size: usize) -> bool {
+    let tiles = winograd::Transforms::tiles_for(size);
+    let stride_1_3x3 = spec.kernel == 3 && spec.stride == 1 && spec.pad == 1;
+    stride_1_3x3 && winograd::POSITIONS * tiles < winograd::TAPS * size * size
+}
+
+/// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix.
+fn patches_conv(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &str,
+    x: &str,
+    in_size: usize,
+) -> (ConvMethod, String) {
+    let (forward_idx, backward_idx) = conv_indices(spec, in_size);
+    let taps = spec.kernel * spec.kernel;
+    let out_size = spec.out_size(in_size);
+    let forward_indices = g.const_i64(&[taps, out_size * out_size], &forward_idx);
+    let backward_indices = g.const_i64(&[taps, in_size * in_size], &backward_idx);
+    let patches = gather_patches(g, x, &forward_indices, spec.cin * taps);
+    let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
+    let y = g.matmul(&wm, &patches);
+    let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
+    let method = ConvMethod::Patches {
+        patches,
+        backward_indices,
+    };
+    (method, y)
+}
+
+/// `[Cout, Cin*K]`: the forward's patches reused.
+fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &str, dy: &str) -> String {
+    let dym = g.reshape(dy, &[spec.cout as i64, -1]);
+    g.gemm(&dym, patches, false, true)
+}
+
+/// The patch convolution run backwards: gather `dy` by the inverse indices, then
+/// multiply by the weight with its channel axes swapped.
+fn patches_input_grad(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &str,
+    backward_indices: &str,
+    dy: &str,
+    in_size: usize,
+) -> String {
+    let taps = spec.kernel * spec.kernel;
+    let gathered = gather_patches(g, dy, backward_indices, spec.cout * taps);
+    let w3 = g.reshape(weight, &[spec.cout as i64, spec.cin as i64, taps as i64]);
+    let wt = g.transpose(&w3, &[1, 0, 2]);
+    let wt = g.reshape(&wt, &[spec.cin as i64, (spec.cout * taps) as i64]);
+    let dx = g.matmul(&wt, &gathered);
+    g.reshape(&dx, &[spec.cin as i64, (in_size * in_size) as i64, -1])
+}
+
+/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd F(4x4, 3x3): the image and the kernel
+/// to the tile domain, 36 channel products (one batched MatMul, the kernel broadcast
+/// over tiles), and back.
+fn winograd_conv(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &str,
+    x: &str,
+    size: usize,
+) -> (WinogradForward, String) {
+    let t = winograd::Transforms::new(size);
+    let (q, p) = t.input.dim();
+    let input = g.const_f32(&[q, p], t.input.as_slice().expect("standard layout"));
+    let output = g.const_f32(&[p, q], t.output.as_slice().expect("standard layout"));
+    let kernel = g.const_f32(
+        &[winograd::POSITIONS, winograd::TAPS],
+        t.kernel.as_slice().expect("standard layout"),
+    );
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    let positions = winograd::POSITIONS as i64;
+    let w = g.reshape(weight, &[cout * cin, winograd::TAPS as i64]);
+    let u = g.gemm(&kernel, &w, false, true);
+    let u = g.reshape(&u, &[positions, 1, cout, cin]);
+    let x_tiles = to_tiles(g, x, &input, false, t.tiles, cin);
+    let m = g.matmul(&u, &x_tiles);
+    let y = from_tiles(g, &m, &output, false, (size, t.tiles), cout);
+    let forward = WinogradForward {
+        input,
+        output,
+        kernel,
+        tiles: t.tiles,
+        u,
+        x_tiles,
+    };
+    (forward, y)
+}
+
+/// Gradients of a Winograd convolution, as the adjoint of its forward:
+/// `dX = inputᵀ · (Uᵀ ⊙ (outputᵀ · dY))` and `dU = Σ (outputᵀ · dY) ⊗ (input · X)`
+/// over tiles and batch, `dW = kernelᵀ · dU`. Returns `([Cout, Cin, 9], dX)`.
+fn winograd_backward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    forward: &WinogradForward,
+    dy: &str,
+    size: usize,
+    input_grad: bool,
+) -> (String, Option<String>) {
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    let positions = winograd::POSITIONS as i64;
+    let dy_tiles = to_tiles(g, dy, &forward.output, true, forward.tiles, cout);
+    // dU [36, Cout, Cin]: contract over (tile, batch).
+    let dy_by_channel = g.transpose(&dy_tiles, &[0, 2, 1, 3]);
+    let dy_by_channel = g.reshape(&dy_by_channel, &[positions, cout, -1]);
+    let x_by_sample = g.transpose(&forward.x_tiles, &[0, 1, 3, 2]);
+    let x_by_sample = g.reshape(&x_by_sample, &[positions, -1, cin]);
+    let du = g.matmul(&dy_by_channel, &x_by_sample);
+    let du = g.reshape(&du, &[positions, cout * cin]);
+    // kernelᵀ · dU then a transpose run faster in ONNX Runtime than one Gemm reading
+    // dU transposed; the 3-D transpose keeps ORT from fusing them into that Gemm.
+    let dw = g.gemm(&forward.kernel, &du, true, false);
+    let dw = g.reshape(&dw, &[winograd::TAPS as i64, cout, cin]);
+    let dw = g.transpose(&dw, &[1, 2, 0]);
+    let dx = input_grad.then(|| {
+        // Uᵀ: the forward's transformed kernel with its channel axes swapped.
+        let u = g.reshape(&forward.u, &[positions, cout, cin]);
+        let ut = g.transpose(&u, &[0, 2, 1]);
+        let ut = g.reshape(&ut, &[positions, 1, cin, cout]);
+        let dx_tiles = g.matmul(&ut, &dy_tiles);
+        from_tiles(
+            g,
+            &dx_tiles,
+            &forward.input,
+            true,
+            (size, forward.tiles),
+            cin,
+        )
+    });
+    (dw, dx)
+}
+
+/// `[C, P, N]` -> `[36, T, C, N]` through `[36*T, P]` (or, transposed, a `[P, 36*T]`
+/// matrix).
+fn to_tiles(
+    g: &mut Graph,
+    x: &str,
+    matrix: &str,
+    transposed: bool,
+    tiles: usize,
+    channels: i64,
+) -> String {
+    let by_position = g.transpose(x, &[1, 0, 2]);
+    let positions = g.reshape(&by_position, &[0, -1]);
+    let tiled = g.gemm(matrix, &positions, transposed, false);
+    g.reshape(
+        &tiled,
+        &[winograd::POSITIONS as i64, tiles as i64, channels, -1],
+    )
+}
+
+/// `[36, T, C, N]` -> `[C, P, N]` through `[P, 36*T]` (or, transposed, a `[36*T, P]`
+/// matrix).
+fn from_tiles(
+    g: &mut Graph,
+    tiled: &str,
+    matrix: &str,
+    transposed: bool,
+    (size, tiles): (usize, usize),
+    channels: i64,
+) -> String {
+    let flat = g.reshape(tiled, &[(winograd::POSITIONS * tiles) as i64, -1]);
+    let image = g.gemm(matrix, &flat, transposed, false);
+    let image = g.reshape(&image, &[(size * size) as i64, channels, -1]);
+    g.transpose(&image, &[1, 0, 2])
 }
 
 /// `[C, P, N]` -> patches `[rows, P_out*N]` (rows = C*K) through `[K, P_out]` indices.

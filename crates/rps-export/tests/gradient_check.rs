@@ -1,5 +1,6 @@
-//! Finite differences against the step graph's gradients, on a tiny random
-//! configuration: a check of the backward pass independent of PyTorch.
+//! Finite differences against the step graph's gradients, on tiny random
+//! configurations: a check of the backward pass independent of PyTorch, through both
+//! convolution algorithms (layer4 at 2x2 takes patches, at 7x7 Winograd).
 
 mod common;
 
@@ -12,11 +13,6 @@ use rand_chacha::ChaCha8Rng;
 use rps_export::resnet::Arch;
 use rps_export::{names, train};
 
-const ARCH: Arch = Arch {
-    width: 2,
-    image_size: 64,
-    classes: 3,
-};
 const BATCH: usize = 4;
 
 fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> ArrayD<f32> {
@@ -25,6 +21,7 @@ fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> ArrayD<f32> {
 
 /// The step graph's loss and gradients at `params` (lr 0: nothing moves).
 fn loss_and_grads(
+    arch: &Arch,
     session: &mut ort::session::Session,
     features: &ArrayD<f32>,
     params: &BTreeMap<String, ArrayD<f32>>,
@@ -39,7 +36,7 @@ fn loss_and_grads(
         ),
         (
             names::DROPOUT_MASK.into(),
-            Input::F32(ArrayD::ones(IxDyn(&[BATCH, ARCH.features()]))),
+            Input::F32(ArrayD::ones(IxDyn(&[BATCH, arch.features()]))),
         ),
         (names::STEP.into(), Input::F32(arr0(1.0f32).into_dyn())),
         (names::LR.into(), Input::F32(arr0(0.0f32).into_dyn())),
@@ -48,7 +45,7 @@ fn loss_and_grads(
             Input::F32(arr0(0.0f32).into_dyn()),
         ),
     ];
-    for (name, shape) in ARCH.finetune_params() {
+    for (name, shape) in arch.finetune_params() {
         inputs.push((names::param(&name), Input::F32(params[&name].clone())));
         inputs.push((
             names::adam_m(&name),
@@ -59,14 +56,14 @@ fn loss_and_grads(
             Input::F32(ArrayD::zeros(IxDyn(&shape))),
         ));
     }
-    for (name, shape) in ARCH.finetune_buffers() {
+    for (name, shape) in arch.finetune_buffers() {
         inputs.push((
             names::buffer(&name),
             Input::F32(ArrayD::ones(IxDyn(&shape))),
         ));
     }
     let out = run(session, inputs);
-    let grads = ARCH
+    let grads = arch
         .finetune_params()
         .into_iter()
         .map(|(n, _)| (n.clone(), out[&names::grad(&n)].clone()))
@@ -75,11 +72,28 @@ fn loss_and_grads(
 }
 
 #[test]
-fn gradients_match_central_differences() {
+fn gradients_match_central_differences_with_patches() {
+    check_gradients(&Arch {
+        width: 2,
+        image_size: 64,
+        classes: 3,
+    });
+}
+
+#[test]
+fn gradients_match_central_differences_with_winograd() {
+    check_gradients(&Arch {
+        width: 2,
+        image_size: 224,
+        classes: 3,
+    });
+}
+
+fn check_gradients(arch: &Arch) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let s = ARCH.layer3_size();
-    let features = random(&mut rng, &[BATCH, ARCH.layer3_channels(), s, s], 4.0);
-    let mut params: BTreeMap<String, ArrayD<f32>> = ARCH
+    let s = arch.layer3_size();
+    let features = random(&mut rng, &[BATCH, arch.layer3_channels(), s, s], 4.0);
+    let mut params: BTreeMap<String, ArrayD<f32>> = arch
         .finetune_params()
         .into_iter()
         .map(|(name, shape)| {
@@ -95,11 +109,11 @@ fn gradients_match_central_differences() {
             (name, value)
         })
         .collect();
-    let mut session = session(&train::finetune_step(&ARCH), "finetune_step");
-    let (_, grads) = loss_and_grads(&mut session, &features, &params);
+    let mut session = session(&train::finetune_step(arch), "finetune_step");
+    let (_, grads) = loss_and_grads(arch, &mut session, &features, &params);
     let h = 1e-2f32;
     let mut checked = 0;
-    for (name, _) in ARCH.finetune_params() {
+    for (name, _) in arch.finetune_params() {
         // The largest-gradient entries of each parameter, where f32 differences are reliable.
         let mut order: Vec<usize> = (0..grads[&name].len()).collect();
         let flat = grads[&name].as_slice().unwrap().to_vec();
@@ -107,9 +121,9 @@ fn gradients_match_central_differences() {
         for &i in order.iter().take(2) {
             let original = params[&name].as_slice().unwrap()[i];
             params.get_mut(&name).unwrap().as_slice_mut().unwrap()[i] = original + h;
-            let (up, _) = loss_and_grads(&mut session, &features, &params);
+            let (up, _) = loss_and_grads(arch, &mut session, &features, &params);
             params.get_mut(&name).unwrap().as_slice_mut().unwrap()[i] = original - h;
-            let (down, _) = loss_and_grads(&mut session, &features, &params);
+            let (down, _) = loss_and_grads(arch, &mut session, &features, &params);
             params.get_mut(&name).unwrap().as_slice_mut().unwrap()[i] = original;
             let numeric = (up - down) / (2.0 * h as f64);
             let analytic = flat[i] as f64;
@@ -121,5 +135,5 @@ fn gradients_match_central_differences() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2 * ARCH.finetune_params().len());
+    assert_eq!(checked, 2 * arch.finetune_params().len());
 }
