@@ -130,9 +130,13 @@ struct WinogradForward {
 struct BnForward {
     name: String,
     channels: usize,
-    xhat: String,
-    /// gamma / sqrt(var + eps), `[C,1,1]`.
+    /// `x - mean`.
+    centered: String,
+    /// `1 / sqrt(var + eps)` and `gamma * invstd`, `[C,1,1]`.
+    invstd: String,
     scale: String,
+    /// Elements per channel, H*W*N, a float scalar.
+    count: String,
 }
 
 struct BlockForward {
@@ -364,27 +368,30 @@ impl Step {
         let c = spec.cout;
         let gamma = self.param(g, &format!("{}.weight", spec.bn), &[c]);
         let beta = self.param(g, &format!("{}.bias", spec.bn), &[c]);
+        let count = per_channel_count(g, x, c);
         let mean = g.reduce("ReduceMean", x, &[1, 2], true);
         let centered = g.sub(x, &mean);
-        let squares = g.mul(&centered, &centered);
-        let var = g.reduce("ReduceMean", &squares, &[1, 2], true);
+        let sum_squares = g.reduce("ReduceSumSquare", &centered, &[1, 2], true);
+        let var = g.div(&sum_squares, &count);
         let eps = g.scalar(BN_EPS);
         let var_eps = g.add(&var, &eps);
         let std = g.op("Sqrt", &[&var_eps], vec![]);
         let invstd = g.op("Reciprocal", &[&std], vec![]);
-        let xhat = g.mul(&centered, &invstd);
         let shape = [c as i64, 1, 1];
         let gamma3 = g.reshape(&gamma, &shape);
         let beta3 = g.reshape(&beta, &shape);
-        let scaled = g.mul(&xhat, &gamma3);
-        let out = g.add(&scaled, &beta3);
+        // gamma * (x - mean) * invstd + beta, with the per-channel factors folded first.
         let scale = g.mul(&gamma3, &invstd);
-        self.update_running_stats(g, spec, x, &mean, &var);
+        let scaled = g.mul(&centered, &scale);
+        let out = g.add(&scaled, &beta3);
+        self.update_running_stats(g, spec, &count, &mean, &var);
         let forward = BnForward {
             name: spec.bn.clone(),
             channels: c,
-            xhat,
+            centered,
+            invstd,
             scale,
+            count,
         };
         (forward, out)
     }
@@ -393,19 +400,15 @@ impl Step {
         &mut self,
         g: &mut Graph,
         spec: &ConvSpec,
-        x: &str,
+        count: &str,
         mean: &str,
         var: &str,
     ) {
         let c = spec.cout;
-        // Elements per channel, M = H*W*N; the running variance is unbiased: var*M/(M-1).
-        let size = g.op("Size", &[x], vec![]);
-        let size = g.op("Cast", &[&size], vec![("to", Attr::Int(1))]);
-        let channels = g.scalar(c as f32);
-        let m = g.div(&size, &channels);
+        // The running variance is unbiased: var * M / (M - 1).
         let one = g.scalar(1.0);
-        let m1 = g.sub(&m, &one);
-        let bessel = g.div(&m, &m1);
+        let count_1 = g.sub(count, &one);
+        let bessel = g.div(count, &count_1);
         let unbiased = g.mul(var, &bessel);
         for (stat, batch_value) in [("running_mean", mean), ("running_var", &unbiased)] {
             let name = format!("{}.{stat}", spec.bn);
@@ -416,21 +419,29 @@ impl Step {
         }
     }
 
+    /// With xhat = (x - mean) * invstd and M elements per channel:
+    /// dgamma = Σ dy·xhat, dbeta = Σ dy, and
+    /// dx = scale · (dy - dbeta/M - xhat · dgamma/M).
     fn bn_backward(&mut self, g: &mut Graph, bn: &BnForward, dy: &str) -> String {
         let c = bn.channels;
-        let dbeta = g.reduce("ReduceSum", dy, &[1, 2], false);
-        let dy_xhat = g.mul(dy, &bn.xhat);
-        let dgamma = g.reduce("ReduceSum", &dy_xhat, &[1, 2], false);
-        self.grads
-            .push((format!("{}.weight", bn.name), vec![c], dgamma));
-        self.grads
-            .push((format!("{}.bias", bn.name), vec![c], dbeta));
-        let mean_dy = g.reduce("ReduceMean", dy, &[1, 2], true);
-        let mean_dy_xhat = g.reduce("ReduceMean", &dy_xhat, &[1, 2], true);
-        let centered = g.sub(dy, &mean_dy);
-        let projection = g.mul(&bn.xhat, &mean_dy_xhat);
-        let inner = g.sub(&centered, &projection);
-        g.mul(&bn.scale, &inner)
+        let dbeta = g.reduce("ReduceSum", dy, &[1, 2], true);
+        let dy_centered = g.mul(dy, &bn.centered);
+        let sum_dy_centered = g.reduce("ReduceSum", &dy_centered, &[1, 2], true);
+        let dgamma = g.mul(&sum_dy_centered, &bn.invstd);
+        for (param, grad) in [("weight", &dgamma), ("bias", &dbeta)] {
+            let flat = g.reshape(grad, &[c as i64]);
+            self.grads
+                .push((format!("{}.{param}", bn.name), vec![c], flat));
+        }
+        let mean_dy = g.div(&dbeta, &bn.count);
+        // xhat · dgamma/M · scale = centered · (invstd · dgamma/M · scale)
+        let mean_dy_xhat = g.div(&dgamma, &bn.count);
+        let k = g.mul(&bn.invstd, &mean_dy_xhat);
+        let k = g.mul(&k, &bn.scale);
+        let centered_dy = g.sub(dy, &mean_dy);
+        let scaled = g.mul(&centered_dy, &bn.scale);
+        let projection = g.mul(&bn.centered, &k);
+        g.sub(&scaled, &projection)
     }
 
     /// Adam on every recorded gradient, then the graph outputs.
@@ -490,8 +501,13 @@ fn lerp(g: &mut Graph, a: &str, b: &str, weight: f32) -> String {
 }
 
 fn relu_backward(g: &mut Graph, dy: &str, relu_out: &str) -> String {
-    // ReLU outputs are >= 0, so Sign is exactly the 0/1 derivative (0 at 0, as PyTorch).
-    let active = g.op("Sign", &[relu_out], vec![]);
+    // ReLU outputs are >= 0, so ceil(min(out, 1)) is exactly the 0/1 derivative (0 at
+    // 0, as PyTorch). ONNX Runtime runs Clip and Ceil vectorized; Sign, Greater and
+    // Where take several times longer.
+    let zero = g.scalar(0.0);
+    let one = g.scalar(1.0);
+    let clipped = g.op("Clip", &[relu_out, &zero, &one], vec![]);
+    let active = g.op("Ceil", &[&clipped], vec![]);
     g.mul(dy, &active)
 }
 
@@ -676,6 +692,14 @@ fn gather_patches(g: &mut Graph, x: &str, indices: &str, rows: usize) -> String 
     let padded = g.op("Pad", &[x, &pads], vec![]);
     let gathered = g.gather(&padded, indices, 1);
     g.reshape(&gathered, &[rows as i64, -1])
+}
+
+/// Elements per channel of a `[C, P, N]` tensor, P*N, as a float scalar.
+fn per_channel_count(g: &mut Graph, x: &str, channels: usize) -> String {
+    let size = g.op("Size", &[x], vec![]);
+    let size = g.op("Cast", &[&size], vec![("to", Attr::Int(1))]);
+    let channels = g.scalar(channels as f32);
+    g.div(&size, &channels)
 }
 
 /// The batch size as a float scalar.
