@@ -109,20 +109,26 @@ enum ConvMethod {
         /// read it (or P_out, the zero row).
         backward_indices: String,
     },
-    /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions.
+    /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions on maps of a tile or more.
     Winograd(WinogradForward),
 }
 
-/// The transform constants of a Winograd convolution, and its tile-domain input.
+/// A Winograd convolution's values the backward needs, for each group of
+/// transformed positions.
 struct WinogradForward {
-    /// `[36*T, P]`, `[P, 36*T]` and `[36, 9]`: see [`winograd::Transforms`].
+    groups: Vec<WinogradGroup>,
+}
+
+struct WinogradGroup {
+    /// The constants of [`winograd::Group`].
     input: String,
     output: String,
     kernel: String,
-    tiles: usize,
-    /// The transformed kernel, `[36, 1, Cout, Cin]`.
+    positions: i64,
+    tiles: i64,
+    /// The transformed kernel, `[positions, 1, Cout, Cin]`.
     u: String,
-    /// `[36, T, Cin, N]`.
+    /// The transformed input, `[positions, tiles, Cin, N]`.
     x_tiles: String,
 }
 
@@ -511,14 +517,12 @@ fn relu_backward(g: &mut Graph, dy: &str, relu_out: &str) -> String {
     g.mul(dy, &active)
 }
 
-/// Stride-1 3x3 convolutions, where Winograd takes fewer multiplications than the
-/// direct product: 36 a tile against 9 an output position. On a 2x2 map (the test
-/// models' layer4) it saves nothing, and its rounding would only blur gradients that
-/// are exactly zero (dead ReLU rows), which Adam's first step turns into full steps.
+/// Stride-1 3x3 convolutions on maps of at least one 4x4 tile. Smaller maps (the test
+/// models' 2x2 layer4) gain little, and there Winograd's rounding shows: a gradient
+/// that is exactly zero (a ReLU row dead across the batch) comes out as rounding
+/// noise, which Adam's first step turns into a full step.
 fn suits_winograd(spec: &ConvSpec, size: usize) -> bool {
-    let tiles = winograd::Transforms::tiles_for(size);
-    let stride_1_3x3 = spec.kernel == 3 && spec.stride == 1 && spec.pad == 1;
-    stride_1_3x3 && winograd::POSITIONS * tiles < winograd::TAPS * size * size
+    spec.kernel == 3 && spec.stride == 1 && spec.pad == 1 && size >= winograd::TILE
 }
 
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix.
@@ -570,9 +574,10 @@ fn patches_input_grad(
     g.reshape(&dx, &[spec.cin as i64, (in_size * in_size) as i64, -1])
 }
 
-/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd F(4x4, 3x3): the image and the kernel
-/// to the tile domain, 36 channel products (one batched MatMul, the kernel broadcast
-/// over tiles), and back.
+/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd F(4x4, 3x3). For each group of
+/// transformed positions: the image and the kernel to the tile domain, one batched
+/// channel product (the kernel broadcast over tiles), and back; the groups' images
+/// add up to the convolution.
 fn winograd_conv(
     g: &mut Graph,
     spec: &ConvSpec,
@@ -580,36 +585,43 @@ fn winograd_conv(
     x: &str,
     size: usize,
 ) -> (WinogradForward, String) {
-    let t = winograd::Transforms::new(size);
-    let (q, p) = t.input.dim();
-    let input = g.const_f32(&[q, p], t.input.as_slice().expect("standard layout"));
-    let output = g.const_f32(&[p, q], t.output.as_slice().expect("standard layout"));
-    let kernel = g.const_f32(
-        &[winograd::POSITIONS, winograd::TAPS],
-        t.kernel.as_slice().expect("standard layout"),
-    );
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
-    let positions = winograd::POSITIONS as i64;
     let w = g.reshape(weight, &[cout * cin, winograd::TAPS as i64]);
-    let u = g.gemm(&kernel, &w, false, true);
-    let u = g.reshape(&u, &[positions, 1, cout, cin]);
-    let x_tiles = to_tiles(g, x, &input, false, t.tiles, cin);
-    let m = g.matmul(&u, &x_tiles);
-    let y = from_tiles(g, &m, &output, false, (size, t.tiles), cout);
-    let forward = WinogradForward {
-        input,
-        output,
-        kernel,
-        tiles: t.tiles,
-        u,
-        x_tiles,
-    };
-    (forward, y)
+    let x_rows = by_position(g, x);
+    let mut groups = Vec::new();
+    let mut terms = Vec::new();
+    for group in winograd::Transforms::new(size).groups {
+        let (positions, tiles) = (group.positions() as i64, group.tiles as i64);
+        let input = matrix(g, &group.input);
+        let output = matrix(g, &group.output);
+        let kernel = matrix(g, &group.kernel);
+        let u = g.gemm(&kernel, &w, false, true);
+        let u = g.reshape(&u, &[positions, 1, cout, cin]);
+        let x_tiles = g.matmul(&input, &x_rows);
+        let x_tiles = g.reshape(&x_tiles, &[positions, tiles, cin, -1]);
+        let m = g.matmul(&u, &x_tiles);
+        terms.push((output.clone(), g.reshape(&m, &[positions * tiles, -1])));
+        groups.push(WinogradGroup {
+            input,
+            output,
+            kernel,
+            positions,
+            tiles,
+            u,
+            x_tiles,
+        });
+    }
+    let y = gemm_sum(g, &terms, false);
+    (
+        WinogradForward { groups },
+        from_positions(g, &y, size, cout),
+    )
 }
 
-/// Gradients of a Winograd convolution, as the adjoint of its forward:
-/// `dX = inputᵀ · (Uᵀ ⊙ (outputᵀ · dY))` and `dU = Σ (outputᵀ · dY) ⊗ (input · X)`
-/// over tiles and batch, `dW = kernelᵀ · dU`. Returns `([Cout, Cin, 9], dX)`.
+/// Gradients of a Winograd convolution, as the adjoint of its forward, summed over
+/// groups: `dX = Σ inputᵀ · (Uᵀ ⊙ (outputᵀ · dY))`, `dU = Σ (outputᵀ · dY) ⊗
+/// (input · X)` over tiles and batch, `dW = Σ kernelᵀ · dU`. Returns
+/// `([Cout, Cin, 9], dX)`.
 fn winograd_backward(
     g: &mut Graph,
     spec: &ConvSpec,
@@ -619,70 +631,74 @@ fn winograd_backward(
     input_grad: bool,
 ) -> (String, Option<String>) {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
-    let positions = winograd::POSITIONS as i64;
-    let dy_tiles = to_tiles(g, dy, &forward.output, true, forward.tiles, cout);
-    // dU [36, Cout, Cin]: contract over (tile, batch).
-    let dy_by_channel = g.transpose(&dy_tiles, &[0, 2, 1, 3]);
-    let dy_by_channel = g.reshape(&dy_by_channel, &[positions, cout, -1]);
-    let x_by_sample = g.transpose(&forward.x_tiles, &[0, 1, 3, 2]);
-    let x_by_sample = g.reshape(&x_by_sample, &[positions, -1, cin]);
-    let du = g.matmul(&dy_by_channel, &x_by_sample);
-    let du = g.reshape(&du, &[positions, cout * cin]);
+    let dy_rows = by_position(g, dy);
+    let mut dw_terms = Vec::new();
+    let mut dx_terms = Vec::new();
+    for group in &forward.groups {
+        let (positions, tiles) = (group.positions, group.tiles);
+        let dy_tiles = g.gemm(&group.output, &dy_rows, true, false);
+        let dy_tiles = g.reshape(&dy_tiles, &[positions, tiles, cout, -1]);
+        // dU [positions, Cout, Cin]: contract over (tile, batch).
+        let dy_by_channel = g.transpose(&dy_tiles, &[0, 2, 1, 3]);
+        let dy_by_channel = g.reshape(&dy_by_channel, &[positions, cout, -1]);
+        let x_by_sample = g.transpose(&group.x_tiles, &[0, 1, 3, 2]);
+        let x_by_sample = g.reshape(&x_by_sample, &[positions, -1, cin]);
+        let du = g.matmul(&dy_by_channel, &x_by_sample);
+        dw_terms.push((
+            group.kernel.clone(),
+            g.reshape(&du, &[positions, cout * cin]),
+        ));
+        if input_grad {
+            // Uᵀ: the forward's transformed kernel with its channel axes swapped.
+            let u = g.reshape(&group.u, &[positions, cout, cin]);
+            let ut = g.transpose(&u, &[0, 2, 1]);
+            let ut = g.reshape(&ut, &[positions, 1, cin, cout]);
+            let dx_tiles = g.matmul(&ut, &dy_tiles);
+            let dx_tiles = g.reshape(&dx_tiles, &[positions * tiles, -1]);
+            dx_terms.push((group.input.clone(), dx_tiles));
+        }
+    }
     // kernelᵀ · dU then a transpose run faster in ONNX Runtime than one Gemm reading
     // dU transposed; the 3-D transpose keeps ORT from fusing them into that Gemm.
-    let dw = g.gemm(&forward.kernel, &du, true, false);
+    let dw = gemm_sum(g, &dw_terms, true);
     let dw = g.reshape(&dw, &[winograd::TAPS as i64, cout, cin]);
     let dw = g.transpose(&dw, &[1, 2, 0]);
     let dx = input_grad.then(|| {
-        // Uᵀ: the forward's transformed kernel with its channel axes swapped.
-        let u = g.reshape(&forward.u, &[positions, cout, cin]);
-        let ut = g.transpose(&u, &[0, 2, 1]);
-        let ut = g.reshape(&ut, &[positions, 1, cin, cout]);
-        let dx_tiles = g.matmul(&ut, &dy_tiles);
-        from_tiles(
-            g,
-            &dx_tiles,
-            &forward.input,
-            true,
-            (size, forward.tiles),
-            cin,
-        )
+        let dx = gemm_sum(g, &dx_terms, true);
+        from_positions(g, &dx, size, cin)
     });
     (dw, dx)
 }
 
-/// `[C, P, N]` -> `[36, T, C, N]` through `[36*T, P]` (or, transposed, a `[P, 36*T]`
-/// matrix).
-fn to_tiles(
-    g: &mut Graph,
-    x: &str,
-    matrix: &str,
-    transposed: bool,
-    tiles: usize,
-    channels: i64,
-) -> String {
-    let by_position = g.transpose(x, &[1, 0, 2]);
-    let positions = g.reshape(&by_position, &[0, -1]);
-    let tiled = g.gemm(matrix, &positions, transposed, false);
-    g.reshape(
-        &tiled,
-        &[winograd::POSITIONS as i64, tiles as i64, channels, -1],
-    )
+fn matrix(g: &mut Graph, m: &ndarray::Array2<f32>) -> String {
+    let (rows, cols) = m.dim();
+    g.const_f32(&[rows, cols], m.as_slice().expect("standard layout"))
 }
 
-/// `[36, T, C, N]` -> `[C, P, N]` through `[P, 36*T]` (or, transposed, a `[36*T, P]`
-/// matrix).
-fn from_tiles(
-    g: &mut Graph,
-    tiled: &str,
-    matrix: &str,
-    transposed: bool,
-    (size, tiles): (usize, usize),
-    channels: i64,
-) -> String {
-    let flat = g.reshape(tiled, &[(winograd::POSITIONS * tiles) as i64, -1]);
-    let image = g.gemm(matrix, &flat, transposed, false);
-    let image = g.reshape(&image, &[(size * size) as i64, channels, -1]);
+/// `Σ a · b` over `terms` (each `a` transposed when asked), chained through Gemm's
+/// addend.
+fn gemm_sum(g: &mut Graph, terms: &[(String, String)], trans_a: bool) -> String {
+    let mut sum: Option<String> = None;
+    for (a, b) in terms {
+        let attrs = vec![("transA", Attr::Int(trans_a as i64))];
+        let inputs: Vec<&str> = [a.as_str(), b.as_str()]
+            .into_iter()
+            .chain(sum.as_deref())
+            .collect();
+        sum = Some(g.op("Gemm", &inputs, attrs));
+    }
+    sum.expect("at least one term")
+}
+
+/// `[C, P, N]` -> `[P, C*N]`: positions as rows, for the transforms.
+fn by_position(g: &mut Graph, x: &str) -> String {
+    let transposed = g.transpose(x, &[1, 0, 2]);
+    g.reshape(&transposed, &[0, -1])
+}
+
+/// `[P, C*N]` -> `[C, P, N]`.
+fn from_positions(g: &mut Graph, rows: &str, size: usize, channels: i64) -> String {
+    let image = g.reshape(rows, &[(size * size) as i64, channels, -1]);
     g.transpose(&image, &[1, 0, 2])
 }
 

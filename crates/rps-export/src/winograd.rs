@@ -8,10 +8,12 @@
 //! tile-domain axis is ordered (transformed position, tile), position-major, so a
 //! reshape to `[36, tiles, ...]` lines the tiles up behind their position's `U`.
 
+use std::collections::BTreeMap;
+
 use ndarray::Array2;
 
 /// Output tile edge.
-const TILE: usize = 4;
+pub const TILE: usize = 4;
 /// Input tile edge: TILE + 3 - 1.
 const ALPHA: usize = 6;
 /// Transformed positions per tile.
@@ -43,86 +45,153 @@ const AT: [[f32; ALPHA]; TILE] = [
     [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
 ];
 
-/// The transforms of a `size` x `size` feature map (same size in and out).
-pub struct Transforms {
-    /// Tiles per image: ceil(size / 4) squared.
+/// One tile along an edge: its first output, and how many of the interpolation
+/// points it uses. A last tile with only 3 outputs drops the point at infinity:
+/// F(3, 3) with the same points, whose matrices are F(4, 3)'s minus that point.
+#[derive(Clone, Copy)]
+struct EdgeTile {
+    start: usize,
+    points: usize,
+}
+
+/// Every (row, column) of a `rows` x `cols` grid, row-major.
+fn grid(rows: usize, cols: usize) -> impl Iterator<Item = (usize, usize)> {
+    (0..rows).flat_map(move |r| (0..cols).map(move |c| (r, c)))
+}
+
+fn edge_tiles(size: usize) -> Vec<EdgeTile> {
+    (0..size)
+        .step_by(TILE)
+        .map(|start| EdgeTile {
+            start,
+            points: if size - start == TILE - 1 {
+                ALPHA - 1
+            } else {
+                ALPHA
+            },
+        })
+        .collect()
+}
+
+/// Transformed positions that serve the same number of tiles, so that one batched
+/// product covers them: each position's transformed kernel broadcast over its tiles.
+pub struct Group {
+    /// Tiles each position serves.
     pub tiles: usize,
-    /// `[36 * tiles, size²]`: image -> tile domain; padding reads zero, so it has no
-    /// column.
-    pub input: Array2<f32>,
-    /// `[size², 36 * tiles]`: tile domain -> image; outputs past the edge are dropped.
-    pub output: Array2<f32>,
-    /// `[36, 9]`: 3x3 kernel -> transformed taps.
+    /// `[positions, 9]`: 3x3 kernel -> the group's transformed taps.
     pub kernel: Array2<f32>,
+    /// `[positions * tiles, size²]`: image -> tile domain, position-major. Padding
+    /// reads zero, so it has no column.
+    pub input: Array2<f32>,
+    /// `[size², positions * tiles]`: tile domain -> image; outputs past the edge are
+    /// dropped.
+    pub output: Array2<f32>,
+}
+
+impl Group {
+    pub fn positions(&self) -> usize {
+        self.kernel.nrows()
+    }
+}
+
+/// The transforms of a `size` x `size` feature map (same size in and out), as groups
+/// whose outputs add up to the convolution. A 7x7 map takes a 4-output and a
+/// 3-output tile each way: 121 products per channel pair against 441 direct.
+pub struct Transforms {
+    pub groups: Vec<Group>,
 }
 
 impl Transforms {
-    /// Tiles a `size` x `size` map takes.
-    pub fn tiles_for(size: usize) -> usize {
-        size.div_ceil(TILE).pow(2)
-    }
-
     pub fn new(size: usize) -> Self {
-        let per_edge = size.div_ceil(TILE);
-        let tiles = Self::tiles_for(size);
-        let positions = size * size;
-        let mut input = Array2::zeros((POSITIONS * tiles, positions));
-        let mut output = Array2::zeros((positions, POSITIONS * tiles));
-        for (a, b) in (0..ALPHA).flat_map(|a| (0..ALPHA).map(move |b| (a, b))) {
-            for (ty, tx) in (0..per_edge).flat_map(|y| (0..per_edge).map(move |x| (y, x))) {
-                let q = (a * ALPHA + b) * tiles + ty * per_edge + tx;
-                // Input tile rows/columns start one before the output tile (padding 1).
-                for (r, c) in (0..ALPHA).flat_map(|r| (0..ALPHA).map(move |c| (r, c))) {
-                    let iy = (TILE * ty + r).checked_sub(1).filter(|&y| y < size);
-                    let ix = (TILE * tx + c).checked_sub(1).filter(|&x| x < size);
-                    if let (Some(iy), Some(ix)) = (iy, ix) {
-                        input[[q, iy * size + ix]] = BT[a][r] * BT[b][c];
-                    }
+        let edge = edge_tiles(size);
+        let mut by_count: BTreeMap<usize, Vec<Position>> = BTreeMap::new();
+        for (a, b) in grid(ALPHA, ALPHA) {
+            let tiles: Vec<(usize, usize)> = grid(edge.len(), edge.len())
+                .filter(|&(ty, tx)| a < edge[ty].points && b < edge[tx].points)
+                .collect();
+            by_count
+                .entry(tiles.len())
+                .or_default()
+                .push(Position { a, b, tiles });
+        }
+        let groups = by_count
+            .into_iter()
+            .rev()
+            .map(|(tiles, positions)| group(size, &edge, tiles, &positions))
+            .collect();
+        Self { groups }
+    }
+}
+
+/// A pair of interpolation points and the (row, column) tiles that use it.
+struct Position {
+    a: usize,
+    b: usize,
+    tiles: Vec<(usize, usize)>,
+}
+
+fn group(size: usize, edge: &[EdgeTile], tiles: usize, positions: &[Position]) -> Group {
+    let rows = positions.len() * tiles;
+    let mut kernel = Array2::zeros((positions.len(), TAPS));
+    let mut input = Array2::zeros((rows, size * size));
+    let mut output = Array2::zeros((size * size, rows));
+    for (p, position) in positions.iter().enumerate() {
+        let (a, b) = (position.a, position.b);
+        for (ky, kx) in grid(3, 3) {
+            kernel[[p, ky * 3 + kx]] = G[a][ky] * G[b][kx];
+        }
+        for (t, &(ty, tx)) in position.tiles.iter().enumerate() {
+            let q = p * tiles + t;
+            let (ey, ex) = (edge[ty], edge[tx]);
+            // Input tiles start one before their outputs (padding 1).
+            for (r, c) in grid(ey.points, ex.points) {
+                let iy = (ey.start + r).checked_sub(1).filter(|&y| y < size);
+                let ix = (ex.start + c).checked_sub(1).filter(|&x| x < size);
+                if let (Some(iy), Some(ix)) = (iy, ix) {
+                    input[[q, iy * size + ix]] = BT[a][r] * BT[b][c];
                 }
-                for (i, j) in (0..TILE).flat_map(|i| (0..TILE).map(move |j| (i, j))) {
-                    let (oy, ox) = (TILE * ty + i, TILE * tx + j);
-                    if oy < size && ox < size {
-                        output[[oy * size + ox, q]] = AT[i][a] * AT[j][b];
-                    }
+            }
+            for (i, j) in grid(ey.points - 2, ex.points - 2) {
+                let (oy, ox) = (ey.start + i, ex.start + j);
+                if oy < size && ox < size {
+                    output[[oy * size + ox, q]] = AT[i][a] * AT[j][b];
                 }
             }
         }
-        let mut kernel = Array2::zeros((POSITIONS, TAPS));
-        for (a, b) in (0..ALPHA).flat_map(|a| (0..ALPHA).map(move |b| (a, b))) {
-            for (ky, kx) in (0..3).flat_map(|y| (0..3).map(move |x| (y, x))) {
-                kernel[[a * ALPHA + b, ky * 3 + kx]] = G[a][ky] * G[b][kx];
-            }
-        }
-        Self {
-            tiles,
-            input,
-            output,
-            kernel,
-        }
+    }
+    Group {
+        tiles,
+        kernel,
+        input,
+        output,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::{aview1, s};
+    use ndarray::{Array1, aview1, s};
 
     /// One channel through the transforms: `x` [size²], `w` [9] -> [size²].
     fn convolve(t: &Transforms, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let u = t.kernel.dot(&aview1(w));
-        let mut m = t.input.dot(&aview1(x));
-        for (pos, &tap) in u.iter().enumerate() {
-            m.slice_mut(s![pos * t.tiles..(pos + 1) * t.tiles])
-                .mapv_inplace(|v| v * tap);
+        let mut y = Array1::zeros(x.len());
+        for group in &t.groups {
+            let u = group.kernel.dot(&aview1(w));
+            let mut m = group.input.dot(&aview1(x));
+            for (pos, &tap) in u.iter().enumerate() {
+                m.slice_mut(s![pos * group.tiles..(pos + 1) * group.tiles])
+                    .mapv_inplace(|v| v * tap);
+            }
+            y += &group.output.dot(&m);
         }
-        t.output.dot(&m).to_vec()
+        y.to_vec()
     }
 
     /// Direct 3x3 cross-correlation, stride 1, zero padding 1.
     fn direct(x: &[f32], w: &[f32], size: usize) -> Vec<f32> {
         let mut y = vec![0.0; size * size];
-        for (oy, ox) in (0..size).flat_map(|y| (0..size).map(move |x| (y, x))) {
-            for (ky, kx) in (0..3).flat_map(|y| (0..3).map(move |x| (y, x))) {
+        for (oy, ox) in grid(size, size) {
+            for (ky, kx) in grid(3, 3) {
                 let (iy, ix) = (oy + ky, ox + kx);
                 if (1..=size).contains(&iy) && (1..=size).contains(&ix) {
                     y[oy * size + ox] += w[ky * 3 + kx] * x[(iy - 1) * size + ix - 1];
@@ -133,9 +202,10 @@ mod tests {
     }
 
     #[test]
-    fn matches_direct_convolution_at_every_size_used() {
-        // 7: full-width layer4 at 224 px; 2 and 4: the test models; 5 and 9: ragged tiles.
-        for size in [2, 4, 5, 7, 9] {
+    fn matches_direct_convolution_at_every_size() {
+        // 7: full-width layer4 at 224 px (a 3-output last tile); 4 and 8: whole tiles;
+        // 5, 6 and 9: a last tile hanging over the edge.
+        for size in 4..=9 {
             let x: Vec<f32> = (0..size * size)
                 .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
                 .collect();
@@ -152,10 +222,12 @@ mod tests {
     }
 
     #[test]
-    fn a_7x7_map_takes_four_tiles() {
+    fn a_7x7_map_takes_121_products_in_three_groups() {
         let t = Transforms::new(7);
-        assert_eq!(t.tiles, 4);
-        assert_eq!(t.input.dim(), (144, 49));
-        assert_eq!(t.output.dim(), (49, 144));
+        let shape: Vec<(usize, usize)> =
+            t.groups.iter().map(|g| (g.positions(), g.tiles)).collect();
+        assert_eq!(shape, [(25, 4), (10, 2), (1, 1)]);
+        assert_eq!(t.groups[0].input.dim(), (100, 49));
+        assert_eq!(t.groups[2].output.dim(), (49, 1));
     }
 }
