@@ -3,10 +3,12 @@
 //! written as dense matrices over a feature map's flattened positions so that each
 //! transform is one matrix product in the graph.
 //!
-//! For one input and one output channel, `Y = output · (U ⊙ (input · X))`, where
-//! `U = kernel · W` holds the 36 transformed taps, broadcast over the tiles. The
-//! tile-domain axis is ordered (transformed position, tile), position-major, so a
-//! reshape to `[36, tiles, ...]` lines the tiles up behind their position's `U`.
+//! For one input and one output channel, `Y = Σ output · (U ⊙ (input · X))` over
+//! groups of transformed positions, where `U = kernel · W` holds a group's transformed
+//! taps, broadcast over its tiles. A group's tile-domain axis is ordered (position,
+//! tile), position-major, so a reshape to `[positions, tiles, ...]` lines the tiles
+//! up behind their position's `U`. Groups exist because a map whose size is not a
+//! multiple of 4 ends in a smaller tile that uses fewer of the 36 positions.
 
 use std::collections::BTreeMap;
 
@@ -16,8 +18,6 @@ use ndarray::Array2;
 pub const TILE: usize = 4;
 /// Input tile edge: TILE + 3 - 1.
 const ALPHA: usize = 6;
-/// Transformed positions per tile.
-pub const POSITIONS: usize = ALPHA * ALPHA;
 /// Kernel taps of a 3x3 convolution.
 pub const TAPS: usize = 9;
 
