@@ -59,7 +59,7 @@ pub fn classifier(
     g.to_bytes(name)
 }
 
-/// pooled `features` [N,8w], `labels` -> `logits`, `probs`, mean `loss` (phase 1 eval).
+/// pooled `features` `[N,8w]`, `labels` -> `logits`, `probs`, mean `loss` (phase 1 eval).
 pub fn head_eval(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let mut g = Graph::new();
     let features = pooled_features_input(&mut g, arch);

@@ -121,7 +121,7 @@ pub const BN_BUFFERS: [&str; 2] = ["running_mean", "running_var"];
 pub const BN_EPS: f32 = 1e-5;
 pub const BN_MOMENTUM: f32 = 0.1;
 
-/// The head: `fc.weight` [classes, 8w] and `fc.bias` [classes].
+/// The head: `fc.weight` `[classes, 8w]` and `fc.bias` `[classes]`.
 pub const HEAD_WEIGHT: &str = "fc.weight";
 pub const HEAD_BIAS: &str = "fc.bias";
 

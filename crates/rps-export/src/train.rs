@@ -2,13 +2,17 @@
 //! run by plain ONNX Runtime. Parameters, Adam moments and BatchNorm statistics are
 //! inputs; their updated values are outputs named `new_<input>`.
 //!
-//! Activations are laid out channel-major, `[C, H*W, N]`, batch last, so each
-//! convolution is one `Gather` of precomputed indices (out-of-range taps read one
-//! appended zero row) building the patch matrix `[Cin*k*k, H*W*N]`, then one `MatMul`.
-//! The forward's patch matrix is reused for the weight gradient, and the input
-//! gradient is the same gather run backwards. ONNX Runtime's `Conv` with weights fed
-//! as inputs (as a train step must) loses its fast path; this keeps to big matrix
-//! products.
+//! Activations are laid out channel-major, `[C, H*W, N]`, batch last, and every
+//! convolution is a few big matrix products: ONNX Runtime's `Conv` with weights fed
+//! as inputs (as a train step must) loses its fast path.
+//! - Strided and 1x1 convolutions: one `Gather` of precomputed indices (out-of-range
+//!   taps read one appended zero row) builds the patch matrix `[Cin*k*k, H*W*N]`,
+//!   then one `MatMul`; the patch matrix is reused for the weight gradient, and the
+//!   input gradient is the same gather run backwards.
+//! - Stride-1 3x3 convolutions on maps of a tile or more: Winograd F(4x4, 3x3) (see
+//!   [`winograd`]), its backward written as the adjoint of its forward.
+//! - Train-mode BatchNorm is written out with reductions (ORT's training-mode
+//!   `BatchNormalization` does not return what the backward needs).
 
 use crate::graph::{Attr, Dim, Elem, Graph};
 use crate::resnet::{Arch, BN_EPS, BN_MOMENTUM, Block, ConvSpec, HEAD_BIAS, HEAD_WEIGHT};
@@ -18,7 +22,7 @@ const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const ADAM_EPS: f32 = 1e-8;
 
-/// Phase 1: pooled `features` [N,8w] -> the head's step.
+/// Phase 1: pooled `features` `[N,8w]` -> the head's step.
 pub fn head_step(arch: &Arch) -> Vec<u8> {
     let mut g = Graph::new();
     let features = infer::pooled_features_input(&mut g, arch);
@@ -41,7 +45,7 @@ pub enum Convolutions {
     Patches,
 }
 
-/// Phase 2: layer3 `features` [N,4w,s,s] -> layer4 (BatchNorm in train mode) and the
+/// Phase 2: layer3 `features` `[N,4w,s,s]` -> layer4 (BatchNorm in train mode) and the
 /// head's step.
 pub fn finetune_step(arch: &Arch) -> Vec<u8> {
     finetune_step_with(arch, Convolutions::Fastest)
