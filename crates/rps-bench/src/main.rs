@@ -34,8 +34,8 @@ struct Args {
     /// Images the extract benchmark runs through the full-width backbone.
     #[arg(long, default_value_t = 256)]
     extract_images: usize,
-    /// Timed train steps (after the warm-up steps).
-    #[arg(long, default_value_t = 5)]
+    /// Timed train steps (after the warm-up steps); their median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     steps: usize,
 }
 
@@ -332,6 +332,22 @@ fn random_param(name: &str, shape: &[usize], seed: u64) -> ArrayD<f32> {
     }
 }
 
+/// images/s of a batch-`BATCH` step, from the median of `steps` timed runs after the
+/// warm-up: a shared machine's occasional slow step moves a mean by a third.
+fn median_rate(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..WARM_UP_STEPS {
+        step()?;
+    }
+    let mut seconds = Vec::with_capacity(steps);
+    for _ in 0..steps {
+        let start = Instant::now();
+        step()?;
+        seconds.push(start.elapsed().as_secs_f64());
+    }
+    seconds.sort_by(f64::total_cmp);
+    Ok(BATCH as f64 / seconds[steps / 2])
+}
+
 /// images/s of a step graph through the training stage's own runner.
 fn step_rate(
     graph: &[u8],
@@ -353,14 +369,10 @@ fn step_rate(
     let x = random_array(features, 1);
     let labels: Vec<i64> = (0..BATCH as i64).map(|i| i % 3).collect();
     let mask = Array2::ones((BATCH, ARCH.features()));
-    for _ in 0..WARM_UP_STEPS {
+    median_rate(steps, || {
         runner.step(&mut state, &x, &labels, &mask, 1e-4)?;
-    }
-    let start = Instant::now();
-    for _ in 0..steps {
-        runner.step(&mut state, &x, &labels, &mask, 1e-4)?;
-    }
-    Ok((steps * BATCH) as f64 / start.elapsed().as_secs_f64())
+        Ok(())
+    })
 }
 
 /// images/s of the same step graph fed the same in-memory tensors each time.
@@ -419,20 +431,12 @@ fn bare_step_rate(graph: &[u8], features: &[usize], threads: usize, steps: usize
             Tensor::from_array((shape.clone(), vec![1.0f32; shape[0]]))?.into_dyn(),
         ));
     }
-    let run = |session: &mut ort::session::Session| -> Result<()> {
+    median_rate(steps, || {
         let views: Vec<(String, ort::session::SessionInputValue<'_>)> = inputs
             .iter()
             .map(|(k, v)| (k.clone(), v.view().into()))
             .collect();
         session.run(views)?;
         Ok(())
-    };
-    for _ in 0..WARM_UP_STEPS {
-        run(&mut session)?;
-    }
-    let start = Instant::now();
-    for _ in 0..steps {
-        run(&mut session)?;
-    }
-    Ok((steps * BATCH) as f64 / start.elapsed().as_secs_f64())
+    })
 }
