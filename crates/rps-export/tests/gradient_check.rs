@@ -6,8 +6,8 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Input, run, session};
-use ndarray::{ArrayD, IxDyn, arr0};
+use common::{first_step_inputs, run, session};
+use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_export::resnet::Arch;
@@ -19,50 +19,14 @@ fn random(rng: &mut ChaCha8Rng, shape: &[usize], scale: f32) -> ArrayD<f32> {
     ArrayD::from_shape_simple_fn(IxDyn(shape), || scale * (rng.random::<f32>() - 0.5))
 }
 
-/// The step graph's loss and gradients at `params` (lr 0: nothing moves).
+/// The step graph's loss and gradients at `values` (lr 0: nothing moves).
 fn loss_and_grads(
     arch: &Arch,
     session: &mut ort::session::Session,
     features: &ArrayD<f32>,
-    params: &BTreeMap<String, ArrayD<f32>>,
+    values: &BTreeMap<String, ArrayD<f32>>,
 ) -> (f64, BTreeMap<String, ArrayD<f32>>) {
-    let mut inputs = vec![
-        (names::FEATURES.to_string(), Input::F32(features.clone())),
-        (
-            names::LABELS.into(),
-            Input::I64(ArrayD::from_shape_fn(IxDyn(&[BATCH]), |i| {
-                (i[0] % 3) as i64
-            })),
-        ),
-        (
-            names::DROPOUT_MASK.into(),
-            Input::F32(ArrayD::ones(IxDyn(&[BATCH, arch.features()]))),
-        ),
-        (names::STEP.into(), Input::F32(arr0(1.0f32).into_dyn())),
-        (names::LR.into(), Input::F32(arr0(0.0f32).into_dyn())),
-        (
-            names::WEIGHT_DECAY.into(),
-            Input::F32(arr0(0.0f32).into_dyn()),
-        ),
-    ];
-    for (name, shape) in arch.finetune_params() {
-        inputs.push((names::param(&name), Input::F32(params[&name].clone())));
-        inputs.push((
-            names::adam_m(&name),
-            Input::F32(ArrayD::zeros(IxDyn(&shape))),
-        ));
-        inputs.push((
-            names::adam_v(&name),
-            Input::F32(ArrayD::zeros(IxDyn(&shape))),
-        ));
-    }
-    for (name, shape) in arch.finetune_buffers() {
-        inputs.push((
-            names::buffer(&name),
-            Input::F32(ArrayD::ones(IxDyn(&shape))),
-        ));
-    }
-    let out = run(session, inputs);
+    let out = run(session, first_step_inputs(arch, features, 0.0, values));
     let grads = arch
         .finetune_params()
         .into_iter()
@@ -109,6 +73,10 @@ fn check_gradients(arch: &Arch) {
             (name, value)
         })
         .collect();
+    // Train-mode BatchNorm only updates its running statistics: any values do.
+    for (name, shape) in arch.finetune_buffers() {
+        params.insert(name, ArrayD::ones(IxDyn(&shape)));
+    }
     let mut session = session(&train::finetune_step(arch), "finetune_step");
     let (_, grads) = loss_and_grads(arch, &mut session, &features, &params);
     let h = 1e-2f32;

@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{Input, assert_close, run, session};
-use ndarray::{ArrayD, IxDyn, arr0};
+use common::{Input, assert_close, first_step_inputs, run, session};
+use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_export::resnet::Arch;
@@ -27,37 +27,9 @@ fn inputs() -> Vec<(String, Input)> {
         ArrayD::from_shape_simple_fn(IxDyn(&[BATCH, ARCH.layer3_channels(), s, s]), || {
             rng.random::<f32>().max(0.3) - 0.3
         });
-    let mut inputs = vec![
-        (names::FEATURES.to_string(), Input::F32(features)),
-        (
-            names::LABELS.into(),
-            Input::I64(ArrayD::from_shape_fn(IxDyn(&[BATCH]), |i| {
-                (i[0] % 3) as i64
-            })),
-        ),
-        (
-            names::DROPOUT_MASK.into(),
-            Input::F32(ArrayD::ones(IxDyn(&[BATCH, ARCH.features()]))),
-        ),
-        (names::STEP.into(), Input::F32(arr0(1.0f32).into_dyn())),
-        (names::LR.into(), Input::F32(arr0(1e-3f32).into_dyn())),
-        (
-            names::WEIGHT_DECAY.into(),
-            Input::F32(arr0(0.0f32).into_dyn()),
-        ),
-    ];
-    let mut tensors = weights::random_backbone(&ARCH, 1);
-    tensors.extend(weights::new_head(&ARCH, 1));
-    for (name, shape) in ARCH.finetune_params() {
-        inputs.push((names::param(&name), Input::F32(tensors[&name].clone())));
-        for key in [names::adam_m(&name), names::adam_v(&name)] {
-            inputs.push((key, Input::F32(ArrayD::zeros(IxDyn(&shape)))));
-        }
-    }
-    for (name, _) in ARCH.finetune_buffers() {
-        inputs.push((names::buffer(&name), Input::F32(tensors[&name].clone())));
-    }
-    inputs
+    let mut values = weights::random_backbone(&ARCH, 1);
+    values.extend(weights::new_head(&ARCH, 1));
+    first_step_inputs(&ARCH, &features, 1e-3, &values)
 }
 
 #[test]

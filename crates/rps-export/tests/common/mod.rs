@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ndarray::ArrayD;
+use ndarray::{ArrayD, IxDyn, arr0};
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::{DeviceChoice, Runtime};
+use rps_export::names;
+use rps_export::resnet::Arch;
 
 /// `../shared/` beside the repository.
 pub fn shared() -> PathBuf {
@@ -30,6 +32,44 @@ pub fn session(graph: &[u8], label: &str) -> Session {
 pub enum Input {
     F32(ArrayD<f32>),
     I64(ArrayD<i64>),
+}
+
+/// The inputs of a fine-tune step's first step (step 1, zero Adam moments, dropout
+/// off, labels `i % 3`) at `lr`; `values` holds every parameter and buffer by name.
+pub fn first_step_inputs(
+    arch: &Arch,
+    features: &ArrayD<f32>,
+    lr: f32,
+    values: &BTreeMap<String, ArrayD<f32>>,
+) -> Vec<(String, Input)> {
+    let batch = features.shape()[0];
+    let scalar = |v: f32| Input::F32(arr0(v).into_dyn());
+    let mut inputs = vec![
+        (names::FEATURES.to_string(), Input::F32(features.clone())),
+        (
+            names::LABELS.into(),
+            Input::I64(ArrayD::from_shape_fn(IxDyn(&[batch]), |i| {
+                (i[0] % 3) as i64
+            })),
+        ),
+        (
+            names::DROPOUT_MASK.into(),
+            Input::F32(ArrayD::ones(IxDyn(&[batch, arch.features()]))),
+        ),
+        (names::STEP.into(), scalar(1.0)),
+        (names::LR.into(), scalar(lr)),
+        (names::WEIGHT_DECAY.into(), scalar(0.0)),
+    ];
+    for (name, shape) in arch.finetune_params() {
+        inputs.push((names::param(&name), Input::F32(values[&name].clone())));
+        for key in [names::adam_m(&name), names::adam_v(&name)] {
+            inputs.push((key, Input::F32(ArrayD::zeros(IxDyn(&shape)))));
+        }
+    }
+    for (name, _) in arch.finetune_buffers() {
+        inputs.push((names::buffer(&name), Input::F32(values[&name].clone())));
+    }
+    inputs
 }
 
 /// Runs `session` and returns every float output by name.
