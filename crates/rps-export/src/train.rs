@@ -37,8 +37,8 @@ pub fn head_step(arch: &Arch) -> Vec<u8> {
 /// How a step graph computes its convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Convolutions {
-    /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions where it saves
-    /// multiplications (maps larger than 2x2), patches for the rest.
+    /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of at least
+    /// one 4x4 tile, patches for the rest.
     Fastest,
     /// Every convolution through a gathered patch matrix: the plain formulation,
     /// for comparison.
@@ -142,8 +142,9 @@ struct BnForward {
     channels: usize,
     /// `x - mean`.
     centered: String,
-    /// `1 / sqrt(var + eps)` and `gamma * invstd`, `[C,1,1]`.
+    /// `1 / sqrt(var + eps)`, `[C,1,1]`.
     invstd: String,
+    /// `gamma * invstd`, `[C,1,1]`.
     scale: String,
     /// Elements per channel, H*W*N, a float scalar.
     count: String,
@@ -511,8 +512,8 @@ fn lerp(g: &mut Graph, a: &str, b: &str, weight: f32) -> String {
 }
 
 fn relu_backward(g: &mut Graph, dy: &str, relu_out: &str) -> String {
-    // ReLU outputs are >= 0, so ceil(min(out, 1)) is exactly the 0/1 derivative (0 at
-    // 0, as PyTorch). ONNX Runtime runs Clip and Ceil vectorized; Sign, Greater and
+    // ReLU outputs are >= 0, so ceil(clip(out, 0, 1)) is exactly the 0/1 derivative (0
+    // at 0, as PyTorch). ONNX Runtime runs Clip and Ceil vectorized; Sign, Greater and
     // Where take several times longer.
     let zero = g.scalar(0.0);
     let one = g.scalar(1.0);
@@ -674,6 +675,7 @@ fn winograd_backward(
     (dw, dx)
 }
 
+/// A constant holding `m`.
 fn matrix(g: &mut Graph, m: &ndarray::Array2<f32>) -> String {
     let (rows, cols) = m.dim();
     g.const_f32(&[rows, cols], m.as_slice().expect("standard layout"))
