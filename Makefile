@@ -34,9 +34,11 @@ EXTRACT_BATCH ?=
 IMAGENET    ?=
 PLOT        ?=
 VAL_FRACTION ?= 0
+TORCH_PYTHON ?= python3
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE IMAGENET PLOT
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
+  TORCH_PYTHON
 
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
@@ -159,7 +161,8 @@ demo: ## Full size (width 64, 224 px) offline: shared archives, reference weight
 
 bench: $(ORT_LIB) ## Print each stage's speed beside its ceiling (installs Pillow for the comparison)
 	@python3 -c "import PIL, numpy" 2>/dev/null || python3 -m pip install --quiet Pillow numpy
-	$(CARGO) run --release --quiet -p rps-bench -- $(if $(THREADS),--threads $(THREADS))
+	$(CARGO) run --release --quiet -p rps-bench -- $(if $(THREADS),--threads $(THREADS)) \
+	  --torch-python $(TORCH_PYTHON)
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
 	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)

@@ -35,6 +35,10 @@ struct Args {
     /// Images the extract benchmark runs through the full-width backbone.
     #[arg(long, default_value_t = 256)]
     extract_images: usize,
+    /// Python interpreter with PyTorch, to time the phase 2 step in PyTorch eager
+    /// mode beside ours (skipped with a note where it cannot import torch).
+    #[arg(long, default_value = "python3")]
+    torch_python: String,
     /// Timed train steps (after the warm-up steps); their median is reported.
     #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     steps: usize,
@@ -132,9 +136,29 @@ fn main() -> Result<()> {
     rows.push(Row {
         stage: "train phase 2 step, finetune_step.onnx (images/s)".into(),
         ours: format!("{bare_ft:.1} ({:.0} ms/step)", 1e3 * BATCH as f64 / bare_ft),
-        ceiling: "target 120 (PyTorch eager: 88-91)".into(),
+        ceiling: "target 120".into(),
         ratio: format!("{:.0}% of target", 100.0 * bare_ft / 120.0),
     });
+    eprintln!(
+        "bench: the same step in PyTorch eager ({})",
+        args.torch_python
+    );
+    rows.push(
+        match pytorch_rate(&args.torch_python, threads, args.steps) {
+            Some((version, rate)) => Row {
+                stage: format!("the same step in PyTorch {version} eager (images/s)"),
+                ours: format!("{rate:.1}"),
+                ceiling: "scripts/bench_pytorch.py".into(),
+                ratio: format!("ours {:.2}x (target 1.3x)", bare_ft / rate),
+            },
+            None => Row {
+                stage: "the same step in PyTorch eager (images/s)".into(),
+                ours: format!("not measured: {} cannot import torch", args.torch_python),
+                ceiling: String::new(),
+                ratio: String::new(),
+            },
+        },
+    );
     let (products_ms, run_ms) = product_time(&ft, &ft_shape, threads, args.steps)?;
     rows.push(Row {
         stage: "the step's time in matrix products (MatMul, Gemm)".into(),
@@ -284,6 +308,25 @@ fn pillow_rates(dir: &Path, threads: usize) -> Option<(f64, f64)> {
             .find_map(|l| l.strip_prefix(key)?.trim().parse::<f64>().ok())
     };
     Some((value("test ")?, value("train ")?))
+}
+
+/// PyTorch's version and its images/s on the phase 2 step, where `python` has it.
+fn pytorch_rate(python: &str, threads: usize, steps: usize) -> Option<(String, f64)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_pytorch.py");
+    let out = Command::new(python)
+        .arg(script)
+        .args([threads.to_string(), steps.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |key: &str| text.lines().find_map(|l| l.strip_prefix(key));
+    Some((
+        value("torch ")?.trim().to_string(),
+        value("step ")?.trim().parse().ok()?,
+    ))
 }
 
 /// The extract stage's images/s on a u8 cache, and a bare loop's on one batch.
