@@ -113,16 +113,29 @@ fn check_two_steps(
         .collect()
 }
 
-fn final_logits(graph: Vec<u8>, features: ArrayD<f32>, labels: ArrayD<i64>) -> ArrayD<f32> {
+/// The eval graph on the trained parameters against the reference's final logits.
+fn check_final_logits(graph: Vec<u8>, reference_file: &str) {
+    let mut reference = Npz::open(&common::reference(reference_file)).unwrap();
     let mut eval = session(&graph, "eval");
     let out = run(
         &mut eval,
         vec![
-            (names::FEATURES.into(), Input::F32(features)),
-            (names::LABELS.into(), Input::I64(labels)),
+            (
+                names::FEATURES.into(),
+                Input::F32(reference.get("features").unwrap()),
+            ),
+            (
+                names::LABELS.into(),
+                Input::I64(reference.get("labels").unwrap()),
+            ),
         ],
     );
-    out[names::LOGITS].clone()
+    assert_close(
+        "final eval logits",
+        &out[names::LOGITS],
+        &reference.get("final:eval_logits").unwrap(),
+        1e-3,
+    );
 }
 
 #[test]
@@ -134,18 +147,7 @@ fn head_step_matches_pytorch() {
         ARCH.head_shapes(3).to_vec(),
         vec![],
     );
-    let mut reference = Npz::open(&common::reference(file)).unwrap();
-    let logits = final_logits(
-        infer::head_eval(&ARCH, &trained),
-        reference.get("features").unwrap(),
-        reference.get("labels").unwrap(),
-    );
-    assert_close(
-        "final eval logits",
-        &logits,
-        &reference.get("final:eval_logits").unwrap(),
-        1e-3,
-    );
+    check_final_logits(infer::head_eval(&ARCH, &trained), file);
 }
 
 #[test]
@@ -157,16 +159,5 @@ fn finetune_step_matches_pytorch() {
         ARCH.finetune_params(),
         ARCH.finetune_buffers(),
     );
-    let mut reference = Npz::open(&common::reference(file)).unwrap();
-    let logits = final_logits(
-        infer::finetune_eval(&ARCH, &trained),
-        reference.get("features").unwrap(),
-        reference.get("labels").unwrap(),
-    );
-    assert_close(
-        "final eval logits",
-        &logits,
-        &reference.get("final:eval_logits").unwrap(),
-        1e-3,
-    );
+    check_final_logits(infer::finetune_eval(&ARCH, &trained), file);
 }
