@@ -231,42 +231,39 @@ fn plot_epochs(layout: &Layout) -> Result<()> {
             .collect::<Vec<_>>()
     };
     let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
-    plots::epoch_chart(
-        &layout.result("loss.png"),
-        "Loss",
-        "cross-entropy",
-        &[
+    type Metric = fn(&EpochRow) -> f64;
+    let charts: [(&str, &str, &str, Metric, Metric); 2] = [
+        (
+            "loss.png",
+            "Loss",
+            "cross-entropy",
+            |r| r.train_loss,
+            |r| r.test_loss,
+        ),
+        (
+            "accuracy.png",
+            "Accuracy",
+            "accuracy",
+            |r| r.train_acc,
+            |r| r.test_acc,
+        ),
+    ];
+    for (file, title, y_label, train, test) in charts {
+        let series = [
             plots::Series {
                 name: "train",
-                points: line(|r| r.train_loss),
+                points: line(train),
                 color: blue,
             },
             plots::Series {
                 name: "test",
-                points: line(|r| r.test_loss),
+                points: line(test),
                 color: orange,
             },
-        ],
-        finetune,
-    )?;
-    plots::epoch_chart(
-        &layout.result("accuracy.png"),
-        "Accuracy",
-        "accuracy",
-        &[
-            plots::Series {
-                name: "train",
-                points: line(|r| r.train_acc),
-                color: blue,
-            },
-            plots::Series {
-                name: "test",
-                points: line(|r| r.test_acc),
-                color: orange,
-            },
-        ],
-        finetune,
-    )
+        ];
+        plots::epoch_chart(&layout.result(file), title, y_label, &series, finetune)?;
+    }
+    Ok(())
 }
 
 /// A grid of misclassified test images (from the cache) with true and predicted labels.
