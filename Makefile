@@ -21,7 +21,7 @@ FT_LR       ?= 1e-7
 DEVICE      ?= auto
 THREADS     ?=
 WIDTH       ?= 64
-CLASSES     ?= 3
+CLASSES     ?=
 WEIGHTS     ?= default
 FROM        ?=
 TRAIN_URL   ?= https://storage.googleapis.com/download.tensorflow.org/data/rps.zip
@@ -58,7 +58,7 @@ ifeq ($(WEIGHTS),default)
   WEIGHTS_FLAG := --weights $(WEIGHTS_FILE)
 else ifeq ($(WEIGHTS),random)
   WEIGHTS_FILE :=
-  WEIGHTS_FLAG := --random-init $(SEED)
+  WEIGHTS_FLAG := --random-init 0
 else
   WEIGHTS_FILE := $(WEIGHTS)
   WEIGHTS_FLAG := --weights $(WEIGHTS_FILE)
@@ -79,7 +79,7 @@ METRICS   := $(DATA)/results/summary.csv
 stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS)/$(1) || printf '%s\n' '$(2)' > $(STAMPS)/$(1); } && echo $(STAMPS)/$(1))
 
 FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
-EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(SEED))
+EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES))
 PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
 TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
@@ -92,8 +92,9 @@ help: ## List targets and variables
 	@echo "Targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-11s %s\n", $$1, $$2}'
 	@echo "Variables (current value):"
-	@$(foreach v,$(HELP_VARS),printf '  %-11s %s\n' '$(v)' '$($(v))';)
-	@echo "  WEIGHTS: default (downloaded torchvision file), random (seeded random init) or a .pth/.safetensors path"
+	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' '$(or $($(v)),(unset))';)
+	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
+	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
 
 # ---- Bootstrap ----------------------------------------------------------------
 setup: $(ORT_LIB) ## Put ONNX Runtime into .ort/ (ORT_FLAVOR=cpu|gpu)
@@ -114,11 +115,15 @@ $(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP)
 $(DEFAULT_WEIGHTS) $(LABELS): | $(BIN)/rps-fetch
 	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) file $(if $(filter $@,$(LABELS)),$(LABELS_URL),$(WEIGHTS_URL))
 
-export: $(GRAPHS) ## Build every ONNX graph from the weights
+# Without CLASSES, export counts the classes of the fetched dataset.
+EXPORT_COMMAND = $(BIN)/rps-export --data $(DATA) $(WEIGHTS_FLAG) --width $(WIDTH) \
+	  --image-size $(IMAGE_SIZE) $(if $(CLASSES),--classes $(CLASSES))
 
-$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP)
-	$(BIN)/rps-export $(WEIGHTS_FLAG) --out $(DATA)/graphs --width $(WIDTH) \
-	  --image-size $(IMAGE_SIZE) --classes $(CLASSES) --seed $(SEED)
+export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was changed since)
+	@$(BIN)/rps-export --data $(DATA) --verify || $(EXPORT_COMMAND)
+
+$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(DATASET))
+	$(EXPORT_COMMAND)
 
 preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
 

@@ -124,8 +124,8 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
     assert_eq!(rows(&data.join("results/predictions.csv")).len(), 372);
     let metrics = rows(&data.join("results/summary.csv"));
     assert!(metrics.iter().any(|r| r[0] == "device" && r[1] == "cpu"));
-    let features = rps_core::Metadata::read(&data.join("features/meta.json")).unwrap();
-    assert_eq!(features.device.as_deref(), Some("cpu"));
+    let features = rps_core::sidecar::ExtractMeta::read(&data.join("features/meta.json")).unwrap();
+    assert_eq!(features.device, Some(rps_core::Device::Cpu));
     for png in [
         "cache/samples.png",
         "results/loss.png",

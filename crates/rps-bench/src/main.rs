@@ -14,12 +14,15 @@ use ort::value::{DynValue, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use rps_core::{DeviceChoice, GraphFile, Layout, Metadata, Runtime, Split, imagenet, npy};
+use rps_core::names::{self, StateKind};
+use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
+use rps_core::{
+    ClassList, GraphFile, Layout, Runtime, SessionOptions, Split, Tensors, imagenet, npy,
+};
 use rps_export::export::{self, Source};
-use rps_export::names;
 use rps_export::resnet::Arch;
 use rps_export::train::{self as graphs, Convolutions};
-use rps_preprocess::transform::{self, Augmentation};
+use rps_image::{self as transform, Augmentation};
 use rps_train::runner::StepRunner;
 use rps_train::state::TrainState;
 
@@ -101,10 +104,11 @@ fn main() -> Result<()> {
     );
     let layout = Layout::new(work.path().join("data"));
     export::run(&export::Config {
+        layout: layout.clone(),
         source: Source::Random(0),
-        out: layout.graphs_dir(),
-        arch: ARCH,
-        seed: 0,
+        width: ARCH.width,
+        image_size: ARCH.image_size as u32,
+        classes: Some(ARCH.classes),
     })?;
     let (stage_rate, bare_rate) = extract_rates(&layout, args.extract_images, threads)?;
     rows.push(Row {
@@ -115,26 +119,18 @@ fn main() -> Result<()> {
     });
 
     eprintln!("bench: train steps (batch {BATCH})");
-    let head_rate = step_rate(
-        &graphs::head_step(&ARCH),
-        &ARCH.head_shapes(3),
-        &[],
-        &[BATCH, ARCH.features()],
-        threads,
-        20,
-    )?;
-    let ft = graphs::finetune_step(&ARCH);
+    let options = SessionOptions::cpu(threads);
+    let head_step = layout.graph(GraphFile::HeadStep);
+    let head_rate = step_rate(&head_step, &[BATCH, ARCH.features()], options, 20)?;
+    let ft = layout.graph(GraphFile::FinetuneStep);
     let s = ARCH.layer3_size();
     let ft_shape = [BATCH, ARCH.layer3_channels(), s, s];
-    let bare_ft = bare_step_rate(&ft, &ft_shape, threads, args.steps)?;
-    let stage_ft = step_rate(
-        &ft,
-        &ARCH.finetune_params(),
-        &ARCH.finetune_buffers(),
+    let bare_ft = bare_step_rate(
+        Runtime::get()?.session(&ft, options)?.0,
         &ft_shape,
-        threads,
         args.steps,
     )?;
+    let stage_ft = step_rate(&ft, &ft_shape, options, args.steps)?;
     rows.push(Row {
         stage: "train phase 2 step, finetune_step.onnx (images/s)".into(),
         ours: format!("{bare_ft:.1} ({:.0} ms/step)", 1e3 * BATCH as f64 / bare_ft),
@@ -161,7 +157,7 @@ fn main() -> Result<()> {
             },
         },
     );
-    let (products_ms, run_ms) = product_time(&ft, &ft_shape, threads, args.steps)?;
+    let (products_ms, run_ms) = product_time(&ft, &ft_shape, options, args.steps)?;
     rows.push(Row {
         stage: "the step's time in matrix products (MatMul, Gemm)".into(),
         ours: format!(
@@ -174,12 +170,9 @@ fn main() -> Result<()> {
         ),
         ratio: String::new(),
     });
-    let patches_ft = bare_step_rate(
-        &graphs::finetune_step_with(&ARCH, Convolutions::Patches),
-        &ft_shape,
-        threads,
-        args.steps,
-    )?;
+    let patches_graph = graphs::finetune_step_with(&ARCH, Convolutions::Patches);
+    let patches_session = Runtime::get()?.session_from_bytes(&patches_graph, "patches", options)?;
+    let patches_ft = bare_step_rate(patches_session.0, &ft_shape, args.steps)?;
     rows.push(Row {
         stage: "the same step without Winograd (images/s)".into(),
         ours: format!("{patches_ft:.1}"),
@@ -281,7 +274,7 @@ fn preprocess_rates(dir: &Path) -> Result<(f64, f64)> {
     })?;
     let train = time(&|p| {
         let img = transform::load_rgb(p)?;
-        let mut rng = rps_preprocess::view_rng(0, &p.display().to_string(), 0);
+        let mut rng = transform::view_rng(0, &p.display().to_string(), 0);
         Ok(to_input(
             &Augmentation::draw(&mut rng, img.width(), img.height()).apply(&img, 224),
         ))
@@ -350,24 +343,18 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
             &ndarray::Array1::<i64>::zeros(n),
         )?;
     }
-    Metadata::new("preprocess", "bench")
-        .setting("views", 1)
-        .write(&Layout::meta(&layout.cache_dir()))?;
+    fake_cache_meta(layout)?;
+    let options = SessionOptions::cpu(threads);
     let config = rps_extract::Config {
         layout: layout.clone(),
         batch: Some(32),
-        device: DeviceChoice::Cpu,
-        threads,
+        session: options,
     };
     let report = rps_extract::run(&config)?;
     let (_, n, seconds) = report.splits[0];
     let stage = n as f64 / seconds;
 
-    let (mut session, _) = Runtime::get()?.session(
-        &layout.graph(GraphFile::Backbone),
-        DeviceChoice::Cpu,
-        threads,
-    )?;
+    let (mut session, _) = Runtime::get()?.session(&layout.graph(GraphFile::Backbone), options)?;
     let input = Tensor::from_array(([32, 3, s, s], vec![0.5f32; 32 * 3 * s * s]))?;
     session.run(ort::inputs![names::IMAGES => input.view()])?;
     let runs = images.div_ceil(32);
@@ -376,6 +363,17 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
         session.run(ort::inputs![names::IMAGES => input.view()])?;
     }
     Ok((stage, (runs * 32) as f64 / start.elapsed().as_secs_f64()))
+}
+
+/// A cache sidecar and class list for the generated cache, as preprocess writes them.
+fn fake_cache_meta(layout: &Layout) -> Result<()> {
+    let settings = PreprocessSettings::new(ARCH.image_size as u32, 1, 0);
+    let classes: Vec<String> = (0..ARCH.classes).map(|c| format!("class{c}")).collect();
+    let details = PreprocessDetails::default();
+    PreprocessMeta::new(Stage::Preprocess, "bench", settings, details)
+        .write(&layout.cache_meta())?;
+    ClassList::new(classes).write(&layout.classes())?;
+    Ok(())
 }
 
 /// Seeded values in [0, 1): features shaped like real activations.
@@ -416,22 +414,22 @@ fn median_rate(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64
 
 /// images/s of a step graph through the training stage's own runner.
 fn step_rate(
-    graph: &[u8],
-    params: &[(String, Vec<usize>)],
-    buffers: &[(String, Vec<usize>)],
+    graph: &Path,
     features: &[usize],
-    threads: usize,
+    options: SessionOptions,
     steps: usize,
 ) -> Result<f64> {
-    let mut runner = StepRunner::new(graph, "bench", DeviceChoice::Cpu, threads, 0.0)?;
-    let mut weights = rps_export::weights::Tensors::new();
+    let mut runner = StepRunner::open(graph, options, 0.0)?;
+    let params = runner.state_shapes(StateKind::Param)?;
+    let buffers = runner.state_shapes(StateKind::Buffer)?;
+    let mut weights = Tensors::new();
     for (i, (name, shape)) in params.iter().enumerate() {
         weights.insert(name.clone(), random_param(name, shape, i as u64));
     }
-    for (name, shape) in buffers {
+    for (name, shape) in &buffers {
         weights.insert(name.clone(), ArrayD::from_elem(IxDyn(shape), 1.0));
     }
-    let mut state = TrainState::fresh(&weights, params, buffers)?;
+    let mut state = TrainState::fresh(&weights, &params, &buffers)?;
     let x = random_array(features, 1);
     let labels: Vec<i64> = (0..BATCH as i64).map(|i| i % 3).collect();
     let mask = Array2::ones((BATCH, ARCH.features()));
@@ -441,10 +439,8 @@ fn step_rate(
     })
 }
 
-/// images/s of the same step graph fed the same in-memory tensors each time.
-fn bare_step_rate(graph: &[u8], features: &[usize], threads: usize, steps: usize) -> Result<f64> {
-    let (mut session, _) =
-        Runtime::get()?.session_from_bytes(graph, "bench", DeviceChoice::Cpu, threads)?;
+/// images/s of a step graph's session fed the same in-memory tensors each time.
+fn bare_step_rate(mut session: Session, features: &[usize], steps: usize) -> Result<f64> {
     let inputs = step_inputs(features)?;
     median_rate(steps, || run_step(&mut session, &inputs))
 }
@@ -518,17 +514,17 @@ fn step_inputs(features: &[usize]) -> Result<Vec<(String, DynValue)>> {
 /// Milliseconds a step graph's run spends in matrix products (`MatMul`, `Gemm`) and
 /// in all, from ONNX Runtime's profiler: the median by total of `steps` warmed-up runs.
 fn product_time(
-    graph: &[u8],
+    graph: &Path,
     features: &[usize],
-    threads: usize,
+    options: SessionOptions,
     steps: usize,
 ) -> Result<(f64, f64)> {
     let dir = tempfile::tempdir()?;
-    let (builder, _) = Runtime::get()?.session_builder(DeviceChoice::Cpu, threads)?;
+    let (builder, _) = Runtime::get()?.session_builder(options)?;
     let mut session = builder
         .with_profiling(dir.path().join("step"))
         .map_err(|e| anyhow::anyhow!("{e}"))?
-        .commit_from_memory(graph)?;
+        .commit_from_file(graph)?;
     let inputs = step_inputs(features)?;
     for _ in 0..WARM_UP_STEPS + steps {
         run_step(&mut session, &inputs)?;

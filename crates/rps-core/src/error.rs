@@ -37,6 +37,8 @@ pub enum Error {
     OrtLoad { path: PathBuf, message: String },
     #[error("{context}: {source}")]
     Ort { context: String, source: ort::Error },
+    #[error("{source} (`make {stage}` writes it)")]
+    Upstream { stage: String, source: Box<Error> },
     #[error("CUDA was asked for but cannot run: {0}")]
     CudaUnavailable(String),
 }

@@ -6,7 +6,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 /// A dataset split.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
@@ -30,38 +32,107 @@ impl fmt::Display for Split {
     }
 }
 
-/// The files rps-export writes into the graphs folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GraphFile {
-    /// images -> layer3 and pooled features (frozen, eval mode).
-    Backbone,
-    /// images -> ImageNet class probabilities (the base model).
-    Imagenet,
-    HeadStep,
-    HeadEval,
-    FinetuneStep,
-    FinetuneEval,
-    /// images -> class probabilities of the transfer model.
-    Model,
-    /// The transfer model's starting weights: backbone and new head (`.npz`).
-    Weights,
-    /// Settings, weight-file sha256 and parameter counts.
-    Meta,
+/// An enum of the files in one folder, each variant with its file name.
+macro_rules! file_names {
+    ($(#[$doc:meta])* $kind:ident { $($(#[$vdoc:meta])* $variant:ident => $file:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $kind {
+            $($(#[$vdoc])* $variant,)+
+        }
+
+        impl $kind {
+            pub const ALL: &[$kind] = &[$($kind::$variant,)+];
+
+            pub fn file_name(self) -> &'static str {
+                match self {
+                    $($kind::$variant => $file,)+
+                }
+            }
+        }
+
+        impl fmt::Display for $kind {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.file_name())
+            }
+        }
+    };
 }
 
-impl GraphFile {
-    pub fn file_name(self) -> &'static str {
-        match self {
-            GraphFile::Backbone => "backbone.onnx",
-            GraphFile::Imagenet => "imagenet.onnx",
-            GraphFile::HeadStep => "head_step.onnx",
-            GraphFile::HeadEval => "head_eval.onnx",
-            GraphFile::FinetuneStep => "finetune_step.onnx",
-            GraphFile::FinetuneEval => "finetune_eval.onnx",
-            GraphFile::Model => "model.onnx",
-            GraphFile::Weights => "weights.npz",
-            GraphFile::Meta => "export.json",
-        }
+file_names! {
+    /// The files rps-export writes into `graphs/`.
+    GraphFile {
+        /// images -> layer3 and pooled features (frozen, eval mode).
+        Backbone => "backbone.onnx",
+        /// images -> ImageNet class probabilities (the base model).
+        Imagenet => "imagenet.onnx",
+        /// The phase 1 train step: pooled features -> the head's Adam step.
+        HeadStep => "head_step.onnx",
+        /// Phase 1 scoring: pooled features and the head's weights -> loss, logits.
+        HeadEval => "head_eval.onnx",
+        /// The phase 2 train step: layer3 features -> layer4's and the head's Adam step.
+        FinetuneStep => "finetune_step.onnx",
+        /// Phase 2 scoring: layer3 features and the trained weights -> loss, logits.
+        FinetuneEval => "finetune_eval.onnx",
+        /// images -> class probabilities, the head still zero: train writes
+        /// `results/model.onnx` from it with the trained weights.
+        Classifier => "classifier.onnx",
+        /// The backbone's weights (`.npz`), where training starts.
+        Weights => "weights.npz",
+        /// Settings, parameter counts and every file's digest.
+        Meta => "export.json",
+    }
+}
+
+file_names! {
+    /// What rps-extract writes per split into `features/`.
+    Feature {
+        /// `[N,4w,S/16,S/16]` f32: layer3's output.
+        Layer3 => "layer3",
+        /// `[N,8w]` f32: layer4 then global average pooling.
+        Pooled => "pooled",
+        /// `[N]` int64 labels, rows as in the cache.
+        Labels => "labels",
+    }
+}
+
+file_names! {
+    /// What rps-train and rps-evaluate write into `results/`.
+    ResultFile {
+        /// One row per epoch, written as training goes.
+        Epochs => "epochs.csv",
+        /// Parameter counts per phase.
+        Params => "params.csv",
+        /// The trained model's weights.
+        Weights => "weights.npz",
+        /// The weights of the epoch with the lowest validation loss.
+        Best => "best.npz",
+        /// The last completed epoch's state, to resume from.
+        Checkpoint => "checkpoint",
+        TrainMeta => "train.json",
+        /// images -> class probabilities of the trained model, usable alone.
+        Model => "model.onnx",
+        Summary => "summary.csv",
+        PerClass => "per_class.csv",
+        Confusion => "confusion.csv",
+        Predictions => "predictions.csv",
+        LossPlot => "loss.png",
+        AccuracyPlot => "accuracy.png",
+        ConfusionPlot => "confusion.png",
+        ErrorsPlot => "errors.png",
+        EvaluateMeta => "evaluate.json",
+    }
+}
+
+file_names! {
+    /// What a checkpoint folder holds.
+    CheckpointFile {
+        /// Parameters, Adam moments, BatchNorm statistics and the step count.
+        State => "state.npz",
+        /// The whole model's weights at that epoch.
+        Weights => "weights.npz",
+        /// The phase and epoch reached, and the settings that got there.
+        Progress => "progress.json",
     }
 }
 
@@ -126,6 +197,7 @@ impl Layout {
         self.cache_dir().join(format!("{split}_images.npy"))
     }
 
+    /// `[N]` int64 labels of a split.
     pub fn cache_labels(&self, split: Split) -> PathBuf {
         self.cache_dir().join(format!("{split}_labels.npy"))
     }
@@ -143,13 +215,21 @@ impl Layout {
         self.cache_dir().join("samples.png")
     }
 
+    pub fn cache_meta(&self) -> PathBuf {
+        self.cache_dir().join(META)
+    }
+
     /// Backbone features written by rps-extract.
     pub fn features_dir(&self) -> PathBuf {
         self.root.join("features")
     }
 
-    pub fn features(&self, split: Split, output: &str) -> PathBuf {
-        self.features_dir().join(format!("{split}_{output}.npy"))
+    pub fn features(&self, split: Split, feature: Feature) -> PathBuf {
+        self.features_dir().join(format!("{split}_{feature}.npy"))
+    }
+
+    pub fn features_meta(&self) -> PathBuf {
+        self.features_dir().join(META)
     }
 
     /// Training results, metrics, plots and the deployable model.
@@ -157,15 +237,17 @@ impl Layout {
         self.root.join("results")
     }
 
-    pub fn result(&self, file_name: &str) -> PathBuf {
-        self.results_dir().join(file_name)
+    pub fn result(&self, file: ResultFile) -> PathBuf {
+        self.results_dir().join(file.file_name())
     }
 
-    /// The metadata sidecar of a stage's output folder.
-    pub fn meta(dir: &Path) -> PathBuf {
-        dir.join("meta.json")
+    pub fn checkpoint(&self, file: CheckpointFile) -> PathBuf {
+        self.result(ResultFile::Checkpoint).join(file.file_name())
     }
 }
+
+/// The metadata sidecar of the cache and features folders.
+const META: &str = "meta.json";
 
 #[cfg(test)]
 mod tests {
@@ -179,13 +261,14 @@ mod tests {
             Path::new("/d/cache/train_images.npy")
         );
         assert_eq!(
-            layout.features(Split::Test, "pooled"),
+            layout.features(Split::Test, Feature::Pooled),
             Path::new("/d/features/test_pooled.npy")
         );
         assert_eq!(layout.dataset_split(Split::Test), Path::new("/d/rps/test"));
+        assert_eq!(layout.features_meta(), Path::new("/d/features/meta.json"));
         assert_eq!(
-            Layout::meta(&layout.graphs_dir()),
-            Path::new("/d/graphs/meta.json")
+            layout.checkpoint(CheckpointFile::Progress),
+            Path::new("/d/results/checkpoint/progress.json")
         );
     }
 }

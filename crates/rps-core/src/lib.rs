@@ -1,22 +1,29 @@
 //! What every rps-transfer stage shares: where files live ([`Layout`]), how they are
-//! written (atomically: [`atomic`]), their formats ([`npy`], [`table`], [`meta`],
-//! [`classes`]) and how ONNX Runtime is loaded and put on a device ([`runtime`]).
+//! written (atomically: [`atomic`]), their formats ([`npy`], [`table`], [`sidecar`],
+//! [`classes`]), the names graphs use ([`names`]), the recipe's defaults
+//! ([`defaults`]) and flags ([`cli`]), and how ONNX Runtime is loaded and put on a
+//! device ([`runtime`]).
 
 pub mod atomic;
 pub mod classes;
+pub mod cli;
+pub mod defaults;
 pub mod error;
 pub mod imagenet;
+pub mod init;
 pub mod layout;
-pub mod meta;
+pub mod names;
 pub mod npy;
 pub mod plot;
 pub mod progress;
 pub mod rows;
 pub mod runtime;
+pub mod sidecar;
 pub mod table;
+pub mod upstream;
 
 pub use classes::ClassList;
 pub use error::{Error, Result};
-pub use layout::{GraphFile, Layout, Split};
-pub use meta::Metadata;
-pub use runtime::{Device, DeviceChoice, OrtArgs, Runtime};
+pub use layout::{CheckpointFile, Feature, GraphFile, Layout, ResultFile, Split};
+pub use npy::Tensors;
+pub use runtime::{Device, DeviceChoice, Runtime, SessionOptions};

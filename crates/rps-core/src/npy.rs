@@ -1,5 +1,6 @@
 //! `.npy` / `.npz` files, readable by numpy, through `ndarray-npy`.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
@@ -180,6 +181,23 @@ where
         npz.finish().map_err(|e| invalid(&e))?;
         Ok(())
     })
+}
+
+/// Float tensors by PyTorch name, as the weights and checkpoint `.npz` files hold them.
+pub type Tensors = BTreeMap<String, ArrayD<f32>>;
+
+/// Writes `tensors` as an `.npz` by name, atomically.
+pub fn write_tensors(path: &Path, tensors: &Tensors) -> Result<()> {
+    write_npz(path, tensors.iter().map(|(k, v)| (k.as_str(), v)))
+}
+
+/// Reads every array of an `.npz` as float tensors by name.
+pub fn read_tensors(path: &Path) -> Result<Tensors> {
+    let mut npz = Npz::open(path)?;
+    npz.names()?
+        .into_iter()
+        .map(|name| Ok((name.clone(), npz.get::<f32>(&name)?)))
+        .collect()
 }
 
 /// An open `.npz` archive (as written by `numpy.savez`).

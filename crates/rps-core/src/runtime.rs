@@ -42,7 +42,7 @@ pub enum DeviceChoice {
 }
 
 /// The device a session runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Device {
     Cpu,
@@ -64,23 +64,21 @@ impl std::fmt::Display for Device {
     }
 }
 
-/// The flags every binary that runs ONNX Runtime takes.
-#[derive(Debug, Clone, clap::Args)]
-pub struct OrtArgs {
-    /// Where to run ONNX Runtime: auto (CUDA if it really works, else CPU), cpu, or cuda
-    /// (an error if CUDA cannot run).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+/// Where sessions run and with how many CPU threads: what `--device` and `--threads`
+/// resolve to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionOptions {
     pub device: DeviceChoice,
-    /// Threads for ONNX Runtime's CPU kernels (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    pub threads: usize,
 }
 
-impl OrtArgs {
-    pub fn threads(&self) -> usize {
-        self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
-        })
+impl SessionOptions {
+    /// The CPU with `threads` threads (tests and benchmarks).
+    pub fn cpu(threads: usize) -> Self {
+        Self {
+            device: DeviceChoice::Cpu,
+            threads,
+        }
     }
 }
 
@@ -144,21 +142,11 @@ impl Runtime {
         (!version.is_empty()).then(|| version.to_string())
     }
 
-    /// Opens the graph file `model` on the device `choice` resolves to.
-    pub fn session(
-        &self,
-        model: &Path,
-        choice: DeviceChoice,
-        threads: usize,
-    ) -> Result<(Session, Device)> {
-        let (mut builder, device) = self.session_builder(choice, threads)?;
-        let session = builder
-            .commit_from_file(model)
-            .map_err(|source| Error::Ort {
-                context: format!("loading {} on {device}", model.display()),
-                source,
-            })?;
-        Ok((session, device))
+    /// Opens the graph file `model` on the device `options` ask for. An unreadable
+    /// graph is an error naming the file and the target that rewrites it.
+    pub fn session(&self, model: &Path, options: SessionOptions) -> Result<(Session, Device)> {
+        let label = model.display().to_string();
+        self.open(&label, options, |builder| builder.commit_from_file(model))
     }
 
     /// Opens a graph held in memory; `label` names it in errors.
@@ -166,26 +154,29 @@ impl Runtime {
         &self,
         model: &[u8],
         label: &str,
-        choice: DeviceChoice,
-        threads: usize,
+        options: SessionOptions,
     ) -> Result<(Session, Device)> {
-        let (mut builder, device) = self.session_builder(choice, threads)?;
-        let session = builder
-            .commit_from_memory(model)
-            .map_err(|source| Error::Ort {
-                context: format!("loading {label} on {device}"),
-                source,
-            })?;
+        self.open(label, options, |builder| builder.commit_from_memory(model))
+    }
+
+    fn open(
+        &self,
+        label: &str,
+        options: SessionOptions,
+        commit: impl FnOnce(&mut SessionBuilder) -> ort::Result<Session>,
+    ) -> Result<(Session, Device)> {
+        let (mut builder, device) = self.session_builder(options)?;
+        let session = commit(&mut builder).map_err(|source| Error::Ort {
+            context: format!("loading {label} on {device}"),
+            source,
+        })?;
         Ok((session, device))
     }
 
-    /// A session builder on the device `choice` resolves to.
-    pub fn session_builder(
-        &self,
-        choice: DeviceChoice,
-        threads: usize,
-    ) -> Result<(SessionBuilder, Device)> {
-        Ok(match choice {
+    /// A session builder on the device `options` ask for.
+    pub fn session_builder(&self, options: SessionOptions) -> Result<(SessionBuilder, Device)> {
+        let threads = options.threads;
+        Ok(match options.device {
             DeviceChoice::Cpu => (self.builder(threads)?, Device::Cpu),
             DeviceChoice::Cuda => (self.cuda_builder(threads)?, Device::Cuda),
             DeviceChoice::Auto => match self.cuda_builder(threads) {
@@ -226,6 +217,27 @@ impl Runtime {
                      its libraries in .ort/ must be on LD_LIBRARY_PATH, as the Makefile sets)"
                 ))
             })
+    }
+}
+
+/// The dimensions of the input or output `name` of `session`'s graph (`-1` where
+/// dynamic); `graph` names the file in the error when there is none.
+pub fn dims(session: &Session, name: &str, graph: &Path) -> Result<Vec<i64>> {
+    let outlet = session
+        .inputs()
+        .iter()
+        .chain(session.outputs())
+        .find(|o| o.name() == name)
+        .ok_or_else(|| Error::Invalid {
+            path: graph.to_path_buf(),
+            message: format!("the graph has no input or output {name:?}"),
+        })?;
+    match outlet.dtype() {
+        ort::value::ValueType::Tensor { shape, .. } => Ok(shape.to_vec()),
+        other => Err(Error::Invalid {
+            path: graph.to_path_buf(),
+            message: format!("{name:?} is not a tensor but {other:?}"),
+        }),
     }
 }
 

@@ -1,5 +1,6 @@
 //! Loads ONNX Runtime through the same code the binaries use.
 
+use rps_core::runtime::SessionOptions;
 use rps_core::{Device, DeviceChoice, Runtime};
 
 #[test]
@@ -28,7 +29,10 @@ fn cpu_library_refuses_cuda_and_auto_falls_back() {
         return;
     }
     let err = runtime
-        .session_builder(DeviceChoice::Cuda, 1)
+        .session_builder(SessionOptions {
+            device: DeviceChoice::Cuda,
+            threads: 1,
+        })
         .err()
         .expect("the CPU build has no CUDA provider");
     assert!(
@@ -36,6 +40,11 @@ fn cpu_library_refuses_cuda_and_auto_falls_back() {
             .contains("CUDA was asked for but cannot run"),
         "{err}"
     );
-    let (_, device) = runtime.session_builder(DeviceChoice::Auto, 1).unwrap();
+    let (_, device) = runtime
+        .session_builder(SessionOptions {
+            device: DeviceChoice::Auto,
+            threads: 1,
+        })
+        .unwrap();
     assert_eq!(device, Device::Cpu);
 }

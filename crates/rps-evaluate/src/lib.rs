@@ -12,10 +12,12 @@ use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
 use plotters::style::RGBColor;
 use rps_core::rows::{EpochRow, IndexRow};
-use rps_core::{ClassList, DeviceChoice, Layout, Metadata, Split, table};
-use rps_export::{export, infer};
-use rps_train::data::Features;
-use rps_train::runner::{Scorer, predictions};
+use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
+use rps_core::upstream::Upstream;
+use rps_core::{
+    ClassList, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split, npy, table,
+};
+use rps_score::{Features, Scorer, predictions, softmax};
 use serde::Serialize;
 
 use metrics::Confusion;
@@ -23,9 +25,9 @@ use metrics::Confusion;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub layout: Layout,
+    /// Images per scoring call.
     pub batch: usize,
-    pub device: DeviceChoice,
-    pub threads: usize,
+    pub session: SessionOptions,
 }
 
 /// `summary.csv`: one metric a row.
@@ -57,26 +59,19 @@ const MAX_ERRORS: usize = 16;
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let arch = export::exported_arch(layout)?;
-    let classes = ClassList::read(&layout.classes())?;
+    let classes = Upstream::read(layout)?.classes;
     let weights_path = chosen_weights(layout);
-    let weights = export::read_weights(&weights_path)?;
-    let s = arch.layer3_size();
-    let test = Features::load(
-        layout,
-        Split::Test,
-        1,
-        arch.features(),
-        [arch.layer3_channels(), s, s],
-    )?;
-    let graph = infer::finetune_eval(&arch, &weights);
-    let mut scorer = Scorer::new(&graph, "finetune_eval", config.device, config.threads)?;
+    let weights = npy::read_tensors(&weights_path)?;
+    let graph = layout.graph(GraphFile::FinetuneEval);
+    let mut scorer = Scorer::open(&graph, config.session)?;
+    let test = Features::load(layout, Split::Test, 1)?;
+    test.check_fits(Feature::Layer3, &scorer.features_dims()?, &graph)?;
     let rows: Vec<usize> = (0..test.labels.len()).collect();
     let mut probs = Vec::new();
     let mut loss_sum = 0.0f64;
     for chunk in rows.chunks(config.batch.max(1)) {
         let labels = test.labels_of(chunk);
-        let out = scorer.score(&test.layer3_rows(chunk)?, &labels)?;
+        let out = scorer.score(&test.rows(Feature::Layer3, chunk)?, &labels, &weights)?;
         loss_sum += out.loss as f64 * chunk.len() as f64;
         probs.push(softmax(&out.logits));
     }
@@ -89,11 +84,11 @@ pub fn run(config: &Config) -> Result<Report> {
     write_tables(
         layout, &classes, &confusion, &index, &truth, &predicted, &probs,
     )?;
-    let out = |name: &str| layout.result(name);
+    let out = |file: ResultFile| layout.result(file);
     plot_epochs(layout)?;
-    plots::confusion_chart(&out("confusion.png"), &confusion, classes.names())?;
+    plots::confusion_chart(&out(ResultFile::ConfusionPlot), &confusion, classes.names())?;
     error_grid(layout, &index, &classes, &truth, &predicted)?;
-    let device = scorer.device.name().to_string();
+    let device = scorer.device;
     let (precision, recall, f1) = confusion.macro_average();
     let summary = [
         ("accuracy", confusion.accuracy().to_string()),
@@ -107,21 +102,34 @@ pub fn run(config: &Config) -> Result<Report> {
             "finetune_eval (layer4 + head on layer3 features)".to_string(),
         ),
         ("weights", weights_path.display().to_string()),
-        ("device", device.clone()),
+        ("device", device.name().to_string()),
         ("seconds", started.elapsed().as_secs_f64().to_string()),
     ]
     .map(|(metric, value)| MetricRow {
         metric: metric.into(),
         value,
     });
-    let mut meta = Metadata::new("evaluate", env!("CARGO_PKG_VERSION"))
-        .setting("batch", config.batch)
-        .input(&weights_path);
+    let settings = EvaluateSettings {
+        batch: config.batch,
+    };
+    let details = EvaluateDetails {
+        test_images: rows.len(),
+        accuracy: confusion.accuracy(),
+    };
+    let mut meta = EvaluateMeta::new(
+        Stage::Evaluate,
+        env!("CARGO_PKG_VERSION"),
+        settings,
+        details,
+    );
+    meta.inputs = [&graph, &weights_path]
+        .map(|p| p.display().to_string())
+        .to_vec();
     meta.device = Some(device);
     meta.seconds = started.elapsed().as_secs_f64();
-    meta.write(&out("evaluate.json"))?;
+    meta.write(&out(ResultFile::EvaluateMeta))?;
     // Written last: make's sign that evaluation finished.
-    table::write(&out("summary.csv"), &summary)?;
+    table::write(&out(ResultFile::Summary), &summary)?;
     Ok(Report {
         accuracy: confusion.accuracy(),
         loss,
@@ -131,23 +139,12 @@ pub fn run(config: &Config) -> Result<Report> {
 
 /// `best.npz` when training held out a validation split, else the last epoch's.
 fn chosen_weights(layout: &Layout) -> PathBuf {
-    let best = layout.result("best.npz");
+    let best = layout.result(ResultFile::Best);
     if best.exists() {
         best
     } else {
-        layout.result("weights.npz")
+        layout.result(ResultFile::Weights)
     }
-}
-
-pub fn softmax(logits: &Array2<f32>) -> Array2<f32> {
-    let mut out = logits.clone();
-    for mut row in out.axis_iter_mut(Axis(0)) {
-        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        row.mapv_inplace(|v| (v - max).exp());
-        let sum = row.sum();
-        row.mapv_inplace(|v| v / sum);
-    }
-    out
 }
 
 fn test_index(layout: &Layout) -> Result<Vec<IndexRow>> {
@@ -181,7 +178,7 @@ fn write_tables(
             support: s.support,
         })
         .collect();
-    table::write(&layout.result("per_class.csv"), &per_class)?;
+    table::write(&layout.result(ResultFile::PerClass), &per_class)?;
 
     let mut header = vec!["true".to_string()];
     header.extend(classes.names().iter().cloned());
@@ -195,7 +192,7 @@ fn write_tables(
                 .collect()
         })
         .collect();
-    table::write_records(&layout.result("confusion.csv"), &header, &rows)?;
+    table::write_records(&layout.result(ResultFile::Confusion), &header, &rows)?;
 
     let mut header: Vec<String> = ["path", "true", "pred"].map(String::from).to_vec();
     header.extend(classes.names().iter().map(|c| format!("p_{c}")));
@@ -214,12 +211,12 @@ fn write_tables(
             row
         })
         .collect();
-    table::write_records(&layout.result("predictions.csv"), &header, &rows)?;
+    table::write_records(&layout.result(ResultFile::Predictions), &header, &rows)?;
     Ok(())
 }
 
 fn plot_epochs(layout: &Layout) -> Result<()> {
-    let epochs: Vec<EpochRow> = table::read(&layout.result("epochs.csv"))?;
+    let epochs: Vec<EpochRow> = table::read(&layout.result(ResultFile::Epochs))?;
     let finetune = epochs
         .iter()
         .find(|r| r.phase == "finetune")
@@ -232,16 +229,16 @@ fn plot_epochs(layout: &Layout) -> Result<()> {
     };
     let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
     type Metric = fn(&EpochRow) -> f64;
-    let charts: [(&str, &str, &str, Metric, Metric); 2] = [
+    let charts: [(ResultFile, &str, &str, Metric, Metric); 2] = [
         (
-            "loss.png",
+            ResultFile::LossPlot,
             "Loss",
             "cross-entropy",
             |r| r.train_loss,
             |r| r.test_loss,
         ),
         (
-            "accuracy.png",
+            ResultFile::AccuracyPlot,
             "Accuracy",
             "accuracy",
             |r| r.train_acc,
@@ -285,7 +282,7 @@ fn error_grid(
         .map(|i| {
             let row = index.get(i).map_or(i, |r| r.row);
             let pixels: Vec<u8> = images.index_axis(Axis(0), row).iter().copied().collect();
-            let picture = rps_preprocess::transform::from_chw(&pixels, size);
+            let picture = rps_image::from_chw(&pixels, size);
             (
                 picture,
                 format!(
@@ -296,7 +293,7 @@ fn error_grid(
             )
         })
         .collect();
-    let path = layout.result("errors.png");
+    let path = layout.result(ResultFile::ErrorsPlot);
     if tiles.is_empty() {
         let blank = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
         rps_core::plot::image_grid(&path, &[(blank, "no errors".into())], 1, 200)?;

@@ -7,9 +7,8 @@ use anyhow::{Context, Result, bail};
 use image::RgbImage;
 use ort::session::Session;
 use ort::value::Tensor;
-use rps_core::{Device, DeviceChoice, Runtime, imagenet};
-use rps_export::{infer, names};
-use rps_preprocess::transform;
+use rps_core::{Device, Runtime, SessionOptions, imagenet, names};
+use rps_image as transform;
 
 pub struct Classifier {
     session: Session,
@@ -28,16 +27,11 @@ pub struct Prediction {
 impl Classifier {
     /// Opens `model`; class names come from `labels` (one a line) when given, else
     /// from the model itself.
-    pub fn open(
-        model: &Path,
-        labels: Option<&Path>,
-        device: DeviceChoice,
-        threads: usize,
-    ) -> Result<Self> {
-        let (session, device) = Runtime::get()?.session(model, device, threads)?;
+    pub fn open(model: &Path, labels: Option<&Path>, options: SessionOptions) -> Result<Self> {
+        let (session, device) = Runtime::get()?.session(model, options)?;
         let metadata = session.metadata()?;
         let image_size: u32 = metadata
-            .custom(infer::META_IMAGE_SIZE)
+            .custom(names::META_IMAGE_SIZE)
             .and_then(|s| s.parse().ok())
             .with_context(|| {
                 format!("{}: no image size in the model's metadata", model.display())
@@ -49,7 +43,7 @@ impl Classifier {
                 .map(str::to_string)
                 .collect(),
             None => metadata
-                .custom(infer::META_CLASSES)
+                .custom(names::META_CLASSES)
                 .with_context(|| {
                     format!(
                         "{}: the model names no classes; pass a class list",

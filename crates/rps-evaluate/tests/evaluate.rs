@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use rps_core::{DeviceChoice, Layout};
+use rps_core::sidecar::TrainSettings;
+use rps_core::{Layout, ResultFile, SessionOptions};
 
 fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
@@ -36,16 +37,12 @@ fn pipeline() -> &'static Layout {
                 max_unpacked_bytes: 1 << 30,
             })
             .unwrap();
-            let arch = rps_export::resnet::Arch {
+            rps_export::export::run(&rps_export::export::Config {
+                layout: layout.clone(),
+                source: rps_export::export::Source::Random(0),
                 width: 4,
                 image_size: 32,
-                classes: 3,
-            };
-            rps_export::export::run(&rps_export::export::Config {
-                source: rps_export::export::Source::Random(0),
-                out: layout.graphs_dir(),
-                arch,
-                seed: 0,
+                classes: None,
             })
             .unwrap();
             rps_preprocess::run(&rps_preprocess::Config {
@@ -56,30 +53,28 @@ fn pipeline() -> &'static Layout {
                 seed: 0,
             })
             .unwrap();
+            let session = SessionOptions::cpu(2);
             rps_extract::run(&rps_extract::Config {
                 layout: layout.clone(),
                 batch: None,
-                device: DeviceChoice::Cpu,
-                threads: 2,
+                session,
             })
             .unwrap();
-            let train = rps_train::Config {
-                layout: layout.clone(),
-                batch: 64,
-                dropout: 0.2,
+            let settings = TrainSettings {
                 head_epochs: 1,
                 head_lr: 1e-3,
                 ft_epochs: 1,
                 ft_lr: 1e-4,
-                weight_decay: 0.0,
-                seed: 0,
-                val_fraction: 0.0,
+                ..TrainSettings::default()
+            };
+            rps_train::run(&rps_train::Config {
+                layout: layout.clone(),
+                settings,
                 resume: false,
                 stop_after: None,
-                device: DeviceChoice::Cpu,
-                threads: 2,
-            };
-            rps_train::run(&train).unwrap();
+                session,
+            })
+            .unwrap();
             let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
                 .args(["--data", dir.path().to_str().unwrap(), "--device", "cpu"])
                 .output()
@@ -107,7 +102,7 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
 #[test]
 fn csv_outputs_agree_with_each_other() {
     let layout = pipeline();
-    let (header, predictions) = read_csv(&layout.result("predictions.csv"));
+    let (header, predictions) = read_csv(&layout.result(ResultFile::Predictions));
     assert_eq!(
         header,
         [
@@ -126,7 +121,7 @@ fn csv_outputs_agree_with_each_other() {
         assert!((p - 1.0).abs() < 1e-4);
         assert_eq!(row[6] == "true", row[1] == row[2]);
     }
-    let (header, confusion) = read_csv(&layout.result("confusion.csv"));
+    let (header, confusion) = read_csv(&layout.result(ResultFile::Confusion));
     assert_eq!(header, ["true", "paper", "rock", "scissors"]);
     let total: usize = confusion
         .iter()
@@ -134,12 +129,12 @@ fn csv_outputs_agree_with_each_other() {
         .sum();
     assert_eq!(total, 372);
     let correct = predictions.iter().filter(|r| r[6] == "true").count();
-    let (_, summary) = read_csv(&layout.result("summary.csv"));
+    let (_, summary) = read_csv(&layout.result(ResultFile::Summary));
     let metric = |name: &str| summary.iter().find(|r| r[0] == name).unwrap()[1].clone();
     assert!((metric("accuracy").parse::<f64>().unwrap() - correct as f64 / 372.0).abs() < 1e-12);
     assert_eq!(metric("test_count"), "372");
     assert_eq!(metric("device"), "cpu");
-    let (header, per_class) = read_csv(&layout.result("per_class.csv"));
+    let (header, per_class) = read_csv(&layout.result(ResultFile::PerClass));
     assert_eq!(header, ["class", "precision", "recall", "f1", "support"]);
     assert!(per_class.iter().all(|r| r[4] == "124"));
 }
@@ -147,17 +142,17 @@ fn csv_outputs_agree_with_each_other() {
 #[test]
 fn plots_decode_with_their_size_and_are_not_blank() {
     let layout = pipeline();
-    for (name, size) in [
-        ("loss.png", (900, 560)),
-        ("accuracy.png", (900, 560)),
-        ("confusion.png", (640, 600)),
+    for (file, size) in [
+        (ResultFile::LossPlot, (900, 560)),
+        (ResultFile::AccuracyPlot, (900, 560)),
+        (ResultFile::ConfusionPlot, (640, 600)),
     ] {
-        let image = image::open(layout.result(name)).unwrap().to_rgb8();
-        assert_eq!(image.dimensions(), size, "{name}");
+        let image = image::open(layout.result(file)).unwrap().to_rgb8();
+        assert_eq!(image.dimensions(), size, "{file}");
         let colours: std::collections::HashSet<_> = image.pixels().map(|p| p.0).collect();
-        assert!(colours.len() > 10, "{name} looks blank");
+        assert!(colours.len() > 10, "{file} looks blank");
     }
-    let errors = image::open(layout.result("errors.png")).unwrap();
+    let errors = image::open(layout.result(ResultFile::ErrorsPlot)).unwrap();
     assert_eq!(errors.width(), 800);
 }
 

@@ -1,13 +1,21 @@
-//! The `rps-export` stage: weights in, every graph and the starting weights out.
+//! The `rps-export` stage: weights in, every graph and the backbone's weights out,
+//! with `export.json` recording the settings and each file's digest.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
-use rps_core::{GraphFile, Metadata, atomic, npy};
+use anyhow::{Context, Result, bail};
+use ndarray::{ArrayD, IxDyn};
+use rps_core::rows::DatasetCount;
+use rps_core::sidecar::{
+    ExportDetails, ExportMeta, ExportSettings, FileDigest, Stage, WeightsSource,
+};
+use rps_core::{GraphFile, Layout, Split, Tensors, atomic, npy, table};
+use sha2::{Digest, Sha256};
 
-use crate::resnet::{Arch, ParamCounts};
-use crate::weights::{self, Tensors};
+use crate::resnet::{Arch, fc};
+use crate::weights;
 use crate::{infer, train};
 
 /// Where the weights come from.
@@ -20,136 +28,169 @@ pub enum Source {
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub layout: Layout,
     pub source: Source,
-    pub out: PathBuf,
-    pub arch: Arch,
-    /// Seeds the new head's initialization.
-    pub seed: u64,
+    /// ResNet base width: 64 is torchvision's ResNet18.
+    pub width: usize,
+    pub image_size: u32,
+    /// Classes of the new head; `None` counts the fetched dataset's classes.
+    pub classes: Option<usize>,
 }
 
-#[derive(Debug)]
-pub struct Report {
-    pub counts: ParamCounts,
-    pub written: Vec<PathBuf>,
-}
-
-pub fn run(config: &Config) -> Result<Report> {
+pub fn run(config: &Config) -> Result<ExportMeta> {
     let started = Instant::now();
-    let arch = &config.arch;
-    let (backbone, provenance) = load_backbone(&config.source, arch)?;
-    let transfer = transfer_weights(&backbone, arch, config.seed);
-    let imagenet_arch = Arch {
-        classes: backbone[crate::resnet::HEAD_WEIGHT].shape()[0],
-        ..*arch
+    let layout = &config.layout;
+    let arch = Arch {
+        width: config.width,
+        image_size: config.image_size as usize,
+        classes: match config.classes {
+            Some(classes) => classes,
+            None => dataset_classes(layout)?,
+        },
     };
-
-    let graphs: [(GraphFile, Vec<u8>); 7] = [
-        (GraphFile::Backbone, infer::backbone(arch, &transfer)),
+    let (backbone, source) = load_backbone(&config.source, &arch)?;
+    let imagenet_arch = Arch {
+        classes: backbone[&fc().tensor("weight")].shape()[0],
+        ..arch
+    };
+    let frozen = without_head(backbone.clone());
+    let template = with_zero_head(frozen.clone(), &arch);
+    let graphs = [
+        (GraphFile::Backbone, infer::backbone(&arch, &frozen)),
         (
             GraphFile::Imagenet,
-            infer::classifier(&imagenet_arch, &backbone, "imagenet", None),
+            infer::classifier(&imagenet_arch, &backbone, "imagenet"),
         ),
-        (GraphFile::HeadStep, train::head_step(arch)),
-        (GraphFile::HeadEval, infer::head_eval(arch, &transfer)),
-        (GraphFile::FinetuneStep, train::finetune_step(arch)),
+        (GraphFile::HeadStep, train::head_step(&arch)),
+        (GraphFile::HeadEval, train::head_eval(&arch)),
+        (GraphFile::FinetuneStep, train::finetune_step(&arch)),
+        (GraphFile::FinetuneEval, train::finetune_eval(&arch)),
         (
-            GraphFile::FinetuneEval,
-            infer::finetune_eval(arch, &transfer),
-        ),
-        (
-            GraphFile::Model,
-            infer::classifier(arch, &transfer, "model", None),
+            GraphFile::Classifier,
+            infer::classifier(&arch, &template, "classifier"),
         ),
     ];
-    let mut written = Vec::new();
+    let mut files = Vec::new();
     for (file, bytes) in graphs {
-        let path = config.out.join(file.file_name());
-        atomic::write_bytes(&path, &bytes)?;
-        written.push(path);
+        atomic::write_bytes(&layout.graph(file), &bytes)?;
+        files.push(digest(file, &bytes));
     }
-    let weights_path = config.out.join(GraphFile::Weights.file_name());
-    npy::write_npz(&weights_path, transfer.iter().map(|(k, v)| (k.as_str(), v)))?;
-    written.push(weights_path);
+    let weights_path = layout.graph(GraphFile::Weights);
+    npy::write_tensors(&weights_path, &frozen)?;
+    let bytes = std::fs::read(&weights_path)
+        .with_context(|| format!("reading {}", weights_path.display()))?;
+    files.push(digest(GraphFile::Weights, &bytes));
 
     let counts = arch.param_counts();
-    let mut meta = Metadata::new("export", env!("CARGO_PKG_VERSION"))
-        .setting("width", arch.width)
-        .setting("image_size", arch.image_size)
-        .setting("classes", arch.classes)
-        .setting("seed", config.seed)
-        .setting("weights", &provenance);
+    let settings = ExportSettings {
+        width: arch.width,
+        image_size: config.image_size,
+        classes: arch.classes,
+        weights: source,
+    };
+    let details = ExportDetails {
+        params_total: counts.total,
+        params_trainable_head: counts.head,
+        params_trainable_finetune: counts.finetune,
+        files,
+    };
+    let mut meta = ExportMeta::new(Stage::Export, env!("CARGO_PKG_VERSION"), settings, details);
     if let Source::File(path) = &config.source {
-        meta = meta.input(path);
+        meta.inputs.push(path.display().to_string());
     }
-    meta.detail("params_total", counts.total);
-    meta.detail("params_trainable_head", counts.head);
-    meta.detail("params_trainable_finetune", counts.finetune);
+    if config.classes.is_none() {
+        meta.inputs
+            .push(layout.dataset_summary().display().to_string());
+    }
     meta.seconds = started.elapsed().as_secs_f64();
-    let meta_path = config.out.join(GraphFile::Meta.file_name());
-    meta.write(&meta_path)?;
-    written.push(meta_path);
-    Ok(Report { counts, written })
+    // Written last: make's sign that the export finished.
+    meta.write(&layout.graph(GraphFile::Meta))?;
+    Ok(meta)
 }
 
-/// What export.json says of the weights: a file with its sha256, or random init.
-#[derive(Debug, serde::Serialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum Provenance {
-    File { path: String, sha256: String },
-    Random { seed: u64 },
+/// The files under `graphs/` that no longer match `export.json` (missing, cut or
+/// changed), each with what is wrong.
+pub fn verify(layout: &Layout) -> Result<Vec<String>> {
+    let meta = ExportMeta::read(&layout.graph(GraphFile::Meta))?;
+    let mut problems = Vec::new();
+    for file in &meta.details.files {
+        let path = layout.graphs_dir().join(&file.name);
+        match std::fs::read(&path) {
+            Err(e) => problems.push(format!("{}: {e}", path.display())),
+            Ok(bytes) if bytes.len() as u64 != file.bytes => problems.push(format!(
+                "{}: {} bytes, export wrote {}",
+                path.display(),
+                bytes.len(),
+                file.bytes
+            )),
+            Ok(bytes) if sha256(&bytes) != file.sha256 => problems.push(format!(
+                "{}: changed since export (sha256 differs)",
+                path.display()
+            )),
+            Ok(_) => {}
+        }
+    }
+    Ok(problems)
 }
 
-fn load_backbone(source: &Source, arch: &Arch) -> Result<(Tensors, Provenance)> {
+fn digest(file: GraphFile, bytes: &[u8]) -> FileDigest {
+    FileDigest {
+        name: file.file_name().into(),
+        bytes: bytes.len() as u64,
+        sha256: sha256(bytes),
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
+/// The classes of the fetched dataset's training split (`rps/summary.csv`).
+fn dataset_classes(layout: &Layout) -> Result<usize> {
+    let path = layout.dataset_summary();
+    let rows: Vec<DatasetCount> = table::read(&path).with_context(|| {
+        "the class count is read from the fetched dataset when --classes is not given: \
+         run `make fetch` first, or pass --classes (CLASSES=N)"
+    })?;
+    let classes: BTreeSet<&str> = rows
+        .iter()
+        .filter(|r| r.split == Split::Train)
+        .map(|r| r.class.as_str())
+        .collect();
+    if classes.is_empty() {
+        bail!("{}: lists no training class", path.display());
+    }
+    Ok(classes.len())
+}
+
+fn load_backbone(source: &Source, arch: &Arch) -> Result<(Tensors, WeightsSource)> {
     match source {
         Source::File(path) => {
             let (tensors, sha256) = weights::load_file(path)?;
             weights::check_backbone(&tensors, arch, path)?;
-            if !tensors.contains_key(crate::resnet::HEAD_WEIGHT) {
-                anyhow::bail!("{}: no ImageNet head (fc.weight)", path.display());
+            if !tensors.contains_key(&fc().tensor("weight")) {
+                bail!("{}: no ImageNet head (fc.weight)", path.display());
             }
             let path = path.display().to_string();
-            Ok((tensors, Provenance::File { path, sha256 }))
+            Ok((tensors, WeightsSource::File { path, sha256 }))
         }
         Source::Random(seed) => Ok((
             weights::random_backbone(arch, *seed),
-            Provenance::Random { seed: *seed },
+            WeightsSource::Random { seed: *seed },
         )),
     }
 }
 
-/// The transfer model: the backbone with its ImageNet fc replaced by the new head.
-fn transfer_weights(backbone: &Tensors, arch: &Arch, seed: u64) -> Tensors {
-    let mut tensors = backbone.clone();
-    tensors.extend(weights::new_head(arch, seed));
+/// The backbone without its ImageNet classifier: what training starts from.
+fn without_head(mut tensors: Tensors) -> Tensors {
+    tensors.retain(|name, _| !fc().owns(name));
     tensors
 }
 
-/// The architecture the graphs in `layout` were exported for (from export.json).
-pub fn exported_arch(layout: &rps_core::Layout) -> Result<Arch> {
-    let path = layout.graph(GraphFile::Meta);
-    let meta = Metadata::read(&path).context("run `make export` first")?;
-    let get = |key: &str| -> Result<usize> {
-        meta.require(key, &path)?
-            .as_u64()
-            .map(|v| v as usize)
-            .with_context(|| format!("{}: {key} is not a number", path.display()))
-    };
-    Ok(Arch {
-        width: get("width")?,
-        image_size: get("image_size")?,
-        classes: get("classes")?,
-    })
-}
-
-/// Reads the starting weights written by [`run`].
-pub fn read_weights(path: &Path) -> Result<Tensors> {
-    let mut npz = npy::Npz::open(path)?;
-    let mut tensors = Tensors::new();
-    for name in npz.names()? {
-        let array = npz
-            .get::<f32>(&name)
-            .with_context(|| format!("reading {}", path.display()))?;
-        tensors.insert(name, array);
+/// `frozen` with an all-zero head of `arch`'s classes, which train overwrites.
+fn with_zero_head(mut frozen: Tensors, arch: &Arch) -> Tensors {
+    for (name, shape) in arch.head_shapes(arch.classes) {
+        frozen.insert(name, ArrayD::zeros(IxDyn(&shape)));
     }
-    Ok(tensors)
+    frozen
 }

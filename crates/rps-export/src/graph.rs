@@ -1,12 +1,12 @@
-//! A small builder for ONNX graphs over the types generated from `onnx.proto`.
-//! Values are named by strings; each op helper adds one node and returns the name
-//! of its output.
+//! A small builder for ONNX graphs over the types of `rps-onnx`. A tensor being built
+//! is a [`Value`] handle; each op helper adds one node, takes its attributes as typed
+//! arguments and returns the handle of its output.
 
 use prost::Message;
-
-use crate::onnx::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
+use rps_onnx::float_tensor;
+use rps_onnx::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
     tensor_proto::DataType, tensor_shape_proto, type_proto,
 };
 
@@ -17,11 +17,28 @@ const IR_VERSION: i64 = 8;
 /// The symbolic batch dimension.
 pub const BATCH: &str = "N";
 
+/// A tensor of the graph being built: an input, an initializer or a node's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Value(String);
+
+impl Value {
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+}
+
 /// One dimension of a graph input or output.
 #[derive(Debug, Clone, Copy)]
 pub enum Dim {
     Fixed(usize),
     Batch,
+}
+
+impl Dim {
+    /// Fixed dimensions of `shape`.
+    pub fn fixed(shape: &[usize]) -> Vec<Dim> {
+        shape.iter().map(|&d| Dim::Fixed(d)).collect()
+    }
 }
 
 /// Element types used at graph boundaries.
@@ -40,8 +57,41 @@ impl Elem {
     }
 }
 
+/// How `Gemm` reads its operands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transposed {
+    pub a: bool,
+    pub b: bool,
+}
+
+/// A 2-D convolution or pooling window: square kernel, stride and padding.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+/// The reductions the graphs use.
+#[derive(Debug, Clone, Copy)]
+pub enum Reduce {
+    Mean,
+    Sum,
+    SumSquare,
+}
+
+impl Reduce {
+    fn op_type(self) -> &'static str {
+        match self {
+            Reduce::Mean => "ReduceMean",
+            Reduce::Sum => "ReduceSum",
+            Reduce::SumSquare => "ReduceSumSquare",
+        }
+    }
+}
+
 /// An attribute value.
-pub enum Attr {
+enum Attr {
     Int(i64),
     Ints(Vec<i64>),
     Float(f32),
@@ -65,68 +115,38 @@ impl Graph {
     }
 
     /// Declares a graph input.
-    pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> String {
+    pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> Value {
         self.inputs.push(value_info(name, elem, dims));
-        name.to_string()
+        Value(name.to_string())
     }
 
     /// Declares `value` as the graph output `name`.
-    pub fn output(&mut self, value: &str, name: &str, elem: Elem, dims: &[Dim]) {
-        if value != name {
-            self.output_names.push((value.into(), name.into()));
+    pub fn output(&mut self, value: &Value, name: &str, elem: Elem, dims: &[Dim]) {
+        if value.0 != name {
+            self.output_names.push((value.0.clone(), name.into()));
         }
         self.outputs.push(value_info(name, elem, dims));
     }
 
-    /// Gives each output its name: the producing node's value is renamed where it
-    /// can be (ONNX Runtime copies through an `Identity`, which for a train step's
-    /// parameters is tens of megabytes a step); graph inputs, initializers and
-    /// values output twice go through an `Identity`.
-    fn name_outputs(&mut self) {
-        let mut pending = std::mem::take(&mut self.output_names);
-        for i in 0..pending.len() {
-            let (value, name) = pending[i].clone();
-            let is_output = self
-                .outputs
-                .iter()
-                .any(|o| o.name.as_deref() == Some(value.as_str()));
-            let produced = self.nodes.iter().any(|n| n.output.contains(&value));
-            if !produced || is_output {
-                self.node("Identity", &[&value], &[&name], vec![]);
-                continue;
-            }
-            for node in &mut self.nodes {
-                for v in node.input.iter_mut().chain(node.output.iter_mut()) {
-                    if *v == value {
-                        v.clone_from(&name);
-                    }
-                }
-            }
-            for (later, _) in &mut pending[i + 1..] {
-                if *later == value {
-                    later.clone_from(&name);
-                }
-            }
-        }
-    }
-
     /// A named float initializer (a weight of an inference graph).
-    pub fn weight(&mut self, name: &str, shape: &[usize], data: &[f32]) -> String {
+    pub fn initializer(&mut self, name: &str, shape: &[usize], data: &[f32]) -> Value {
         assert_eq!(shape.iter().product::<usize>(), data.len(), "{name}");
         self.initializers.push(float_tensor(name, shape, data));
-        name.to_string()
+        Value(name.to_string())
     }
 
-    pub fn const_f32(&mut self, shape: &[usize], data: &[f32]) -> String {
+    /// A float constant.
+    pub fn constant(&mut self, shape: &[usize], data: &[f32]) -> Value {
         let name = self.fresh("const");
-        self.weight(&name, shape, data)
+        self.initializer(&name, shape, data)
     }
 
-    pub fn scalar(&mut self, value: f32) -> String {
-        self.const_f32(&[], &[value])
+    pub fn scalar(&mut self, value: f32) -> Value {
+        self.constant(&[], &[value])
     }
 
-    pub fn const_i64(&mut self, shape: &[usize], data: &[i64]) -> String {
+    /// An int64 constant (indices).
+    pub fn int_constant(&mut self, shape: &[usize], data: &[i64]) -> Value {
         assert_eq!(shape.iter().product::<usize>(), data.len());
         let name = self.fresh("const");
         self.initializers.push(TensorProto {
@@ -136,49 +156,12 @@ impl Graph {
             raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
             ..Default::default()
         });
-        name
+        Value(name)
     }
 
-    /// A 1-D int64 constant (shapes, axes, indices).
-    pub fn ints(&mut self, data: &[i64]) -> String {
-        self.const_i64(&[data.len()], data)
-    }
-
-    /// Adds a node with one output.
-    pub fn op(&mut self, op_type: &str, inputs: &[&str], attrs: Vec<(&str, Attr)>) -> String {
-        let out = self.fresh(op_type);
-        self.node(op_type, inputs, &[&out], attrs);
-        out
-    }
-
-    /// Adds a node with `outputs` outputs.
-    pub fn op_n(
-        &mut self,
-        op_type: &str,
-        inputs: &[&str],
-        outputs: usize,
-        attrs: Vec<(&str, Attr)>,
-    ) -> Vec<String> {
-        let names: Vec<String> = (0..outputs).map(|_| self.fresh(op_type)).collect();
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        self.node(op_type, inputs, &refs, attrs);
-        names
-    }
-
-    fn node(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<(&str, Attr)>) {
-        self.nodes.push(NodeProto {
-            op_type: Some(op_type.into()),
-            name: Some(format!("{op_type}_{}", self.nodes.len())),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            attribute: attrs.into_iter().map(|(n, a)| attribute(n, a)).collect(),
-            ..Default::default()
-        });
-    }
-
-    fn fresh(&mut self, stem: &str) -> String {
-        self.next_id += 1;
-        format!("{stem}_{}", self.next_id)
+    /// A 1-D int64 constant (shapes, axes).
+    pub fn ints(&mut self, data: &[i64]) -> Value {
+        self.int_constant(&[data.len()], data)
     }
 
     /// A key/value the model carries (read back with ONNX Runtime's model metadata).
@@ -200,7 +183,7 @@ impl Graph {
             metadata_props: self
                 .metadata
                 .into_iter()
-                .map(|(key, value)| crate::onnx::StringStringEntryProto {
+                .map(|(key, value)| StringStringEntryProto {
                     key: Some(key),
                     value: Some(value),
                 })
@@ -220,63 +203,257 @@ impl Graph {
 
     // Op helpers, named after the ONNX operators they add.
 
-    pub fn add(&mut self, a: &str, b: &str) -> String {
+    pub fn add(&mut self, a: &Value, b: &Value) -> Value {
         self.op("Add", &[a, b], vec![])
     }
 
-    pub fn sub(&mut self, a: &str, b: &str) -> String {
+    pub fn sub(&mut self, a: &Value, b: &Value) -> Value {
         self.op("Sub", &[a, b], vec![])
     }
 
-    pub fn mul(&mut self, a: &str, b: &str) -> String {
+    pub fn mul(&mut self, a: &Value, b: &Value) -> Value {
         self.op("Mul", &[a, b], vec![])
     }
 
-    pub fn div(&mut self, a: &str, b: &str) -> String {
+    pub fn div(&mut self, a: &Value, b: &Value) -> Value {
         self.op("Div", &[a, b], vec![])
     }
 
-    pub fn matmul(&mut self, a: &str, b: &str) -> String {
+    pub fn pow(&mut self, base: &Value, exponent: &Value) -> Value {
+        self.op("Pow", &[base, exponent], vec![])
+    }
+
+    pub fn sqrt(&mut self, x: &Value) -> Value {
+        self.op("Sqrt", &[x], vec![])
+    }
+
+    pub fn reciprocal(&mut self, x: &Value) -> Value {
+        self.op("Reciprocal", &[x], vec![])
+    }
+
+    pub fn exp(&mut self, x: &Value) -> Value {
+        self.op("Exp", &[x], vec![])
+    }
+
+    pub fn ceil(&mut self, x: &Value) -> Value {
+        self.op("Ceil", &[x], vec![])
+    }
+
+    pub fn relu(&mut self, x: &Value) -> Value {
+        self.op("Relu", &[x], vec![])
+    }
+
+    pub fn clip(&mut self, x: &Value, min: &Value, max: &Value) -> Value {
+        self.op("Clip", &[x, min, max], vec![])
+    }
+
+    pub fn matmul(&mut self, a: &Value, b: &Value) -> Value {
         self.op("MatMul", &[a, b], vec![])
     }
 
-    /// `a @ b^T` (or `a^T @ b`): a Gemm that reads the operand transposed in place.
-    pub fn gemm(&mut self, a: &str, b: &str, trans_a: bool, trans_b: bool) -> String {
+    /// `a · b (+ c)`, reading `a` or `b` transposed in place.
+    pub fn gemm(&mut self, a: &Value, b: &Value, c: Option<&Value>, t: Transposed) -> Value {
+        let inputs: Vec<&Value> = [a, b].into_iter().chain(c).collect();
         self.op(
             "Gemm",
-            &[a, b],
+            &inputs,
             vec![
-                ("transA", Attr::Int(trans_a as i64)),
-                ("transB", Attr::Int(trans_b as i64)),
+                ("transA", Attr::Int(t.a as i64)),
+                ("transB", Attr::Int(t.b as i64)),
             ],
         )
     }
 
-    pub fn relu(&mut self, x: &str) -> String {
-        self.op("Relu", &[x], vec![])
-    }
-
-    pub fn reshape(&mut self, x: &str, shape: &[i64]) -> String {
+    pub fn reshape(&mut self, x: &Value, shape: &[i64]) -> Value {
         let shape = self.ints(shape);
         self.op("Reshape", &[x, &shape], vec![])
     }
 
-    pub fn transpose(&mut self, x: &str, perm: &[i64]) -> String {
+    pub fn transpose(&mut self, x: &Value, perm: &[i64]) -> Value {
         self.op("Transpose", &[x], vec![("perm", Attr::Ints(perm.to_vec()))])
     }
 
-    pub fn reduce(&mut self, op: &str, x: &str, axes: &[i64], keep_dims: bool) -> String {
+    pub fn unsqueeze(&mut self, x: &Value, axes: &[i64]) -> Value {
+        let axes = self.ints(axes);
+        self.op("Unsqueeze", &[x, &axes], vec![])
+    }
+
+    pub fn flatten(&mut self, x: &Value, axis: i64) -> Value {
+        self.op("Flatten", &[x], vec![("axis", Attr::Int(axis))])
+    }
+
+    /// Zero padding: `pads` holds the start of every axis, then the end of every axis.
+    pub fn pad(&mut self, x: &Value, pads: &[i64]) -> Value {
+        let pads = self.ints(pads);
+        self.op("Pad", &[x, &pads], vec![])
+    }
+
+    pub fn reduce(&mut self, reduce: Reduce, x: &Value, axes: &[i64], keep_dims: bool) -> Value {
         let axes = self.ints(axes);
         self.op(
-            op,
+            reduce.op_type(),
             &[x, &axes],
             vec![("keepdims", Attr::Int(keep_dims as i64))],
         )
     }
 
-    pub fn gather(&mut self, x: &str, indices: &str, axis: i64) -> String {
+    pub fn gather(&mut self, x: &Value, indices: &Value, axis: i64) -> Value {
         self.op("Gather", &[x, indices], vec![("axis", Attr::Int(axis))])
     }
+
+    /// The shape of `x`, an int64 vector.
+    pub fn shape(&mut self, x: &Value) -> Value {
+        self.op("Shape", &[x], vec![])
+    }
+
+    /// The element count of `x`, an int64 scalar.
+    pub fn size(&mut self, x: &Value) -> Value {
+        self.op("Size", &[x], vec![])
+    }
+
+    pub fn cast(&mut self, x: &Value, to: Elem) -> Value {
+        self.op("Cast", &[x], vec![("to", Attr::Int(to.data_type() as i64))])
+    }
+
+    /// An NCHW convolution without bias.
+    pub fn conv(&mut self, x: &Value, weight: &Value, w: Window) -> Value {
+        self.op("Conv", &[x, weight], window_attrs(w))
+    }
+
+    /// Eval-mode BatchNorm with running statistics.
+    pub fn batch_norm(
+        &mut self,
+        x: &Value,
+        [scale, bias, mean, var]: [&Value; 4],
+        eps: f32,
+    ) -> Value {
+        self.op(
+            "BatchNormalization",
+            &[x, scale, bias, mean, var],
+            vec![("epsilon", Attr::Float(eps))],
+        )
+    }
+
+    pub fn max_pool(&mut self, x: &Value, w: Window) -> Value {
+        self.op("MaxPool", &[x], window_attrs(w))
+    }
+
+    pub fn global_average_pool(&mut self, x: &Value) -> Value {
+        self.op("GlobalAveragePool", &[x], vec![])
+    }
+
+    pub fn softmax(&mut self, x: &Value, axis: i64) -> Value {
+        self.op("Softmax", &[x], vec![("axis", Attr::Int(axis))])
+    }
+
+    /// The mean cross-entropy of `logits` against int64 `labels`.
+    pub fn cross_entropy(&mut self, logits: &Value, labels: &Value) -> Value {
+        self.op("SoftmaxCrossEntropyLoss", &[logits, labels], vec![])
+    }
+
+    /// The mean cross-entropy and the log-probabilities it came from.
+    pub fn cross_entropy_with_log_prob(
+        &mut self,
+        logits: &Value,
+        labels: &Value,
+    ) -> (Value, Value) {
+        let [loss, log_prob] = self
+            .op_n("SoftmaxCrossEntropyLoss", &[logits, labels], 2, vec![])
+            .try_into()
+            .expect("two outputs");
+        (loss, log_prob)
+    }
+
+    /// `indices` one-hot along the last axis, `depth` wide, as `[off, on]` `values`.
+    pub fn one_hot(&mut self, indices: &Value, depth: &Value, values: &Value) -> Value {
+        self.op(
+            "OneHot",
+            &[indices, depth, values],
+            vec![("axis", Attr::Int(-1))],
+        )
+    }
+
+    /// Adds a node with one output.
+    fn op(&mut self, op_type: &str, inputs: &[&Value], attrs: Vec<(&str, Attr)>) -> Value {
+        self.op_n(op_type, inputs, 1, attrs).remove(0)
+    }
+
+    /// Adds a node with `outputs` outputs.
+    fn op_n(
+        &mut self,
+        op_type: &str,
+        inputs: &[&Value],
+        outputs: usize,
+        attrs: Vec<(&str, Attr)>,
+    ) -> Vec<Value> {
+        let names: Vec<String> = (0..outputs).map(|_| self.fresh(op_type)).collect();
+        let inputs: Vec<&str> = inputs.iter().map(|v| v.name()).collect();
+        self.node(op_type, &inputs, &names, attrs);
+        names.into_iter().map(Value).collect()
+    }
+
+    fn node(
+        &mut self,
+        op_type: &str,
+        inputs: &[&str],
+        outputs: &[String],
+        attrs: Vec<(&str, Attr)>,
+    ) {
+        self.nodes.push(NodeProto {
+            op_type: Some(op_type.into()),
+            name: Some(format!("{op_type}_{}", self.nodes.len())),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.to_vec(),
+            attribute: attrs.into_iter().map(|(n, a)| attribute(n, a)).collect(),
+            ..Default::default()
+        });
+    }
+
+    fn fresh(&mut self, stem: &str) -> String {
+        self.next_id += 1;
+        format!("{stem}_{}", self.next_id)
+    }
+
+    /// Gives each output its name: the producing node's value is renamed where it
+    /// can be (ONNX Runtime copies through an `Identity`, which for a train step's
+    /// parameters is tens of megabytes a step); graph inputs, initializers and
+    /// values output twice go through an `Identity`.
+    fn name_outputs(&mut self) {
+        let mut pending = std::mem::take(&mut self.output_names);
+        for i in 0..pending.len() {
+            let (value, name) = pending[i].clone();
+            let is_output = self
+                .outputs
+                .iter()
+                .any(|o| o.name.as_deref() == Some(value.as_str()));
+            let produced = self.nodes.iter().any(|n| n.output.contains(&value));
+            if !produced || is_output {
+                self.node("Identity", &[&value], &[name], vec![]);
+                continue;
+            }
+            for node in &mut self.nodes {
+                for v in node.input.iter_mut().chain(node.output.iter_mut()) {
+                    if *v == value {
+                        v.clone_from(&name);
+                    }
+                }
+            }
+            for (later, _) in &mut pending[i + 1..] {
+                if *later == value {
+                    later.clone_from(&name);
+                }
+            }
+        }
+    }
+}
+
+fn window_attrs(w: Window) -> Vec<(&'static str, Attr)> {
+    let (k, s, p) = (w.kernel as i64, w.stride as i64, w.pad as i64);
+    vec![
+        ("kernel_shape", Attr::Ints(vec![k, k])),
+        ("strides", Attr::Ints(vec![s, s])),
+        ("pads", Attr::Ints(vec![p, p, p, p])),
+    ]
 }
 
 fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
@@ -299,16 +476,6 @@ fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
             })),
             ..Default::default()
         }),
-        ..Default::default()
-    }
-}
-
-fn float_tensor(name: &str, shape: &[usize], data: &[f32]) -> TensorProto {
-    TensorProto {
-        name: Some(name.into()),
-        dims: shape.iter().map(|&d| d as i64).collect(),
-        data_type: Some(DataType::Float as i32),
-        raw_data: Some(data.iter().flat_map(|v| v.to_le_bytes()).collect()),
         ..Default::default()
     }
 }
@@ -350,13 +517,14 @@ mod tests {
     #[test]
     fn outputs_rename_their_producer_instead_of_copying() {
         let mut g = Graph::new();
-        let x = g.input("x", Elem::F32, &[Dim::Fixed(2)]);
+        let dims = [Dim::Fixed(2)];
+        let x = g.input("x", Elem::F32, &dims);
         let y = g.relu(&x);
         let z = g.relu(&y);
-        g.output(&y, "first", Elem::F32, &[Dim::Fixed(2)]);
-        g.output(&y, "second", Elem::F32, &[Dim::Fixed(2)]);
-        g.output(&x, "echo", Elem::F32, &[Dim::Fixed(2)]);
-        g.output(&z, "last", Elem::F32, &[Dim::Fixed(2)]);
+        g.output(&y, "first", Elem::F32, &dims);
+        g.output(&y, "second", Elem::F32, &dims);
+        g.output(&x, "echo", Elem::F32, &dims);
+        g.output(&z, "last", Elem::F32, &dims);
         let graph = decoded(g);
         let io: Vec<(&str, Vec<&str>, Vec<&str>)> = graph
             .node
@@ -379,5 +547,17 @@ mod tests {
                 ("Identity", vec!["x"], vec!["echo"]),
             ]
         );
+    }
+
+    #[test]
+    fn typed_attributes_land_on_the_node() {
+        let mut g = Graph::new();
+        let x = g.input("x", Elem::F32, &[Dim::Batch, Dim::Fixed(3)]);
+        let w = g.input("w", Elem::F32, &[Dim::Fixed(4), Dim::Fixed(3)]);
+        let y = g.gemm(&x, &w, None, Transposed { a: false, b: true });
+        g.output(&y, "y", Elem::F32, &[Dim::Batch, Dim::Fixed(4)]);
+        let node = &decoded(g).node[0];
+        let attr = |name: &str| node.attribute.iter().find(|a| a.name() == name).unwrap().i;
+        assert_eq!((attr("transA"), attr("transB")), (Some(0), Some(1)));
     }
 }

@@ -1,19 +1,14 @@
 //! rps-export: one ResNet18 definition ([`resnet`]) emitted as every ONNX graph the
-//! pipeline runs: inference graphs with weights as initializers ([`infer`]) and
-//! train-step graphs computing forward, backward and Adam ([`train`]).
+//! pipeline runs, through a small graph builder ([`graph`]): inference graphs of the
+//! frozen network with weights as initializers ([`infer`]), and the graphs training
+//! runs, with the trained weights as inputs ([`train`]). Only this crate builds
+//! graphs; later stages load the files it writes.
 
 pub mod export;
 pub mod graph;
 pub mod infer;
-pub mod names;
 pub mod pth;
 pub mod resnet;
 pub mod train;
 pub mod weights;
 pub mod winograd;
-
-pub mod onnx {
-    //! Types generated from the official `onnx.proto`.
-    #![allow(clippy::all, missing_docs)]
-    include!(concat!(env!("OUT_DIR"), "/onnx.rs"));
-}

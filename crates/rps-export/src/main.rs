@@ -2,69 +2,85 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
+use rps_core::cli::DataArgs;
+use rps_core::defaults;
 use rps_export::export::{self, Config, Source};
-use rps_export::resnet::Arch;
 
-/// Builds every ONNX graph of the pipeline from ResNet18 weights: the frozen
-/// backbone, the base ImageNet model, the head and fine-tune train-step and eval
-/// graphs, and the deployable model; plus the starting weights and export.json.
+/// Builds every ONNX graph of the pipeline from ResNet18 weights into DATA/graphs/:
+/// the frozen backbone, the base ImageNet model, the train-step and eval graphs of
+/// both phases, and the classifier template train fills in; plus the backbone's
+/// weights and export.json (settings, parameter counts, each file's sha256).
 #[derive(Parser)]
 #[command(version)]
 struct Args {
+    #[command(flatten)]
+    data: DataArgs,
     /// ResNet18 weights: a PyTorch state dict (.pth, as torchvision saves) or .safetensors.
     #[arg(
         long,
-        required_unless_present = "random_init",
+        required_unless_present_any = ["random_init", "verify"],
         conflicts_with = "random_init"
     )]
     weights: Option<PathBuf>,
     /// Use seeded random-init weights instead of a file (for tests, or without weights).
     #[arg(long, value_name = "SEED")]
     random_init: Option<u64>,
-    /// Folder to write the graphs into.
-    #[arg(long, default_value = "data/graphs")]
-    out: PathBuf,
     /// ResNet base width: 64 is torchvision's ResNet18; small widths make fast tests.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = defaults::WIDTH)]
     width: usize,
     /// Input image size in pixels (square).
-    #[arg(long, default_value_t = 224)]
-    image_size: usize,
-    /// Classes of the new head.
-    #[arg(long, default_value_t = 3)]
-    classes: usize,
-    /// Seeds the new head's initialization.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    #[arg(long, default_value_t = defaults::IMAGE_SIZE)]
+    image_size: u32,
+    /// Classes of the new head (default: as many as DATA/rps/summary.csv lists).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Only check the files in DATA/graphs/ against export.json: exit 1, naming
+    /// them, if any is missing, cut or changed.
+    #[arg(long, conflicts_with_all = ["weights", "random_init"])]
+    verify: bool,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let layout = args.data.layout();
+    if args.verify {
+        let problems = export::verify(&layout)?;
+        for problem in &problems {
+            eprintln!("export: {problem}");
+        }
+        if !problems.is_empty() {
+            anyhow::bail!("the graphs no longer match export.json; `make export` rewrites them");
+        }
+        return Ok(());
+    }
     let source = match (args.weights, args.random_init) {
         (Some(path), _) => Source::File(path),
         (None, Some(seed)) => Source::Random(seed),
         (None, None) => unreachable!("clap requires one"),
     };
     let config = Config {
+        layout,
         source,
-        out: args.out,
-        arch: Arch {
-            width: args.width,
-            image_size: args.image_size,
-            classes: args.classes,
-        },
-        seed: args.seed,
+        width: args.width,
+        image_size: args.image_size,
+        classes: args.classes,
     };
-    let report = export::run(&config)?;
-    let c = report.counts;
-    println!("Total parameters: {}", c.total);
-    println!("Trainable parameters (phase 1, head): {}", c.head);
+    let meta = export::run(&config)?;
+    let d = &meta.details;
+    println!("Total parameters: {}", d.params_total);
+    println!(
+        "Trainable parameters (phase 1, head): {}",
+        d.params_trainable_head
+    );
     println!(
         "Trainable parameters (phase 2, layer4 + head): {}",
-        c.finetune
+        d.params_trainable_finetune
     );
-    for path in &report.written {
-        println!("wrote {}", path.display());
+    for file in &d.files {
+        println!(
+            "wrote {}",
+            config.layout.graphs_dir().join(&file.name).display()
+        );
     }
     Ok(())
 }

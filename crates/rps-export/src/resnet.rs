@@ -1,11 +1,87 @@
-//! The one ResNet18 definition: torchvision's layout and parameter names, with a
-//! configurable base width (64 = torchvision), input size and class count.
+//! The one ResNet18 definition, laid out as torchvision's `resnet.py` is (`ResNet`,
+//! `_make_layer`, `BasicBlock`), with its parameter names, a configurable base width
+//! (64 = torchvision), input size and class count. Every tensor name comes from
+//! [`Module`].
+
+use std::fmt::Display;
+
+use crate::graph::Window;
 
 /// Named tensor shapes, in order.
 pub type Shapes = Vec<(String, Vec<usize>)>;
 
+/// A module's path in the state dict, built from parts as candle's `VarBuilder::pp`
+/// builds it: `Module::root().pp("layer4").pp(0).pp("bn1").tensor("weight")` is
+/// `layer4.0.bn1.weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module(String);
+
+impl Module {
+    pub fn root() -> Self {
+        Self(String::new())
+    }
+
+    /// The sub-module `part`.
+    pub fn pp(&self, part: impl Display) -> Self {
+        if self.0.is_empty() {
+            Self(part.to_string())
+        } else {
+            Self(format!("{}.{part}", self.0))
+        }
+    }
+
+    /// The tensor `leaf` of this module.
+    pub fn tensor(&self, leaf: &str) -> String {
+        self.pp(leaf).0
+    }
+
+    /// Whether `tensor` belongs to this module or one below it.
+    pub fn owns(&self, tensor: &str) -> bool {
+        tensor
+            .strip_prefix(self.0.as_str())
+            .is_some_and(|rest| rest.starts_with('.'))
+    }
+}
+
+/// A BatchNorm's tensors: learned scale and shift, then running statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BnTensor {
+    Weight,
+    Bias,
+    RunningMean,
+    RunningVar,
+}
+
+impl BnTensor {
+    pub const PARAMS: [BnTensor; 2] = [BnTensor::Weight, BnTensor::Bias];
+    pub const BUFFERS: [BnTensor; 2] = [BnTensor::RunningMean, BnTensor::RunningVar];
+    pub const ALL: [BnTensor; 4] = [
+        BnTensor::Weight,
+        BnTensor::Bias,
+        BnTensor::RunningMean,
+        BnTensor::RunningVar,
+    ];
+
+    fn leaf(self) -> &'static str {
+        match self {
+            BnTensor::Weight => "weight",
+            BnTensor::Bias => "bias",
+            BnTensor::RunningMean => "running_mean",
+            BnTensor::RunningVar => "running_var",
+        }
+    }
+}
+
+pub const BN_EPS: f32 = 1e-5;
+pub const BN_MOMENTUM: f32 = 0.1;
+
+/// The classifier: `fc.weight` `[classes, 8w]` and `fc.bias` `[classes]`.
+pub fn fc() -> Module {
+    Module::root().pp("fc")
+}
+
 /// The shape of a ResNet18.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arch {
     /// Channels of the first stage; stages have w, 2w, 4w, 8w.
     pub width: usize,
@@ -15,135 +91,149 @@ pub struct Arch {
     pub classes: usize,
 }
 
-/// One BasicBlock of a stage.
+/// torchvision's `BasicBlock(inplanes, planes, stride)`: `conv1` (3x3, `stride`),
+/// `bn1`, ReLU, `conv2` (3x3), `bn2`, plus `downsample` (1x1 conv, `stride`, and its
+/// BatchNorm) when the shape changes; the output is ReLU(bn2 + identity).
 #[derive(Debug, Clone)]
 pub struct Block {
-    /// `layer4.0`, ...
-    pub prefix: String,
+    pub module: Module,
     pub cin: usize,
     pub cout: usize,
     pub stride: usize,
 }
 
 impl Block {
-    pub fn has_downsample(&self) -> bool {
-        self.stride != 1 || self.cin != self.cout
+    pub fn conv1(&self) -> ConvSpec {
+        let m = &self.module;
+        ConvSpec::conv3x3(m.pp("conv1"), m.pp("bn1"), self.cin, self.cout, self.stride)
     }
 
-    /// `(conv, bn, kernel, stride, cin)` of each convolution in forward order; the
-    /// downsample (1x1) comes last.
+    pub fn conv2(&self) -> ConvSpec {
+        let m = &self.module;
+        ConvSpec::conv3x3(m.pp("conv2"), m.pp("bn2"), self.cout, self.cout, 1)
+    }
+
+    pub fn downsample(&self) -> Option<ConvSpec> {
+        let m = self.module.pp("downsample");
+        (self.stride != 1 || self.cin != self.cout).then(|| ConvSpec {
+            conv: m.pp(0),
+            bn: m.pp(1),
+            cin: self.cin,
+            cout: self.cout,
+            window: Window {
+                kernel: 1,
+                stride: self.stride,
+                pad: 0,
+            },
+        })
+    }
+
+    /// conv1, conv2, then the downsample if any.
     pub fn convs(&self) -> Vec<ConvSpec> {
-        let p = &self.prefix;
-        let mut convs = vec![
-            ConvSpec::new(
-                format!("{p}.conv1"),
-                format!("{p}.bn1"),
-                self.cin,
-                self.cout,
-                3,
-                self.stride,
-                1,
-            ),
-            ConvSpec::new(
-                format!("{p}.conv2"),
-                format!("{p}.bn2"),
-                self.cout,
-                self.cout,
-                3,
-                1,
-                1,
-            ),
-        ];
-        if self.has_downsample() {
-            convs.push(ConvSpec::new(
-                format!("{p}.downsample.0"),
-                format!("{p}.downsample.1"),
-                self.cin,
-                self.cout,
-                1,
-                self.stride,
-                0,
-            ));
-        }
-        convs
+        [Some(self.conv1()), Some(self.conv2()), self.downsample()]
+            .into_iter()
+            .flatten()
+            .collect()
     }
 }
 
 /// A convolution (no bias) followed by its BatchNorm.
 #[derive(Debug, Clone)]
 pub struct ConvSpec {
-    pub conv: String,
-    pub bn: String,
+    pub conv: Module,
+    pub bn: Module,
     pub cin: usize,
     pub cout: usize,
-    pub kernel: usize,
-    pub stride: usize,
-    pub pad: usize,
+    pub window: Window,
 }
 
 impl ConvSpec {
-    fn new(
-        conv: String,
-        bn: String,
-        cin: usize,
-        cout: usize,
-        kernel: usize,
-        stride: usize,
-        pad: usize,
-    ) -> Self {
+    /// torchvision's `conv3x3`: padding 1.
+    fn conv3x3(conv: Module, bn: Module, cin: usize, cout: usize, stride: usize) -> Self {
+        let window = Window {
+            kernel: 3,
+            stride,
+            pad: 1,
+        };
         Self {
             conv,
             bn,
             cin,
             cout,
-            kernel,
-            stride,
-            pad,
+            window,
         }
     }
 
     pub fn weight(&self) -> String {
-        format!("{}.weight", self.conv)
+        self.conv.tensor("weight")
     }
 
     pub fn weight_shape(&self) -> Vec<usize> {
-        vec![self.cout, self.cin, self.kernel, self.kernel]
+        let k = self.window.kernel;
+        vec![self.cout, self.cin, k, k]
+    }
+
+    pub fn bn_tensor(&self, tensor: BnTensor) -> String {
+        self.bn.tensor(tensor.leaf())
     }
 
     pub fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.pad - self.kernel) / self.stride + 1
+        let w = self.window;
+        (size + 2 * w.pad - w.kernel) / w.stride + 1
+    }
+
+    /// The weight and the BatchNorm's `tensors`, each with its shape.
+    fn shapes(&self, tensors: &[BnTensor]) -> Shapes {
+        let mut shapes = vec![(self.weight(), self.weight_shape())];
+        shapes.extend(
+            tensors
+                .iter()
+                .map(|&t| (self.bn_tensor(t), vec![self.cout])),
+        );
+        shapes
     }
 }
 
-/// BatchNorm tensors: learned scale and shift, then running statistics.
-pub const BN_PARAMS: [&str; 2] = ["weight", "bias"];
-pub const BN_BUFFERS: [&str; 2] = ["running_mean", "running_var"];
-pub const BN_EPS: f32 = 1e-5;
-pub const BN_MOMENTUM: f32 = 0.1;
-
-/// The head: `fc.weight` `[classes, 8w]` and `fc.bias` `[classes]`.
-pub const HEAD_WEIGHT: &str = "fc.weight";
-pub const HEAD_BIAS: &str = "fc.bias";
+/// torchvision's max pool after the stem: 3x3, stride 2, padding 1.
+pub const STEM_POOL: Window = Window {
+    kernel: 3,
+    stride: 2,
+    pad: 1,
+};
 
 impl Arch {
+    /// `conv1` (7x7, stride 2, padding 3) and `bn1`; then ReLU and [`STEM_POOL`].
     pub fn stem(&self) -> ConvSpec {
-        ConvSpec::new("conv1".into(), "bn1".into(), 3, self.width, 7, 2, 3)
+        let root = Module::root();
+        ConvSpec {
+            conv: root.pp("conv1"),
+            bn: root.pp("bn1"),
+            cin: 3,
+            cout: self.width,
+            window: Window {
+                kernel: 7,
+                stride: 2,
+                pad: 3,
+            },
+        }
     }
 
-    /// The two blocks of `layer{stage}` (1-based, as torchvision names them).
+    /// torchvision's `_make_layer(BasicBlock, planes, 2, stride)` for `layer{stage}`
+    /// (1-based): the first block changes width and stride, the second keeps them.
     pub fn layer(&self, stage: usize) -> Vec<Block> {
+        let module = Module::root().pp(format!("layer{stage}"));
         let cout = self.width << (stage - 1);
         let cin = if stage == 1 { self.width } else { cout / 2 };
         let stride = if stage == 1 { 1 } else { 2 };
         vec![
             Block {
-                prefix: format!("layer{stage}.0"),
+                module: module.pp(0),
                 cin,
                 cout,
                 stride,
             },
             Block {
-                prefix: format!("layer{stage}.1"),
+                module: module.pp(1),
                 cin: cout,
                 cout,
                 stride: 1,
@@ -163,7 +253,8 @@ impl Arch {
     /// Spatial size after the stem (conv1 + max pool), then after each stage.
     pub fn sizes(&self) -> [usize; 5] {
         let after_conv1 = self.stem().out_size(self.image_size);
-        let after_pool = (after_conv1 + 2 - 3) / 2 + 1;
+        let after_pool =
+            (after_conv1 + 2 * STEM_POOL.pad - STEM_POOL.kernel) / STEM_POOL.stride + 1;
         let l2 = (after_pool - 1) / 2 + 1;
         let l3 = (l2 - 1) / 2 + 1;
         let l4 = (l3 - 1) / 2 + 1;
@@ -183,37 +274,31 @@ impl Arch {
         convs
     }
 
-    /// Every tensor of the transfer model's state dict with its shape: the backbone,
-    /// BatchNorm statistics included, and the new head.
-    pub fn state_shapes(&self) -> Shapes {
-        let mut shapes = Vec::new();
-        for conv in self.all_convs() {
-            shapes.push((conv.weight(), conv.weight_shape()));
-            for t in BN_PARAMS.iter().chain(&BN_BUFFERS) {
-                shapes.push((format!("{}.{t}", conv.bn), vec![conv.cout]));
-            }
-        }
-        shapes.extend(self.head_shapes(self.classes));
-        shapes
+    /// Every backbone tensor with its shape, BatchNorm statistics included.
+    pub fn backbone_shapes(&self) -> Shapes {
+        self.all_convs()
+            .iter()
+            .flat_map(|conv| conv.shapes(&BnTensor::ALL))
+            .collect()
     }
 
-    pub fn head_shapes(&self, classes: usize) -> [(String, Vec<usize>); 2] {
-        [
-            (HEAD_WEIGHT.into(), vec![classes, self.features()]),
-            (HEAD_BIAS.into(), vec![classes]),
+    /// A head for `classes` classes.
+    pub fn head_shapes(&self, classes: usize) -> Shapes {
+        vec![
+            (fc().tensor("weight"), vec![classes, self.features()]),
+            (fc().tensor("bias"), vec![classes]),
         ]
     }
 
     /// What phase 2 trains: layer4's convolution weights and BatchNorm scale and
     /// shift, then the head.
     pub fn finetune_params(&self) -> Shapes {
-        let mut params = Vec::new();
-        for conv in self.layer(4).iter().flat_map(Block::convs) {
-            params.push((conv.weight(), conv.weight_shape()));
-            for t in BN_PARAMS {
-                params.push((format!("{}.{t}", conv.bn), vec![conv.cout]));
-            }
-        }
+        let mut params: Shapes = self
+            .layer(4)
+            .iter()
+            .flat_map(Block::convs)
+            .flat_map(|conv| conv.shapes(&BnTensor::PARAMS))
+            .collect();
         params.extend(self.head_shapes(self.classes));
         params
     }
@@ -223,29 +308,35 @@ impl Arch {
         self.layer(4)
             .iter()
             .flat_map(Block::convs)
-            .flat_map(|conv| BN_BUFFERS.map(|t| (format!("{}.{t}", conv.bn), vec![conv.cout])))
+            .flat_map(|conv| BnTensor::BUFFERS.map(|t| (conv.bn_tensor(t), vec![conv.cout])))
             .collect()
     }
 
     /// Learned parameters (BatchNorm statistics are not parameters), as PyTorch counts.
     pub fn param_counts(&self) -> ParamCounts {
-        let count = |shapes: &[(String, Vec<usize>)]| -> usize {
+        let buffers: Vec<String> = self
+            .all_convs()
+            .iter()
+            .flat_map(|conv| BnTensor::BUFFERS.map(|t| conv.bn_tensor(t)))
+            .collect();
+        let count = |shapes: &Shapes| -> usize {
             shapes
                 .iter()
-                .filter(|(name, _)| !BN_BUFFERS.iter().any(|b| name.ends_with(b)))
+                .filter(|(name, _)| !buffers.contains(name))
                 .map(|(_, s)| s.iter().product::<usize>())
                 .sum()
         };
+        let head = count(&self.head_shapes(self.classes));
         ParamCounts {
-            total: count(&self.state_shapes()),
-            head: count(&self.head_shapes(self.classes)),
+            total: count(&self.backbone_shapes()) + head,
+            head,
             finetune: count(&self.finetune_params()),
         }
     }
 }
 
 /// Parameter counts as the recipe prints them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ParamCounts {
     pub total: usize,
     /// Trainable in phase 1 (the head).
@@ -284,6 +375,13 @@ mod tests {
             classes: 3,
         };
         assert_eq!(arch.sizes(), [16, 16, 8, 4, 2]);
-        assert_eq!(arch.layer(4)[0].convs()[2].weight_shape(), [64, 32, 1, 1]);
+        let downsample = arch.layer(4)[0].downsample().unwrap();
+        assert_eq!(downsample.weight_shape(), [64, 32, 1, 1]);
+        assert_eq!(downsample.weight(), "layer4.0.downsample.0.weight");
+        assert_eq!(
+            downsample.bn_tensor(BnTensor::RunningVar),
+            "layer4.0.downsample.1.running_var"
+        );
+        assert!(arch.layer(4)[1].downsample().is_none());
     }
 }

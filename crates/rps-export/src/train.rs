@@ -1,10 +1,13 @@
-//! Train-step graphs: forward, backward and the Adam update in standard ONNX ops,
-//! run by plain ONNX Runtime. Parameters, Adam moments and BatchNorm statistics are
-//! inputs; their updated values are outputs named `new_<input>`.
+//! The graphs training runs, all with the trained weights as inputs (`param:NAME`,
+//! `buffer:NAME`), so one session serves a whole phase:
+//! - train steps: forward, backward and the Adam update in standard ONNX ops, run by
+//!   plain ONNX Runtime; Adam moments are inputs too, and every updated value is an
+//!   output named `new_<input>`;
+//! - eval graphs: the same forward with BatchNorm in eval mode, scoring a batch.
 //!
 //! Activations are laid out channel-major, `[C, H*W, N]`, batch last, and every
 //! convolution is a few big matrix products: ONNX Runtime's `Conv` with weights fed
-//! as inputs (as a train step must) loses its fast path.
+//! as inputs loses its fast path.
 //! - Strided and 1x1 convolutions: one `Gather` of precomputed indices (out-of-range
 //!   taps read one appended zero row) builds the patch matrix `[Cin*k*k, H*W*N]`,
 //!   then one `MatMul`; the patch matrix is reused for the weight gradient, and the
@@ -14,27 +17,17 @@
 //! - Train-mode BatchNorm is written out with reductions (ORT's training-mode
 //!   `BatchNormalization` does not return what the backward needs).
 
-use crate::graph::{Attr, Dim, Elem, Graph};
-use crate::resnet::{Arch, BN_EPS, BN_MOMENTUM, Block, ConvSpec, HEAD_BIAS, HEAD_WEIGHT};
-use crate::{infer, names, winograd};
+use rps_core::names;
+
+use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value};
+use crate::resnet::{Arch, BN_EPS, BN_MOMENTUM, Block, BnTensor, ConvSpec, fc};
+use crate::winograd;
 
 const BETA1: f32 = 0.9;
 const BETA2: f32 = 0.999;
 const ADAM_EPS: f32 = 1e-8;
 
-/// Phase 1: pooled `features` `[N,8w]` -> the head's step.
-pub fn head_step(arch: &Arch) -> Vec<u8> {
-    let mut g = Graph::new();
-    let features = infer::pooled_features_input(&mut g, arch);
-    let mut step = Step::new(&mut g, arch, Convolutions::Fastest);
-    let head = step.head(&mut g, &features);
-    let (loss, dlogits) = step.loss(&mut g, &head.logits);
-    step.head_backward(&mut g, &head, &dlogits);
-    step.finish(&mut g, &loss, &head.logits);
-    g.to_bytes("head_step")
-}
-
-/// How a step graph computes its convolutions.
+/// How a graph computes its convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Convolutions {
     /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of at least
@@ -45,61 +38,89 @@ pub enum Convolutions {
     Patches,
 }
 
-/// Phase 2: layer3 `features` `[N,4w,s,s]` -> layer4 (BatchNorm in train mode) and the
-/// head's step.
+/// Phase 1: pooled `features` `[N,8w]` -> the head's step.
+pub fn head_step(arch: &Arch) -> Vec<u8> {
+    let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Train);
+    let features = b.pooled_features_input();
+    let head = b.head(&features, true);
+    let (loss, dlogits) = b.loss_and_gradient(&head.logits);
+    b.head_backward(&head, &dlogits);
+    b.finish_step(&loss, &head.logits);
+    b.g.to_bytes("head_step")
+}
+
+/// Phase 1 scoring: pooled `features`, `labels` and the head -> `logits`, `probs`,
+/// mean `loss`.
+pub fn head_eval(arch: &Arch) -> Vec<u8> {
+    let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Eval);
+    let features = b.pooled_features_input();
+    let head = b.head(&features, false);
+    b.finish_eval(&head.logits);
+    b.g.to_bytes("head_eval")
+}
+
+/// Phase 2: layer3 `features` `[N,4w,s,s]` -> layer4 (BatchNorm in train mode) and
+/// the head's step.
 pub fn finetune_step(arch: &Arch) -> Vec<u8> {
     finetune_step_with(arch, Convolutions::Fastest)
 }
 
 /// [`finetune_step`] with a choice of convolution algorithm.
 pub fn finetune_step_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
-    let mut g = Graph::new();
-    let s = arch.layer3_size();
-    let features = infer::layer3_features_input(&mut g, arch);
-    let mut step = Step::new(&mut g, arch, convolutions);
-    let x = g.transpose(&features, &[1, 2, 3, 0]);
-    let mut x = g.reshape(&x, &[arch.layer3_channels() as i64, (s * s) as i64, -1]);
-    let mut blocks: Vec<BlockForward> = Vec::new();
-    for (i, block) in arch.layer(4).iter().enumerate() {
-        let size = blocks.last().map_or(s, |b| b.out_size);
-        let forward = step.block_forward(&mut g, block, &x, size, i > 0);
-        x = forward.out.clone();
-        blocks.push(forward);
-    }
-    let pooled_cn = g.reduce("ReduceMean", &x, &[1], false);
-    let pooled = g.transpose(&pooled_cn, &[1, 0]);
-    let head = step.head(&mut g, &pooled);
-    let (loss, dlogits) = step.loss(&mut g, &head.logits);
-    let dpooled = step.head_backward(&mut g, &head, &dlogits);
+    let mut b = Builder::new(arch, convolutions, BatchNorm::Train);
+    let (blocks, pooled) = b.layer4_pooled();
+    let head = b.head(&pooled, true);
+    let (loss, dlogits) = b.loss_and_gradient(&head.logits);
+    let dpooled = b.head_backward(&head, &dlogits);
     // Average pooling spreads each gradient evenly over the H*W positions.
+    let g = &mut b.g;
     let dpooled_cn = g.transpose(&dpooled, &[1, 0]);
-    let axis = g.ints(&[1]);
-    let dpooled = g.op("Unsqueeze", &[&dpooled_cn, &axis], vec![]);
+    let dpooled = g.unsqueeze(&dpooled_cn, &[1]);
     let out_size = blocks.last().expect("two blocks").out_size;
-    let positions = out_size * out_size;
-    let scale = g.scalar(1.0 / positions as f32);
+    let scale = g.scalar(1.0 / (out_size * out_size) as f32);
     let mut dout = g.mul(&dpooled, &scale);
     for forward in blocks.iter().rev() {
-        match step.block_backward(&mut g, forward, &dout) {
+        match b.block_backward(forward, &dout) {
             Some(dx) => dout = dx,
             None => break,
         }
     }
-    step.finish(&mut g, &loss, &head.logits);
-    g.to_bytes("finetune_step")
+    b.finish_step(&loss, &head.logits);
+    b.g.to_bytes("finetune_step")
+}
+
+/// Phase 2 scoring: layer3 `features`, `labels`, layer4's weights and running
+/// statistics and the head -> `logits`, `probs`, mean `loss`.
+pub fn finetune_eval(arch: &Arch) -> Vec<u8> {
+    let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Eval);
+    let (_, pooled) = b.layer4_pooled();
+    let head = b.head(&pooled, false);
+    b.finish_eval(&head.logits);
+    b.g.to_bytes("finetune_eval")
+}
+
+/// Which statistics BatchNorm normalizes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchNorm {
+    /// The batch's, updating the running statistics (PyTorch's train mode).
+    Train,
+    /// The running statistics (eval mode).
+    Eval,
 }
 
 /// The head's forward values the backward needs.
 struct Head {
-    dropped: String,
-    mask: String,
-    logits: String,
+    weight: Value,
+    bias: Value,
+    dropped: Value,
+    mask: Option<Value>,
+    logits: Value,
 }
 
 /// A convolution's forward values the backward needs.
 struct ConvForward {
     spec: ConvSpec,
-    weight: String,
+    weight: Value,
     in_size: usize,
     method: ConvMethod,
 }
@@ -108,98 +129,155 @@ enum ConvMethod {
     /// A gathered patch matrix and one product.
     Patches {
         /// `[Cin*K, P_out*N]`.
-        patches: String,
+        patches: Value,
         /// `[K, P_in]`: for each tap and input position, the output position that
         /// read it (or P_out, the zero row).
-        backward_indices: String,
+        backward_indices: Value,
     },
     /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions on maps of a tile or more.
-    Winograd(WinogradForward),
+    Winograd(Vec<WinogradGroup>),
 }
 
-/// A Winograd convolution's values the backward needs, for each group of
-/// transformed positions.
-struct WinogradForward {
-    groups: Vec<WinogradGroup>,
-}
-
+/// A Winograd convolution's values the backward needs, for one group of transformed
+/// positions.
 struct WinogradGroup {
     /// The constants of [`winograd::Group`].
-    input: String,
-    output: String,
-    kernel: String,
+    input: Value,
+    output: Value,
+    kernel: Value,
     positions: i64,
     tiles: i64,
     /// The transformed kernel, `[positions, 1, Cout, Cin]`.
-    u: String,
+    u: Value,
     /// The transformed input, `[positions, tiles, Cin, N]`.
-    x_tiles: String,
+    x_tiles: Value,
 }
 
 /// A train-mode BatchNorm's forward values the backward needs.
 struct BnForward {
-    name: String,
-    channels: usize,
+    spec: ConvSpec,
+    affine: Affine,
     /// `x - mean`.
-    centered: String,
+    centered: Value,
     /// `1 / sqrt(var + eps)`, `[C,1,1]`.
-    invstd: String,
+    invstd: Value,
     /// `gamma * invstd`, `[C,1,1]`.
-    scale: String,
+    scale: Value,
     /// Elements per channel, H*W*N, a float scalar.
-    count: String,
+    count: Value,
+}
+
+/// A BatchNorm's scale and shift: the `[C]` inputs and their `[C,1,1]` views.
+struct Affine {
+    gamma: Value,
+    beta: Value,
+    gamma3: Value,
+    beta3: Value,
+}
+
+/// A parameter's gradient, with the input it updates.
+struct Gradient {
+    name: String,
+    shape: Vec<usize>,
+    param: Value,
+    grad: Value,
 }
 
 struct BlockForward {
-    convs: Vec<(ConvForward, BnForward)>,
-    relu1: String,
-    out: String,
+    /// conv1, conv2, then the downsample if any; the BatchNorms in train mode only.
+    convs: Vec<(ConvForward, Option<BnForward>)>,
+    relu1: Value,
+    out: Value,
     out_size: usize,
     needs_input_grad: bool,
 }
 
-/// Shared inputs, and the outputs gathered as the graph is built.
-struct Step {
+/// A graph of the trained part of the network, and what a step gathers as it is
+/// built: each parameter's gradient and each running statistic's new value.
+struct Builder {
+    g: Graph,
     arch: Arch,
     convolutions: Convolutions,
-    labels: String,
-    step: String,
-    lr: String,
-    weight_decay: String,
-    /// `(name, shape, gradient)` of each parameter, in the order found.
-    grads: Vec<(String, Vec<usize>, String)>,
-    /// `(input, new value)` of each BatchNorm statistic.
-    buffers: Vec<(String, String, usize)>,
+    batch_norm: BatchNorm,
+    labels: Value,
+    /// Each parameter's gradient, in the order found.
+    grads: Vec<Gradient>,
+    /// `(input, new value, channels)` of each BatchNorm statistic.
+    buffers: Vec<(String, Value, usize)>,
 }
 
-impl Step {
-    fn new(g: &mut Graph, arch: &Arch, convolutions: Convolutions) -> Self {
+impl Builder {
+    fn new(arch: &Arch, convolutions: Convolutions, batch_norm: BatchNorm) -> Self {
+        let mut g = Graph::new();
+        let labels = g.input(names::LABELS, Elem::I64, &[Dim::Batch]);
         Self {
+            g,
             arch: *arch,
             convolutions,
-            labels: g.input(names::LABELS, Elem::I64, &[Dim::Batch]),
-            step: g.input(names::STEP, Elem::F32, &[]),
-            lr: g.input(names::LR, Elem::F32, &[]),
-            weight_decay: g.input(names::WEIGHT_DECAY, Elem::F32, &[]),
+            batch_norm,
+            labels,
             grads: Vec::new(),
             buffers: Vec::new(),
         }
     }
 
-    fn param(&self, g: &mut Graph, name: &str, shape: &[usize]) -> String {
-        let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
-        g.input(&names::param(name), Elem::F32, &dims)
+    /// The `features` input of phase 1 graphs: pooled values `[N,8w]`.
+    fn pooled_features_input(&mut self) -> Value {
+        let dims = [Dim::Batch, Dim::Fixed(self.arch.features())];
+        self.g.input(names::FEATURES, Elem::F32, &dims)
     }
 
-    /// Dropout (by the mask input) then Linear, on `[N, 8w]` features.
-    fn head(&mut self, g: &mut Graph, features: &str) -> Head {
-        let c = self.arch.features();
-        let mask = g.input(names::DROPOUT_MASK, Elem::F32, &[Dim::Batch, Dim::Fixed(c)]);
-        let w = self.param(g, HEAD_WEIGHT, &[self.arch.classes, c]);
-        let b = self.param(g, HEAD_BIAS, &[self.arch.classes]);
-        let dropped = g.mul(features, &mask);
-        let logits = g.op("Gemm", &[&dropped, &w, &b], vec![("transB", Attr::Int(1))]);
+    fn param(&mut self, name: &str, shape: &[usize]) -> Value {
+        self.g
+            .input(&names::param(name), Elem::F32, &Dim::fixed(shape))
+    }
+
+    /// layer3 `features` -> layer4 -> global average pool, `[N, 8w]`.
+    fn layer4_pooled(&mut self) -> (Vec<BlockForward>, Value) {
+        let arch = self.arch;
+        let s = arch.layer3_size();
+        let dims = [
+            Dim::Batch,
+            Dim::Fixed(arch.layer3_channels()),
+            Dim::Fixed(s),
+            Dim::Fixed(s),
+        ];
+        let features = self.g.input(names::FEATURES, Elem::F32, &dims);
+        let x = self.g.transpose(&features, &[1, 2, 3, 0]);
+        let mut x = self
+            .g
+            .reshape(&x, &[arch.layer3_channels() as i64, (s * s) as i64, -1]);
+        let mut blocks: Vec<BlockForward> = Vec::new();
+        for (i, block) in arch.layer(4).iter().enumerate() {
+            let size = blocks.last().map_or(s, |b| b.out_size);
+            let forward = self.block_forward(block, &x, size, i > 0);
+            x = forward.out.clone();
+            blocks.push(forward);
+        }
+        let pooled_cn = self.g.reduce(Reduce::Mean, &x, &[1], false);
+        let pooled = self.g.transpose(&pooled_cn, &[1, 0]);
+        (blocks, pooled)
+    }
+
+    /// Dropout (by the mask input, in train steps) then Linear, on `[N, 8w]` features.
+    fn head(&mut self, features: &Value, dropout: bool) -> Head {
+        let (c, classes) = (self.arch.features(), self.arch.classes);
+        let w = self.param(&fc().tensor("weight"), &[classes, c]);
+        let b = self.param(&fc().tensor("bias"), &[classes]);
+        let mask = dropout.then(|| {
+            self.g
+                .input(names::DROPOUT_MASK, Elem::F32, &[Dim::Batch, Dim::Fixed(c)])
+        });
+        let dropped = match &mask {
+            Some(mask) => self.g.mul(features, mask),
+            None => features.clone(),
+        };
+        let logits = self
+            .g
+            .gemm(&dropped, &w, Some(&b), Transposed { a: false, b: true });
         Head {
+            weight: w,
+            bias: b,
             dropped,
             mask,
             logits,
@@ -207,67 +285,62 @@ impl Step {
     }
 
     /// Mean cross-entropy and its gradient with respect to the logits.
-    fn loss(&self, g: &mut Graph, logits: &str) -> (String, String) {
-        let [loss, log_prob] = g
-            .op_n(
-                "SoftmaxCrossEntropyLoss",
-                &[logits, &self.labels],
-                2,
-                vec![],
-            )
-            .try_into()
-            .expect("two outputs");
-        let probs = g.op("Exp", &[&log_prob], vec![]);
+    fn loss_and_gradient(&mut self, logits: &Value) -> (Value, Value) {
+        let g = &mut self.g;
+        let (loss, log_prob) = g.cross_entropy_with_log_prob(logits, &self.labels);
+        let probs = g.exp(&log_prob);
         let depth = g.ints(&[self.arch.classes as i64]);
-        let values = g.const_f32(&[2], &[0.0, 1.0]);
-        let one_hot = g.op(
-            "OneHot",
-            &[&self.labels, &depth, &values],
-            vec![("axis", Attr::Int(-1))],
-        );
+        let values = g.constant(&[2], &[0.0, 1.0]);
+        let one_hot = g.one_hot(&self.labels, &depth, &values);
         let diff = g.sub(&probs, &one_hot);
         let batch = batch_size(g, logits);
         (loss, g.div(&diff, &batch))
     }
 
     /// Records the head's gradients; returns the gradient of its input features.
-    fn head_backward(&mut self, g: &mut Graph, head: &Head, dlogits: &str) -> String {
-        let w = names::param(HEAD_WEIGHT);
-        let dw = g.gemm(dlogits, &head.dropped, true, false);
-        let db = g.reduce("ReduceSum", dlogits, &[0], false);
-        let c = self.arch.features();
-        self.grads
-            .push((HEAD_WEIGHT.into(), vec![self.arch.classes, c], dw));
-        self.grads
-            .push((HEAD_BIAS.into(), vec![self.arch.classes], db));
-        let ddropped = g.matmul(dlogits, &w);
-        g.mul(&ddropped, &head.mask)
+    fn head_backward(&mut self, head: &Head, dlogits: &Value) -> Value {
+        let (c, classes) = (self.arch.features(), self.arch.classes);
+        let g = &mut self.g;
+        let dw = g.gemm(
+            dlogits,
+            &head.dropped,
+            None,
+            Transposed { a: true, b: false },
+        );
+        let db = g.reduce(Reduce::Sum, dlogits, &[0], false);
+        let ddropped = g.matmul(dlogits, &head.weight);
+        let dfeatures = match &head.mask {
+            Some(mask) => g.mul(&ddropped, mask),
+            None => ddropped,
+        };
+        self.record(&fc().tensor("weight"), &[classes, c], &head.weight, dw);
+        self.record(&fc().tensor("bias"), &[classes], &head.bias, db);
+        dfeatures
     }
 
+    /// `BasicBlock.forward` on `[C, P, N]`.
     fn block_forward(
         &mut self,
-        g: &mut Graph,
         block: &Block,
-        x: &str,
+        x: &Value,
         size: usize,
         needs_input_grad: bool,
     ) -> BlockForward {
-        let specs = block.convs();
-        let (c1, b1, y1) = self.conv_bn(g, &specs[0], x, size);
-        let relu1 = g.relu(&y1);
-        let mid = specs[0].out_size(size);
-        let (c2, b2, y2) = self.conv_bn(g, &specs[1], &relu1, mid);
+        let (c1, b1, y1) = self.conv_bn(&block.conv1(), x, size);
+        let relu1 = self.g.relu(&y1);
+        let mid = block.conv1().out_size(size);
+        let (c2, b2, y2) = self.conv_bn(&block.conv2(), &relu1, mid);
         let mut convs = vec![(c1, b1), (c2, b2)];
-        let identity = match specs.get(2) {
+        let identity = match block.downsample() {
             Some(spec) => {
-                let (cd, bd, yd) = self.conv_bn(g, spec, x, size);
+                let (cd, bd, yd) = self.conv_bn(&spec, x, size);
                 convs.push((cd, bd));
                 yd
             }
-            None => x.to_string(),
+            None => x.clone(),
         };
-        let sum = g.add(&y2, &identity);
-        let out = g.relu(&sum);
+        let sum = self.g.add(&y2, &identity);
+        let out = self.g.relu(&sum);
         BlockForward {
             convs,
             relu1,
@@ -279,60 +352,54 @@ impl Step {
 
     /// Gradients of a block's parameters; returns the gradient of its input when the
     /// layer before it trains.
-    fn block_backward(
-        &mut self,
-        g: &mut Graph,
-        forward: &BlockForward,
-        dout: &str,
-    ) -> Option<String> {
-        let dsum = relu_backward(g, dout, &forward.out);
-        let [(c1, b1), (c2, b2)] = &forward.convs[..2] else {
-            unreachable!("two convolutions")
+    fn block_backward(&mut self, forward: &BlockForward, dout: &Value) -> Option<Value> {
+        let dsum = relu_backward(&mut self.g, dout, &forward.out);
+        let [(c1, Some(b1)), (c2, Some(b2))] = &forward.convs[..2] else {
+            unreachable!("two convolutions with train-mode BatchNorm")
         };
-        let dy2 = self.bn_backward(g, b2, &dsum);
-        let drelu1 = self.conv_backward(g, c2, &dy2, true).expect("asked for");
-        let dy1_out = relu_backward(g, &drelu1, &forward.relu1);
-        let dy1 = self.bn_backward(g, b1, &dy1_out);
-        let dx_main = self.conv_backward(g, c1, &dy1, forward.needs_input_grad);
+        let dy2 = self.bn_backward(b2, &dsum);
+        let drelu1 = self.conv_backward(c2, &dy2, true).expect("asked for");
+        let dy1_out = relu_backward(&mut self.g, &drelu1, &forward.relu1);
+        let dy1 = self.bn_backward(b1, &dy1_out);
+        let dx_main = self.conv_backward(c1, &dy1, forward.needs_input_grad);
         let dx_identity = match forward.convs.get(2) {
-            Some((cd, bd)) => {
-                let dyd = self.bn_backward(g, bd, &dsum);
-                self.conv_backward(g, cd, &dyd, forward.needs_input_grad)
+            Some((cd, Some(bd))) => {
+                let dyd = self.bn_backward(bd, &dsum);
+                self.conv_backward(cd, &dyd, forward.needs_input_grad)
             }
+            Some((_, None)) => unreachable!("train-mode BatchNorm"),
             None => Some(dsum),
         };
         match (dx_main, dx_identity) {
-            (Some(a), Some(b)) => Some(g.add(&a, &b)),
+            (Some(a), Some(b)) => Some(self.g.add(&a, &b)),
             _ => None,
         }
     }
 
     fn conv_bn(
         &mut self,
-        g: &mut Graph,
         spec: &ConvSpec,
-        x: &str,
+        x: &Value,
         size: usize,
-    ) -> (ConvForward, BnForward, String) {
-        let (conv, y) = self.conv(g, spec, x, size);
-        let (bn, out) = self.bn_train(g, spec, &y);
-        (conv, bn, out)
+    ) -> (ConvForward, Option<BnForward>, Value) {
+        let (conv, y) = self.conv(spec, x, size);
+        match self.batch_norm {
+            BatchNorm::Train => {
+                let (bn, out) = self.bn_train(spec, &y);
+                (conv, Some(bn), out)
+            }
+            BatchNorm::Eval => (conv, None, self.bn_eval(spec, &y)),
+        }
     }
 
-    fn conv(
-        &mut self,
-        g: &mut Graph,
-        spec: &ConvSpec,
-        x: &str,
-        in_size: usize,
-    ) -> (ConvForward, String) {
-        let weight = self.param(g, &spec.weight(), &spec.weight_shape());
+    fn conv(&mut self, spec: &ConvSpec, x: &Value, in_size: usize) -> (ConvForward, Value) {
+        let weight = self.param(&spec.weight(), &spec.weight_shape());
         let winograd = self.convolutions == Convolutions::Fastest && suits_winograd(spec, in_size);
         let (method, y) = if winograd {
-            let (forward, y) = winograd_conv(g, spec, &weight, x, in_size);
-            (ConvMethod::Winograd(forward), y)
+            let (groups, y) = winograd_conv(&mut self.g, spec, &weight, x, in_size);
+            (ConvMethod::Winograd(groups), y)
         } else {
-            patches_conv(g, spec, &weight, x, in_size)
+            patches_conv(&mut self.g, spec, &weight, x, in_size)
         };
         let forward = ConvForward {
             spec: spec.clone(),
@@ -344,15 +411,10 @@ impl Step {
     }
 
     /// Records the weight gradient; returns the input gradient when asked.
-    fn conv_backward(
-        &mut self,
-        g: &mut Graph,
-        conv: &ConvForward,
-        dy: &str,
-        input_grad: bool,
-    ) -> Option<String> {
+    fn conv_backward(&mut self, conv: &ConvForward, dy: &Value, input_grad: bool) -> Option<Value> {
         let spec = &conv.spec;
         let shape = spec.weight_shape();
+        let g = &mut self.g;
         let (dw, dx) = match &conv.method {
             ConvMethod::Patches {
                 patches,
@@ -364,41 +426,69 @@ impl Step {
                 });
                 (dw, dx)
             }
-            ConvMethod::Winograd(forward) => {
-                winograd_backward(g, spec, forward, dy, conv.in_size, input_grad)
+            ConvMethod::Winograd(groups) => {
+                winograd_backward(g, spec, groups, dy, conv.in_size, input_grad)
             }
         };
         let dw = g.reshape(&dw, &shape.iter().map(|&d| d as i64).collect::<Vec<_>>());
-        self.grads.push((spec.weight(), shape, dw));
+        self.record(&spec.weight(), &shape, &conv.weight, dw);
         dx
+    }
+
+    /// The BatchNorm's scale and shift inputs.
+    fn bn_affine(&mut self, spec: &ConvSpec) -> Affine {
+        let c = spec.cout;
+        let gamma = self.param(&spec.bn_tensor(BnTensor::Weight), &[c]);
+        let beta = self.param(&spec.bn_tensor(BnTensor::Bias), &[c]);
+        let shape = [c as i64, 1, 1];
+        let gamma3 = self.g.reshape(&gamma, &shape);
+        let beta3 = self.g.reshape(&beta, &shape);
+        Affine {
+            gamma,
+            beta,
+            gamma3,
+            beta3,
+        }
+    }
+
+    /// Records `param`'s gradient, for the Adam update and the `grad:` outputs.
+    fn record(&mut self, name: &str, shape: &[usize], param: &Value, grad: Value) {
+        self.grads.push(Gradient {
+            name: name.into(),
+            shape: shape.to_vec(),
+            param: param.clone(),
+            grad,
+        });
+    }
+
+    /// A running statistic's input `[C]`.
+    fn buffer_input(&mut self, spec: &ConvSpec, tensor: BnTensor) -> Value {
+        let name = names::buffer(&spec.bn_tensor(tensor));
+        self.g.input(&name, Elem::F32, &[Dim::Fixed(spec.cout)])
     }
 
     /// BatchNorm on `[C, P, N]` with the batch's statistics; running statistics
     /// updated as PyTorch does (unbiased variance, momentum 0.1).
-    fn bn_train(&mut self, g: &mut Graph, spec: &ConvSpec, x: &str) -> (BnForward, String) {
-        let c = spec.cout;
-        let gamma = self.param(g, &format!("{}.weight", spec.bn), &[c]);
-        let beta = self.param(g, &format!("{}.bias", spec.bn), &[c]);
-        let count = per_channel_count(g, x, c);
-        let mean = g.reduce("ReduceMean", x, &[1, 2], true);
+    fn bn_train(&mut self, spec: &ConvSpec, x: &Value) -> (BnForward, Value) {
+        let affine = self.bn_affine(spec);
+        let g = &mut self.g;
+        let count = per_channel_count(g, x, spec.cout);
+        let mean = g.reduce(Reduce::Mean, x, &[1, 2], true);
         let centered = g.sub(x, &mean);
-        let sum_squares = g.reduce("ReduceSumSquare", &centered, &[1, 2], true);
+        let sum_squares = g.reduce(Reduce::SumSquare, &centered, &[1, 2], true);
         let var = g.div(&sum_squares, &count);
         let eps = g.scalar(BN_EPS);
         let var_eps = g.add(&var, &eps);
-        let std = g.op("Sqrt", &[&var_eps], vec![]);
-        let invstd = g.op("Reciprocal", &[&std], vec![]);
-        let shape = [c as i64, 1, 1];
-        let gamma3 = g.reshape(&gamma, &shape);
-        let beta3 = g.reshape(&beta, &shape);
+        let std = g.sqrt(&var_eps);
+        let invstd = g.reciprocal(&std);
         // gamma * (x - mean) * invstd + beta, with the per-channel factors folded first.
-        let scale = g.mul(&gamma3, &invstd);
+        let scale = g.mul(&affine.gamma3, &invstd);
         let scaled = g.mul(&centered, &scale);
-        let out = g.add(&scaled, &beta3);
-        self.update_running_stats(g, spec, &count, &mean, &var);
+        let out = g.add(&scaled, &affine.beta3);
+        self.update_running_stats(spec, &count, &mean, &var);
         let forward = BnForward {
-            name: spec.bn.clone(),
-            channels: c,
+            spec: spec.clone(),
+            affine,
             centered,
             invstd,
             scale,
@@ -407,43 +497,63 @@ impl Step {
         (forward, out)
     }
 
-    fn update_running_stats(
-        &mut self,
-        g: &mut Graph,
-        spec: &ConvSpec,
-        count: &str,
-        mean: &str,
-        var: &str,
-    ) {
+    /// BatchNorm on `[C, P, N]` with the running statistics:
+    /// `(x - mean) * (gamma / sqrt(var + eps)) + beta`.
+    fn bn_eval(&mut self, spec: &ConvSpec, x: &Value) -> Value {
+        let affine = self.bn_affine(spec);
+        let [mean, var] = BnTensor::BUFFERS.map(|t| self.buffer_input(spec, t));
+        let g = &mut self.g;
+        let shape = [spec.cout as i64, 1, 1];
+        let mean3 = g.reshape(&mean, &shape);
+        let var3 = g.reshape(&var, &shape);
+        let eps = g.scalar(BN_EPS);
+        let var_eps = g.add(&var3, &eps);
+        let std = g.sqrt(&var_eps);
+        let scale = g.div(&affine.gamma3, &std);
+        let centered = g.sub(x, &mean3);
+        let scaled = g.mul(&centered, &scale);
+        g.add(&scaled, &affine.beta3)
+    }
+
+    fn update_running_stats(&mut self, spec: &ConvSpec, count: &Value, mean: &Value, var: &Value) {
         let c = spec.cout;
         // The running variance is unbiased: var * M / (M - 1).
+        let g = &mut self.g;
         let one = g.scalar(1.0);
         let count_1 = g.sub(count, &one);
         let bessel = g.div(count, &count_1);
         let unbiased = g.mul(var, &bessel);
-        for (stat, batch_value) in [("running_mean", mean), ("running_var", &unbiased)] {
-            let name = format!("{}.{stat}", spec.bn);
-            let input = g.input(&names::buffer(&name), Elem::F32, &[Dim::Fixed(c)]);
-            let flat = g.reshape(batch_value, &[c as i64]);
-            let updated = lerp(g, &input, &flat, BN_MOMENTUM);
-            self.buffers.push((names::buffer(&name), updated, c));
+        for (tensor, batch_value) in [
+            (BnTensor::RunningMean, mean),
+            (BnTensor::RunningVar, &unbiased),
+        ] {
+            let input = self.buffer_input(spec, tensor);
+            let flat = self.g.reshape(batch_value, &[c as i64]);
+            let updated = lerp(&mut self.g, &input, &flat, BN_MOMENTUM);
+            self.buffers
+                .push((names::buffer(&spec.bn_tensor(tensor)), updated, c));
         }
     }
 
     /// With xhat = (x - mean) * invstd and M elements per channel:
     /// dgamma = Σ dy·xhat, dbeta = Σ dy, and
     /// dx = scale · (dy - dbeta/M - xhat · dgamma/M).
-    fn bn_backward(&mut self, g: &mut Graph, bn: &BnForward, dy: &str) -> String {
-        let c = bn.channels;
-        let dbeta = g.reduce("ReduceSum", dy, &[1, 2], true);
+    fn bn_backward(&mut self, bn: &BnForward, dy: &Value) -> Value {
+        let c = bn.spec.cout;
+        let g = &mut self.g;
+        let dbeta = g.reduce(Reduce::Sum, dy, &[1, 2], true);
         let dy_centered = g.mul(dy, &bn.centered);
-        let sum_dy_centered = g.reduce("ReduceSum", &dy_centered, &[1, 2], true);
+        let sum_dy_centered = g.reduce(Reduce::Sum, &dy_centered, &[1, 2], true);
         let dgamma = g.mul(&sum_dy_centered, &bn.invstd);
-        for (param, grad) in [("weight", &dgamma), ("bias", &dbeta)] {
-            let flat = g.reshape(grad, &[c as i64]);
-            self.grads
-                .push((format!("{}.{param}", bn.name), vec![c], flat));
+        let gradients = [
+            (BnTensor::Weight, &bn.affine.gamma, &dgamma),
+            (BnTensor::Bias, &bn.affine.beta, &dbeta),
+        ];
+        for (tensor, param, grad) in gradients {
+            let flat = self.g.reshape(grad, &[c as i64]);
+            self.record(&bn.spec.bn_tensor(tensor), &[c], param, flat);
         }
+        let g = &mut self.g;
         let mean_dy = g.div(&dbeta, &bn.count);
         // xhat · dgamma/M · scale = centered · (invstd · dgamma/M · scale)
         let mean_dy_xhat = g.div(&dgamma, &bn.count);
@@ -455,38 +565,49 @@ impl Step {
         g.sub(&scaled, &projection)
     }
 
+    fn logits_dims(&self) -> [Dim; 2] {
+        [Dim::Batch, Dim::Fixed(self.arch.classes)]
+    }
+
+    /// The loss, logits and softmax probabilities of an eval graph.
+    fn finish_eval(&mut self, logits: &Value) {
+        let dims = self.logits_dims();
+        let loss = self.g.cross_entropy(logits, &self.labels);
+        let probs = self.g.softmax(logits, -1);
+        self.g.output(logits, names::LOGITS, Elem::F32, &dims);
+        self.g.output(&probs, names::PROBS, Elem::F32, &dims);
+        self.g.output(&loss, names::LOSS, Elem::F32, &[]);
+    }
+
     /// Adam on every recorded gradient, then the graph outputs.
-    fn finish(mut self, g: &mut Graph, loss: &str, logits: &str) {
+    fn finish_step(&mut self, loss: &Value, logits: &Value) {
+        let dims = self.logits_dims();
+        let g = &mut self.g;
         g.output(loss, names::LOSS, Elem::F32, &[]);
-        g.output(
-            logits,
-            names::LOGITS,
-            Elem::F32,
-            &[Dim::Batch, Dim::Fixed(self.arch.classes)],
-        );
-        let adam = AdamScalars::new(g, &self.step, &self.lr, &self.weight_decay);
+        g.output(logits, names::LOGITS, Elem::F32, &dims);
+        let adam = AdamScalars::new(g);
         // Forward order, as the parameters were declared.
+        let order = self.arch.finetune_params();
         self.grads
-            .sort_by_key(|(name, _, _)| param_order(&self.arch, name));
-        for (name, shape, grad) in &self.grads {
-            let dims: Vec<Dim> = shape.iter().map(|&d| Dim::Fixed(d)).collect();
-            let p = names::param(name);
+            .sort_by_key(|grad| order.iter().position(|(n, _)| *n == grad.name));
+        for Gradient {
+            name,
+            shape,
+            param,
+            grad,
+        } in &self.grads
+        {
+            let dims = Dim::fixed(shape);
             let m = g.input(&names::adam_m(name), Elem::F32, &dims);
             let v = g.input(&names::adam_v(name), Elem::F32, &dims);
-            let (new_p, new_m, new_v) = adam.update(g, &p, grad, &m, &v);
-            g.output(&new_p, &names::updated(&p), Elem::F32, &dims);
-            g.output(
-                &new_m,
-                &names::updated(&names::adam_m(name)),
-                Elem::F32,
-                &dims,
-            );
-            g.output(
-                &new_v,
-                &names::updated(&names::adam_v(name)),
-                Elem::F32,
-                &dims,
-            );
+            let (new_p, new_m, new_v) = adam.update(g, param, grad, &m, &v);
+            for (value, input) in [
+                (&new_p, names::param(name)),
+                (&new_m, names::adam_m(name)),
+                (&new_v, names::adam_v(name)),
+            ] {
+                g.output(value, &names::updated(&input), Elem::F32, &dims);
+            }
             g.output(grad, &names::grad(name), Elem::F32, &dims);
         }
         for (input, value, c) in &self.buffers {
@@ -495,15 +616,8 @@ impl Step {
     }
 }
 
-fn param_order(arch: &Arch, name: &str) -> usize {
-    arch.finetune_params()
-        .iter()
-        .position(|(n, _)| n == name)
-        .unwrap_or(usize::MAX)
-}
-
 /// `(1 - weight) * a + weight * b`
-fn lerp(g: &mut Graph, a: &str, b: &str, weight: f32) -> String {
+fn lerp(g: &mut Graph, a: &Value, b: &Value, weight: f32) -> Value {
     let keep = g.scalar(1.0 - weight);
     let take = g.scalar(weight);
     let a = g.mul(a, &keep);
@@ -511,14 +625,14 @@ fn lerp(g: &mut Graph, a: &str, b: &str, weight: f32) -> String {
     g.add(&a, &b)
 }
 
-fn relu_backward(g: &mut Graph, dy: &str, relu_out: &str) -> String {
+fn relu_backward(g: &mut Graph, dy: &Value, relu_out: &Value) -> Value {
     // ReLU outputs are >= 0, so ceil(clip(out, 0, 1)) is exactly the 0/1 derivative (0
     // at 0, as PyTorch). ONNX Runtime runs Clip and Ceil vectorized; Sign, Greater and
     // Where take several times longer.
     let zero = g.scalar(0.0);
     let one = g.scalar(1.0);
-    let clipped = g.op("Clip", &[relu_out, &zero, &one], vec![]);
-    let active = g.op("Ceil", &[&clipped], vec![]);
+    let clipped = g.clip(relu_out, &zero, &one);
+    let active = g.ceil(&clipped);
     g.mul(dy, &active)
 }
 
@@ -527,22 +641,23 @@ fn relu_backward(g: &mut Graph, dy: &str, relu_out: &str) -> String {
 /// that is exactly zero (a ReLU row dead across the batch) comes out as rounding
 /// noise, which Adam's first step turns into a full step.
 fn suits_winograd(spec: &ConvSpec, size: usize) -> bool {
-    spec.kernel == 3 && spec.stride == 1 && spec.pad == 1 && size >= winograd::TILE
+    let w = spec.window;
+    w.kernel == 3 && w.stride == 1 && w.pad == 1 && size >= winograd::TILE
 }
 
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix.
 fn patches_conv(
     g: &mut Graph,
     spec: &ConvSpec,
-    weight: &str,
-    x: &str,
+    weight: &Value,
+    x: &Value,
     in_size: usize,
-) -> (ConvMethod, String) {
+) -> (ConvMethod, Value) {
     let (forward_idx, backward_idx) = conv_indices(spec, in_size);
-    let taps = spec.kernel * spec.kernel;
+    let taps = spec.window.kernel * spec.window.kernel;
     let out_size = spec.out_size(in_size);
-    let forward_indices = g.const_i64(&[taps, out_size * out_size], &forward_idx);
-    let backward_indices = g.const_i64(&[taps, in_size * in_size], &backward_idx);
+    let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
+    let backward_indices = g.int_constant(&[taps, in_size * in_size], &backward_idx);
     let patches = gather_patches(g, x, &forward_indices, spec.cin * taps);
     let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
     let y = g.matmul(&wm, &patches);
@@ -555,9 +670,9 @@ fn patches_conv(
 }
 
 /// `[Cout, Cin*K]`: the forward's patches reused.
-fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &str, dy: &str) -> String {
+fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &Value, dy: &Value) -> Value {
     let dym = g.reshape(dy, &[spec.cout as i64, -1]);
-    g.gemm(&dym, patches, false, true)
+    g.gemm(&dym, patches, None, Transposed { a: false, b: true })
 }
 
 /// The patch convolution run backwards: gather `dy` by the inverse indices, then
@@ -565,12 +680,12 @@ fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &str, dy: &str) 
 fn patches_input_grad(
     g: &mut Graph,
     spec: &ConvSpec,
-    weight: &str,
-    backward_indices: &str,
-    dy: &str,
+    weight: &Value,
+    backward_indices: &Value,
+    dy: &Value,
     in_size: usize,
-) -> String {
-    let taps = spec.kernel * spec.kernel;
+) -> Value {
+    let taps = spec.window.kernel * spec.window.kernel;
     let gathered = gather_patches(g, dy, backward_indices, spec.cout * taps);
     let w3 = g.reshape(weight, &[spec.cout as i64, spec.cin as i64, taps as i64]);
     let wt = g.transpose(&w3, &[1, 0, 2]);
@@ -586,10 +701,10 @@ fn patches_input_grad(
 fn winograd_conv(
     g: &mut Graph,
     spec: &ConvSpec,
-    weight: &str,
-    x: &str,
+    weight: &Value,
+    x: &Value,
     size: usize,
-) -> (WinogradForward, String) {
+) -> (Vec<WinogradGroup>, Value) {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
     let w = g.reshape(weight, &[cout * cin, winograd::TAPS as i64]);
     let x_rows = by_position(g, x);
@@ -600,7 +715,7 @@ fn winograd_conv(
         let input = matrix(g, &group.input);
         let output = matrix(g, &group.output);
         let kernel = matrix(g, &group.kernel);
-        let u = g.gemm(&kernel, &w, false, true);
+        let u = g.gemm(&kernel, &w, None, Transposed { a: false, b: true });
         let u = g.reshape(&u, &[positions, 1, cout, cin]);
         let x_tiles = g.matmul(&input, &x_rows);
         let x_tiles = g.reshape(&x_tiles, &[positions, tiles, cin, -1]);
@@ -617,10 +732,7 @@ fn winograd_conv(
         });
     }
     let y = gemm_sum(g, &terms, false);
-    (
-        WinogradForward { groups },
-        from_positions(g, &y, size, cout),
-    )
+    (groups, from_positions(g, &y, size, cout))
 }
 
 /// Gradients of a Winograd convolution, as the adjoint of its forward, summed over
@@ -630,18 +742,23 @@ fn winograd_conv(
 fn winograd_backward(
     g: &mut Graph,
     spec: &ConvSpec,
-    forward: &WinogradForward,
-    dy: &str,
+    groups: &[WinogradGroup],
+    dy: &Value,
     size: usize,
     input_grad: bool,
-) -> (String, Option<String>) {
+) -> (Value, Option<Value>) {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
     let dy_rows = by_position(g, dy);
     let mut dw_terms = Vec::new();
     let mut dx_terms = Vec::new();
-    for group in &forward.groups {
+    for group in groups {
         let (positions, tiles) = (group.positions, group.tiles);
-        let dy_tiles = g.gemm(&group.output, &dy_rows, true, false);
+        let dy_tiles = g.gemm(
+            &group.output,
+            &dy_rows,
+            None,
+            Transposed { a: true, b: false },
+        );
         let dy_tiles = g.reshape(&dy_tiles, &[positions, tiles, cout, -1]);
         // dU [positions, Cout, Cin]: contract over (tile, batch).
         let dy_by_channel = g.transpose(&dy_tiles, &[0, 2, 1, 3]);
@@ -676,60 +793,58 @@ fn winograd_backward(
 }
 
 /// A constant holding `m`.
-fn matrix(g: &mut Graph, m: &ndarray::Array2<f32>) -> String {
+fn matrix(g: &mut Graph, m: &ndarray::Array2<f32>) -> Value {
     let (rows, cols) = m.dim();
-    g.const_f32(&[rows, cols], m.as_slice().expect("standard layout"))
+    g.constant(&[rows, cols], m.as_slice().expect("standard layout"))
 }
 
 /// `Σ a · b` over `terms` (each `a` transposed when asked), chained through Gemm's
 /// addend.
-fn gemm_sum(g: &mut Graph, terms: &[(String, String)], trans_a: bool) -> String {
-    let mut sum: Option<String> = None;
+fn gemm_sum(g: &mut Graph, terms: &[(Value, Value)], trans_a: bool) -> Value {
+    let mut sum: Option<Value> = None;
     for (a, b) in terms {
-        let attrs = vec![("transA", Attr::Int(trans_a as i64))];
-        let inputs: Vec<&str> = [a.as_str(), b.as_str()]
-            .into_iter()
-            .chain(sum.as_deref())
-            .collect();
-        sum = Some(g.op("Gemm", &inputs, attrs));
+        let t = Transposed {
+            a: trans_a,
+            b: false,
+        };
+        sum = Some(g.gemm(a, b, sum.as_ref(), t));
     }
     sum.expect("at least one term")
 }
 
 /// `[C, P, N]` -> `[P, C*N]`: positions as rows, for the transforms.
-fn by_position(g: &mut Graph, x: &str) -> String {
+fn by_position(g: &mut Graph, x: &Value) -> Value {
     let transposed = g.transpose(x, &[1, 0, 2]);
     g.reshape(&transposed, &[0, -1])
 }
 
 /// `[P, C*N]` -> `[C, P, N]`.
-fn from_positions(g: &mut Graph, rows: &str, size: usize, channels: i64) -> String {
+fn from_positions(g: &mut Graph, rows: &Value, size: usize, channels: i64) -> Value {
     let image = g.reshape(rows, &[(size * size) as i64, channels, -1]);
     g.transpose(&image, &[1, 0, 2])
 }
 
 /// `[C, P, N]` -> patches `[rows, P_out*N]` (rows = C*K) through `[K, P_out]` indices.
-fn gather_patches(g: &mut Graph, x: &str, indices: &str, rows: usize) -> String {
-    let pads = g.ints(&[0, 0, 0, 0, 1, 0]);
-    let padded = g.op("Pad", &[x, &pads], vec![]);
+fn gather_patches(g: &mut Graph, x: &Value, indices: &Value, rows: usize) -> Value {
+    let padded = g.pad(x, &[0, 0, 0, 0, 1, 0]);
     let gathered = g.gather(&padded, indices, 1);
     g.reshape(&gathered, &[rows as i64, -1])
 }
 
 /// Elements per channel of a `[C, P, N]` tensor, P*N, as a float scalar.
-fn per_channel_count(g: &mut Graph, x: &str, channels: usize) -> String {
-    let size = g.op("Size", &[x], vec![]);
-    let size = g.op("Cast", &[&size], vec![("to", Attr::Int(1))]);
+fn per_channel_count(g: &mut Graph, x: &Value, channels: usize) -> Value {
+    let size = g.size(x);
+    let size = g.cast(&size, Elem::F32);
     let channels = g.scalar(channels as f32);
     g.div(&size, &channels)
 }
 
 /// The batch size as a float scalar.
-fn batch_size(g: &mut Graph, x: &str) -> String {
-    let shape = g.op("Shape", &[x], vec![]);
-    let zero = g.const_i64(&[], &[0]);
+fn batch_size(g: &mut Graph, x: &Value) -> Value {
+    let shape = g.shape(x);
+    let zero = g.int_constant(&[], &[0]);
     let n = g.gather(&shape, &zero, 0);
-    g.op("Cast", &[&n], vec![("to", Attr::Int(1))])
+    g.cast(&n, Elem::F32)
 }
 
 /// For each tap k and output position o, the input position the tap reads (P_in for
@@ -738,15 +853,16 @@ fn batch_size(g: &mut Graph, x: &str) -> String {
 pub fn conv_indices(spec: &ConvSpec, in_size: usize) -> (Vec<i64>, Vec<i64>) {
     let out_size = spec.out_size(in_size);
     let (p_in, p_out) = (in_size * in_size, out_size * out_size);
-    let taps = spec.kernel * spec.kernel;
+    let w = spec.window;
+    let taps = w.kernel * w.kernel;
     let mut forward = vec![p_in as i64; taps * p_out];
     let mut backward = vec![p_out as i64; taps * p_in];
     for tap in 0..taps {
-        let (ky, kx) = (tap / spec.kernel, tap % spec.kernel);
+        let (ky, kx) = (tap / w.kernel, tap % w.kernel);
         for oy in 0..out_size {
             for ox in 0..out_size {
-                let iy = (oy * spec.stride + ky) as isize - spec.pad as isize;
-                let ix = (ox * spec.stride + kx) as isize - spec.pad as isize;
+                let iy = (oy * w.stride + ky) as isize - w.pad as isize;
+                let ix = (ox * w.stride + kx) as isize - w.pad as isize;
                 if (0..in_size as isize).contains(&iy) && (0..in_size as isize).contains(&ix) {
                     let (i, o) = (iy as usize * in_size + ix as usize, oy * out_size + ox);
                     forward[tap * p_out + o] = i as i64;
@@ -758,30 +874,34 @@ pub fn conv_indices(spec: &ConvSpec, in_size: usize) -> (Vec<i64>, Vec<i64>) {
     (forward, backward)
 }
 
-/// Adam's per-step scalars, computed once for all parameters.
+/// Adam's per-step scalars, computed once for all parameters from the `step`, `lr`
+/// and `weight_decay` inputs.
 struct AdamScalars {
-    step_size: String,
-    bias_correction2_sqrt: String,
-    decay: String,
-    beta1: String,
-    one_minus_beta1: String,
-    beta2: String,
-    one_minus_beta2: String,
-    eps: String,
+    step_size: Value,
+    bias_correction2_sqrt: Value,
+    decay: Value,
+    beta1: Value,
+    one_minus_beta1: Value,
+    beta2: Value,
+    one_minus_beta2: Value,
+    eps: Value,
 }
 
 impl AdamScalars {
-    fn new(g: &mut Graph, step: &str, lr: &str, weight_decay: &str) -> Self {
+    fn new(g: &mut Graph) -> Self {
+        let step = g.input(names::STEP, Elem::F32, &[]);
+        let lr = g.input(names::LR, Elem::F32, &[]);
+        let weight_decay = g.input(names::WEIGHT_DECAY, Elem::F32, &[]);
         let one = g.scalar(1.0);
         let beta1 = g.scalar(BETA1);
         let beta2 = g.scalar(BETA2);
-        let pow1 = g.op("Pow", &[&beta1, step], vec![]);
-        let pow2 = g.op("Pow", &[&beta2, step], vec![]);
+        let pow1 = g.pow(&beta1, &step);
+        let pow2 = g.pow(&beta2, &step);
         let bc1 = g.sub(&one, &pow1);
         let bc2 = g.sub(&one, &pow2);
-        let bias_correction2_sqrt = g.op("Sqrt", &[&bc2], vec![]);
-        let step_size = g.div(lr, &bc1);
-        let lr_wd = g.mul(lr, weight_decay);
+        let bias_correction2_sqrt = g.sqrt(&bc2);
+        let step_size = g.div(&lr, &bc1);
+        let lr_wd = g.mul(&lr, &weight_decay);
         let decay = g.sub(&one, &lr_wd);
         Self {
             step_size,
@@ -799,11 +919,11 @@ impl AdamScalars {
     fn update(
         &self,
         g: &mut Graph,
-        p: &str,
-        grad: &str,
-        m: &str,
-        v: &str,
-    ) -> (String, String, String) {
+        p: &Value,
+        grad: &Value,
+        m: &Value,
+        v: &Value,
+    ) -> (Value, Value, Value) {
         let m_keep = g.mul(m, &self.beta1);
         let m_new = g.mul(grad, &self.one_minus_beta1);
         let m = g.add(&m_keep, &m_new);
@@ -811,7 +931,7 @@ impl AdamScalars {
         let g2 = g.mul(grad, grad);
         let v_new = g.mul(&g2, &self.one_minus_beta2);
         let v = g.add(&v_keep, &v_new);
-        let root = g.op("Sqrt", &[&v], vec![]);
+        let root = g.sqrt(&v);
         let corrected = g.div(&root, &self.bias_correction2_sqrt);
         let denom = g.add(&corrected, &self.eps);
         let ratio = g.div(&m, &denom);
@@ -832,12 +952,12 @@ mod tests {
             image_size: 64,
             classes: 3,
         };
-        let spec = arch.layer(4)[0].convs()[0].clone(); // 3x3, stride 2, pad 1
+        let spec = arch.layer(4)[0].conv1(); // 3x3, stride 2, pad 1
         let (fwd, bwd) = conv_indices(&spec, 4);
         // Output (0,0), tap (0,0) reads padding; tap (1,1) reads input (0,0).
         assert_eq!(fwd[0], 16);
         assert_eq!(fwd[4 * 4], 0);
-        // Output (1,1), tap (2,2) reads input (4,4)?  No: (2*1+2-1) = 3 -> (3,3) = 15.
+        // Output (1,1), tap (2,2) reads input (2*1+2-1, ..) = (3,3) = 15.
         assert_eq!(fwd[8 * 4 + 3], 15);
         // Each tap reads each input at most once, and the inverse table agrees.
         for tap in 0..9 {

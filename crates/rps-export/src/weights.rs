@@ -1,21 +1,18 @@
 //! Model weights: read from a PyTorch `.pth` state dict or a `.safetensors` file,
 //! or drawn at random (seeded) the way torchvision initializes ResNet18.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::{Distribution, Normal, Uniform};
+use rand_distr::{Distribution, Normal};
+use rps_core::Tensors;
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::pth;
-use crate::resnet::{Arch, BN_BUFFERS, HEAD_BIAS, HEAD_WEIGHT};
-
-/// Float tensors by PyTorch name.
-pub type Tensors = BTreeMap<String, ArrayD<f32>>;
+use crate::resnet::{Arch, BnTensor, fc};
 
 #[derive(Debug, Error)]
 pub enum WeightsError {
@@ -95,10 +92,7 @@ fn to_array(shape: Vec<usize>, data: Vec<f32>) -> ArrayD<f32> {
 
 /// Checks that every backbone tensor is present with its shape.
 pub fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(), WeightsError> {
-    for (key, expected) in arch.state_shapes() {
-        if key == HEAD_WEIGHT || key == HEAD_BIAS {
-            continue;
-        }
+    for (key, expected) in arch.backbone_shapes() {
         let tensor = tensors.get(&key).ok_or_else(|| WeightsError::Missing {
             path: path.into(),
             key: key.clone(),
@@ -122,7 +116,7 @@ pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = Tensors::new();
     for conv in arch.all_convs() {
-        let fan_out = (conv.cout * conv.kernel * conv.kernel) as f32;
+        let fan_out = (conv.cout * conv.window.kernel * conv.window.kernel) as f32;
         let normal = Normal::new(0.0, (2.0 / fan_out).sqrt()).expect("finite std");
         let shape = conv.weight_shape();
         let n = shape.iter().product();
@@ -130,40 +124,25 @@ pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
             conv.weight(),
             to_array(shape, normal.sample_iter(&mut rng).take(n).collect()),
         );
-        for (name, value) in [
-            ("weight", 1.0),
-            ("bias", 0.0),
-            (BN_BUFFERS[0], 0.0),
-            (BN_BUFFERS[1], 1.0),
-        ] {
+        for tensor in BnTensor::ALL {
+            let value = match tensor {
+                BnTensor::Weight | BnTensor::RunningVar => 1.0,
+                BnTensor::Bias | BnTensor::RunningMean => 0.0,
+            };
             tensors.insert(
-                format!("{}.{name}", conv.bn),
+                conv.bn_tensor(tensor),
                 ArrayD::from_elem(IxDyn(&[conv.cout]), value),
             );
         }
     }
-    tensors.extend(linear(arch.features(), 1000, &mut rng));
+    let (weight, bias) = rps_core::init::linear(arch.features(), IMAGENET_CLASSES, &mut rng);
+    tensors.insert(fc().tensor("weight"), weight);
+    tensors.insert(fc().tensor("bias"), bias);
     tensors
 }
 
-/// The new head, initialized like a fresh `nn.Linear(8w, classes)`.
-pub fn new_head(arch: &Arch, seed: u64) -> Tensors {
-    // A stream of its own, so the head does not depend on how the backbone was made.
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6865_6164);
-    linear(arch.features(), arch.classes, &mut rng)
-}
-
-fn linear(inputs: usize, outputs: usize, rng: &mut impl Rng) -> Tensors {
-    let bound = 1.0 / (inputs as f32).sqrt();
-    let uniform = Uniform::new_inclusive(-bound, bound).expect("finite bound");
-    let mut draw = |n: usize| uniform.sample_iter(&mut *rng).take(n).collect::<Vec<f32>>();
-    let weight = to_array(vec![outputs, inputs], draw(outputs * inputs));
-    let bias = to_array(vec![outputs], draw(outputs));
-    Tensors::from([
-        (HEAD_WEIGHT.to_string(), weight),
-        (HEAD_BIAS.to_string(), bias),
-    ])
-}
+/// The classes of the ImageNet head torchvision's weights come with.
+pub const IMAGENET_CLASSES: usize = 1000;
 
 #[cfg(test)]
 mod tests {

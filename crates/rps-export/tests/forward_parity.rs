@@ -3,8 +3,9 @@
 mod common;
 
 use common::{Input, assert_close, run, session};
+use rps_core::names;
 use rps_export::resnet::Arch;
-use rps_export::{infer, names, weights};
+use rps_export::{infer, weights};
 
 fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usize) {
     let (tensors, _) = weights::load_file(&common::reference(weights_file)).unwrap();
@@ -34,10 +35,7 @@ fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usi
         1e-4,
     );
 
-    let mut imagenet = session(
-        &infer::classifier(&arch, &tensors, "imagenet", None),
-        "imagenet",
-    );
+    let mut imagenet = session(&infer::classifier(&arch, &tensors, "imagenet"), "imagenet");
     let out = run(
         &mut imagenet,
         vec![(names::IMAGES.into(), Input::F32(input))],

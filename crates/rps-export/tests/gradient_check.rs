@@ -10,8 +10,9 @@ use common::{first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rps_core::names;
 use rps_export::resnet::Arch;
-use rps_export::{names, train};
+use rps_export::train;
 
 const BATCH: usize = 4;
 

@@ -7,10 +7,10 @@ use std::collections::BTreeMap;
 
 use common::{Input, assert_close, run, session};
 use ndarray::{ArrayD, IxDyn, arr0};
+use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
 use rps_export::resnet::Arch;
-use rps_export::weights::Tensors;
-use rps_export::{infer, names, train};
+use rps_export::train;
 
 const ARCH: Arch = Arch {
     width: 8,
@@ -18,12 +18,13 @@ const ARCH: Arch = Arch {
     classes: 3,
 };
 
+/// Returns the state after the two steps, by graph input name.
 fn check_two_steps(
     graph: Vec<u8>,
     reference_file: &str,
     params: Vec<(String, Vec<usize>)>,
     buffers: Vec<(String, Vec<usize>)>,
-) -> Tensors {
+) -> BTreeMap<String, ArrayD<f32>> {
     let mut reference = Npz::open(&common::reference(reference_file)).unwrap();
     let features = reference.get::<f32>("features").unwrap();
     let labels = reference.get::<i64>("labels").unwrap();
@@ -103,33 +104,31 @@ fn check_two_steps(
         }
     }
     state
-        .into_iter()
-        .filter_map(|(k, v)| {
-            let name = k
-                .strip_prefix("param:")
-                .or_else(|| k.strip_prefix("buffer:"))?;
-            Some((name.to_string(), v))
-        })
-        .collect()
 }
 
-/// The eval graph on the trained parameters against the reference's final logits.
-fn check_final_logits(graph: Vec<u8>, reference_file: &str) {
+/// The eval graph on the trained parameters and statistics against the reference's
+/// final logits.
+fn check_final_logits(graph: Vec<u8>, reference_file: &str, state: BTreeMap<String, ArrayD<f32>>) {
     let mut reference = Npz::open(&common::reference(reference_file)).unwrap();
     let mut eval = session(&graph, "eval");
-    let out = run(
-        &mut eval,
-        vec![
-            (
-                names::FEATURES.into(),
-                Input::F32(reference.get("features").unwrap()),
-            ),
-            (
-                names::LABELS.into(),
-                Input::I64(reference.get("labels").unwrap()),
-            ),
-        ],
-    );
+    let mut inputs = vec![
+        (
+            names::FEATURES.into(),
+            Input::F32(reference.get("features").unwrap()),
+        ),
+        (
+            names::LABELS.into(),
+            Input::I64(reference.get("labels").unwrap()),
+        ),
+    ];
+    let weights = state.into_iter().filter(|(input, _)| {
+        matches!(
+            StateKind::parse(input),
+            Some((StateKind::Param | StateKind::Buffer, _))
+        )
+    });
+    inputs.extend(weights.map(|(input, value)| (input, Input::F32(value))));
+    let out = run(&mut eval, inputs);
     assert_close(
         "final eval logits",
         &out[names::LOGITS],
@@ -147,7 +146,7 @@ fn head_step_matches_pytorch() {
         ARCH.head_shapes(3).to_vec(),
         vec![],
     );
-    check_final_logits(infer::head_eval(&ARCH, &trained), file);
+    check_final_logits(train::head_eval(&ARCH), file, trained);
 }
 
 #[test]
@@ -159,5 +158,5 @@ fn finetune_step_matches_pytorch() {
         ARCH.finetune_params(),
         ARCH.finetune_buffers(),
     );
-    check_final_logits(infer::finetune_eval(&ARCH, &trained), file);
+    check_final_logits(train::finetune_eval(&ARCH), file, trained);
 }

@@ -8,9 +8,10 @@ use common::{Input, assert_close, first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rps_export::resnet::Arch;
+use rps_core::names;
+use rps_export::resnet::{Arch, fc};
 use rps_export::train::{self, Convolutions};
-use rps_export::{names, weights};
+use rps_export::weights;
 
 const ARCH: Arch = Arch {
     width: 8,
@@ -28,7 +29,13 @@ fn inputs() -> Vec<(String, Input)> {
             rng.random::<f32>().max(0.3) - 0.3
         });
     let mut values = weights::random_backbone(&ARCH, 1);
-    values.extend(weights::new_head(&ARCH, 1));
+    let (head_weight, head_bias) = rps_core::init::linear(
+        ARCH.features(),
+        ARCH.classes,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    );
+    values.insert(fc().tensor("weight"), head_weight);
+    values.insert(fc().tensor("bias"), head_bias);
     first_step_inputs(&ARCH, &features, 1e-3, &values)
 }
 

@@ -2,29 +2,29 @@
 //! touches the frozen layers again. Writes per split `layer3` and `pooled` features
 //! (f32 `.npy`) and the labels to `DATA/features/`.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use ndarray::{ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::npy::{Mapped, RowWriter};
+use rps_core::sidecar::{ExtractDetails, ExtractMeta, ExtractSettings, SplitRate, Stage};
+use rps_core::upstream::Upstream;
 use rps_core::{
-    Device, DeviceChoice, GraphFile, Layout, Metadata, Runtime, Split, atomic::TempDir, imagenet,
-    npy,
+    Device, Feature, GraphFile, Layout, Runtime, SessionOptions, Split, atomic::TempDir, defaults,
+    imagenet, names, npy,
 };
-use rps_export::names;
-use rps_export::resnet::Arch;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub layout: Layout,
     /// Images per ONNX Runtime call; `None` picks one for the device.
     pub batch: Option<usize>,
-    pub device: DeviceChoice,
-    pub threads: usize,
+    pub session: SessionOptions,
 }
 
 #[derive(Debug)]
@@ -34,37 +34,49 @@ pub struct Report {
     pub splits: Vec<(Split, usize, f64)>,
 }
 
+/// The backbone's per-image output shapes, read off its graph.
+struct Outputs {
+    layer3: Vec<usize>,
+    pooled: Vec<usize>,
+}
+
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let arch = rps_export::export::exported_arch(layout)?;
+    let upstream = Upstream::read(layout)?;
+    let image_size = upstream.export.settings.image_size as usize;
     let inputs: Vec<(Split, Mapped)> = Split::ALL
         .iter()
         .map(|&s| Ok((s, Mapped::open(&layout.cache_tensor(s))?)))
         .collect::<Result<_>>()?;
     for (split, mapped) in &inputs {
-        check_cache(mapped, *split, &arch)?;
+        check_cache(mapped, *split, image_size)?;
     }
     let graph = layout.graph(GraphFile::Backbone);
-    let (mut session, device) = Runtime::get()?.session(&graph, config.device, config.threads)?;
+    let (mut session, device) = Runtime::get()?.session(&graph, config.session)?;
+    let outputs = Outputs {
+        layer3: per_image_dims(&session, names::LAYER3, &graph)?,
+        pooled: per_image_dims(&session, names::POOLED, &graph)?,
+    };
     eprintln!("extract: running {} on {device}", graph.display());
     let batch = config.batch.unwrap_or(match device {
-        Device::Cpu => 32,
-        Device::Cuda => 128,
+        Device::Cpu => defaults::EXTRACT_BATCH_CPU,
+        Device::Cuda => defaults::EXTRACT_BATCH_CUDA,
     });
     let tmp = TempDir::beside(&layout.features_dir())?;
     let mut splits = Vec::new();
     for (split, mapped) in &inputs {
         let t = Instant::now();
-        let n = extract_split(
-            &mut session,
-            mapped,
-            *split,
-            &arch,
+        let job = SplitJob {
+            split: *split,
+            pixels: mapped,
+            image_size,
             batch,
-            tmp.path(),
+            out_dir: tmp.path(),
             layout,
-        )?;
+            outputs: &outputs,
+        };
+        let n = job.run(&mut session)?;
         let labels = npy::read::<i64>(&layout.cache_labels(*split))?;
         if labels.len() != n {
             bail!(
@@ -73,28 +85,36 @@ pub fn run(config: &Config) -> Result<Report> {
                 labels.len()
             );
         }
-        npy::write(
-            &tmp.path()
-                .join(file_name(&layout.features(*split, "labels"))),
-            &labels,
-        )?;
+        npy::write(&job.out_path(Feature::Labels), &labels)?;
         splits.push((*split, n, t.elapsed().as_secs_f64()));
     }
-    let mut meta = Metadata::new("extract", env!("CARGO_PKG_VERSION"))
-        .setting("batch", batch)
-        .setting(
-            "storage",
-            "f32 .npy: layer3 [N,4w,S/16,S/16], pooled [N,8w]; rows as in cache/index.csv",
-        )
-        .input(&graph)
-        .input(&layout.cache_dir());
-    meta.device = Some(device.name().into());
-    for (split, n, seconds) in &splits {
-        meta.detail(&format!("{split}_images"), n);
-        meta.detail(&format!("{split}_images_per_second"), *n as f64 / seconds);
-    }
+    let settings = ExtractSettings {
+        batch,
+        storage: "f32 .npy: layer3 [N,4w,S/16,S/16], pooled [N,8w]; rows as in cache/index.csv"
+            .into(),
+    };
+    let rates: BTreeMap<Split, SplitRate> = splits
+        .iter()
+        .map(|&(split, images, seconds)| {
+            let images_per_second = images as f64 / seconds;
+            (
+                split,
+                SplitRate {
+                    images,
+                    images_per_second,
+                },
+            )
+        })
+        .collect();
+    let details = ExtractDetails { splits: rates };
+    let mut meta = ExtractMeta::new(Stage::Extract, env!("CARGO_PKG_VERSION"), settings, details);
+    meta.inputs = vec![
+        graph.display().to_string(),
+        layout.cache_dir().display().to_string(),
+    ];
+    meta.device = Some(device);
     meta.seconds = started.elapsed().as_secs_f64();
-    meta.write(&tmp.path().join("meta.json"))?;
+    meta.write(&tmp.path().join(file_name(&layout.features_meta())))?;
     tmp.commit()?;
     Ok(Report { device, splits })
 }
@@ -103,13 +123,28 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
     path.file_name().expect("a file path")
 }
 
+/// The dimensions after the batch of the graph's output `name`.
+fn per_image_dims(session: &Session, name: &str, graph: &Path) -> Result<Vec<usize>> {
+    let dims = rps_core::runtime::dims(session, name, graph)?;
+    dims[1..]
+        .iter()
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<_>>>()
+        .with_context(|| {
+            format!(
+                "{}: output {name} has dynamic dimensions {dims:?}",
+                graph.display()
+            )
+        })
+}
+
 /// A cache of another image size than the graphs is an error before any work.
-fn check_cache(mapped: &Mapped, split: Split, arch: &Arch) -> Result<()> {
+fn check_cache(mapped: &Mapped, split: Split, size: usize) -> Result<()> {
     let dims = cache_dims(mapped)?;
-    let s = arch.image_size;
-    if dims[1..] != [3, s, s] {
+    if dims[1..] != [3, size, size] {
         bail!(
-            "{}: {split} images are {:?}, but the graphs take [N, 3, {s}, {s}] (IMAGE_SIZE differs between preprocess and export?)",
+            "{}: {split} images are {:?}, but the graphs take [N, 3, {size}, {size}]: \
+             `make preprocess` remakes the cache for the export's IMAGE_SIZE",
             mapped.path().display(),
             dims
         );
@@ -169,55 +204,66 @@ fn batch_input(pixels: &Pixels<'_>, start: usize, end: usize) -> Vec<f32> {
     }
 }
 
-/// Runs the backbone over one split. A second thread prepares the next batch while
-/// ONNX Runtime runs the current one.
-fn extract_split(
-    session: &mut Session,
-    mapped: &Mapped,
+/// One split through the backbone.
+struct SplitJob<'a> {
     split: Split,
-    arch: &Arch,
+    pixels: &'a Mapped,
+    image_size: usize,
     batch: usize,
-    out_dir: &Path,
-    layout: &Layout,
-) -> Result<usize> {
-    let n = cache_dims(mapped)?[0];
-    let s = arch.image_size;
-    let l3 = arch.layer3_size();
-    let mut layer3 = RowWriter::create::<f32>(
-        &out_dir.join(file_name(&layout.features(split, "layer3"))),
-        &[n, arch.layer3_channels(), l3, l3],
-    )?;
-    let mut pooled = RowWriter::create::<f32>(
-        &out_dir.join(file_name(&layout.features(split, "pooled"))),
-        &[n, arch.features()],
-    )?;
-    let bar = rps_core::progress::bar(format!("extract {split}"), n, "images");
-    let pixels = pixels(mapped)?;
-    std::thread::scope(|scope| -> Result<()> {
-        let (send, receive) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
-        let pixels = &pixels;
-        scope.spawn(move || {
-            for start in (0..n).step_by(batch.max(1)) {
-                let end = (start + batch).min(n);
-                if send
-                    .send((end - start, batch_input(pixels, start, end)))
-                    .is_err()
-                {
-                    return;
+    out_dir: &'a Path,
+    layout: &'a Layout,
+    outputs: &'a Outputs,
+}
+
+impl SplitJob<'_> {
+    fn out_path(&self, feature: Feature) -> std::path::PathBuf {
+        self.out_dir
+            .join(file_name(&self.layout.features(self.split, feature)))
+    }
+
+    /// Runs the backbone over the split; returns its image count. A second thread
+    /// prepares the next batch while ONNX Runtime runs the current one.
+    fn run(&self, session: &mut Session) -> Result<usize> {
+        let n = cache_dims(self.pixels)?[0];
+        let s = self.image_size;
+        let rows_of = |dims: &[usize]| [&[n][..], dims].concat();
+        let mut layer3 = RowWriter::create::<f32>(
+            &self.out_path(Feature::Layer3),
+            &rows_of(&self.outputs.layer3),
+        )?;
+        let mut pooled = RowWriter::create::<f32>(
+            &self.out_path(Feature::Pooled),
+            &rows_of(&self.outputs.pooled),
+        )?;
+        let bar = rps_core::progress::bar(format!("extract {}", self.split), n, "images");
+        let pixels = pixels(self.pixels)?;
+        let batch = self.batch.max(1);
+        std::thread::scope(|scope| -> Result<()> {
+            let (send, receive) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
+            let pixels = &pixels;
+            scope.spawn(move || {
+                for start in (0..n).step_by(batch) {
+                    let end = (start + batch).min(n);
+                    if send
+                        .send((end - start, batch_input(pixels, start, end)))
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
+            });
+            for (rows, input) in receive {
+                let tensor = Tensor::from_array(([rows, 3, s, s], input))?;
+                let outputs = session.run(ort::inputs![names::IMAGES => tensor])?;
+                layer3.write(outputs[names::LAYER3].try_extract_tensor::<f32>()?.1)?;
+                pooled.write(outputs[names::POOLED].try_extract_tensor::<f32>()?.1)?;
+                bar.inc(rows as u64);
             }
-        });
-        for (rows, input) in receive {
-            let tensor = Tensor::from_array(([rows, 3, s, s], input))?;
-            let outputs = session.run(ort::inputs![names::IMAGES => tensor])?;
-            layer3.write(outputs[names::LAYER3].try_extract_tensor::<f32>()?.1)?;
-            pooled.write(outputs[names::POOLED].try_extract_tensor::<f32>()?.1)?;
-            bar.inc(rows as u64);
-        }
-        Ok(())
-    })?;
-    bar.finish_and_clear();
-    layer3.finish()?;
-    pooled.finish()?;
-    Ok(n)
+            Ok(())
+        })?;
+        bar.finish_and_clear();
+        layer3.finish()?;
+        pooled.finish()?;
+        Ok(n)
+    }
 }

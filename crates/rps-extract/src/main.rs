@@ -1,8 +1,6 @@
-use std::path::PathBuf;
-
 use anyhow::Result;
 use clap::Parser;
-use rps_core::{Layout, OrtArgs};
+use rps_core::cli::StageArgs;
 use rps_extract::Config;
 
 /// Runs the frozen backbone (DATA/graphs/backbone.onnx) over the cached images
@@ -10,23 +8,19 @@ use rps_extract::Config;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The pipeline's data folder.
-    #[arg(long, default_value = "data")]
-    data: PathBuf,
+    #[command(flatten)]
+    stage: StageArgs,
     /// Images per ONNX Runtime call (default: 32 on CPU, 128 on CUDA).
     #[arg(long)]
     batch: Option<usize>,
-    #[command(flatten)]
-    ort: OrtArgs,
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
     let config = Config {
-        layout: Layout::new(&args.data),
+        layout: args.stage.data.layout(),
         batch: args.batch,
-        device: args.ort.device,
-        threads: args.ort.threads(),
+        session: args.stage.ort.options(),
     };
     let report = rps_extract::run(&config)?;
     println!("device: {}", report.device);

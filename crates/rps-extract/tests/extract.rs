@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use ndarray::{ArrayD, IxDyn};
-use rps_core::{Layout, Split, npy};
+use rps_core::sidecar::{
+    ExtractMeta, PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage,
+};
+use rps_core::{ClassList, Device, Feature, Layout, Split, npy};
 use rps_export::export::{self, Source};
-use rps_export::resnet::Arch;
 
 fn reference(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -14,22 +16,32 @@ fn reference(file: &str) -> PathBuf {
         .join(file)
 }
 
-fn export_graphs(layout: &Layout, weights: &str, width: usize, image_size: usize) {
+fn export_graphs(layout: &Layout, weights: &str, width: usize, image_size: u32) {
     let config = export::Config {
+        layout: layout.clone(),
         source: Source::File(reference(weights)),
-        out: layout.graphs_dir(),
-        arch: Arch {
-            width,
-            image_size,
-            classes: 3,
-        },
-        seed: 0,
+        width,
+        image_size,
+        classes: Some(3),
     };
     export::run(&config).unwrap();
 }
 
-/// A cache holding `images` (already normalized f32) in both splits.
-fn write_cache(layout: &Layout, images: &ArrayD<f32>) {
+/// A cache of `image_size`-pixel images, as its sidecar says, holding `images`
+/// (already normalized f32) in both splits.
+fn write_cache(layout: &Layout, image_size: u32, images: &ArrayD<f32>) {
+    let settings = PreprocessSettings::new(image_size, 1, 0);
+    PreprocessMeta::new(
+        Stage::Preprocess,
+        "test",
+        settings,
+        PreprocessDetails::default(),
+    )
+    .write(&layout.cache_meta())
+    .unwrap();
+    ClassList::new(vec!["a".into(), "b".into(), "c".into()])
+        .write(&layout.classes())
+        .unwrap();
     for split in Split::ALL {
         npy::write(&layout.cache_tensor(split), images).unwrap();
         let labels = ArrayD::from_shape_fn(IxDyn(&[images.shape()[0]]), |i| (i[0] % 3) as i64);
@@ -65,12 +77,16 @@ fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) {
     assert!(err < 1e-4, "{what}: relative L2 error {err:.2e}");
 }
 
-fn check_parity(weights: &str, forward: &str, width: usize, size: usize, batch: usize) {
+fn check_parity(weights: &str, forward: &str, width: usize, size: u32, batch: usize) {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
     export_graphs(&layout, weights, width, size);
     let mut reference_values = npy::Npz::open(&reference(forward)).unwrap();
-    write_cache(&layout, &reference_values.get::<f32>("input").unwrap());
+    write_cache(
+        &layout,
+        size,
+        &reference_values.get::<f32>("input").unwrap(),
+    );
     let out = extract(&layout, batch);
     assert!(
         out.status.success(),
@@ -79,13 +95,13 @@ fn check_parity(weights: &str, forward: &str, width: usize, size: usize, batch: 
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("device: cpu"));
     for split in Split::ALL {
-        let layer3 = npy::read::<f32>(&layout.features(split, "layer3")).unwrap();
-        let pooled = npy::read::<f32>(&layout.features(split, "pooled")).unwrap();
+        let layer3 = npy::read::<f32>(&layout.features(split, Feature::Layer3)).unwrap();
+        let pooled = npy::read::<f32>(&layout.features(split, Feature::Pooled)).unwrap();
         assert_close("layer3", &layer3, &reference_values.get("layer3").unwrap());
         assert_close("pooled", &pooled, &reference_values.get("pooled").unwrap());
     }
-    let meta = rps_core::Metadata::read(&Layout::meta(&layout.features_dir())).unwrap();
-    assert_eq!(meta.device.as_deref(), Some("cpu"));
+    let meta = ExtractMeta::read(&layout.features_meta()).unwrap();
+    assert_eq!(meta.device, Some(Device::Cpu));
 }
 
 #[test]
@@ -116,12 +132,37 @@ fn a_cache_of_another_image_size_is_refused_before_any_work() {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
     export_graphs(&layout, "mini_w8_s64_seed0.pth", 8, 64);
-    write_cache(&layout, &ArrayD::zeros(IxDyn(&[2, 3, 32, 32])));
+    write_cache(&layout, 64, &ArrayD::zeros(IxDyn(&[2, 3, 32, 32])));
     let out = extract(&layout, 4);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("train_images.npy") && err.contains("[N, 3, 64, 64]"),
+        "{err}"
+    );
+    assert!(!layout.features_dir().exists());
+}
+
+#[test]
+fn graphs_for_another_image_size_or_class_count_are_refused_naming_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    export_graphs(&layout, "mini_w8_s64_seed0.pth", 8, 64);
+    write_cache(&layout, 32, &ArrayD::zeros(IxDyn(&[2, 3, 32, 32])));
+    let err = String::from_utf8(extract(&layout, 4).stderr).unwrap();
+    assert!(
+        err.contains("64-pixel") && err.contains("32-pixel") && err.contains("make export"),
+        "{err}"
+    );
+    write_cache(&layout, 64, &ArrayD::zeros(IxDyn(&[2, 3, 64, 64])));
+    ClassList::new(vec!["a".into(), "b".into()])
+        .write(&layout.classes())
+        .unwrap();
+    let err = String::from_utf8(extract(&layout, 4).stderr).unwrap();
+    assert!(
+        err.contains("exported for 3 classes")
+            && err.contains("lists 2")
+            && err.contains("make export"),
         "{err}"
     );
     assert!(!layout.features_dir().exists());

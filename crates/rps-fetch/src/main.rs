@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use rps_core::Layout;
+use rps_core::cli::DataArgs;
+use rps_core::defaults;
 use rps_fetch::{DatasetConfig, Source};
 
 /// Fetches the pipeline's inputs into DATA/raw/ (verified against DATA/raw/SHA256SUMS)
@@ -10,14 +11,13 @@ use rps_fetch::{DatasetConfig, Source};
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The pipeline's data folder.
-    #[arg(long, default_value = "data")]
-    data: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Take files from this local folder (under their URL names) instead of the network.
     #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
     /// Download attempts before giving up on a URL (connection errors, timeouts, 5xx).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = defaults::ATTEMPTS)]
     attempts: u32,
     #[command(subcommand)]
     what: What,
@@ -28,19 +28,13 @@ enum What {
     /// The train and test archives, extracted, with DATA/rps/summary.csv.
     Dataset {
         /// The training archive (http(s):// or file://).
-        #[arg(
-            long,
-            default_value = "https://storage.googleapis.com/download.tensorflow.org/data/rps.zip"
-        )]
+        #[arg(long, default_value = defaults::TRAIN_URL)]
         train_url: String,
         /// The test archive.
-        #[arg(
-            long,
-            default_value = "https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip"
-        )]
+        #[arg(long, default_value = defaults::TEST_URL)]
         test_url: String,
         /// Refuse an archive that unpacks to more than this many bytes (zip-bomb guard).
-        #[arg(long, default_value_t = 4 << 30)]
+        #[arg(long, default_value_t = defaults::MAX_UNPACKED_BYTES)]
         max_unpacked_bytes: u64,
     },
     /// One file into DATA/raw/ (the weights, the ImageNet class names).
@@ -52,7 +46,7 @@ enum What {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let layout = Layout::new(&args.data);
+    let layout = args.data.layout();
     let source = Source {
         from: args.from,
         retry: rps_fetch::Retry {

@@ -2,8 +2,6 @@
 //! the test transform for every image, `views` augmented train views of every
 //! training image, labels, `index.csv`, `samples.png` and the metadata sidecar.
 
-pub mod transform;
-
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,10 +12,10 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::npy::RowWriter;
 use rps_core::rows::IndexRow;
-use rps_core::{ClassList, Layout, Metadata, Split, atomic::TempDir, npy, table};
-use sha2::{Digest, Sha256};
+use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
+use rps_core::{ClassList, Layout, Split, atomic::TempDir, npy, table};
 
-use transform::Augmentation;
+use rps_image::{self as transform, Augmentation};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -94,33 +92,24 @@ pub fn run(config: &Config) -> Result<Report> {
         SAMPLES,
         200,
     )?;
-    let mut meta = Metadata::new("preprocess", env!("CARGO_PKG_VERSION"))
-        .setting("image_size", config.image_size)
-        .setting("views", config.views)
-        .setting("seed", config.seed)
-        .setting("storage", "u8 [N,3,S,S], RGB, unnormalized; rows image-major (image i, view v at i*views+v)")
-        .setting("test_transform", "Resize((S,S)) bilinear with antialiasing")
-        .setting(
-            "train_transform",
-            "RandomResizedCrop(S, scale=(0.8,1.0), ratio=(3/4,4/3)), RandomHorizontalFlip(0.5), RandomRotation(15, nearest, fill 0), ColorJitter(brightness=0.1, contrast=0.1)",
-        )
-        .input(&config.dataset);
-    meta.detail("classes", classes.names());
-    meta.detail(
-        "rows",
-        rows.iter()
-            .map(|(s, n)| (s.name(), *n))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    );
-    meta.detail(
-        "skipped",
-        skipped
+    let settings = PreprocessSettings::new(config.image_size, config.views, config.seed);
+    let details = PreprocessDetails {
+        classes: classes.names().to_vec(),
+        rows: rows.iter().copied().collect(),
+        skipped: skipped
             .iter()
             .map(|(p, why)| format!("{}: {why}", p.display()))
-            .collect::<Vec<_>>(),
+            .collect(),
+    };
+    let mut meta = PreprocessMeta::new(
+        Stage::Preprocess,
+        env!("CARGO_PKG_VERSION"),
+        settings,
+        details,
     );
+    meta.inputs.push(config.dataset.display().to_string());
     meta.seconds = started.elapsed().as_secs_f64();
-    meta.write(&tmp.path().join("meta.json"))?;
+    meta.write(&tmp.path().join(file_name(&config.layout.cache_meta())))?;
     tmp.commit()?;
     Ok(Report {
         classes,
@@ -271,24 +260,12 @@ fn item_views(item: &Item, split: Split, views: usize, config: &Config) -> Resul
         Split::Test => vec![transform::to_chw(&transform::test_view(&image, size))],
         Split::Train => (0..views)
             .map(|view| {
-                let mut rng = view_rng(config.seed, &item.relative, view);
+                let mut rng = transform::view_rng(config.seed, &item.relative, view);
                 let augmentation = Augmentation::draw(&mut rng, image.width(), image.height());
                 transform::to_chw(&augmentation.apply(&image, size))
             })
             .collect(),
     })
-}
-
-/// The random stream of one view: a function of (seed, stage, image, view) alone, so
-/// any scheduling order gives the same bytes.
-pub fn view_rng(seed: u64, relative_path: &str, view: usize) -> ChaCha8Rng {
-    let digest = Sha256::new()
-        .chain_update(seed.to_le_bytes())
-        .chain_update(b"preprocess")
-        .chain_update(relative_path.as_bytes())
-        .chain_update((view as u64).to_le_bytes())
-        .finalize();
-    ChaCha8Rng::from_seed(digest.into())
 }
 
 fn sample_indices(count: usize, seed: u64) -> Vec<usize> {

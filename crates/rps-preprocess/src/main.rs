@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use rps_core::Layout;
+use rps_core::cli::DataArgs;
+use rps_core::defaults;
 use rps_preprocess::Config;
 
 /// Decodes, resizes and augments DATA/rps/{train,test}/<class>/ images into u8 tensors
@@ -11,20 +12,19 @@ use rps_preprocess::Config;
 #[derive(Parser)]
 #[command(version)]
 struct Args {
-    /// The pipeline's data folder.
-    #[arg(long, default_value = "data")]
-    data: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// A folder-per-class dataset with train/ and test/ inside (default: DATA/rps).
     #[arg(long)]
     dataset: Option<PathBuf>,
     /// Output images are SIZE x SIZE pixels.
-    #[arg(long, default_value_t = 224)]
+    #[arg(long, default_value_t = defaults::IMAGE_SIZE)]
     image_size: u32,
     /// Augmented views made of each training image.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = defaults::VIEWS)]
     views: usize,
     /// Seeds the augmentation (the same image, view and seed give the same pixels).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -38,7 +38,7 @@ fn main() -> Result<()> {
             .num_threads(threads)
             .build_global()?;
     }
-    let layout = Layout::new(&args.data);
+    let layout = args.data.layout();
     let dataset = args.dataset.unwrap_or_else(|| layout.dataset_dir());
     let config = Config {
         layout,

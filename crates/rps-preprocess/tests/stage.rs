@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use rps_core::sidecar::PreprocessMeta;
 use rps_core::{Layout, Split};
 use rps_preprocess::{Config, run};
 
@@ -89,14 +90,10 @@ fn unreadable_files_are_skipped_and_counted() {
     let report = run(&config).unwrap();
     assert_eq!(report.skipped.len(), 3);
     assert_eq!(report.rows[0], (Split::Train, 12));
-    let meta = rps_core::Metadata::read(&Layout::meta(&config.layout.cache_dir())).unwrap();
-    let skipped = meta.details["skipped"].as_array().unwrap();
+    let meta = PreprocessMeta::read(&config.layout.cache_meta()).unwrap();
+    let skipped = meta.details.skipped;
     assert_eq!(skipped.len(), 3);
-    assert!(
-        skipped
-            .iter()
-            .any(|s| s.as_str().unwrap().contains("huge.png"))
-    );
+    assert!(skipped.iter().any(|s| s.contains("huge.png")));
 }
 
 #[test]

@@ -1,46 +1,44 @@
-//! rps-train: the recipe's two phases on extracted features. Phase 1 trains the new
-//! head on pooled features; phase 2 trains layer4 (BatchNorm in train mode) and the
-//! head on layer3 features with a fresh Adam. Every epoch scores the test split and
-//! appends a row to `epochs.csv`; a checkpoint after every epoch makes `--resume`
-//! continue exactly where a killed run stopped.
+//! rps-train: the recipe's two phases on extracted features, run with the graphs
+//! rps-export wrote. Phase 1 trains a new head on pooled features
+//! (`head_step.onnx`); phase 2 trains layer4 (BatchNorm in train mode) and the head on
+//! layer3 features with a fresh Adam (`finetune_step.onnx`). Every epoch scores the
+//! test split with the phase's eval graph and appends a row to `epochs.csv`; a
+//! checkpoint after every epoch makes `--resume` continue exactly where a killed run
+//! stopped. Last, `model.onnx`: the exported classifier with the trained weights.
 
 pub mod data;
 pub mod runner;
 pub mod state;
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rps_core::names::{self, StateKind};
 use rps_core::rows::{EpochRow, ParamsRow};
-use rps_core::{DeviceChoice, GraphFile, Layout, Metadata, Split, atomic, table};
-use rps_export::resnet::{Arch, Shapes};
-use rps_export::weights::Tensors;
-use rps_export::{export, infer, train as graphs};
+use rps_core::sidecar::{Stage, TrainDetails, TrainMeta, TrainSettings};
+use rps_core::upstream::Upstream;
+use rps_core::{
+    CheckpointFile, ClassList, Device, Feature, GraphFile, Layout, ResultFile, SessionOptions,
+    Split, Tensors, atomic, npy, table,
+};
+use rps_onnx::ModelFile;
+use rps_score::{Features, Scorer};
 use serde::{Deserialize, Serialize};
 
-use data::Features;
-use runner::{Scorer, StepRunner};
+use data::BatchPosition;
+use runner::{Shapes, StepRunner};
 use state::TrainState;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub layout: Layout,
-    pub batch: usize,
-    pub dropout: f32,
-    pub head_epochs: usize,
-    pub head_lr: f64,
-    pub ft_epochs: usize,
-    pub ft_lr: f64,
-    pub weight_decay: f32,
-    pub seed: u64,
-    /// Share of training images (per class, all views) held out to pick the best epoch.
-    pub val_fraction: f64,
+    pub settings: TrainSettings,
     pub resume: bool,
     /// Stop after this epoch, as if killed (for testing `resume`).
     pub stop_after: Option<usize>,
-    pub device: DeviceChoice,
-    pub threads: usize,
+    pub session: SessionOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +55,18 @@ impl Phase {
             Phase::Finetune => "finetune",
         }
     }
+
+    /// The step and eval graphs the phase runs, and the features they take.
+    fn graphs(self) -> (GraphFile, GraphFile, Feature) {
+        match self {
+            Phase::Head => (GraphFile::HeadStep, GraphFile::HeadEval, Feature::Pooled),
+            Phase::Finetune => (
+                GraphFile::FinetuneStep,
+                GraphFile::FinetuneEval,
+                Feature::Layer3,
+            ),
+        }
+    }
 }
 
 /// What a checkpoint records beside the tensors.
@@ -65,46 +75,64 @@ struct Progress {
     phase: Phase,
     /// The last completed epoch.
     epoch: usize,
-    best_val_loss: Option<f64>,
+    /// The lowest validation loss so far and its epoch (with `--val-fraction`).
+    best: Option<(f64, usize)>,
 }
 
 #[derive(Debug)]
 pub struct Report {
     pub epochs: Vec<EpochRow>,
-    pub device: rps_core::Device,
+    pub device: Device,
 }
 
 /// Everything one run needs that does not change between epochs.
 struct Run<'a> {
     config: &'a Config,
-    arch: Arch,
     train: Features,
     test: Features,
     train_images: Vec<usize>,
     val_images: Vec<usize>,
 }
 
+/// The two graphs a phase runs, each in one session for the whole phase.
+struct PhaseGraphs {
+    step: StepRunner,
+    eval: Scorer,
+    feature: Feature,
+}
+
+impl PhaseGraphs {
+    /// Opens the phase's graphs and checks that the features fit them.
+    fn open(run: &Run, phase: Phase) -> Result<Self> {
+        let layout = &run.config.layout;
+        let (step, eval, feature) = phase.graphs();
+        let weight_decay = run.config.settings.weight_decay as f32;
+        let step = StepRunner::open(&layout.graph(step), run.config.session, weight_decay)?;
+        let eval = Scorer::open(&layout.graph(eval), run.config.session)?;
+        let dims = step.dims(names::FEATURES)?;
+        for split in [&run.train, &run.test] {
+            split.check_fits(feature, &dims, step.graph())?;
+        }
+        Ok(Self {
+            step,
+            eval,
+            feature,
+        })
+    }
+}
+
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let arch = export::exported_arch(layout)?;
-    let views = cache_views(layout)?;
-    let (pooled, layer3) = (
-        arch.features(),
-        [
-            arch.layer3_channels(),
-            arch.layer3_size(),
-            arch.layer3_size(),
-        ],
-    );
-    let train = Features::load(layout, Split::Train, views, pooled, layer3)?;
-    let test = Features::load(layout, Split::Test, 1, pooled, layer3)?;
-    check_labels(&train, &test, &arch)?;
+    let settings = &config.settings;
+    let upstream = Upstream::read(layout)?;
+    let train = Features::load(layout, Split::Train, upstream.cache.settings.views)?;
+    let test = Features::load(layout, Split::Test, 1)?;
+    check_labels(&train, &test, upstream.classes.len())?;
     let (train_images, val_images) =
-        data::split_validation(&train, config.val_fraction, config.seed);
+        data::split_validation(&train, settings.val_fraction, settings.seed);
     let run = Run {
         config,
-        arch,
         train,
         test,
         train_images,
@@ -113,8 +141,13 @@ pub fn run(config: &Config) -> Result<Report> {
 
     let results = layout.results_dir();
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
-    let (mut weights, mut progress, mut resumed_state, mut epochs) = start_or_resume(&run)?;
-    let mut log = table::Appender::create(&layout.result("epochs.csv"))?;
+    let Start {
+        mut weights,
+        mut progress,
+        state: mut resumed_state,
+        mut epochs,
+    } = start_or_resume(&run)?;
+    let mut log = table::Appender::create(&layout.result(ResultFile::Epochs))?;
     for row in &epochs {
         log.push(row)?;
     }
@@ -126,41 +159,38 @@ pub fn run(config: &Config) -> Result<Report> {
         {
             continue;
         }
-        let (params, buffers) = run.trainable(phase);
+        let mut graphs = PhaseGraphs::open(&run, phase)?;
+        device = Some(graphs.step.device);
+        if progress.is_none() && phase == Phase::Head {
+            weights.extend(new_head(
+                &graphs.step.state_shapes(StateKind::Param)?,
+                settings.seed,
+            )?);
+        }
         let mut state = match resumed_state.take() {
             Some(state) if progress.as_ref().is_some_and(|p| p.phase == phase) => state,
-            _ => TrainState::fresh(&weights, &params, &buffers)?,
+            _ => TrainState::fresh(
+                &weights,
+                &graphs.step.state_shapes(StateKind::Param)?,
+                &graphs.step.state_shapes(StateKind::Buffer)?,
+            )?,
         };
-        let graph = match phase {
-            Phase::Head => graphs::head_step(&run.arch),
-            Phase::Finetune => graphs::finetune_step(&run.arch),
-        };
-        let mut runner = StepRunner::new(
-            &graph,
-            phase.name(),
-            config.device,
-            config.threads,
-            config.weight_decay,
-        )?;
-        device = Some(runner.device);
         let start = progress
             .as_ref()
             .filter(|p| p.phase == phase)
             .map_or(first, |p| p.epoch + 1);
         for epoch in start..=last {
             let t = Instant::now();
-            let (train_loss, train_acc) =
-                run.train_epoch(&mut runner, &mut state, phase, epoch, lr)?;
+            let (train_loss, train_acc) = run.train_epoch(&mut graphs, &mut state, epoch, lr)?;
             weights.extend(state.params.clone());
             weights.extend(state.buffers.clone());
-            let scorer_graph = run.eval_graph(phase, &weights);
-            let mut scorer = Scorer::new(&scorer_graph, "eval", config.device, config.threads)?;
             let test_images: Vec<usize> = (0..run.test.images()).collect();
-            let (test_loss, test_acc) = run.score(&mut scorer, &run.test, &test_images, phase)?;
+            let (test_loss, test_acc) =
+                run.score(&mut graphs, &run.test, &test_images, &weights)?;
             let val = if run.val_images.is_empty() {
                 None
             } else {
-                Some(run.score(&mut scorer, &run.train, &run.val_images, phase)?)
+                Some(run.score(&mut graphs, &run.train, &run.val_images, &weights)?)
             };
             let row = EpochRow {
                 epoch,
@@ -183,21 +213,18 @@ pub fn run(config: &Config) -> Result<Report> {
             );
             log.push(&row)?;
             epochs.push(row);
-            let best_val_loss = progress.as_ref().and_then(|p| p.best_val_loss);
-            let improved = val.is_some_and(|(l, _)| best_val_loss.is_none_or(|b| l < b));
+            let best = progress.as_ref().and_then(|p| p.best);
+            let improved = val.is_some_and(|(l, _)| best.is_none_or(|(b, _)| l < b));
             if improved {
-                rps_core::npy::write_npz(
-                    &layout.result("best.npz"),
-                    weights.iter().map(|(k, v)| (k.as_str(), v)),
-                )?;
+                npy::write_tensors(&layout.result(ResultFile::Best), &weights)?;
             }
             let next = Progress {
                 phase,
                 epoch,
-                best_val_loss: if improved {
-                    val.map(|v| v.0)
+                best: if improved {
+                    val.map(|(l, _)| (l, epoch))
                 } else {
-                    best_val_loss
+                    best
                 },
             };
             save_checkpoint(layout, &state, &weights, &next)?;
@@ -207,69 +234,62 @@ pub fn run(config: &Config) -> Result<Report> {
             }
         }
     }
-    finish(&run, &weights, started, device)?;
-    Ok(Report {
-        epochs,
-        device: device.unwrap_or(rps_core::Device::Cpu),
-    })
+    let device = device.unwrap_or(Device::Cpu);
+    let best_epoch = progress
+        .as_ref()
+        .and_then(|p| p.best)
+        .map(|(_, epoch)| epoch);
+    finish(&run, &upstream, &weights, best_epoch, started, device)?;
+    Ok(Report { epochs, device })
 }
 
 impl Run<'_> {
     /// `(phase, first epoch, last epoch, lr)`, epochs numbered on across phases.
     fn phases(&self) -> [(Phase, usize, usize, f64); 2] {
-        let c = self.config;
+        let s = &self.config.settings;
         [
-            (Phase::Head, 1, c.head_epochs, c.head_lr),
+            (Phase::Head, 1, s.head_epochs, s.head_lr),
             (
                 Phase::Finetune,
-                c.head_epochs + 1,
-                c.head_epochs + c.ft_epochs,
-                c.ft_lr,
+                s.head_epochs + 1,
+                s.head_epochs + s.ft_epochs,
+                s.ft_lr,
             ),
         ]
-    }
-
-    fn trainable(&self, phase: Phase) -> (Shapes, Shapes) {
-        match phase {
-            Phase::Head => (
-                self.arch.head_shapes(self.arch.classes).to_vec(),
-                Vec::new(),
-            ),
-            Phase::Finetune => (self.arch.finetune_params(), self.arch.finetune_buffers()),
-        }
     }
 
     /// One epoch over the training images (this epoch's view), in train mode.
     fn train_epoch(
         &self,
-        runner: &mut StepRunner,
+        graphs: &mut PhaseGraphs,
         state: &mut TrainState,
-        phase: Phase,
         epoch: usize,
         lr: f64,
     ) -> Result<(f64, f64)> {
-        let c = self.config;
+        let s = &self.config.settings;
         let view = epoch - 1;
-        let order = data::shuffled(&self.train_images, c.seed, epoch);
+        let order = data::shuffled(&self.train_images, s.seed, epoch);
+        let phase = graphs.feature;
         let bar = rps_core::progress::bar(
-            format!("epoch {epoch} ({})", phase.name()),
-            order.len().div_ceil(c.batch),
+            format!("epoch {epoch}"),
+            order.len().div_ceil(s.batch),
             "steps",
         );
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (step, images) in order.chunks(c.batch).enumerate() {
+        for (step, images) in order.chunks(s.batch).enumerate() {
             let rows: Vec<usize> = images.iter().map(|&i| self.train.row(i, view)).collect();
             let labels = self.train.labels_of(&rows);
-            let features = self.features(&self.train, &rows, phase)?;
-            let mask = data::dropout_mask(
-                rows.len(),
-                self.arch.features(),
-                c.dropout,
-                c.seed,
+            let features = self.train.rows(phase, &rows)?;
+            let at = BatchPosition {
+                seed: s.seed,
                 epoch,
                 step,
-            );
-            let out = runner.step(state, &features, &labels, &mask, lr as f32)?;
+            };
+            let width = self.train.pooled.ncols();
+            let mask = data::dropout_mask(rows.len(), width, s.dropout, at);
+            let out = graphs
+                .step
+                .step(state, &features, &labels, &mask, lr as f32)?;
             if !out.loss.is_finite() {
                 bail!(
                     "training diverged: loss {} at epoch {epoch}, step {}; the last good checkpoint is kept",
@@ -286,56 +306,49 @@ impl Run<'_> {
         Ok((loss_sum / n, correct as f64 / n))
     }
 
-    /// Mean loss and accuracy of `images` (view 0) with the eval graph.
+    /// Mean loss and accuracy of `images` (view 0) with the phase's eval graph.
     fn score(
         &self,
-        scorer: &mut Scorer,
+        graphs: &mut PhaseGraphs,
         split: &Features,
         images: &[usize],
-        phase: Phase,
+        weights: &Tensors,
     ) -> Result<(f64, f64)> {
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for chunk in images.chunks(self.config.batch) {
+        for chunk in images.chunks(self.config.settings.batch) {
             let rows: Vec<usize> = chunk.iter().map(|&i| split.row(i, 0)).collect();
             let labels = split.labels_of(&rows);
-            let out = scorer.score(&self.features(split, &rows, phase)?, &labels)?;
+            let features = split.rows(graphs.feature, &rows)?;
+            let out = graphs.eval.score(&features, &labels, weights)?;
             loss_sum += out.loss as f64 * rows.len() as f64;
             correct += out.correct(&labels);
         }
         let n = images.len().max(1) as f64;
         Ok((loss_sum / n, correct as f64 / n))
     }
-
-    fn features(
-        &self,
-        split: &Features,
-        rows: &[usize],
-        phase: Phase,
-    ) -> Result<ndarray::ArrayD<f32>> {
-        match phase {
-            Phase::Head => Ok(split.pooled_rows(rows)),
-            Phase::Finetune => split.layer3_rows(rows),
-        }
-    }
-
-    fn eval_graph(&self, phase: Phase, weights: &Tensors) -> Vec<u8> {
-        match phase {
-            Phase::Head => infer::head_eval(&self.arch, weights),
-            Phase::Finetune => infer::finetune_eval(&self.arch, weights),
-        }
-    }
 }
 
-fn cache_views(layout: &Layout) -> Result<usize> {
-    let path = Layout::meta(&layout.cache_dir());
-    let meta = Metadata::read(&path).context("run `make preprocess` first")?;
-    meta.require("views", &path)?
-        .as_u64()
-        .map(|v| v as usize)
-        .with_context(|| format!("{}: views is not a number", path.display()))
+/// The new head's own random stream of `SEED` ("head"), so that it does not depend
+/// on anything else drawn.
+const HEAD_STREAM: u64 = 0x6865_6164;
+
+/// A fresh head, drawn as `nn.Linear` draws one: the head step's parameters, a weight
+/// `[classes, features]` and a bias `[classes]`.
+fn new_head(params: &Shapes, seed: u64) -> Result<Tensors> {
+    let of_rank = |rank: usize| {
+        params
+            .iter()
+            .find(|(_, shape)| shape.len() == rank)
+            .context("the head step takes no Linear layer's weight and bias")
+    };
+    let (weight, shape) = of_rank(2)?;
+    let (bias, _) = of_rank(1)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ HEAD_STREAM);
+    let (w, b) = rps_core::init::linear(shape[1], shape[0], &mut rng);
+    Ok(Tensors::from([(weight.clone(), w), (bias.clone(), b)]))
 }
 
-fn check_labels(train: &Features, test: &Features, arch: &Arch) -> Result<()> {
+fn check_labels(train: &Features, test: &Features, classes: usize) -> Result<()> {
     let max = train
         .labels
         .iter()
@@ -343,10 +356,9 @@ fn check_labels(train: &Features, test: &Features, arch: &Arch) -> Result<()> {
         .copied()
         .max()
         .unwrap_or(0);
-    if max < 0 || max as usize >= arch.classes {
+    if max < 0 || max as usize >= classes {
         bail!(
-            "labels go up to {max}, but the graphs were exported for {} classes (set CLASSES and rerun export)",
-            arch.classes
+            "labels go up to {max}, but there are {classes} classes: `make extract` remakes the features from the cache"
         );
     }
     if train.images() == 0 || test.images() == 0 {
@@ -355,20 +367,28 @@ fn check_labels(train: &Features, test: &Features, arch: &Arch) -> Result<()> {
     Ok(())
 }
 
-type Resumed = (Tensors, Option<Progress>, Option<TrainState>, Vec<EpochRow>);
+/// Where training starts: the weights, and with `--resume` the last checkpoint and
+/// the epochs.csv rows up to it.
+struct Start {
+    weights: Tensors,
+    progress: Option<Progress>,
+    state: Option<TrainState>,
+    epochs: Vec<EpochRow>,
+}
 
-/// The exported starting weights, or with `--resume` the last checkpoint and the
-/// epochs.csv rows up to it.
-fn start_or_resume(run: &Run) -> Result<Resumed> {
+/// The exported backbone, or with `--resume` the last checkpoint.
+fn start_or_resume(run: &Run) -> Result<Start> {
     let layout = &run.config.layout;
-    let checkpoint = checkpoint_dir(layout);
-    if run.config.resume && checkpoint.join("progress.json").exists() {
-        let text = std::fs::read_to_string(checkpoint.join("progress.json"))?;
+    let progress_path = layout.checkpoint(CheckpointFile::Progress);
+    if run.config.resume && progress_path.exists() {
+        let text = std::fs::read_to_string(&progress_path)
+            .with_context(|| format!("reading {}", progress_path.display()))?;
         let progress: Progress = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}", checkpoint.display()))?;
-        let weights = export::read_weights(&checkpoint.join("weights.npz"))?;
-        let state = TrainState::load(&checkpoint.join("state.npz"))?;
-        let rows: Vec<EpochRow> = table::read(&layout.result("epochs.csv")).unwrap_or_default();
+            .with_context(|| format!("reading {}", progress_path.display()))?;
+        let weights = npy::read_tensors(&layout.checkpoint(CheckpointFile::Weights))?;
+        let state = TrainState::load(&layout.checkpoint(CheckpointFile::State))?;
+        let epochs_path = layout.result(ResultFile::Epochs);
+        let rows: Vec<EpochRow> = table::read(&epochs_path).unwrap_or_default();
         let rows: Vec<EpochRow> = rows
             .into_iter()
             .filter(|r| r.epoch <= progress.epoch)
@@ -376,7 +396,7 @@ fn start_or_resume(run: &Run) -> Result<Resumed> {
         if rows.len() != progress.epoch {
             bail!(
                 "{}: has {} rows up to epoch {}; cannot resume",
-                layout.result("epochs.csv").display(),
+                epochs_path.display(),
                 rows.len(),
                 progress.epoch
             );
@@ -386,14 +406,19 @@ fn start_or_resume(run: &Run) -> Result<Resumed> {
             progress.epoch,
             progress.phase.name()
         );
-        return Ok((weights, Some(progress), Some(state), rows));
+        return Ok(Start {
+            weights,
+            progress: Some(progress),
+            state: Some(state),
+            epochs: rows,
+        });
     }
-    let weights = export::read_weights(&layout.graph(GraphFile::Weights))?;
-    Ok((weights, None, None, Vec::new()))
-}
-
-fn checkpoint_dir(layout: &Layout) -> PathBuf {
-    layout.results_dir().join("checkpoint")
+    Ok(Start {
+        weights: npy::read_tensors(&layout.graph(GraphFile::Weights))?,
+        progress: None,
+        state: None,
+        epochs: Vec::new(),
+    })
 }
 
 /// Writes the checkpoint as a whole folder, replaced by rename.
@@ -403,68 +428,72 @@ fn save_checkpoint(
     weights: &Tensors,
     progress: &Progress,
 ) -> Result<()> {
-    let dir = checkpoint_dir(layout);
-    let tmp = atomic::TempDir::beside(&dir)?;
-    state.save(&tmp.path().join("state.npz"))?;
-    rps_core::npy::write_npz(
-        &tmp.path().join("weights.npz"),
-        weights.iter().map(|(k, v)| (k.as_str(), v)),
-    )?;
+    let tmp = atomic::TempDir::beside(&layout.result(ResultFile::Checkpoint))?;
+    let inside = |file: CheckpointFile| tmp.path().join(file.file_name());
+    state.save(&inside(CheckpointFile::State))?;
+    npy::write_tensors(&inside(CheckpointFile::Weights), weights)?;
     atomic::write_bytes(
-        &tmp.path().join("progress.json"),
+        &inside(CheckpointFile::Progress),
         serde_json::to_string_pretty(progress)?.as_bytes(),
     )?;
     tmp.commit()?;
     Ok(())
 }
 
-/// The trained weights, the deployable model, parameter counts and metadata; the
-/// model is written last, as make's sign that training finished.
+/// The trained weights, parameter counts, metadata and the deployable model (the
+/// best epoch's when a validation split picked one); the model is written last, as
+/// make's sign that training finished.
 fn finish(
     run: &Run,
+    upstream: &Upstream,
     weights: &Tensors,
+    best_epoch: Option<usize>,
     started: Instant,
-    device: Option<rps_core::Device>,
+    device: Device,
 ) -> Result<()> {
     let layout = &run.config.layout;
-    let c = run.config;
-    rps_core::npy::write_npz(
-        &layout.result("weights.npz"),
-        weights.iter().map(|(k, v)| (k.as_str(), v)),
-    )?;
-    let counts = run.arch.param_counts();
+    npy::write_tensors(&layout.result(ResultFile::Weights), weights)?;
+    let counts = &upstream.export.details;
     let params = [
-        ParamsRow {
-            phase: Phase::Head.name().into(),
-            total: counts.total,
-            trainable: counts.head,
-        },
-        ParamsRow {
-            phase: Phase::Finetune.name().into(),
-            total: counts.total,
-            trainable: counts.finetune,
-        },
-    ];
-    table::write(&layout.result("params.csv"), &params)?;
-    let mut meta = Metadata::new("train", env!("CARGO_PKG_VERSION"))
-        .setting("batch", c.batch)
-        .setting("dropout", c.dropout)
-        .setting("head_epochs", c.head_epochs)
-        .setting("head_lr", c.head_lr)
-        .setting("ft_epochs", c.ft_epochs)
-        .setting("ft_lr", c.ft_lr)
-        .setting("weight_decay", c.weight_decay)
-        .setting("seed", c.seed)
-        .setting("val_fraction", c.val_fraction)
-        .input(&layout.features_dir())
-        .input(&layout.graph(GraphFile::Weights));
-    meta.device = device.map(|d| d.name().to_string());
-    meta.detail("train_images", run.train_images.len());
-    meta.detail("val_images", run.val_images.len());
+        (Phase::Head, counts.params_trainable_head),
+        (Phase::Finetune, counts.params_trainable_finetune),
+    ]
+    .map(|(phase, trainable)| ParamsRow {
+        phase: phase.name().into(),
+        total: counts.params_total,
+        trainable,
+    });
+    table::write(&layout.result(ResultFile::Params), &params)?;
+    let last_epoch = run.phases()[1].2;
+    let details = TrainDetails {
+        train_images: run.train_images.len(),
+        val_images: run.val_images.len(),
+        model_epoch: best_epoch.unwrap_or(last_epoch),
+    };
+    let settings = run.config.settings.clone();
+    let mut meta = TrainMeta::new(Stage::Train, env!("CARGO_PKG_VERSION"), settings, details);
+    meta.inputs = [layout.features_dir(), layout.graphs_dir()]
+        .map(|p| p.display().to_string())
+        .to_vec();
+    meta.device = Some(device);
     meta.seconds = started.elapsed().as_secs_f64();
-    meta.write(&layout.result("train.json"))?;
-    let classes = rps_core::ClassList::read(&layout.classes())?;
-    let model = infer::classifier(&run.arch, weights, "model", Some(classes.names()));
-    atomic::write_bytes(&layout.result(GraphFile::Model.file_name()), &model)?;
+    meta.write(&layout.result(ResultFile::TrainMeta))?;
+    let model_weights = match best_epoch {
+        Some(_) => npy::read_tensors(&layout.result(ResultFile::Best))?,
+        None => weights.clone(),
+    };
+    write_model(layout, &model_weights, &upstream.classes)
+}
+
+/// `results/model.onnx`: the exported classifier with `weights` and the class names.
+fn write_model(layout: &Layout, weights: &Tensors, classes: &ClassList) -> Result<()> {
+    let mut model = ModelFile::read(&layout.graph(GraphFile::Classifier))?;
+    for (name, value) in weights {
+        let value = value.as_standard_layout();
+        let data = value.as_slice().expect("standard layout");
+        model.set_initializer(name, value.shape(), data)?;
+    }
+    model.set_metadata(names::META_CLASSES, &classes.names().join("\n"));
+    atomic::write_bytes(&layout.result(ResultFile::Model), &model.to_bytes())?;
     Ok(())
 }

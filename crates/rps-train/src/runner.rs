@@ -1,70 +1,73 @@
 //! The ONNX Runtime plumbing below the training loop: feeding a train-step graph the
-//! batch and the state and reading the new state back; scoring with an eval graph.
+//! batch and the state and reading the new state back.
 
-use anyhow::{Context, Result, bail};
-use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ndarray::{Array2, ArrayD, Ix2};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
-use rps_core::{Device, DeviceChoice, Runtime};
-use rps_export::names;
+use rps_core::names::{self, StateKind};
+use rps_core::{Device, Runtime, SessionOptions};
+use rps_score::BatchOutput;
 
 use crate::state::TrainState;
 
-/// Loss and logits of one step or one scored batch.
-pub struct BatchOutput {
-    /// Mean cross-entropy over the batch.
-    pub loss: f32,
-    pub logits: Array2<f32>,
-}
-
-impl BatchOutput {
-    /// How many rows' arg-max logit is the label.
-    pub fn correct(&self, labels: &[i64]) -> usize {
-        predictions(self.logits.view())
-            .iter()
-            .zip(labels)
-            .filter(|(p, l)| **p as i64 == **l)
-            .count()
-    }
-}
-
-/// The arg-max class of each row.
-pub fn predictions(logits: ArrayView2<f32>) -> Vec<usize> {
-    logits
-        .axis_iter(Axis(0))
-        .map(|row| {
-            row.iter()
-                .enumerate()
-                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                    if v > best.1 { (i, v) } else { best }
-                })
-                .0
-        })
-        .collect()
-}
+/// Named tensor shapes.
+pub type Shapes = Vec<(String, Vec<usize>)>;
 
 /// A train-step graph in a session.
 pub struct StepRunner {
     session: Session,
     pub device: Device,
+    graph: PathBuf,
     weight_decay: f32,
 }
 
 impl StepRunner {
-    pub fn new(
-        graph: &[u8],
-        label: &str,
-        device: DeviceChoice,
-        threads: usize,
-        weight_decay: f32,
-    ) -> Result<Self> {
-        let (session, device) =
-            Runtime::get()?.session_from_bytes(graph, label, device, threads)?;
+    pub fn open(graph: &Path, options: SessionOptions, weight_decay: f32) -> Result<Self> {
+        let (session, device) = Runtime::get()?.session(graph, options)?;
         Ok(Self {
             session,
             device,
+            graph: graph.to_path_buf(),
             weight_decay,
         })
+    }
+
+    /// The tensors of `kind` the graph takes, by PyTorch name, with their shapes.
+    pub fn state_shapes(&self, kind: StateKind) -> Result<Shapes> {
+        let mut shapes = Vec::new();
+        for input in self.session.inputs() {
+            let Some((found, tensor)) = StateKind::parse(input.name()) else {
+                continue;
+            };
+            if found == kind {
+                let dims = self.dims(input.name())?;
+                let shape = dims
+                    .iter()
+                    .map(|&d| usize::try_from(d).ok())
+                    .collect::<Option<Vec<_>>>()
+                    .with_context(|| {
+                        format!(
+                            "{}: {} has dynamic dimensions",
+                            self.graph.display(),
+                            input.name()
+                        )
+                    })?;
+                shapes.push((tensor.to_string(), shape));
+            }
+        }
+        Ok(shapes)
+    }
+
+    /// The dimensions of the graph's input `name` (-1 where dynamic).
+    pub fn dims(&self, name: &str) -> Result<Vec<i64>> {
+        Ok(rps_core::runtime::dims(&self.session, name, &self.graph)?)
+    }
+
+    pub fn graph(&self) -> &Path {
+        &self.graph
     }
 
     /// One Adam step on a batch; updates `state` in place.
@@ -106,7 +109,7 @@ impl StepRunner {
         let output = |name: &str| -> Result<ArrayD<f32>> {
             Ok(outputs
                 .get(name)
-                .with_context(|| format!("the step graph has no output {name}"))?
+                .with_context(|| format!("{} has no output {name}", self.graph.display()))?
                 .try_extract_array::<f32>()?
                 .to_owned())
         };
@@ -118,53 +121,9 @@ impl StepRunner {
         for (name, _) in state.inputs() {
             updated.push(output(&names::updated(&name))?);
         }
-        for ((_, slot), value) in state_slots(state).zip(updated) {
+        for ((_, slot), value) in state.slots().zip(updated) {
             *slot = value;
         }
         Ok(result)
-    }
-}
-
-/// The state's tensors in the order of [`TrainState::inputs`], mutably.
-fn state_slots(state: &mut TrainState) -> impl Iterator<Item = (&String, &mut ArrayD<f32>)> {
-    state
-        .params
-        .iter_mut()
-        .chain(state.adam_m.iter_mut())
-        .chain(state.adam_v.iter_mut())
-        .chain(state.buffers.iter_mut())
-}
-
-/// Scores batches with an eval graph (weights as initializers).
-pub struct Scorer {
-    session: Session,
-    pub device: Device,
-}
-
-impl Scorer {
-    pub fn new(graph: &[u8], label: &str, device: DeviceChoice, threads: usize) -> Result<Self> {
-        let (session, device) =
-            Runtime::get()?.session_from_bytes(graph, label, device, threads)?;
-        Ok(Self { session, device })
-    }
-
-    pub fn score(&mut self, features: &ArrayD<f32>, labels: &[i64]) -> Result<BatchOutput> {
-        let outputs = self.session.run(ort::inputs![
-            names::FEATURES => TensorRef::from_array_view(features.view())?,
-            names::LABELS => Tensor::from_array(([labels.len()], labels.to_vec()))?,
-        ])?;
-        let loss = outputs[names::LOSS].try_extract_array::<f32>()?.sum();
-        let logits = outputs[names::LOGITS]
-            .try_extract_array::<f32>()?
-            .to_owned()
-            .into_dimensionality::<Ix2>()?;
-        if logits.nrows() != labels.len() {
-            bail!(
-                "the eval graph returned {} rows for {} labels",
-                logits.nrows(),
-                labels.len()
-            );
-        }
-        Ok(BatchOutput { loss, logits })
     }
 }

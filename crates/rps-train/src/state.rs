@@ -5,9 +5,11 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ndarray::{ArrayD, IxDyn};
-use rps_core::npy;
-use rps_export::names;
-use rps_export::weights::Tensors;
+use rps_core::names::StateKind;
+use rps_core::{Tensors, npy};
+
+/// Name of the step count in a saved state.
+const STEP: &str = "step";
 
 /// The trainable part of the model and its optimizer state.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,13 +34,10 @@ impl TrainState {
         let take = |list: &[(String, Vec<usize>)]| -> Result<Tensors> {
             list.iter()
                 .map(|(name, _)| {
-                    Ok((
-                        name.clone(),
-                        weights
-                            .get(name)
-                            .with_context(|| format!("weights have no {name:?}"))?
-                            .clone(),
-                    ))
+                    let value = weights
+                        .get(name)
+                        .with_context(|| format!("the weights have no {name:?}"))?;
+                    Ok((name.clone(), value.clone()))
                 })
                 .collect()
         };
@@ -56,47 +55,69 @@ impl TrainState {
         })
     }
 
-    /// Every state tensor under its graph input name.
-    pub fn inputs(&self) -> impl Iterator<Item = (String, &ArrayD<f32>)> {
-        self.params
-            .iter()
-            .map(|(k, v)| (names::param(k), v))
-            .chain(self.adam_m.iter().map(|(k, v)| (names::adam_m(k), v)))
-            .chain(self.adam_v.iter().map(|(k, v)| (names::adam_v(k), v)))
-            .chain(self.buffers.iter().map(|(k, v)| (names::buffer(k), v)))
-    }
-
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let step = ArrayD::from_elem(IxDyn(&[]), self.step as f32);
-        let entries: Vec<(String, &ArrayD<f32>)> =
-            self.inputs().chain([("step".to_string(), &step)]).collect();
-        npy::write_npz(path, entries.iter().map(|(k, v)| (k.as_str(), *v)))?;
-        Ok(())
-    }
-
-    pub fn load(path: &Path) -> Result<Self> {
-        let mut npz = npy::Npz::open(path)?;
-        let mut state = Self {
+    fn empty() -> Self {
+        Self {
             params: Tensors::new(),
             adam_m: Tensors::new(),
             adam_v: Tensors::new(),
             buffers: Tensors::new(),
             step: 0,
-        };
-        for key in npz.names()? {
-            let value = npz.get::<f32>(&key)?;
-            let slot = key
-                .split_once(':')
-                .map(|(kind, name)| (kind.to_string(), name.to_string()));
-            match slot {
-                Some((kind, name)) if kind == "param" => drop(state.params.insert(name, value)),
-                Some((kind, name)) if kind == "adam_m" => drop(state.adam_m.insert(name, value)),
-                Some((kind, name)) if kind == "adam_v" => drop(state.adam_v.insert(name, value)),
-                Some((kind, name)) if kind == "buffer" => drop(state.buffers.insert(name, value)),
-                _ if key == "step" => {
+        }
+    }
+
+    fn tensors(&self, kind: StateKind) -> &Tensors {
+        match kind {
+            StateKind::Param => &self.params,
+            StateKind::AdamM => &self.adam_m,
+            StateKind::AdamV => &self.adam_v,
+            StateKind::Buffer => &self.buffers,
+        }
+    }
+
+    fn tensors_mut(&mut self, kind: StateKind) -> &mut Tensors {
+        match kind {
+            StateKind::Param => &mut self.params,
+            StateKind::AdamM => &mut self.adam_m,
+            StateKind::AdamV => &mut self.adam_v,
+            StateKind::Buffer => &mut self.buffers,
+        }
+    }
+
+    /// Every state tensor under its graph input name.
+    pub fn inputs(&self) -> impl Iterator<Item = (String, &ArrayD<f32>)> {
+        StateKind::ALL.into_iter().flat_map(move |kind| {
+            self.tensors(kind)
+                .iter()
+                .map(move |(name, value)| (kind.input(name), value))
+        })
+    }
+
+    /// The state's tensors in the order of [`TrainState::inputs`], mutably.
+    pub fn slots(&mut self) -> impl Iterator<Item = (&String, &mut ArrayD<f32>)> {
+        self.params
+            .iter_mut()
+            .chain(self.adam_m.iter_mut())
+            .chain(self.adam_v.iter_mut())
+            .chain(self.buffers.iter_mut())
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let step = ArrayD::from_elem(IxDyn(&[]), self.step as f32);
+        let entries: Vec<(String, &ArrayD<f32>)> =
+            self.inputs().chain([(STEP.to_string(), &step)]).collect();
+        npy::write_npz(path, entries.iter().map(|(k, v)| (k.as_str(), *v)))?;
+        Ok(())
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut state = Self::empty();
+        for (key, value) in npy::read_tensors(path)? {
+            match StateKind::parse(&key) {
+                Some((kind, name)) => drop(state.tensors_mut(kind).insert(name.into(), value)),
+                None if key == STEP => {
                     state.step = value.iter().next().copied().unwrap_or(0.0) as u64
                 }
-                _ => anyhow::bail!("{}: unexpected entry {key:?}", path.display()),
+                None => anyhow::bail!("{}: unexpected entry {key:?}", path.display()),
             }
         }
         Ok(state)

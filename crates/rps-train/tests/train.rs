@@ -3,8 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, ArrayD, Dimension, IxDyn};
-use rps_core::rows::EpochRow;
-use rps_core::{DeviceChoice, Layout, Metadata, Split, npy, table};
+use rps_core::rows::{EpochRow, ParamsRow};
+use rps_core::sidecar::{
+    PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage, TrainMeta, TrainSettings,
+};
+use rps_core::{
+    CheckpointFile, ClassList, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split,
+    Tensors, npy, table,
+};
 use rps_export::export::{self, Source};
 use rps_export::resnet::Arch;
 use rps_train::{Config, run};
@@ -21,17 +27,23 @@ const VIEWS: usize = 2;
 fn dataset(dir: &Path) -> Layout {
     let layout = Layout::new(dir);
     export::run(&export::Config {
+        layout: layout.clone(),
         source: Source::Random(0),
-        out: layout.graphs_dir(),
-        arch: ARCH,
-        seed: 0,
+        width: ARCH.width,
+        image_size: ARCH.image_size as u32,
+        classes: Some(ARCH.classes),
     })
     .unwrap();
-    let mut meta = Metadata::new("preprocess", "test").setting("views", VIEWS);
-    meta.seconds = 0.0;
-    std::fs::create_dir_all(layout.cache_dir()).unwrap();
-    meta.write(&Layout::meta(&layout.cache_dir())).unwrap();
-    rps_core::ClassList::new(vec!["a".into(), "b".into(), "c".into()])
+    let settings = PreprocessSettings::new(ARCH.image_size as u32, VIEWS, 0);
+    PreprocessMeta::new(
+        Stage::Preprocess,
+        "test",
+        settings,
+        PreprocessDetails::default(),
+    )
+    .write(&layout.cache_meta())
+    .unwrap();
+    ClassList::new(vec!["a".into(), "b".into(), "c".into()])
         .write(&layout.classes())
         .unwrap();
     std::fs::create_dir_all(layout.features_dir()).unwrap();
@@ -56,10 +68,10 @@ fn dataset(dir: &Path) -> Layout {
                     0.0
                 }
         });
-        npy::write(&layout.features(split, "pooled"), &pooled).unwrap();
-        npy::write(&layout.features(split, "layer3"), &layer3).unwrap();
+        npy::write(&layout.features(split, Feature::Pooled), &pooled).unwrap();
+        npy::write(&layout.features(split, Feature::Layer3), &layer3).unwrap();
         npy::write(
-            &layout.features(split, "labels"),
+            &layout.features(split, Feature::Labels),
             &Array1::from_iter((0..rows).map(label)),
         )
         .unwrap();
@@ -70,24 +82,22 @@ fn dataset(dir: &Path) -> Layout {
 fn config(layout: &Layout) -> Config {
     Config {
         layout: layout.clone(),
-        batch: 16,
-        dropout: 0.2,
-        head_epochs: 4,
-        head_lr: 1e-2,
-        ft_epochs: 2,
-        ft_lr: 1e-3,
-        weight_decay: 0.0,
-        seed: 0,
-        val_fraction: 0.0,
+        settings: TrainSettings {
+            batch: 16,
+            head_epochs: 4,
+            head_lr: 1e-2,
+            ft_epochs: 2,
+            ft_lr: 1e-3,
+            ..TrainSettings::default()
+        },
         resume: false,
         stop_after: None,
-        device: DeviceChoice::Cpu,
-        threads: 2,
+        session: SessionOptions::cpu(2),
     }
 }
 
 fn epochs(layout: &Layout) -> Vec<EpochRow> {
-    table::read(&layout.result("epochs.csv")).unwrap()
+    table::read(&layout.result(ResultFile::Epochs)).unwrap()
 }
 
 /// Everything but the wall-clock column.
@@ -125,9 +135,9 @@ fn loss_falls_on_a_separable_set_and_outputs_are_written() {
         rows.iter()
             .all(|r| (0.0..=1.0).contains(&r.train_acc) && r.val_loss.is_none())
     );
-    let params: Vec<rps_core::rows::ParamsRow> = table::read(&layout.result("params.csv")).unwrap();
+    let params: Vec<ParamsRow> = table::read(&layout.result(ResultFile::Params)).unwrap();
     assert_eq!(params[1].trainable, ARCH.param_counts().finetune);
-    assert!(layout.result("model.onnx").exists());
+    assert!(layout.result(ResultFile::Model).exists());
 }
 
 #[test]
@@ -138,7 +148,7 @@ fn the_same_seed_gives_the_same_epochs() {
     run(&config(&lb)).unwrap();
     assert_eq!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
     let mut other = config(&lb);
-    other.seed = 1;
+    other.settings.seed = 1;
     run(&other).unwrap();
     assert_ne!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
 }
@@ -166,12 +176,18 @@ fn validation_picks_a_best_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dataset(dir.path());
     let mut config = config(&layout);
-    config.val_fraction = 0.2;
+    config.settings.val_fraction = 0.2;
     run(&config).unwrap();
-    assert!(epochs(&layout).iter().all(|r| r.val_loss.is_some()));
-    assert!(layout.result("best.npz").exists());
-    let meta = Metadata::read(&layout.result("train.json")).unwrap();
-    assert_eq!(meta.details["val_images"], 12);
+    let rows = epochs(&layout);
+    assert!(rows.iter().all(|r| r.val_loss.is_some()));
+    assert!(layout.result(ResultFile::Best).exists());
+    let meta = TrainMeta::read(&layout.result(ResultFile::TrainMeta)).unwrap();
+    assert_eq!(meta.details.val_images, 12);
+    let best = rows
+        .iter()
+        .min_by(|a, b| a.val_loss.unwrap().total_cmp(&b.val_loss.unwrap()))
+        .unwrap();
+    assert_eq!(meta.details.model_epoch, best.epoch);
 }
 
 #[test]
@@ -179,18 +195,13 @@ fn a_diverging_loss_stops_training_naming_epoch_and_step() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dataset(dir.path());
     let mut config = config(&layout);
-    config.head_epochs = 1;
-    config.ft_lr = 1e30;
+    config.settings.head_epochs = 1;
+    config.settings.ft_lr = 1e30;
     let err = run(&config).unwrap_err().to_string();
     assert!(err.contains("epoch 2, step"), "{err}");
     // The checkpoint of epoch 1 is kept.
-    assert!(
-        layout
-            .results_dir()
-            .join("checkpoint/progress.json")
-            .exists()
-    );
-    assert!(!layout.result("model.onnx").exists());
+    assert!(layout.checkpoint(CheckpointFile::Progress).exists());
+    assert!(!layout.result(ResultFile::Model).exists());
 }
 
 #[test]
@@ -198,7 +209,7 @@ fn features_and_labels_of_different_lengths_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let layout = dataset(dir.path());
     npy::write(
-        &layout.features(Split::Test, "labels"),
+        &layout.features(Split::Test, Feature::Labels),
         &Array1::<i64>::zeros(7),
     )
     .unwrap();
@@ -207,7 +218,7 @@ fn features_and_labels_of_different_lengths_are_refused() {
         err.contains("disagree in length") && err.contains("test_labels.npy"),
         "{err}"
     );
-    assert!(!layout.result("epochs.csv").exists());
+    assert!(!layout.result(ResultFile::Epochs).exists());
 }
 
 fn reference(file: &str) -> PathBuf {
@@ -218,41 +229,36 @@ fn reference(file: &str) -> PathBuf {
 
 #[test]
 fn the_stage_step_matches_pytorch_for_two_steps() {
+    use rps_core::names::StateKind;
     use rps_train::runner::StepRunner;
     use rps_train::state::TrainState;
-    let arch = Arch {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    export::run(&export::Config {
+        layout: layout.clone(),
+        source: Source::File(reference("mini_w8_s64_seed0.pth")),
         width: 8,
         image_size: 64,
-        classes: 3,
-    };
+        classes: Some(3),
+    })
+    .unwrap();
+    let graph = layout.graph(GraphFile::FinetuneStep);
+    let mut runner = StepRunner::open(&graph, SessionOptions::cpu(2), 0.0).unwrap();
+    let params = runner.state_shapes(StateKind::Param).unwrap();
+    let buffers = runner.state_shapes(StateKind::Buffer).unwrap();
     let mut npz = npy::Npz::open(&reference("mini_w8_s64_seed0_train_layer4.npz")).unwrap();
-    let mut initial = rps_export::weights::Tensors::new();
-    for (name, _) in arch.finetune_params() {
-        initial.insert(
-            name.clone(),
-            npz.get(&format!("init:param:{name}")).unwrap(),
-        );
+    let mut initial = Tensors::new();
+    for (kind, list) in [("param", &params), ("buffer", &buffers)] {
+        for (name, _) in list {
+            let value = npz.get(&format!("init:{kind}:{name}")).unwrap();
+            initial.insert(name.clone(), value);
+        }
     }
-    for (name, _) in arch.finetune_buffers() {
-        initial.insert(
-            name.clone(),
-            npz.get(&format!("init:buffer:{name}")).unwrap(),
-        );
-    }
-    let mut state =
-        TrainState::fresh(&initial, &arch.finetune_params(), &arch.finetune_buffers()).unwrap();
+    let mut state = TrainState::fresh(&initial, &params, &buffers).unwrap();
     let features = npz.get::<f32>("features").unwrap();
     let labels: Vec<i64> = npz.get::<i64>("labels").unwrap().iter().copied().collect();
     let lr = npz.get::<f32>("lr").unwrap().sum();
-    let mask = rps_train::data::dropout_mask(labels.len(), arch.features(), 0.0, 0, 1, 0);
-    let mut runner = StepRunner::new(
-        &rps_export::train::finetune_step(&arch),
-        "step",
-        DeviceChoice::Cpu,
-        2,
-        0.0,
-    )
-    .unwrap();
+    let mask = ndarray::Array2::ones((labels.len(), 64));
     for step in 1..=2 {
         let out = runner
             .step(&mut state, &features, &labels, &mask, lr)
@@ -263,27 +269,24 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
             "step {step} loss {} vs {want}",
             out.loss
         );
-        for (name, value) in state.params.iter().chain(&state.buffers) {
-            let kind = if state.params.contains_key(name) {
-                "param"
-            } else {
-                "buffer"
-            };
-            let want = npz
-                .get::<f32>(&format!("step{step}:{kind}:{name}"))
-                .unwrap();
-            let diff: f32 = value
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).powi(2))
-                .sum::<f32>()
-                .sqrt();
-            let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
-            assert!(
-                diff / norm < 1e-3,
-                "step {step} {name}: relative error {}",
-                diff / norm
-            );
+        for (kind, tensors) in [("param", &state.params), ("buffer", &state.buffers)] {
+            for (name, value) in tensors {
+                let want = npz
+                    .get::<f32>(&format!("step{step}:{kind}:{name}"))
+                    .unwrap();
+                let diff: f32 = value
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f32>()
+                    .sqrt();
+                let norm: f32 = want.iter().map(|b| b * b).sum::<f32>().sqrt();
+                assert!(
+                    diff / norm < 1e-3,
+                    "step {step} {name}: relative error {}",
+                    diff / norm
+                );
+            }
         }
     }
 }

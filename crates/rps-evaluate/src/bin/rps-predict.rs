@@ -2,7 +2,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use clap::Parser;
-use rps_core::OrtArgs;
+use rps_core::cli::{DataArgs, OrtArgs};
+use rps_core::{GraphFile, ResultFile};
 use rps_evaluate::plots;
 use rps_evaluate::predict::{Classifier, top_k};
 
@@ -15,9 +16,8 @@ struct Args {
     /// The photos to classify.
     #[arg(required = true)]
     images: Vec<PathBuf>,
-    /// The pipeline's data folder (where the models are found).
-    #[arg(long, default_value = "data")]
-    data: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// The classifier graph (default: DATA/results/model.onnx, or with --imagenet
     /// DATA/graphs/imagenet.onnx).
     #[arg(long)]
@@ -42,31 +42,27 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let layout = args.data.layout();
     let (model, labels) = if args.imagenet {
         let labels = args
             .labels
             .clone()
-            .unwrap_or_else(|| args.data.join("raw/imagenet_classes.txt"));
+            .unwrap_or_else(|| layout.raw_file(IMAGENET_LABELS));
         (
             args.model
                 .clone()
-                .unwrap_or_else(|| args.data.join("graphs/imagenet.onnx")),
+                .unwrap_or_else(|| layout.graph(GraphFile::Imagenet)),
             Some(labels),
         )
     } else {
         (
             args.model
                 .clone()
-                .unwrap_or_else(|| args.data.join("results/model.onnx")),
+                .unwrap_or_else(|| layout.result(ResultFile::Model)),
             args.labels.clone(),
         )
     };
-    let mut classifier = Classifier::open(
-        &model,
-        labels.as_deref(),
-        args.ort.device,
-        args.ort.threads(),
-    )?;
+    let mut classifier = Classifier::open(&model, labels.as_deref(), args.ort.options())?;
     eprintln!("predict: {} on {}", model.display(), classifier.device);
     let shown = if args.imagenet {
         5
@@ -140,6 +136,9 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+/// The ImageNet class names `make fetch` downloads (LABELS_URL's file name).
+const IMAGENET_LABELS: &str = "imagenet_classes.txt";
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(

@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use ndarray::{ArrayD, IxDyn, arr0};
 use ort::session::Session;
 use ort::value::Tensor;
-use rps_core::{DeviceChoice, Runtime};
-use rps_export::names;
+use rps_core::{Runtime, SessionOptions, names};
 use rps_export::resnet::Arch;
 
 /// `../shared/` beside the repository.
@@ -23,7 +22,7 @@ pub fn reference(file: &str) -> PathBuf {
 pub fn session(graph: &[u8], label: &str) -> Session {
     Runtime::get()
         .unwrap()
-        .session_from_bytes(graph, label, DeviceChoice::Cpu, 2)
+        .session_from_bytes(graph, label, SessionOptions::cpu(2))
         .unwrap()
         .0
 }

@@ -1,9 +1,9 @@
 //! The test transform against Pillow's (fixtures made by
-//! scripts/make_preprocess_fixtures.py), and augmentation determinism.
+//! scripts/make_image_fixtures.py), and augmentation determinism.
 
 use std::path::{Path, PathBuf};
 
-use rps_preprocess::transform::{self, Augmentation};
+use rps_image::{self as transform, Augmentation};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,7 +46,7 @@ fn jpeg_resize_is_close_to_pillow() {
 fn the_same_image_seed_and_view_give_the_same_pixels() {
     let image = transform::load_rgb(&fixture("large.png")).unwrap();
     let view = |seed, view| {
-        let mut rng = rps_preprocess::view_rng(seed, "train/rock/a.png", view);
+        let mut rng = transform::view_rng(seed, "train/rock/a.png", view);
         Augmentation::draw(&mut rng, image.width(), image.height()).apply(&image, 32)
     };
     assert_eq!(view(0, 1), view(0, 1));

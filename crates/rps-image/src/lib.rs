@@ -1,4 +1,4 @@
-//! The image transforms, as torchvision applies them to PIL images:
+//! rps-image: the recipe's image transforms, as torchvision applies them to PIL images:
 //! - test: `Resize((S, S))` (PIL bilinear with antialiasing);
 //! - train: `RandomResizedCrop(S, scale=(0.8, 1.0))`, `RandomHorizontalFlip()`,
 //!   `RandomRotation(15)` (nearest, fill 0, no expand), `ColorJitter(brightness=0.1,
@@ -13,7 +13,9 @@ use anyhow::{Context, Result};
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageReader, Limits, RgbImage};
-use rand::{Rng, RngExt};
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sha2::{Digest, Sha256};
 
 /// Decoder limits: a bigger image is refused rather than allowed to exhaust memory.
 pub const MAX_SIDE: u32 = 16_384;
@@ -35,6 +37,18 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
         .decode()
         .with_context(|| format!("decoding {}", path.display()))?;
     Ok(image.to_rgb8())
+}
+
+/// The random stream of one view: a function of (seed, stage, image, view) alone, so
+/// any scheduling order gives the same bytes.
+pub fn view_rng(seed: u64, relative_path: &str, view: usize) -> ChaCha8Rng {
+    let digest = Sha256::new()
+        .chain_update(seed.to_le_bytes())
+        .chain_update(b"preprocess")
+        .chain_update(relative_path.as_bytes())
+        .chain_update((view as u64).to_le_bytes())
+        .finalize();
+    ChaCha8Rng::from_seed(digest.into())
 }
 
 /// A crop rectangle in source pixels.

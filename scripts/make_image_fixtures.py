@@ -1,7 +1,7 @@
-"""Writes the small images and the Pillow results the preprocess parity tests compare
-against (crates/rps-preprocess/tests/fixtures/). Run once; the outputs are committed.
+"""Writes the small images and the Pillow results the image transform tests compare
+against (crates/rps-image/tests/fixtures/). Run once; the outputs are committed.
 
-    python3 scripts/make_preprocess_fixtures.py crates/rps-preprocess/tests/fixtures
+    python3 scripts/make_image_fixtures.py crates/rps-image/tests/fixtures
 """
 import os
 import sys

@@ -1,0 +1,40 @@
+//! The recipe's settings, defined once: every binary's flags take their defaults from
+//! here, and the Makefile's defaults, `make help` and the README's variables table
+//! must say the same (`tests/defaults.rs` checks that they do).
+
+/// The pipeline's data folder (`DATA`).
+pub const DATA: &str = "data";
+/// Seeds augmentation, the new head's initialization, shuffling, dropout and the
+/// validation split (`SEED`).
+pub const SEED: u64 = 0;
+/// Input images are `IMAGE_SIZE` x `IMAGE_SIZE` pixels (`IMAGE_SIZE`).
+pub const IMAGE_SIZE: u32 = 224;
+/// Augmented views cached per training image (`VIEWS`).
+pub const VIEWS: usize = 5;
+/// Images per training step, and per scoring call (`BATCH`).
+pub const BATCH: usize = 64;
+/// Dropout rate before the head's Linear layer (`DROPOUT`).
+pub const DROPOUT: f64 = 0.2;
+/// Phase 1 (head) epochs and Adam learning rate (`HEAD_EPOCHS`, `HEAD_LR`).
+pub const HEAD_EPOCHS: usize = 20;
+pub const HEAD_LR: f64 = 1e-4;
+/// Phase 2 (layer4 and head) epochs and Adam learning rate (`FT_EPOCHS`, `FT_LR`).
+pub const FT_EPOCHS: usize = 20;
+pub const FT_LR: f64 = 1e-7;
+/// Decoupled (AdamW) weight decay; the recipe's plain Adam has none.
+pub const WEIGHT_DECAY: f64 = 0.0;
+/// Share of training images held out to pick the best epoch (`VAL_FRACTION`).
+pub const VAL_FRACTION: f64 = 0.0;
+/// ResNet base width: 64 is torchvision's ResNet18 (`WIDTH`).
+pub const WIDTH: usize = 64;
+/// Images per backbone call on each device (`EXTRACT_BATCH` overrides both).
+pub const EXTRACT_BATCH_CPU: usize = 32;
+pub const EXTRACT_BATCH_CUDA: usize = 128;
+/// The recipe's dataset archives (`TRAIN_URL`, `TEST_URL`).
+pub const TRAIN_URL: &str = "https://storage.googleapis.com/download.tensorflow.org/data/rps.zip";
+pub const TEST_URL: &str =
+    "https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip";
+/// Download attempts before giving up on a URL.
+pub const ATTEMPTS: u32 = 6;
+/// Zip-bomb guard: the most one archive may unpack to.
+pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;

@@ -1,0 +1,258 @@
+//! The JSON sidecar written beside every stage's output: which stage made it, with
+//! which settings, from which inputs, with which tool version, on which device, how
+//! long it took, and what it found. One typed struct per stage: the struct is the
+//! file's schema, read back by the stages after it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result, io};
+use crate::{Device, Split, atomic, defaults};
+
+/// The stages that write a sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Export,
+    Preprocess,
+    Extract,
+    Train,
+    Evaluate,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sidecar<S, D> {
+    pub stage: Stage,
+    /// The version of the crate that wrote the output.
+    pub tool_version: String,
+    /// Every setting that shapes the output.
+    pub settings: S,
+    /// The files the output was made from.
+    pub inputs: Vec<String>,
+    /// For stages that run ONNX Runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
+    pub seconds: f64,
+    /// What the stage found and made (counts, skipped files, digests).
+    pub details: D,
+}
+
+impl<S: Serialize + DeserializeOwned, D: Serialize + DeserializeOwned> Sidecar<S, D> {
+    pub fn new(stage: Stage, tool_version: &str, settings: S, details: D) -> Self {
+        Self {
+            stage,
+            tool_version: tool_version.into(),
+            settings,
+            inputs: Vec::new(),
+            device: None,
+            seconds: 0.0,
+            details,
+        }
+    }
+
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        atomic::write_bytes(path, format!("{text}\n").as_bytes())
+    }
+
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(io("reading", path))?;
+        serde_json::from_str(&text).map_err(|source| Error::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+}
+
+/// `graphs/export.json`.
+pub type ExportMeta = Sidecar<ExportSettings, ExportDetails>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportSettings {
+    /// ResNet base width (64 = torchvision's ResNet18).
+    pub width: usize,
+    /// Input images are `image_size` x `image_size` pixels.
+    pub image_size: u32,
+    /// Classes of the new head.
+    pub classes: usize,
+    pub weights: WeightsSource,
+}
+
+/// Where the backbone's weights came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum WeightsSource {
+    File { path: String, sha256: String },
+    Random { seed: u64 },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExportDetails {
+    /// Learned parameters of the transfer model, as PyTorch counts them.
+    pub params_total: usize,
+    pub params_trainable_head: usize,
+    pub params_trainable_finetune: usize,
+    /// Every file written, so that a changed or cut one can be told apart.
+    pub files: Vec<FileDigest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileDigest {
+    pub name: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// `cache/meta.json`.
+pub type PreprocessMeta = Sidecar<PreprocessSettings, PreprocessDetails>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessSettings {
+    pub image_size: u32,
+    /// Augmented views per training image.
+    pub views: usize,
+    pub seed: u64,
+    /// How the tensors are stored, and the transforms that made them.
+    pub storage: String,
+    pub test_transform: String,
+    pub train_transform: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessDetails {
+    pub classes: Vec<String>,
+    /// Tensor rows per split.
+    pub rows: BTreeMap<Split, usize>,
+    /// Files that could not be read, with why.
+    pub skipped: Vec<String>,
+}
+
+impl PreprocessSettings {
+    /// The settings of a cache of `image_size` pixels with `views` training views,
+    /// with the storage and transforms rps-preprocess uses.
+    pub fn new(image_size: u32, views: usize, seed: u64) -> Self {
+        Self {
+            image_size,
+            views,
+            seed,
+            storage: "u8 [N,3,S,S], RGB, unnormalized; rows image-major (image i, view v at \
+                      i*views+v)"
+                .into(),
+            test_transform: "Resize((S,S)) bilinear with antialiasing".into(),
+            train_transform: "RandomResizedCrop(S, scale=(0.8,1.0), ratio=(3/4,4/3)), \
+                              RandomHorizontalFlip(0.5), RandomRotation(15, nearest, fill 0), \
+                              ColorJitter(brightness=0.1, contrast=0.1)"
+                .into(),
+        }
+    }
+}
+
+/// `features/meta.json`.
+pub type ExtractMeta = Sidecar<ExtractSettings, ExtractDetails>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractSettings {
+    /// Images per backbone call.
+    pub batch: usize,
+    pub storage: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractDetails {
+    pub splits: BTreeMap<Split, SplitRate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SplitRate {
+    pub images: usize,
+    pub images_per_second: f64,
+}
+
+/// `results/train.json`.
+pub type TrainMeta = Sidecar<TrainSettings, TrainDetails>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSettings {
+    pub batch: usize,
+    pub dropout: f64,
+    pub head_epochs: usize,
+    pub head_lr: f64,
+    pub ft_epochs: usize,
+    pub ft_lr: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    pub val_fraction: f64,
+}
+
+impl Default for TrainSettings {
+    /// The recipe's settings.
+    fn default() -> Self {
+        Self {
+            batch: defaults::BATCH,
+            dropout: defaults::DROPOUT,
+            head_epochs: defaults::HEAD_EPOCHS,
+            head_lr: defaults::HEAD_LR,
+            ft_epochs: defaults::FT_EPOCHS,
+            ft_lr: defaults::FT_LR,
+            weight_decay: defaults::WEIGHT_DECAY,
+            seed: defaults::SEED,
+            val_fraction: defaults::VAL_FRACTION,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainDetails {
+    pub train_images: usize,
+    pub val_images: usize,
+    /// Which epoch's weights `weights.npz` and `model.onnx` hold.
+    pub model_epoch: usize,
+}
+
+/// `results/evaluate.json`.
+pub type EvaluateMeta = Sidecar<EvaluateSettings, EvaluateDetails>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateSettings {
+    /// Images per scoring call.
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvaluateDetails {
+    pub test_images: usize,
+    pub accuracy: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sidecars_round_trip_and_keep_floats_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train.json");
+        let settings = TrainSettings::default();
+        let details = TrainDetails {
+            train_images: 2520,
+            val_images: 0,
+            model_epoch: 40,
+        };
+        let mut meta = TrainMeta::new(Stage::Train, "0.0.0", settings, details);
+        meta.device = Some(Device::Cpu);
+        meta.inputs.push("data/features".into());
+        meta.write(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"dropout\": 0.2,"), "{text}");
+        assert!(text.contains("\"stage\": \"train\""), "{text}");
+        assert_eq!(TrainMeta::read(&path).unwrap(), meta);
+        let err = ExportMeta::read(&path).unwrap_err().to_string();
+        assert!(err.contains("train.json"), "{err}");
+    }
+}

@@ -1,0 +1,63 @@
+//! What every stage that runs exported graphs on cached data reads first: the
+//! export's and the cache's sidecars and the class list, checked to fit each other,
+//! so that a mismatch stops the stage before any work with the values and the target
+//! that remakes them.
+
+use crate::error::{Error, Result};
+use crate::sidecar::{ExportMeta, PreprocessMeta};
+use crate::{ClassList, GraphFile, Layout};
+
+pub struct Upstream {
+    pub export: ExportMeta,
+    pub cache: PreprocessMeta,
+    pub classes: ClassList,
+}
+
+impl Upstream {
+    pub fn read(layout: &Layout) -> Result<Self> {
+        let export_path = layout.graph(GraphFile::Meta);
+        let export = ExportMeta::read(&export_path).map_err(|e| made_by(e, "export"))?;
+        let cache =
+            PreprocessMeta::read(&layout.cache_meta()).map_err(|e| made_by(e, "preprocess"))?;
+        let classes = ClassList::read(&layout.classes())?;
+        let exported = &export.settings;
+        if exported.classes != classes.len() {
+            return Err(Error::Invalid {
+                path: export_path,
+                message: format!(
+                    "the graphs were exported for {} classes, but {} lists {}: `make export` \
+                     exports them again for the data's classes",
+                    exported.classes,
+                    layout.classes().display(),
+                    classes.len()
+                ),
+            });
+        }
+        if exported.image_size != cache.settings.image_size {
+            return Err(Error::Invalid {
+                path: export_path,
+                message: format!(
+                    "the graphs take {}-pixel images, but {} holds {}-pixel ones: IMAGE_SIZE \
+                     differs between export and preprocess (`make export preprocess \
+                     IMAGE_SIZE=N` remakes both)",
+                    exported.image_size,
+                    layout.cache_meta().display(),
+                    cache.settings.image_size
+                ),
+            });
+        }
+        Ok(Self {
+            export,
+            cache,
+            classes,
+        })
+    }
+}
+
+/// A sidecar that cannot be read says which stage writes it.
+fn made_by(error: Error, stage: &str) -> Error {
+    Error::Upstream {
+        stage: stage.into(),
+        source: Box::new(error),
+    }
+}

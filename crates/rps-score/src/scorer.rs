@@ -1,0 +1,140 @@
+//! Scoring batches with an eval graph, the model's weights fed as inputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
+use ort::session::{Session, SessionInputValue};
+use ort::value::{Tensor, TensorRef};
+use rps_core::names::{self, StateKind};
+use rps_core::{Device, Runtime, SessionOptions, Tensors};
+
+/// Loss and logits of one step or one scored batch.
+pub struct BatchOutput {
+    /// Mean cross-entropy over the batch.
+    pub loss: f32,
+    pub logits: Array2<f32>,
+}
+
+impl BatchOutput {
+    /// How many rows' arg-max logit is the label.
+    pub fn correct(&self, labels: &[i64]) -> usize {
+        predictions(self.logits.view())
+            .iter()
+            .zip(labels)
+            .filter(|(p, l)| **p as i64 == **l)
+            .count()
+    }
+}
+
+/// The arg-max class of each row.
+pub fn predictions(logits: ArrayView2<f32>) -> Vec<usize> {
+    logits
+        .axis_iter(Axis(0))
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+                    if v > best.1 { (i, v) } else { best }
+                })
+                .0
+        })
+        .collect()
+}
+
+/// Row-wise softmax.
+pub fn softmax(logits: &Array2<f32>) -> Array2<f32> {
+    let mut out = logits.clone();
+    for mut row in out.axis_iter_mut(Axis(0)) {
+        let max = row.fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum = row.sum();
+        row.mapv_inplace(|v| v / sum);
+    }
+    out
+}
+
+/// An eval graph in a session: a batch's features and labels, plus the weights it
+/// takes as `param:NAME` and `buffer:NAME` inputs -> mean loss and logits.
+pub struct Scorer {
+    session: Session,
+    pub device: Device,
+    graph: PathBuf,
+    /// `(input name, tensor name)` of every weight the graph takes.
+    weights: Vec<(String, String)>,
+}
+
+impl Scorer {
+    pub fn open(graph: &Path, options: SessionOptions) -> Result<Self> {
+        let (session, device) = Runtime::get()?.session(graph, options)?;
+        let weights = session
+            .inputs()
+            .iter()
+            .filter_map(|input| {
+                let (_, tensor) = StateKind::parse(input.name())?;
+                Some((input.name().to_string(), tensor.to_string()))
+            })
+            .collect();
+        Ok(Self {
+            session,
+            device,
+            graph: graph.to_path_buf(),
+            weights,
+        })
+    }
+
+    /// The dimensions of the graph's `features` input.
+    pub fn features_dims(&self) -> Result<Vec<i64>> {
+        Ok(rps_core::runtime::dims(
+            &self.session,
+            names::FEATURES,
+            &self.graph,
+        )?)
+    }
+
+    /// Scores one batch with `weights` (which must hold every weight the graph takes).
+    pub fn score(
+        &mut self,
+        features: &ArrayD<f32>,
+        labels: &[i64],
+        weights: &Tensors,
+    ) -> Result<BatchOutput> {
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+            (
+                names::FEATURES.into(),
+                TensorRef::from_array_view(features.view())?.into(),
+            ),
+            (
+                names::LABELS.into(),
+                Tensor::from_array(([labels.len()], labels.to_vec()))?.into(),
+            ),
+        ];
+        for (input, tensor) in &self.weights {
+            let value = weights.get(tensor).with_context(|| {
+                format!(
+                    "{} takes {input}, which the weights do not hold",
+                    self.graph.display()
+                )
+            })?;
+            inputs.push((
+                input.clone(),
+                TensorRef::from_array_view(value.view())?.into(),
+            ));
+        }
+        let outputs = self.session.run(inputs)?;
+        let loss = outputs[names::LOSS].try_extract_array::<f32>()?.sum();
+        let logits = outputs[names::LOGITS]
+            .try_extract_array::<f32>()?
+            .to_owned()
+            .into_dimensionality::<Ix2>()?;
+        if logits.nrows() != labels.len() {
+            bail!(
+                "{} returned {} rows for {} labels",
+                self.graph.display(),
+                logits.nrows(),
+                labels.len()
+            );
+        }
+        Ok(BatchOutput { loss, logits })
+    }
+}
