@@ -19,7 +19,7 @@ fn repo() -> PathBuf {
 fn serve_shared_archives() -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let data = repo().join("../shared/data");
+    let data = rps_fixtures::shared().join("data");
     std::thread::spawn(move || {
         for stream in listener.incoming().take(20) {
             let mut stream = stream.unwrap();
@@ -51,8 +51,9 @@ fn serve_shared_archives() -> String {
     base
 }
 
+/// `make all` with the small configuration, which must succeed.
 fn make(data: &Path, base: &str, extra: &[&str]) -> Output {
-    let out = make_command(data, base, extra).output().unwrap();
+    let out = make_command("all", data, base, extra).output().unwrap();
     assert!(
         out.status.success(),
         "make failed:\n{}\n{}",
@@ -62,10 +63,10 @@ fn make(data: &Path, base: &str, extra: &[&str]) -> Output {
     out
 }
 
-fn make_command(data: &Path, base: &str, extra: &[&str]) -> Command {
+fn make_command(target: &str, data: &Path, base: &str, extra: &[&str]) -> Command {
     let bin = repo().join("target/debug");
     let mut args = vec![
-        "all".to_string(),
+        target.to_string(),
         format!("DATA={}", data.display()),
         format!("BIN={}", bin.display()),
         "CARGO=true".into(),
@@ -100,12 +101,19 @@ fn modified(path: &Path) -> SystemTime {
     std::fs::metadata(path).unwrap().modified().unwrap()
 }
 
-#[test]
-fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
+/// `make all` into a fresh temporary DATA from archives served on 127.0.0.1; the
+/// folder and the server's address.
+fn made() -> (tempfile::TempDir, String) {
     let base = serve_shared_archives();
     let dir = tempfile::tempdir().unwrap();
+    make(dir.path(), &base, &[]);
+    (dir, base)
+}
+
+#[test]
+fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
+    let (dir, base) = made();
     let data = dir.path();
-    make(data, &base, &[]);
 
     let summary = rows(&data.join("rps/summary.csv"));
     let counts: Vec<&str> = summary.iter().map(|r| r[2].as_str()).collect();
@@ -165,13 +173,125 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
         said.contains("rps-evaluate") && !said.contains("rps-train"),
         "{said}"
     );
+
+    // What training varies enters the graphs as inputs: no setting of it reruns export.
+    let graphs = modified_files(&data.join("graphs"));
+    for setting in ["HEAD_LR=3e-4", "BATCH=32", "DROPOUT=0.3", "SEED=4"] {
+        let said = String::from_utf8_lossy(&make(data, &base, &[setting]).stdout).to_string();
+        assert!(
+            said.contains("rps-train") && !said.contains("rps-export"),
+            "{setting}: {said}"
+        );
+        assert_eq!(modified_files(&data.join("graphs")), graphs, "{setting}");
+    }
+}
+
+/// The modification time of every file in `dir`, by name.
+fn modified_files(dir: &Path) -> Vec<(std::ffi::OsString, SystemTime)> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name(), e.metadata().unwrap().modified().unwrap())
+        })
+        .collect();
+    files.sort();
+    assert!(files.len() > 5, "{files:?}");
+    files
+}
+
+#[test]
+fn a_cut_graph_stops_its_stage_until_make_export_rewrites_it() {
+    let (dir, base) = made();
+    let data = dir.path();
+    for (graph, outputs, target) in [
+        ("finetune_step.onnx", "results", "train"),
+        ("head_step.onnx", "results", "train"),
+        ("backbone.onnx", "features", "extract"),
+    ] {
+        let path = data.join("graphs").join(graph);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::remove_dir_all(data.join(outputs)).unwrap();
+        let failed = make_command(target, data, &base, &[]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&failed.stderr);
+        assert!(!failed.status.success(), "{target} ran on a cut {graph}");
+        assert!(
+            stderr.contains(graph) && stderr.contains("make export"),
+            "{stderr}"
+        );
+        for target in ["export", target] {
+            let out = make_command(target, data, &base, &[]).output().unwrap();
+            let said = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                out.status.success(),
+                "make {target} after cutting {graph}: {said}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            bytes,
+            "{graph} rewritten as before"
+        );
+    }
+}
+
+#[test]
+fn a_five_class_dataset_needs_no_class_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let archives = dir.path().join("archives");
+    let classes = ["ant", "bee", "cat", "dog", "eel"];
+    for (split, images) in [("train", 4), ("test", 2)] {
+        write_class_zip(
+            &archives.join(format!("{split}.zip")),
+            split,
+            &classes,
+            images,
+        );
+    }
+    let data = dir.path().join("data");
+    let from = format!("FROM={}", archives.display());
+    make(
+        &data,
+        "https://x.invalid",
+        &[
+            &from,
+            "TRAIN_URL=https://x.invalid/train.zip",
+            "TEST_URL=https://x.invalid/test.zip",
+        ],
+    );
+    let per_class = rows(&data.join("results/per_class.csv"));
+    let names: Vec<&str> = per_class.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(names, classes);
+}
+
+/// A zip of `split/<class>/<i>.png` for each class, `images` small PNGs a class,
+/// shaded by class.
+fn write_class_zip(path: &Path, split: &str, classes: &[&str], images: usize) {
+    use std::io::Cursor;
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+    for (label, class) in classes.iter().enumerate() {
+        for i in 0..images {
+            let shade = (label * 50 + i * 3) as u8;
+            let picture =
+                image::RgbImage::from_pixel(12, 12, image::Rgb([shade, 255 - shade, i as u8]));
+            let mut png = Cursor::new(Vec::new());
+            picture.write_to(&mut png, image::ImageFormat::Png).unwrap();
+            let name = format!("{split}/{class}/{i}.png");
+            zip.start_file(name, zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zip.write_all(png.get_ref()).unwrap();
+        }
+    }
+    zip.finish().unwrap();
 }
 
 /// Runs `make all` until `started` says the stage is midway, kills the whole process
 /// group with SIGKILL, then reruns `make all` to the end.
 fn kill_midway_then_finish(data: &Path, base: &str, extra: &[&str], started: impl Fn() -> bool) {
     use std::os::unix::process::CommandExt;
-    let mut child = make_command(data, base, extra)
+    let mut child = make_command("all", data, base, extra)
         .process_group(0)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -15,10 +15,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::names::{self, StateKind};
-use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
-use rps_core::{
-    ClassList, GraphFile, Layout, Runtime, SessionOptions, Split, Tensors, imagenet, npy,
-};
+use rps_core::{GraphFile, Layout, Runtime, SessionOptions, Split, Tensors, imagenet, npy};
 use rps_export::export::{self, Source};
 use rps_export::resnet::Arch;
 use rps_export::train::{self as graphs, Convolutions};
@@ -120,8 +117,13 @@ fn main() -> Result<()> {
 
     eprintln!("bench: train steps (batch {BATCH})");
     let options = SessionOptions::cpu(threads);
-    let head_step = layout.graph(GraphFile::HeadStep);
-    let head_rate = step_rate(&head_step, &[BATCH, ARCH.features()], options, 20)?;
+    let head_rate = step_rate(
+        &layout,
+        GraphFile::HeadStep,
+        &[BATCH, ARCH.features()],
+        options,
+        20,
+    )?;
     let ft = layout.graph(GraphFile::FinetuneStep);
     let s = ARCH.layer3_size();
     let ft_shape = [BATCH, ARCH.layer3_channels(), s, s];
@@ -130,7 +132,13 @@ fn main() -> Result<()> {
         &ft_shape,
         args.steps,
     )?;
-    let stage_ft = step_rate(&ft, &ft_shape, options, args.steps)?;
+    let stage_ft = step_rate(
+        &layout,
+        GraphFile::FinetuneStep,
+        &ft_shape,
+        options,
+        args.steps,
+    )?;
     rows.push(Row {
         stage: "train phase 2 step, finetune_step.onnx (images/s)".into(),
         ours: format!("{bare_ft:.1} ({:.0} ms/step)", 1e3 * BATCH as f64 / bare_ft),
@@ -343,7 +351,7 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
             &ndarray::Array1::<i64>::zeros(n),
         )?;
     }
-    fake_cache_meta(layout)?;
+    rps_fixtures::write_cache_sidecars(layout, ARCH.image_size as u32, 1, &["a", "b", "c"])?;
     let options = SessionOptions::cpu(threads);
     let config = rps_extract::Config {
         layout: layout.clone(),
@@ -363,17 +371,6 @@ fn extract_rates(layout: &Layout, images: usize, threads: usize) -> Result<(f64,
         session.run(ort::inputs![names::IMAGES => input.view()])?;
     }
     Ok((stage, (runs * 32) as f64 / start.elapsed().as_secs_f64()))
-}
-
-/// A cache sidecar and class list for the generated cache, as preprocess writes them.
-fn fake_cache_meta(layout: &Layout) -> Result<()> {
-    let settings = PreprocessSettings::new(ARCH.image_size as u32, 1, 0);
-    let classes: Vec<String> = (0..ARCH.classes).map(|c| format!("class{c}")).collect();
-    let details = PreprocessDetails::default();
-    PreprocessMeta::new(Stage::Preprocess, "bench", settings, details)
-        .write(&layout.cache_meta())?;
-    ClassList::new(classes).write(&layout.classes())?;
-    Ok(())
 }
 
 /// Seeded values in [0, 1): features shaped like real activations.
@@ -414,12 +411,13 @@ fn median_rate(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64
 
 /// images/s of a step graph through the training stage's own runner.
 fn step_rate(
-    graph: &Path,
+    layout: &Layout,
+    graph: GraphFile,
     features: &[usize],
     options: SessionOptions,
     steps: usize,
 ) -> Result<f64> {
-    let mut runner = StepRunner::open(graph, options, 0.0)?;
+    let mut runner = StepRunner::open(layout, graph, options, 0.0)?;
     let params = runner.state_shapes(StateKind::Param)?;
     let buffers = runner.state_shapes(StateKind::Buffer)?;
     let mut weights = Tensors::new();

@@ -104,8 +104,7 @@ mod tests {
 
     #[test]
     fn write_file_replaces_only_on_success() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub/out.txt");
+        let (_dir, path) = crate::testing::temp_path("sub/out.txt");
         write_bytes(&path, b"first").unwrap();
         let failed: Result<()> = write_file(&path, |out| {
             out.write_all(b"half").unwrap();

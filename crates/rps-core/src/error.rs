@@ -37,13 +37,23 @@ pub enum Error {
     OrtLoad { path: PathBuf, message: String },
     #[error("{context}: {source}")]
     Ort { context: String, source: ort::Error },
-    #[error("{source} (`make {stage}` writes it)")]
+    #[error("{source} (`make {stage}` makes it)")]
     Upstream { stage: String, source: Box<Error> },
     #[error("CUDA was asked for but cannot run: {0}")]
     CudaUnavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// This error about a file, with the stage whose target makes that file.
+    pub fn made_by(self, stage: &str) -> Self {
+        Error::Upstream {
+            stage: stage.into(),
+            source: Box::new(self),
+        }
+    }
+}
 
 fn list_paths(paths: &[PathBuf]) -> String {
     paths

@@ -136,7 +136,38 @@ file_names! {
     }
 }
 
-/// The data folder and the stage folders under it.
+file_names! {
+    /// The folders under `DATA`, one a stage (see docs/ARCHITECTURE.md for owners).
+    Folder {
+        /// Downloads, as fetched: archives, weights, class names.
+        Raw => "raw",
+        /// The extracted dataset: `rps/<split>/<class>/<image>`.
+        Dataset => "rps",
+        /// ONNX graphs written by rps-export.
+        Graphs => "graphs",
+        /// Preprocessed image tensors.
+        Cache => "cache",
+        /// Backbone features written by rps-extract.
+        Features => "features",
+        /// Training results, metrics, plots and the deployable model.
+        Results => "results",
+    }
+}
+
+file_names! {
+    /// What rps-preprocess writes into `cache/` besides the split tensors.
+    CacheFile {
+        /// `row,split,view,path,class,label`: what each tensor row holds.
+        Index => "index.csv",
+        /// Class names, one a line, in label order.
+        Classes => "classes.txt",
+        /// The recipe's first figure: a few training images with their classes.
+        Samples => "samples.png",
+        Meta => "meta.json",
+    }
+}
+
+/// The data folder, and every path under it.
 #[derive(Debug, Clone)]
 pub struct Layout {
     root: PathBuf,
@@ -151,94 +182,58 @@ impl Layout {
         &self.root
     }
 
-    /// Downloads, as fetched: archives, weights, class names.
-    pub fn raw_dir(&self) -> PathBuf {
-        self.root.join("raw")
+    pub fn dir(&self, folder: Folder) -> PathBuf {
+        self.root.join(folder.file_name())
     }
 
+    /// A download in `raw/`, by its file name.
     pub fn raw_file(&self, name: &str) -> PathBuf {
-        self.raw_dir().join(name)
+        self.dir(Folder::Raw).join(name)
     }
 
     /// `sha256sum`-format checksums of every fetched file.
     pub fn checksums(&self) -> PathBuf {
-        self.raw_dir().join("SHA256SUMS")
-    }
-
-    /// The extracted dataset: `rps/<split>/<class>/<image>`.
-    pub fn dataset_dir(&self) -> PathBuf {
-        self.root.join("rps")
+        self.raw_file("SHA256SUMS")
     }
 
     pub fn dataset_split(&self, split: Split) -> PathBuf {
-        self.dataset_dir().join(split.name())
+        self.dir(Folder::Dataset).join(split.name())
     }
 
+    /// Images per split and class, written last by rps-fetch.
     pub fn dataset_summary(&self) -> PathBuf {
-        self.dataset_dir().join("summary.csv")
-    }
-
-    /// ONNX graphs written by rps-export.
-    pub fn graphs_dir(&self) -> PathBuf {
-        self.root.join("graphs")
+        self.dir(Folder::Dataset).join("summary.csv")
     }
 
     pub fn graph(&self, file: GraphFile) -> PathBuf {
-        self.graphs_dir().join(file.file_name())
-    }
-
-    /// Preprocessed image tensors.
-    pub fn cache_dir(&self) -> PathBuf {
-        self.root.join("cache")
+        self.dir(Folder::Graphs).join(file.file_name())
     }
 
     /// `[N,3,S,S]` u8 pixels of a split, rows as in `index.csv`.
     pub fn cache_tensor(&self, split: Split) -> PathBuf {
-        self.cache_dir().join(format!("{split}_images.npy"))
+        self.dir(Folder::Cache).join(format!("{split}_images.npy"))
     }
 
     /// `[N]` int64 labels of a split.
     pub fn cache_labels(&self, split: Split) -> PathBuf {
-        self.cache_dir().join(format!("{split}_labels.npy"))
+        self.dir(Folder::Cache).join(format!("{split}_labels.npy"))
     }
 
-    pub fn cache_index(&self) -> PathBuf {
-        self.cache_dir().join("index.csv")
-    }
-
-    pub fn classes(&self) -> PathBuf {
-        self.cache_dir().join("classes.txt")
-    }
-
-    /// The recipe's first figure: a few training images with their classes.
-    pub fn samples(&self) -> PathBuf {
-        self.cache_dir().join("samples.png")
-    }
-
-    pub fn cache_meta(&self) -> PathBuf {
-        self.cache_dir().join(META)
-    }
-
-    /// Backbone features written by rps-extract.
-    pub fn features_dir(&self) -> PathBuf {
-        self.root.join("features")
+    pub fn cache(&self, file: CacheFile) -> PathBuf {
+        self.dir(Folder::Cache).join(file.file_name())
     }
 
     pub fn features(&self, split: Split, feature: Feature) -> PathBuf {
-        self.features_dir().join(format!("{split}_{feature}.npy"))
+        self.dir(Folder::Features)
+            .join(format!("{split}_{feature}.npy"))
     }
 
     pub fn features_meta(&self) -> PathBuf {
-        self.features_dir().join(META)
-    }
-
-    /// Training results, metrics, plots and the deployable model.
-    pub fn results_dir(&self) -> PathBuf {
-        self.root.join("results")
+        self.dir(Folder::Features).join(META)
     }
 
     pub fn result(&self, file: ResultFile) -> PathBuf {
-        self.results_dir().join(file.file_name())
+        self.dir(Folder::Results).join(file.file_name())
     }
 
     pub fn checkpoint(&self, file: CheckpointFile) -> PathBuf {
@@ -246,7 +241,7 @@ impl Layout {
     }
 }
 
-/// The metadata sidecar of the cache and features folders.
+/// The metadata sidecar of the features folder.
 const META: &str = "meta.json";
 
 #[cfg(test)]
@@ -266,6 +261,10 @@ mod tests {
         );
         assert_eq!(layout.dataset_split(Split::Test), Path::new("/d/rps/test"));
         assert_eq!(layout.features_meta(), Path::new("/d/features/meta.json"));
+        assert_eq!(
+            layout.cache(CacheFile::Meta),
+            Path::new("/d/cache/meta.json")
+        );
         assert_eq!(
             layout.checkpoint(CheckpointFile::Progress),
             Path::new("/d/results/checkpoint/progress.json")

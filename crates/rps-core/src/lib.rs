@@ -24,6 +24,18 @@ pub mod upstream;
 
 pub use classes::ClassList;
 pub use error::{Error, Result};
-pub use layout::{CheckpointFile, Feature, GraphFile, Layout, ResultFile, Split};
+pub use layout::{
+    CacheFile, CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, Split,
+};
 pub use npy::Tensors;
 pub use runtime::{Device, DeviceChoice, Runtime, SessionOptions};
+
+#[cfg(test)]
+mod testing {
+    /// A path named `name` in a fresh temporary folder, removed when the guard drops.
+    pub fn temp_path(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        (dir, path)
+    }
+}

@@ -253,8 +253,7 @@ mod tests {
 
     #[test]
     fn npy_round_trips_shape_and_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.npy");
+        let (_dir, path) = crate::testing::temp_path("a.npy");
         let a = Array3::from_shape_fn((2, 3, 4), |(i, j, k)| (i * 100 + j * 10 + k) as f32);
         write(&path, &a).unwrap();
         let back = read::<f32>(&path).unwrap();
@@ -264,8 +263,7 @@ mod tests {
 
     #[test]
     fn npz_reads_arrays_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.npz");
+        let (_dir, path) = crate::testing::temp_path("r.npz");
         let mut w = NpzWriter::new(File::create(&path).unwrap());
         w.add_array("step1:loss", &ndarray::arr0(1.5f32)).unwrap();
         w.add_array("labels", &array![2i64, 0]).unwrap();
@@ -282,8 +280,7 @@ mod tests {
 
     #[test]
     fn rows_stream_into_a_readable_npy() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rows.npy");
+        let (_dir, path) = crate::testing::temp_path("rows.npy");
         let mut w = RowWriter::create::<f32>(&path, &[3, 2, 2]).unwrap();
         w.write(&[0.0f32, 1.0, 2.0, 3.0]).unwrap();
         w.write(&[4.0f32, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0])
@@ -299,8 +296,7 @@ mod tests {
 
     #[test]
     fn a_short_row_stream_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("rows.npy");
+        let (_dir, path) = crate::testing::temp_path("rows.npy");
         let mut w = RowWriter::create::<u8>(&path, &[2, 3]).unwrap();
         w.write(&[1u8, 2, 3]).unwrap();
         assert!(
@@ -313,8 +309,7 @@ mod tests {
 
     #[test]
     fn written_npz_reads_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("w.npz");
+        let (_dir, path) = crate::testing::temp_path("w.npz");
         let a = ArrayD::from_elem(ndarray::IxDyn(&[2, 2]), 0.5f32);
         write_npz(&path, [("fc.weight", &a)]).unwrap();
         assert_eq!(

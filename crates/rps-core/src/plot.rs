@@ -105,8 +105,7 @@ mod tests {
 
     #[test]
     fn grid_has_the_expected_size_and_text() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("grid.png");
+        let (_dir, path) = crate::testing::temp_path("grid.png");
         let red = RgbImage::from_pixel(10, 10, image::Rgb([255, 0, 0]));
         let tiles: Vec<_> = (0..5).map(|i| (red.clone(), format!("rock {i}"))).collect();
         image_grid(&path, &tiles, 5, 100).unwrap();

@@ -10,6 +10,7 @@ use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use crate::error::{Error, Result};
+use crate::{GraphFile, Layout};
 
 /// Overrides where the library is looked for.
 pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -142,11 +143,23 @@ impl Runtime {
         (!version.is_empty()).then(|| version.to_string())
     }
 
-    /// Opens the graph file `model` on the device `options` ask for. An unreadable
-    /// graph is an error naming the file and the target that rewrites it.
+    /// Opens the graph file `model` on the device `options` ask for.
     pub fn session(&self, model: &Path, options: SessionOptions) -> Result<(Session, Device)> {
         let label = model.display().to_string();
         self.open(&label, options, |builder| builder.commit_from_file(model))
+    }
+
+    /// Opens the graph `file` rps-export wrote under `layout`; one that does not load
+    /// is an error naming it and the target that rewrites it.
+    pub fn exported(
+        &self,
+        layout: &Layout,
+        file: GraphFile,
+        options: SessionOptions,
+    ) -> Result<(Session, Device)> {
+        let path = layout.graph(file);
+        self.session(&path, options)
+            .map_err(|e| e.made_by("export"))
     }
 
     /// Opens a graph held in memory; `label` names it in errors.
@@ -239,6 +252,20 @@ pub fn dims(session: &Session, name: &str, graph: &Path) -> Result<Vec<i64>> {
             message: format!("{name:?} is not a tensor but {other:?}"),
         }),
     }
+}
+
+/// The dimensions of `name` after its first `skip`, which must all be fixed (a
+/// batch dimension is skipped, a weight's is not).
+pub fn fixed_dims(session: &Session, name: &str, graph: &Path, skip: usize) -> Result<Vec<usize>> {
+    let dims = dims(session, name, graph)?;
+    dims.iter()
+        .skip(skip)
+        .map(|&d| usize::try_from(d).ok())
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| Error::Invalid {
+            path: graph.to_path_buf(),
+            message: format!("{name:?} has dynamic dimensions {dims:?}"),
+        })
 }
 
 #[cfg(test)]

@@ -236,8 +236,7 @@ mod tests {
 
     #[test]
     fn sidecars_round_trip_and_keep_floats_as_given() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("train.json");
+        let (_dir, path) = crate::testing::temp_path("train.json");
         let settings = TrainSettings::default();
         let details = TrainDetails {
             train_images: 2520,

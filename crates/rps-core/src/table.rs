@@ -92,8 +92,7 @@ mod tests {
 
     #[test]
     fn rows_round_trip_with_header() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.csv");
+        let (_dir, path) = crate::testing::temp_path("t.csv");
         let rows = vec![
             Row {
                 class: "paper, wet".into(),
@@ -115,8 +114,7 @@ mod tests {
 
     #[test]
     fn appender_flushes_each_row() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("e.csv");
+        let (_dir, path) = crate::testing::temp_path("e.csv");
         let mut app = Appender::create(&path).unwrap();
         app.push(&Row {
             class: "a".into(),

@@ -5,7 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::sidecar::{ExportMeta, PreprocessMeta};
-use crate::{ClassList, GraphFile, Layout};
+use crate::{CacheFile, ClassList, GraphFile, Layout};
 
 pub struct Upstream {
     pub export: ExportMeta,
@@ -16,10 +16,10 @@ pub struct Upstream {
 impl Upstream {
     pub fn read(layout: &Layout) -> Result<Self> {
         let export_path = layout.graph(GraphFile::Meta);
-        let export = ExportMeta::read(&export_path).map_err(|e| made_by(e, "export"))?;
-        let cache =
-            PreprocessMeta::read(&layout.cache_meta()).map_err(|e| made_by(e, "preprocess"))?;
-        let classes = ClassList::read(&layout.classes())?;
+        let export = ExportMeta::read(&export_path).map_err(|e| e.made_by("export"))?;
+        let cache = PreprocessMeta::read(&layout.cache(CacheFile::Meta))
+            .map_err(|e| e.made_by("preprocess"))?;
+        let classes = ClassList::read(&layout.cache(CacheFile::Classes))?;
         let exported = &export.settings;
         if exported.classes != classes.len() {
             return Err(Error::Invalid {
@@ -28,7 +28,7 @@ impl Upstream {
                     "the graphs were exported for {} classes, but {} lists {}: `make export` \
                      exports them again for the data's classes",
                     exported.classes,
-                    layout.classes().display(),
+                    layout.cache(CacheFile::Classes).display(),
                     classes.len()
                 ),
             });
@@ -41,7 +41,7 @@ impl Upstream {
                      differs between export and preprocess (`make export preprocess \
                      IMAGE_SIZE=N` remakes both)",
                     exported.image_size,
-                    layout.cache_meta().display(),
+                    layout.cache(CacheFile::Meta).display(),
                     cache.settings.image_size
                 ),
             });
@@ -51,13 +51,5 @@ impl Upstream {
             cache,
             classes,
         })
-    }
-}
-
-/// A sidecar that cannot be read says which stage writes it.
-fn made_by(error: Error, stage: &str) -> Error {
-    Error::Upstream {
-        stage: stage.into(),
-        source: Box::new(error),
     }
 }

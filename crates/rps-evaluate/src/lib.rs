@@ -15,7 +15,7 @@ use rps_core::rows::{EpochRow, IndexRow};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    ClassList, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split, npy, table,
+    CacheFile, ClassList, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split, npy, table,
 };
 use rps_score::{Features, Scorer, predictions, softmax};
 use serde::Serialize;
@@ -63,7 +63,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let weights_path = chosen_weights(layout);
     let weights = npy::read_tensors(&weights_path)?;
     let graph = layout.graph(GraphFile::FinetuneEval);
-    let mut scorer = Scorer::open(&graph, config.session)?;
+    let mut scorer = Scorer::open(layout, GraphFile::FinetuneEval, config.session)?;
     let test = Features::load(layout, Split::Test, 1)?;
     test.check_fits(Feature::Layer3, &scorer.features_dims()?, &graph)?;
     let rows: Vec<usize> = (0..test.labels.len()).collect();
@@ -148,7 +148,7 @@ fn chosen_weights(layout: &Layout) -> PathBuf {
 }
 
 fn test_index(layout: &Layout) -> Result<Vec<IndexRow>> {
-    let rows: Vec<IndexRow> = table::read(&layout.cache_index())?;
+    let rows: Vec<IndexRow> = table::read(&layout.cache(CacheFile::Index))?;
     let mut test: Vec<IndexRow> = rows
         .into_iter()
         .filter(|r| r.split == Split::Test)

@@ -1,7 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::StageArgs;
-use rps_core::defaults;
+use rps_core::{Folder, defaults};
 use rps_evaluate::Config;
 
 /// Scores the trained model (results/best.npz when a validation split was used, else
@@ -33,6 +33,6 @@ fn main() -> Result<()> {
         report.loss,
         report.weights.display()
     );
-    println!("wrote {}", config.layout.results_dir().display());
+    println!("wrote {}", config.layout.dir(Folder::Results).display());
     Ok(())
 }

@@ -1,15 +1,11 @@
 //! rps-evaluate and rps-predict after a tiny pipeline on the shared archives.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
 use rps_core::sidecar::TrainSettings;
-use rps_core::{Layout, ResultFile, SessionOptions};
-
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
+use rps_core::{Folder, Layout, ResultFile, SessionOptions};
 
 /// fetch -> export (random init, width 4, 32 px) -> preprocess -> extract -> train
 /// (1 + 1 epochs) -> evaluate, once for all tests here.
@@ -20,7 +16,7 @@ fn pipeline() -> &'static Layout {
             let dir = tempfile::tempdir().unwrap();
             let layout = Layout::new(dir.path());
             let source = rps_fetch::Source {
-                from: Some(shared().join("data")),
+                from: Some(rps_fixtures::shared().join("data")),
                 retry: Default::default(),
             };
             let urls = [
@@ -47,7 +43,7 @@ fn pipeline() -> &'static Layout {
             .unwrap();
             rps_preprocess::run(&rps_preprocess::Config {
                 layout: layout.clone(),
-                dataset: layout.dataset_dir(),
+                dataset: layout.dir(Folder::Dataset),
                 image_size: 32,
                 views: 1,
                 seed: 0,

@@ -11,7 +11,7 @@ use rps_core::rows::DatasetCount;
 use rps_core::sidecar::{
     ExportDetails, ExportMeta, ExportSettings, FileDigest, Stage, WeightsSource,
 };
-use rps_core::{GraphFile, Layout, Split, Tensors, atomic, npy, table};
+use rps_core::{Folder, GraphFile, Layout, Split, Tensors, atomic, npy, table};
 use sha2::{Digest, Sha256};
 
 use crate::resnet::{Arch, fc};
@@ -35,6 +35,19 @@ pub struct Config {
     pub image_size: u32,
     /// Classes of the new head; `None` counts the fetched dataset's classes.
     pub classes: Option<usize>,
+}
+
+impl Config {
+    /// The export of `arch` (its class count given) from `source` into `layout`.
+    pub fn for_arch(layout: &Layout, source: Source, arch: &Arch) -> Self {
+        Self {
+            layout: layout.clone(),
+            source,
+            width: arch.width,
+            image_size: arch.image_size as u32,
+            classes: Some(arch.classes),
+        }
+    }
 }
 
 pub fn run(config: &Config) -> Result<ExportMeta> {
@@ -114,7 +127,7 @@ pub fn verify(layout: &Layout) -> Result<Vec<String>> {
     let meta = ExportMeta::read(&layout.graph(GraphFile::Meta))?;
     let mut problems = Vec::new();
     for file in &meta.details.files {
-        let path = layout.graphs_dir().join(&file.name);
+        let path = layout.dir(Folder::Graphs).join(&file.name);
         match std::fs::read(&path) {
             Err(e) => problems.push(format!("{}: {e}", path.display())),
             Ok(bytes) if bytes.len() as u64 != file.bytes => problems.push(format!(

@@ -39,6 +39,11 @@ impl Dim {
     pub fn fixed(shape: &[usize]) -> Vec<Dim> {
         shape.iter().map(|&d| Dim::Fixed(d)).collect()
     }
+
+    /// A batch of `shape`: the batch dimension first.
+    pub fn batch_of(shape: &[usize]) -> Vec<Dim> {
+        [vec![Dim::Batch], Dim::fixed(shape)].concat()
+    }
 }
 
 /// Element types used at graph boundaries.

@@ -15,13 +15,7 @@ pub fn backbone(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
     let images = images_input(&mut net.g, arch);
     let layer3 = net.up_to_layer3(arch, &images);
     let pooled = net.layer4_pooled(arch, &layer3);
-    let s = arch.layer3_size();
-    let layer3_dims = [
-        Dim::Batch,
-        Dim::Fixed(arch.layer3_channels()),
-        Dim::Fixed(s),
-        Dim::Fixed(s),
-    ];
+    let layer3_dims = Dim::batch_of(&arch.layer3_shape());
     net.g
         .output(&layer3, names::LAYER3, Elem::F32, &layer3_dims);
     let pooled_dims = [Dim::Batch, Dim::Fixed(arch.features())];

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::DataArgs;
-use rps_core::defaults;
+use rps_core::{Folder, defaults};
 use rps_export::export::{self, Config, Source};
 
 /// Builds every ONNX graph of the pipeline from ResNet18 weights into DATA/graphs/:
@@ -79,7 +79,7 @@ fn main() -> Result<()> {
     for file in &d.files {
         println!(
             "wrote {}",
-            config.layout.graphs_dir().join(&file.name).display()
+            config.layout.dir(Folder::Graphs).join(&file.name).display()
         );
     }
     Ok(())

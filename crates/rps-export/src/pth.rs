@@ -191,22 +191,10 @@ impl Machine {
                     let name = input.line()?;
                     self.stack.push(Value::Global(format!("{module}.{name}")));
                 }
-                b'q' => {
-                    let slot = input.u8()? as u32;
-                    self.memoize(slot)?;
-                }
-                b'r' => {
-                    let slot = input.u32()?;
-                    self.memoize(slot)?;
-                }
-                b'h' => {
-                    let slot = input.u8()? as u32;
-                    self.recall(slot)?;
-                }
-                b'j' => {
-                    let slot = input.u32()?;
-                    self.recall(slot)?;
-                }
+                b'q' => self.memoize(input.u8()? as u32)?,
+                b'r' => self.memoize(input.u32()?)?,
+                b'h' => self.recall(input.u8()? as u32)?,
+                b'j' => self.recall(input.u32()?)?,
                 b'(' => self.stack.push(Value::Mark),
                 b')' => self.stack.push(Value::Tuple(Vec::new())),
                 b'}' => self.stack.push(Value::Dict(Vec::new())),

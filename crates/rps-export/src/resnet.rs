@@ -43,33 +43,24 @@ impl Module {
     }
 }
 
-/// A BatchNorm's tensors: learned scale and shift, then running statistics.
+/// A BatchNorm's tensor, by its leaf name: learned scale and shift, then running
+/// statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BnTensor {
-    Weight,
-    Bias,
-    RunningMean,
-    RunningVar,
-}
+pub struct BnTensor(&'static str);
 
 impl BnTensor {
-    pub const PARAMS: [BnTensor; 2] = [BnTensor::Weight, BnTensor::Bias];
-    pub const BUFFERS: [BnTensor; 2] = [BnTensor::RunningMean, BnTensor::RunningVar];
+    pub const WEIGHT: BnTensor = BnTensor("weight");
+    pub const BIAS: BnTensor = BnTensor("bias");
+    pub const RUNNING_MEAN: BnTensor = BnTensor("running_mean");
+    pub const RUNNING_VAR: BnTensor = BnTensor("running_var");
+    pub const PARAMS: [BnTensor; 2] = [Self::WEIGHT, Self::BIAS];
+    pub const BUFFERS: [BnTensor; 2] = [Self::RUNNING_MEAN, Self::RUNNING_VAR];
     pub const ALL: [BnTensor; 4] = [
-        BnTensor::Weight,
-        BnTensor::Bias,
-        BnTensor::RunningMean,
-        BnTensor::RunningVar,
+        Self::WEIGHT,
+        Self::BIAS,
+        Self::RUNNING_MEAN,
+        Self::RUNNING_VAR,
     ];
-
-    fn leaf(self) -> &'static str {
-        match self {
-            BnTensor::Weight => "weight",
-            BnTensor::Bias => "bias",
-            BnTensor::RunningMean => "running_mean",
-            BnTensor::RunningVar => "running_var",
-        }
-    }
 }
 
 pub const BN_EPS: f32 = 1e-5;
@@ -174,7 +165,7 @@ impl ConvSpec {
     }
 
     pub fn bn_tensor(&self, tensor: BnTensor) -> String {
-        self.bn.tensor(tensor.leaf())
+        self.bn.tensor(tensor.0)
     }
 
     pub fn out_size(&self, size: usize) -> usize {
@@ -263,6 +254,12 @@ impl Arch {
 
     pub fn layer3_size(&self) -> usize {
         self.sizes()[3]
+    }
+
+    /// layer3's output per image: `[4w, S/16, S/16]`.
+    pub fn layer3_shape(&self) -> [usize; 3] {
+        let s = self.layer3_size();
+        [self.layer3_channels(), s, s]
     }
 
     /// Every convolution with its BatchNorm, stem first, in forward order.
@@ -379,7 +376,7 @@ mod tests {
         assert_eq!(downsample.weight_shape(), [64, 32, 1, 1]);
         assert_eq!(downsample.weight(), "layer4.0.downsample.0.weight");
         assert_eq!(
-            downsample.bn_tensor(BnTensor::RunningVar),
+            downsample.bn_tensor(BnTensor::RUNNING_VAR),
             "layer4.0.downsample.1.running_var"
         );
         assert!(arch.layer(4)[1].downsample().is_none());

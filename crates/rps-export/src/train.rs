@@ -236,12 +236,7 @@ impl Builder {
     fn layer4_pooled(&mut self) -> (Vec<BlockForward>, Value) {
         let arch = self.arch;
         let s = arch.layer3_size();
-        let dims = [
-            Dim::Batch,
-            Dim::Fixed(arch.layer3_channels()),
-            Dim::Fixed(s),
-            Dim::Fixed(s),
-        ];
+        let dims = Dim::batch_of(&arch.layer3_shape());
         let features = self.g.input(names::FEATURES, Elem::F32, &dims);
         let x = self.g.transpose(&features, &[1, 2, 3, 0]);
         let mut x = self
@@ -438,8 +433,8 @@ impl Builder {
     /// The BatchNorm's scale and shift inputs.
     fn bn_affine(&mut self, spec: &ConvSpec) -> Affine {
         let c = spec.cout;
-        let gamma = self.param(&spec.bn_tensor(BnTensor::Weight), &[c]);
-        let beta = self.param(&spec.bn_tensor(BnTensor::Bias), &[c]);
+        let gamma = self.param(&spec.bn_tensor(BnTensor::WEIGHT), &[c]);
+        let beta = self.param(&spec.bn_tensor(BnTensor::BIAS), &[c]);
         let shape = [c as i64, 1, 1];
         let gamma3 = self.g.reshape(&gamma, &shape);
         let beta3 = self.g.reshape(&beta, &shape);
@@ -524,8 +519,8 @@ impl Builder {
         let bessel = g.div(count, &count_1);
         let unbiased = g.mul(var, &bessel);
         for (tensor, batch_value) in [
-            (BnTensor::RunningMean, mean),
-            (BnTensor::RunningVar, &unbiased),
+            (BnTensor::RUNNING_MEAN, mean),
+            (BnTensor::RUNNING_VAR, &unbiased),
         ] {
             let input = self.buffer_input(spec, tensor);
             let flat = self.g.reshape(batch_value, &[c as i64]);
@@ -546,8 +541,8 @@ impl Builder {
         let sum_dy_centered = g.reduce(Reduce::Sum, &dy_centered, &[1, 2], true);
         let dgamma = g.mul(&sum_dy_centered, &bn.invstd);
         let gradients = [
-            (BnTensor::Weight, &bn.affine.gamma, &dgamma),
-            (BnTensor::Bias, &bn.affine.beta, &dbeta),
+            (BnTensor::WEIGHT, &bn.affine.gamma, &dgamma),
+            (BnTensor::BIAS, &bn.affine.beta, &dbeta),
         ];
         for (tensor, param, grad) in gradients {
             let flat = self.g.reshape(grad, &[c as i64]);

@@ -124,11 +124,14 @@ pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
             conv.weight(),
             to_array(shape, normal.sample_iter(&mut rng).take(n).collect()),
         );
-        for tensor in BnTensor::ALL {
-            let value = match tensor {
-                BnTensor::Weight | BnTensor::RunningVar => 1.0,
-                BnTensor::Bias | BnTensor::RunningMean => 0.0,
-            };
+        // Identity BatchNorm: scale and variance 1, shift and mean 0.
+        let identity = [
+            (BnTensor::WEIGHT, 1.0),
+            (BnTensor::BIAS, 0.0),
+            (BnTensor::RUNNING_MEAN, 0.0),
+            (BnTensor::RUNNING_VAR, 1.0),
+        ];
+        for (tensor, value) in identity {
             tensors.insert(
                 conv.bn_tensor(tensor),
                 ArrayD::from_elem(IxDyn(&[conv.cout]), value),

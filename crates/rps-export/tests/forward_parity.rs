@@ -2,19 +2,19 @@
 
 mod common;
 
-use common::{Input, assert_close, run, session};
+use common::{Input, assert_matches, run, session};
 use rps_core::names;
 use rps_export::resnet::Arch;
 use rps_export::{infer, weights};
 
 fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usize) {
-    let (tensors, _) = weights::load_file(&common::reference(weights_file)).unwrap();
+    let (tensors, _) = weights::load_file(&rps_fixtures::reference(weights_file)).unwrap();
     let arch = Arch {
         width,
         image_size: size,
         classes: 1000,
     };
-    let mut reference = rps_core::npy::Npz::open(&common::reference(forward_file)).unwrap();
+    let mut reference = rps_core::npy::Npz::open(&rps_fixtures::reference(forward_file)).unwrap();
     let input = reference.get::<f32>("input").unwrap();
 
     let mut backbone = session(&infer::backbone(&arch, &tensors), "backbone");
@@ -22,30 +22,15 @@ fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usi
         &mut backbone,
         vec![(names::IMAGES.into(), Input::F32(input.clone()))],
     );
-    assert_close(
-        "layer3",
-        &out[names::LAYER3],
-        &reference.get("layer3").unwrap(),
-        1e-4,
-    );
-    assert_close(
-        "pooled",
-        &out[names::POOLED],
-        &reference.get("pooled").unwrap(),
-        1e-4,
-    );
+    assert_matches(&mut reference, "layer3", &out[names::LAYER3], 1e-4);
+    assert_matches(&mut reference, "pooled", &out[names::POOLED], 1e-4);
 
     let mut imagenet = session(&infer::classifier(&arch, &tensors, "imagenet"), "imagenet");
     let out = run(
         &mut imagenet,
         vec![(names::IMAGES.into(), Input::F32(input))],
     );
-    assert_close(
-        "logits",
-        &out[names::LOGITS],
-        &reference.get("logits").unwrap(),
-        1e-4,
-    );
+    assert_matches(&mut reference, "logits", &out[names::LOGITS], 1e-4);
 }
 
 #[test]

@@ -5,7 +5,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Input, assert_close, run, session};
+use common::{Input, assert_matches, run, session};
 use ndarray::{ArrayD, IxDyn, arr0};
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
@@ -25,7 +25,7 @@ fn check_two_steps(
     params: Vec<(String, Vec<usize>)>,
     buffers: Vec<(String, Vec<usize>)>,
 ) -> BTreeMap<String, ArrayD<f32>> {
-    let mut reference = Npz::open(&common::reference(reference_file)).unwrap();
+    let mut reference = Npz::open(&rps_fixtures::reference(reference_file)).unwrap();
     let features = reference.get::<f32>("features").unwrap();
     let labels = reference.get::<i64>("labels").unwrap();
     let lr = reference.get::<f32>("lr").unwrap();
@@ -68,36 +68,18 @@ fn check_two_steps(
         );
         let out = run(&mut step_session, inputs);
         let prefix = format!("step{step}");
-        assert_close(
-            &format!("{prefix} loss"),
-            &out[names::LOSS],
-            &reference.get(&format!("{prefix}:loss")).unwrap(),
-            1e-4,
-        );
+        let mut check = |key: String, got: &ArrayD<f32>, tolerance| {
+            assert_matches(&mut reference, &format!("{prefix}:{key}"), got, tolerance)
+        };
+        check("loss".into(), &out[names::LOSS], 1e-4);
         for (name, _) in &params {
-            let want = reference.get(&format!("{prefix}:grad:{name}")).unwrap();
-            assert_close(
-                &format!("{prefix} grad {name}"),
-                &out[&names::grad(name)],
-                &want,
-                1e-4,
-            );
-            let want = reference.get(&format!("{prefix}:param:{name}")).unwrap();
-            assert_close(
-                &format!("{prefix} param {name}"),
-                &out[&names::updated(&names::param(name))],
-                &want,
-                1e-3,
-            );
+            check(format!("grad:{name}"), &out[&names::grad(name)], 1e-4);
+            let updated = &out[&names::updated(&names::param(name))];
+            check(format!("param:{name}"), updated, 1e-3);
         }
         for (name, _) in &buffers {
-            let want = reference.get(&format!("{prefix}:buffer:{name}")).unwrap();
-            assert_close(
-                &format!("{prefix} buffer {name}"),
-                &out[&names::updated(&names::buffer(name))],
-                &want,
-                1e-3,
-            );
+            let updated = &out[&names::updated(&names::buffer(name))];
+            check(format!("buffer:{name}"), updated, 1e-3);
         }
         for (key, value) in state.iter_mut() {
             *value = out[&names::updated(key)].clone();
@@ -109,7 +91,7 @@ fn check_two_steps(
 /// The eval graph on the trained parameters and statistics against the reference's
 /// final logits.
 fn check_final_logits(graph: Vec<u8>, reference_file: &str, state: BTreeMap<String, ArrayD<f32>>) {
-    let mut reference = Npz::open(&common::reference(reference_file)).unwrap();
+    let mut reference = Npz::open(&rps_fixtures::reference(reference_file)).unwrap();
     let mut eval = session(&graph, "eval");
     let mut inputs = vec![
         (
@@ -129,34 +111,44 @@ fn check_final_logits(graph: Vec<u8>, reference_file: &str, state: BTreeMap<Stri
     });
     inputs.extend(weights.map(|(input, value)| (input, Input::F32(value))));
     let out = run(&mut eval, inputs);
-    assert_close(
-        "final eval logits",
+    assert_matches(
+        &mut reference,
+        "final:eval_logits",
         &out[names::LOGITS],
-        &reference.get("final:eval_logits").unwrap(),
         1e-3,
     );
 }
 
+/// The graphs of one phase: two steps against its reference file, then the eval
+/// graph on the trained weights.
+fn check_phase(finetune: bool) {
+    let (step, eval, file, params, buffers) = if finetune {
+        (
+            train::finetune_step(&ARCH),
+            train::finetune_eval(&ARCH),
+            "mini_w8_s64_seed0_train_layer4.npz",
+            ARCH.finetune_params(),
+            ARCH.finetune_buffers(),
+        )
+    } else {
+        (
+            train::head_step(&ARCH),
+            train::head_eval(&ARCH),
+            "mini_w8_s64_seed0_train_head.npz",
+            ARCH.head_shapes(3),
+            vec![],
+        )
+    };
+    let trained = check_two_steps(step, file, params, buffers);
+    check_final_logits(eval, file, trained);
+}
+
 #[test]
 fn head_step_matches_pytorch() {
-    let file = "mini_w8_s64_seed0_train_head.npz";
-    let trained = check_two_steps(
-        train::head_step(&ARCH),
-        file,
-        ARCH.head_shapes(3).to_vec(),
-        vec![],
-    );
-    check_final_logits(train::head_eval(&ARCH), file, trained);
+    check_phase(false);
 }
 
 #[test]
 fn finetune_step_matches_pytorch() {
-    let file = "mini_w8_s64_seed0_train_layer4.npz";
-    let trained = check_two_steps(
-        train::finetune_step(&ARCH),
-        file,
-        ARCH.finetune_params(),
-        ARCH.finetune_buffers(),
-    );
-    check_final_logits(train::finetune_eval(&ARCH), file, trained);
+    check_phase(true);
 }

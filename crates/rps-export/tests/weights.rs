@@ -8,7 +8,7 @@ use rps_export::weights::{check_backbone, load_file};
 #[test]
 fn reference_state_dicts_load_with_every_tensor() {
     for (file, width) in [("resnet18_seed0.pth", 64), ("mini_w8_s64_seed0.pth", 8)] {
-        let path = common::reference(file);
+        let path = rps_fixtures::reference(file);
         let (tensors, sha) = load_file(&path).unwrap();
         let arch = Arch {
             width,
@@ -23,9 +23,11 @@ fn reference_state_dicts_load_with_every_tensor() {
 
 #[test]
 fn reference_values_are_read_in_order() {
-    let (tensors, _) = load_file(&common::reference("mini_w8_s64_seed0.pth")).unwrap();
-    let mut npz =
-        rps_core::npy::Npz::open(&common::reference("mini_w8_s64_seed0_train_layer4.npz")).unwrap();
+    let (tensors, _) = load_file(&rps_fixtures::reference("mini_w8_s64_seed0.pth")).unwrap();
+    let mut npz = rps_core::npy::Npz::open(&rps_fixtures::reference(
+        "mini_w8_s64_seed0_train_layer4.npz",
+    ))
+    .unwrap();
     for name in [
         "layer4.0.conv1.weight",
         "layer4.1.bn2.running_var",
@@ -41,7 +43,7 @@ fn reference_values_are_read_in_order() {
 
 #[test]
 fn truncated_file_is_a_clear_error() {
-    let bytes = std::fs::read(common::reference("mini_w8_s64_seed0.pth")).unwrap();
+    let bytes = std::fs::read(rps_fixtures::reference("mini_w8_s64_seed0.pth")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cut.pth");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();

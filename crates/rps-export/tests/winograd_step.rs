@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Input, assert_close, first_step_inputs, run, session};
+use common::{Input, first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -12,6 +12,7 @@ use rps_core::names;
 use rps_export::resnet::{Arch, fc};
 use rps_export::train::{self, Convolutions};
 use rps_export::weights;
+use rps_fixtures::assert_close;
 
 const ARCH: Arch = Arch {
     width: 8,

@@ -7,16 +7,17 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use ndarray::{ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::npy::{Mapped, RowWriter};
+use rps_core::runtime::fixed_dims;
 use rps_core::sidecar::{ExtractDetails, ExtractMeta, ExtractSettings, SplitRate, Stage};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    Device, Feature, GraphFile, Layout, Runtime, SessionOptions, Split, atomic::TempDir, defaults,
-    imagenet, names, npy,
+    Device, Feature, Folder, GraphFile, Layout, Runtime, SessionOptions, Split, atomic::TempDir,
+    defaults, imagenet, names, npy,
 };
 
 #[derive(Debug, Clone)]
@@ -53,17 +54,18 @@ pub fn run(config: &Config) -> Result<Report> {
         check_cache(mapped, *split, image_size)?;
     }
     let graph = layout.graph(GraphFile::Backbone);
-    let (mut session, device) = Runtime::get()?.session(&graph, config.session)?;
+    let (mut session, device) =
+        Runtime::get()?.exported(layout, GraphFile::Backbone, config.session)?;
     let outputs = Outputs {
-        layer3: per_image_dims(&session, names::LAYER3, &graph)?,
-        pooled: per_image_dims(&session, names::POOLED, &graph)?,
+        layer3: fixed_dims(&session, names::LAYER3, &graph, 1)?,
+        pooled: fixed_dims(&session, names::POOLED, &graph, 1)?,
     };
     eprintln!("extract: running {} on {device}", graph.display());
     let batch = config.batch.unwrap_or(match device {
         Device::Cpu => defaults::EXTRACT_BATCH_CPU,
         Device::Cuda => defaults::EXTRACT_BATCH_CUDA,
     });
-    let tmp = TempDir::beside(&layout.features_dir())?;
+    let tmp = TempDir::beside(&layout.dir(Folder::Features))?;
     let mut splits = Vec::new();
     for (split, mapped) in &inputs {
         let t = Instant::now();
@@ -110,7 +112,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let mut meta = ExtractMeta::new(Stage::Extract, env!("CARGO_PKG_VERSION"), settings, details);
     meta.inputs = vec![
         graph.display().to_string(),
-        layout.cache_dir().display().to_string(),
+        layout.dir(Folder::Cache).display().to_string(),
     ];
     meta.device = Some(device);
     meta.seconds = started.elapsed().as_secs_f64();
@@ -121,21 +123,6 @@ pub fn run(config: &Config) -> Result<Report> {
 
 fn file_name(path: &Path) -> &std::ffi::OsStr {
     path.file_name().expect("a file path")
-}
-
-/// The dimensions after the batch of the graph's output `name`.
-fn per_image_dims(session: &Session, name: &str, graph: &Path) -> Result<Vec<usize>> {
-    let dims = rps_core::runtime::dims(session, name, graph)?;
-    dims[1..]
-        .iter()
-        .map(|&d| usize::try_from(d).ok())
-        .collect::<Option<Vec<_>>>()
-        .with_context(|| {
-            format!(
-                "{}: output {name} has dynamic dimensions {dims:?}",
-                graph.display()
-            )
-        })
 }
 
 /// A cache of another image size than the graphs is an error before any work.

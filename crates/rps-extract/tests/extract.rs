@@ -1,47 +1,34 @@
 //! The rps-extract binary: PyTorch parity, partial batches, and bad input.
 
-use std::path::{Path, PathBuf};
+use rps_core::{CacheFile, Folder};
 use std::process::Command;
 
 use ndarray::{ArrayD, IxDyn};
-use rps_core::sidecar::{
-    ExtractMeta, PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage,
-};
+use rps_core::sidecar::ExtractMeta;
 use rps_core::{ClassList, Device, Feature, Layout, Split, npy};
 use rps_export::export::{self, Source};
+use rps_export::resnet::Arch;
+use rps_fixtures::{assert_close, reference, write_cache_sidecars};
 
-fn reference(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/reference")
-        .join(file)
-}
-
-fn export_graphs(layout: &Layout, weights: &str, width: usize, image_size: u32) {
-    let config = export::Config {
-        layout: layout.clone(),
-        source: Source::File(reference(weights)),
+/// A temporary DATA with the graphs of reference `weights` at `width`, for
+/// `image_size`-pixel images and three classes.
+fn exported(weights: &str, width: usize, image_size: u32) -> (tempfile::TempDir, Layout) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    let arch = Arch {
         width,
-        image_size,
-        classes: Some(3),
+        image_size: image_size as usize,
+        classes: 3,
     };
-    export::run(&config).unwrap();
+    let source = Source::File(reference(weights));
+    export::run(&export::Config::for_arch(&layout, source, &arch)).unwrap();
+    (dir, layout)
 }
 
 /// A cache of `image_size`-pixel images, as its sidecar says, holding `images`
 /// (already normalized f32) in both splits.
 fn write_cache(layout: &Layout, image_size: u32, images: &ArrayD<f32>) {
-    let settings = PreprocessSettings::new(image_size, 1, 0);
-    PreprocessMeta::new(
-        Stage::Preprocess,
-        "test",
-        settings,
-        PreprocessDetails::default(),
-    )
-    .write(&layout.cache_meta())
-    .unwrap();
-    ClassList::new(vec!["a".into(), "b".into(), "c".into()])
-        .write(&layout.classes())
-        .unwrap();
+    write_cache_sidecars(layout, image_size, 1, &["a", "b", "c"]).unwrap();
     for split in Split::ALL {
         npy::write(&layout.cache_tensor(split), images).unwrap();
         let labels = ArrayD::from_shape_fn(IxDyn(&[images.shape()[0]]), |i| (i[0] % 3) as i64);
@@ -65,22 +52,8 @@ fn extract(layout: &Layout, batch: usize) -> std::process::Output {
         .unwrap()
 }
 
-fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>) {
-    assert_eq!(got.shape(), want.shape(), "{what}");
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    let err = (diff / norm).sqrt();
-    assert!(err < 1e-4, "{what}: relative L2 error {err:.2e}");
-}
-
 fn check_parity(weights: &str, forward: &str, width: usize, size: u32, batch: usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path());
-    export_graphs(&layout, weights, width, size);
+    let (_dir, layout) = exported(weights, width, size);
     let mut reference_values = npy::Npz::open(&reference(forward)).unwrap();
     write_cache(
         &layout,
@@ -97,8 +70,9 @@ fn check_parity(weights: &str, forward: &str, width: usize, size: u32, batch: us
     for split in Split::ALL {
         let layer3 = npy::read::<f32>(&layout.features(split, Feature::Layer3)).unwrap();
         let pooled = npy::read::<f32>(&layout.features(split, Feature::Pooled)).unwrap();
-        assert_close("layer3", &layer3, &reference_values.get("layer3").unwrap());
-        assert_close("pooled", &pooled, &reference_values.get("pooled").unwrap());
+        let mut want = |key: &str| reference_values.get::<f32>(key).unwrap();
+        assert_close("layer3", &layer3, &want("layer3"), 1e-4);
+        assert_close("pooled", &pooled, &want("pooled"), 1e-4);
     }
     let meta = ExtractMeta::read(&layout.features_meta()).unwrap();
     assert_eq!(meta.device, Some(Device::Cpu));
@@ -129,9 +103,7 @@ fn mini_features_match_pytorch_with_a_partial_last_batch() {
 
 #[test]
 fn a_cache_of_another_image_size_is_refused_before_any_work() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path());
-    export_graphs(&layout, "mini_w8_s64_seed0.pth", 8, 64);
+    let (_dir, layout) = exported("mini_w8_s64_seed0.pth", 8, 64);
     write_cache(&layout, 64, &ArrayD::zeros(IxDyn(&[2, 3, 32, 32])));
     let out = extract(&layout, 4);
     assert!(!out.status.success());
@@ -140,14 +112,12 @@ fn a_cache_of_another_image_size_is_refused_before_any_work() {
         err.contains("train_images.npy") && err.contains("[N, 3, 64, 64]"),
         "{err}"
     );
-    assert!(!layout.features_dir().exists());
+    assert!(!layout.dir(Folder::Features).exists());
 }
 
 #[test]
 fn graphs_for_another_image_size_or_class_count_are_refused_naming_both() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path());
-    export_graphs(&layout, "mini_w8_s64_seed0.pth", 8, 64);
+    let (_dir, layout) = exported("mini_w8_s64_seed0.pth", 8, 64);
     write_cache(&layout, 32, &ArrayD::zeros(IxDyn(&[2, 3, 32, 32])));
     let err = String::from_utf8(extract(&layout, 4).stderr).unwrap();
     assert!(
@@ -156,7 +126,7 @@ fn graphs_for_another_image_size_or_class_count_are_refused_naming_both() {
     );
     write_cache(&layout, 64, &ArrayD::zeros(IxDyn(&[2, 3, 64, 64])));
     ClassList::new(vec!["a".into(), "b".into()])
-        .write(&layout.classes())
+        .write(&layout.cache(CacheFile::Classes))
         .unwrap();
     let err = String::from_utf8(extract(&layout, 4).stderr).unwrap();
     assert!(
@@ -165,5 +135,5 @@ fn graphs_for_another_image_size_or_class_count_are_refused_naming_both() {
             && err.contains("make export"),
         "{err}"
     );
-    assert!(!layout.features_dir().exists());
+    assert!(!layout.dir(Folder::Features).exists());
 }

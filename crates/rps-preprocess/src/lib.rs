@@ -2,6 +2,7 @@
 //! the test transform for every image, `views` augmented train views of every
 //! training image, labels, `index.csv`, `samples.png` and the metadata sidecar.
 
+use rps_core::{CacheFile, Folder};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -54,7 +55,7 @@ const SAMPLES: usize = 5;
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let classes = ClassList::from_folders(&config.dataset.join(Split::Train.name()))?;
-    let tmp = TempDir::beside(&config.layout.cache_dir())?;
+    let tmp = TempDir::beside(&config.layout.dir(Folder::Cache))?;
     let mut skipped = Vec::new();
     let mut index = Vec::new();
     let mut rows = Vec::new();
@@ -82,12 +83,17 @@ pub fn run(config: &Config) -> Result<Report> {
         rows.push((split, items.len() * views));
     }
     table::write(
-        &tmp.path().join(file_name(&config.layout.cache_index())),
+        &tmp.path()
+            .join(file_name(&config.layout.cache(CacheFile::Index))),
         &index,
     )?;
-    classes.write(&tmp.path().join(file_name(&config.layout.classes())))?;
+    classes.write(
+        &tmp.path()
+            .join(file_name(&config.layout.cache(CacheFile::Classes))),
+    )?;
     rps_core::plot::image_grid(
-        &tmp.path().join(file_name(&config.layout.samples())),
+        &tmp.path()
+            .join(file_name(&config.layout.cache(CacheFile::Samples))),
         &samples,
         SAMPLES,
         200,
@@ -109,7 +115,10 @@ pub fn run(config: &Config) -> Result<Report> {
     );
     meta.inputs.push(config.dataset.display().to_string());
     meta.seconds = started.elapsed().as_secs_f64();
-    meta.write(&tmp.path().join(file_name(&config.layout.cache_meta())))?;
+    meta.write(
+        &tmp.path()
+            .join(file_name(&config.layout.cache(CacheFile::Meta))),
+    )?;
     tmp.commit()?;
     Ok(Report {
         classes,

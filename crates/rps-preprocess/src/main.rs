@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::DataArgs;
-use rps_core::defaults;
+use rps_core::{Folder, defaults};
 use rps_preprocess::Config;
 
 /// Decodes, resizes and augments DATA/rps/{train,test}/<class>/ images into u8 tensors
@@ -39,7 +39,7 @@ fn main() -> Result<()> {
             .build_global()?;
     }
     let layout = args.data.layout();
-    let dataset = args.dataset.unwrap_or_else(|| layout.dataset_dir());
+    let dataset = args.dataset.unwrap_or_else(|| layout.dir(Folder::Dataset));
     let config = Config {
         layout,
         dataset,

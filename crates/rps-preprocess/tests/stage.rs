@@ -1,5 +1,6 @@
 //! The preprocess stage on small generated datasets.
 
+use rps_core::{CacheFile, Folder};
 use std::path::Path;
 
 use rps_core::sidecar::PreprocessMeta;
@@ -59,13 +60,13 @@ fn tensors_labels_and_index_read_back() {
     let test = rps_core::npy::read::<u8>(&layout.cache_tensor(Split::Test)).unwrap();
     assert_eq!(test[[1, 0, 5, 5]], 200);
     let index: Vec<rps_core::rows::IndexRow> =
-        rps_core::table::read(&layout.cache_index()).unwrap();
+        rps_core::table::read(&layout.cache(CacheFile::Index)).unwrap();
     assert_eq!(index.len(), 14);
     assert_eq!(
         (index[3].row, index[3].view, index[3].path.as_str()),
         (3, 1, "train/paper/1.png")
     );
-    let samples = image::open(layout.samples()).unwrap();
+    let samples = image::open(layout.cache(CacheFile::Samples)).unwrap();
     assert_eq!(samples.width(), 1000);
     // Deterministic: a second run writes the same bytes.
     let first = std::fs::read(layout.cache_tensor(Split::Train)).unwrap();
@@ -90,7 +91,7 @@ fn unreadable_files_are_skipped_and_counted() {
     let report = run(&config).unwrap();
     assert_eq!(report.skipped.len(), 3);
     assert_eq!(report.rows[0], (Split::Train, 12));
-    let meta = PreprocessMeta::read(&config.layout.cache_meta()).unwrap();
+    let meta = PreprocessMeta::read(&config.layout.cache(CacheFile::Meta)).unwrap();
     let skipped = meta.details.skipped;
     assert_eq!(skipped.len(), 3);
     assert!(skipped.iter().any(|s| s.contains("huge.png")));
@@ -107,7 +108,7 @@ fn a_class_without_readable_images_is_an_error_and_writes_nothing() {
     let config = config(&dir.path().join("data"), &ds);
     let err = format!("{:#}", run(&config).unwrap_err());
     assert!(err.contains("\"scissors\" has no readable image"), "{err}");
-    assert!(!config.layout.cache_dir().exists());
+    assert!(!config.layout.dir(Folder::Cache).exists());
 }
 
 #[test]

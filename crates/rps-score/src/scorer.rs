@@ -1,13 +1,13 @@
 //! Scoring batches with an eval graph, the model's weights fed as inputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
-use rps_core::{Device, Runtime, SessionOptions, Tensors};
+use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions, Tensors};
 
 /// Loss and logits of one step or one scored batch.
 pub struct BatchOutput {
@@ -65,8 +65,10 @@ pub struct Scorer {
 }
 
 impl Scorer {
-    pub fn open(graph: &Path, options: SessionOptions) -> Result<Self> {
-        let (session, device) = Runtime::get()?.session(graph, options)?;
+    /// Opens the exported eval graph `file`.
+    pub fn open(layout: &Layout, file: GraphFile, options: SessionOptions) -> Result<Self> {
+        let (session, device) = Runtime::get()?.exported(layout, file, options)?;
+        let graph = layout.graph(file);
         let weights = session
             .inputs()
             .iter()
@@ -78,7 +80,7 @@ impl Scorer {
         Ok(Self {
             session,
             device,
-            graph: graph.to_path_buf(),
+            graph,
             weights,
         })
     }

@@ -20,8 +20,8 @@ use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::sidecar::{Stage, TrainDetails, TrainMeta, TrainSettings};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    CheckpointFile, ClassList, Device, Feature, GraphFile, Layout, ResultFile, SessionOptions,
-    Split, Tensors, atomic, npy, table,
+    CheckpointFile, ClassList, Device, Feature, Folder, GraphFile, Layout, ResultFile,
+    SessionOptions, Split, Tensors, atomic, npy, table,
 };
 use rps_onnx::ModelFile;
 use rps_score::{Features, Scorer};
@@ -107,8 +107,8 @@ impl PhaseGraphs {
         let layout = &run.config.layout;
         let (step, eval, feature) = phase.graphs();
         let weight_decay = run.config.settings.weight_decay as f32;
-        let step = StepRunner::open(&layout.graph(step), run.config.session, weight_decay)?;
-        let eval = Scorer::open(&layout.graph(eval), run.config.session)?;
+        let step = StepRunner::open(layout, step, run.config.session, weight_decay)?;
+        let eval = Scorer::open(layout, eval, run.config.session)?;
         let dims = step.dims(names::FEATURES)?;
         for split in [&run.train, &run.test] {
             split.check_fits(feature, &dims, step.graph())?;
@@ -139,7 +139,7 @@ pub fn run(config: &Config) -> Result<Report> {
         val_images,
     };
 
-    let results = layout.results_dir();
+    let results = layout.dir(Folder::Results);
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
     let Start {
         mut weights,
@@ -472,7 +472,7 @@ fn finish(
     };
     let settings = run.config.settings.clone();
     let mut meta = TrainMeta::new(Stage::Train, env!("CARGO_PKG_VERSION"), settings, details);
-    meta.inputs = [layout.features_dir(), layout.graphs_dir()]
+    meta.inputs = [layout.dir(Folder::Features), layout.dir(Folder::Graphs)]
         .map(|p| p.display().to_string())
         .to_vec();
     meta.device = Some(device);

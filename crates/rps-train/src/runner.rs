@@ -8,7 +8,8 @@ use ndarray::{Array2, ArrayD, Ix2};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
-use rps_core::{Device, Runtime, SessionOptions};
+use rps_core::runtime::fixed_dims;
+use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions};
 use rps_score::BatchOutput;
 
 use crate::state::TrainState;
@@ -25,12 +26,18 @@ pub struct StepRunner {
 }
 
 impl StepRunner {
-    pub fn open(graph: &Path, options: SessionOptions, weight_decay: f32) -> Result<Self> {
-        let (session, device) = Runtime::get()?.session(graph, options)?;
+    /// Opens the exported step graph `file`.
+    pub fn open(
+        layout: &Layout,
+        file: GraphFile,
+        options: SessionOptions,
+        weight_decay: f32,
+    ) -> Result<Self> {
+        let (session, device) = Runtime::get()?.exported(layout, file, options)?;
         Ok(Self {
             session,
             device,
-            graph: graph.to_path_buf(),
+            graph: layout.graph(file),
             weight_decay,
         })
     }
@@ -43,18 +50,7 @@ impl StepRunner {
                 continue;
             };
             if found == kind {
-                let dims = self.dims(input.name())?;
-                let shape = dims
-                    .iter()
-                    .map(|&d| usize::try_from(d).ok())
-                    .collect::<Option<Vec<_>>>()
-                    .with_context(|| {
-                        format!(
-                            "{}: {} has dynamic dimensions",
-                            self.graph.display(),
-                            input.name()
-                        )
-                    })?;
+                let shape = fixed_dims(&self.session, input.name(), &self.graph, 0)?;
                 shapes.push((tensor.to_string(), shape));
             }
         }

@@ -1,18 +1,15 @@
 //! rps-train on small synthetic features, and its step against PyTorch's.
 
-use std::path::{Path, PathBuf};
-
 use ndarray::{Array1, ArrayD, Dimension, IxDyn};
 use rps_core::rows::{EpochRow, ParamsRow};
-use rps_core::sidecar::{
-    PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage, TrainMeta, TrainSettings,
-};
+use rps_core::sidecar::{TrainMeta, TrainSettings};
 use rps_core::{
-    CheckpointFile, ClassList, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split,
-    Tensors, npy, table,
+    CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, SessionOptions, Split, Tensors,
+    npy, table,
 };
 use rps_export::export::{self, Source};
 use rps_export::resnet::Arch;
+use rps_fixtures::{reference, write_cache_sidecars};
 use rps_train::{Config, run};
 
 const ARCH: Arch = Arch {
@@ -22,31 +19,14 @@ const ARCH: Arch = Arch {
 };
 const VIEWS: usize = 2;
 
-/// Graphs for a tiny random-init model, and features where the class shows in every
-/// value (so a linear head separates them).
-fn dataset(dir: &Path) -> Layout {
-    let layout = Layout::new(dir);
-    export::run(&export::Config {
-        layout: layout.clone(),
-        source: Source::Random(0),
-        width: ARCH.width,
-        image_size: ARCH.image_size as u32,
-        classes: Some(ARCH.classes),
-    })
-    .unwrap();
-    let settings = PreprocessSettings::new(ARCH.image_size as u32, VIEWS, 0);
-    PreprocessMeta::new(
-        Stage::Preprocess,
-        "test",
-        settings,
-        PreprocessDetails::default(),
-    )
-    .write(&layout.cache_meta())
-    .unwrap();
-    ClassList::new(vec!["a".into(), "b".into(), "c".into()])
-        .write(&layout.classes())
-        .unwrap();
-    std::fs::create_dir_all(layout.features_dir()).unwrap();
+/// A temporary DATA with graphs for a tiny random-init model, and features where
+/// the class shows in every value (so a linear head separates them).
+fn dataset() -> (tempfile::TempDir, Layout) {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    export::run(&export::Config::for_arch(&layout, Source::Random(0), &ARCH)).unwrap();
+    write_cache_sidecars(&layout, ARCH.image_size as u32, VIEWS, &["a", "b", "c"]).unwrap();
+    std::fs::create_dir_all(layout.dir(Folder::Features)).unwrap();
     for (split, images, views) in [(Split::Train, 60, VIEWS), (Split::Test, 30, 1)] {
         let rows = images * views;
         let label = |row: usize| (row / views % 3) as i64;
@@ -76,7 +56,7 @@ fn dataset(dir: &Path) -> Layout {
         )
         .unwrap();
     }
-    layout
+    (dir, layout)
 }
 
 fn config(layout: &Layout) -> Config {
@@ -109,8 +89,7 @@ fn without_seconds(rows: Vec<EpochRow>) -> Vec<EpochRow> {
 
 #[test]
 fn loss_falls_on_a_separable_set_and_outputs_are_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dataset(dir.path());
+    let (_dir, layout) = dataset();
     run(&config(&layout)).unwrap();
     let rows = epochs(&layout);
     assert_eq!(
@@ -142,8 +121,7 @@ fn loss_falls_on_a_separable_set_and_outputs_are_written() {
 
 #[test]
 fn the_same_seed_gives_the_same_epochs() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (la, lb) = (dataset(a.path()), dataset(b.path()));
+    let ((_a, la), (_b, lb)) = (dataset(), dataset());
     run(&config(&la)).unwrap();
     run(&config(&lb)).unwrap();
     assert_eq!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
@@ -155,8 +133,7 @@ fn the_same_seed_gives_the_same_epochs() {
 
 #[test]
 fn a_resumed_run_equals_an_uninterrupted_one() {
-    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (la, lb) = (dataset(a.path()), dataset(b.path()));
+    let ((_a, la), (_b, lb)) = (dataset(), dataset());
     run(&config(&la)).unwrap();
     for stop in [2, 5] {
         let mut stopped = config(&lb);
@@ -173,8 +150,7 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
 
 #[test]
 fn validation_picks_a_best_epoch() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dataset(dir.path());
+    let (_dir, layout) = dataset();
     let mut config = config(&layout);
     config.settings.val_fraction = 0.2;
     run(&config).unwrap();
@@ -192,8 +168,7 @@ fn validation_picks_a_best_epoch() {
 
 #[test]
 fn a_diverging_loss_stops_training_naming_epoch_and_step() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dataset(dir.path());
+    let (_dir, layout) = dataset();
     let mut config = config(&layout);
     config.settings.head_epochs = 1;
     config.settings.ft_lr = 1e30;
@@ -206,8 +181,7 @@ fn a_diverging_loss_stops_training_naming_epoch_and_step() {
 
 #[test]
 fn features_and_labels_of_different_lengths_are_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = dataset(dir.path());
+    let (_dir, layout) = dataset();
     npy::write(
         &layout.features(Split::Test, Feature::Labels),
         &Array1::<i64>::zeros(7),
@@ -221,12 +195,6 @@ fn features_and_labels_of_different_lengths_are_refused() {
     assert!(!layout.result(ResultFile::Epochs).exists());
 }
 
-fn reference(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/reference")
-        .join(file)
-}
-
 #[test]
 fn the_stage_step_matches_pytorch_for_two_steps() {
     use rps_core::names::StateKind;
@@ -234,16 +202,15 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
     use rps_train::state::TrainState;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
-    export::run(&export::Config {
-        layout: layout.clone(),
-        source: Source::File(reference("mini_w8_s64_seed0.pth")),
+    let mini = Arch {
         width: 8,
         image_size: 64,
-        classes: Some(3),
-    })
-    .unwrap();
-    let graph = layout.graph(GraphFile::FinetuneStep);
-    let mut runner = StepRunner::open(&graph, SessionOptions::cpu(2), 0.0).unwrap();
+        classes: 3,
+    };
+    let weights = Source::File(reference("mini_w8_s64_seed0.pth"));
+    export::run(&export::Config::for_arch(&layout, weights, &mini)).unwrap();
+    let options = SessionOptions::cpu(2);
+    let mut runner = StepRunner::open(&layout, GraphFile::FinetuneStep, options, 0.0).unwrap();
     let params = runner.state_shapes(StateKind::Param).unwrap();
     let buffers = runner.state_shapes(StateKind::Buffer).unwrap();
     let mut npz = npy::Npz::open(&reference("mini_w8_s64_seed0_train_layer4.npz")).unwrap();

@@ -2,22 +2,15 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use ndarray::{ArrayD, IxDyn, arr0};
 use ort::session::Session;
 use ort::value::Tensor;
+use rps_core::npy::Npz;
 use rps_core::{Runtime, SessionOptions, names};
 use rps_export::resnet::Arch;
 
-/// `../shared/` beside the repository.
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
-}
-
-pub fn reference(file: &str) -> PathBuf {
-    shared().join("reference").join(file)
-}
+use rps_fixtures::assert_close;
 
 pub fn session(graph: &[u8], label: &str) -> Session {
     Runtime::get()
@@ -95,22 +88,7 @@ pub fn run(session: &mut Session, inputs: Vec<(String, Input)>) -> BTreeMap<Stri
         .collect()
 }
 
-/// Relative L2 error of `got` against `want`.
-pub fn rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
-    assert_eq!(got.shape(), want.shape(), "shapes differ");
-    let diff: f64 = got
-        .iter()
-        .zip(want)
-        .map(|(a, b)| ((a - b) as f64).powi(2))
-        .sum();
-    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
-}
-
-pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tolerance: f64) {
-    let err = rel_err(got, want);
-    assert!(
-        err < tolerance,
-        "{what}: relative L2 error {err:.3e} >= {tolerance:.0e}"
-    );
+/// Asserts that `got` is within `tolerance` of the reference's array `key`.
+pub fn assert_matches(reference: &mut Npz, key: &str, got: &ArrayD<f32>, tolerance: f64) {
+    assert_close(key, got, &reference.get(key).unwrap(), tolerance);
 }

@@ -1,0 +1,59 @@
+//! rps-fixtures: what the tests and `make bench` share: the paths of `../shared/`
+//! (real archives and PyTorch reference values), relative-error checks against
+//! those values, and the sidecars of a cache made without rps-preprocess.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::ArrayD;
+use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
+use rps_core::{CacheFile, ClassList, Layout};
+
+/// `../shared/` beside the repository.
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared")
+}
+
+/// A file of `../shared/reference/`.
+pub fn reference(file: &str) -> PathBuf {
+    shared().join("reference").join(file)
+}
+
+/// Relative L2 error of `got` against `want`.
+pub fn rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
+    assert_eq!(got.shape(), want.shape(), "shapes differ");
+    let diff: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| ((a - b) as f64).powi(2))
+        .sum();
+    let norm: f64 = want.iter().map(|b| (*b as f64).powi(2)).sum();
+    (diff / norm.max(1e-30)).sqrt()
+}
+
+/// Asserts that `got` is within `tolerance` of `want` (relative L2), naming `what`.
+pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tolerance: f64) {
+    let err = rel_err(got, want);
+    assert!(
+        err < tolerance,
+        "{what}: relative L2 error {err:.3e} >= {tolerance:.0e}"
+    );
+}
+
+/// `cache/meta.json` and `cache/classes.txt` as rps-preprocess writes them, for a
+/// cache of `image_size`-pixel images with `views` training views.
+pub fn write_cache_sidecars(
+    layout: &Layout,
+    image_size: u32,
+    views: usize,
+    classes: &[&str],
+) -> rps_core::Result<()> {
+    let classes: Vec<String> = classes.iter().map(|c| c.to_string()).collect();
+    let settings = PreprocessSettings::new(image_size, views, 0);
+    let details = PreprocessDetails {
+        classes: classes.clone(),
+        ..PreprocessDetails::default()
+    };
+    PreprocessMeta::new(Stage::Preprocess, "fixture", settings, details)
+        .write(&layout.cache(CacheFile::Meta))?;
+    ClassList::new(classes).write(&layout.cache(CacheFile::Classes))
+}

@@ -1,0 +1,229 @@
+//! The recipe's defaults are defined once, in `rps_core::defaults`: the Makefile, `make
+//! help`, the README's variables table and every binary's `--help` must say the same.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rps_core::defaults as d;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// A Makefile variable, its default, and the binaries (with subcommand) and flags
+/// that take it.
+struct Setting {
+    variable: &'static str,
+    value: String,
+    flags: Vec<(&'static [&'static str], &'static str)>,
+}
+
+const STAGES: [&[&str]; 7] = [
+    &["rps-fetch"],
+    &["rps-export"],
+    &["rps-preprocess"],
+    &["rps-extract"],
+    &["rps-train"],
+    &["rps-evaluate"],
+    &["rps-predict"],
+];
+const PREPROCESS: &[&str] = &["rps-preprocess"];
+const EXPORT: &[&str] = &["rps-export"];
+const TRAIN: &[&str] = &["rps-train"];
+const EVALUATE: &[&str] = &["rps-evaluate"];
+const FETCH_DATASET: &[&str] = &["rps-fetch", "dataset"];
+
+fn settings() -> Vec<Setting> {
+    let setting = |variable,
+                   value: &dyn ToString,
+                   flags: Vec<(&'static [&'static str], &'static str)>| Setting {
+        variable,
+        value: value.to_string(),
+        flags,
+    };
+    vec![
+        setting(
+            "DATA",
+            &d::DATA,
+            STAGES.iter().map(|s| (*s, "--data")).collect(),
+        ),
+        setting(
+            "SEED",
+            &d::SEED,
+            vec![(PREPROCESS, "--seed"), (TRAIN, "--seed")],
+        ),
+        setting(
+            "IMAGE_SIZE",
+            &d::IMAGE_SIZE,
+            vec![(PREPROCESS, "--image-size"), (EXPORT, "--image-size")],
+        ),
+        setting("VIEWS", &d::VIEWS, vec![(PREPROCESS, "--views")]),
+        setting(
+            "BATCH",
+            &d::BATCH,
+            vec![(TRAIN, "--batch"), (EVALUATE, "--batch")],
+        ),
+        setting("DROPOUT", &d::DROPOUT, vec![(TRAIN, "--dropout")]),
+        setting(
+            "HEAD_EPOCHS",
+            &d::HEAD_EPOCHS,
+            vec![(TRAIN, "--head-epochs")],
+        ),
+        setting("HEAD_LR", &d::HEAD_LR, vec![(TRAIN, "--head-lr")]),
+        setting("FT_EPOCHS", &d::FT_EPOCHS, vec![(TRAIN, "--ft-epochs")]),
+        setting("FT_LR", &d::FT_LR, vec![(TRAIN, "--ft-lr")]),
+        setting(
+            "VAL_FRACTION",
+            &d::VAL_FRACTION,
+            vec![(TRAIN, "--val-fraction")],
+        ),
+        setting("WIDTH", &d::WIDTH, vec![(EXPORT, "--width")]),
+        setting(
+            "TRAIN_URL",
+            &d::TRAIN_URL,
+            vec![(FETCH_DATASET, "--train-url")],
+        ),
+        setting(
+            "TEST_URL",
+            &d::TEST_URL,
+            vec![(FETCH_DATASET, "--test-url")],
+        ),
+    ]
+}
+
+/// Numbers compare as numbers (`1e-4` is `0.0001`), anything else as text.
+fn same(a: &str, b: &str) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn output(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Checks every setting's default as `source` shows it; `shown` looks a variable up.
+fn check_variables(source: &str, shown: impl Fn(&str) -> Option<String>) {
+    for s in settings() {
+        let value = shown(s.variable).unwrap_or_else(|| panic!("{source} shows no {}", s.variable));
+        assert!(
+            same(&value, &s.value),
+            "{source}: {} is {value}, not {}",
+            s.variable,
+            s.value
+        );
+    }
+}
+
+#[test]
+fn makefile_defaults_match() {
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    check_variables("the Makefile", |variable| {
+        makefile.lines().find_map(|l| {
+            let (name, value) = l.split_once("?=")?;
+            (name.trim() == variable).then(|| value.trim().to_string())
+        })
+    });
+}
+
+#[test]
+fn make_help_shows_the_defaults() {
+    let help = output(
+        Command::new("make")
+            .current_dir(repo())
+            .args(["-s", "help"]),
+    );
+    check_variables("make help", |variable| {
+        help.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(variable)).then(|| words.next().unwrap_or("").to_string())
+        })
+    });
+}
+
+#[test]
+fn readme_variables_table_shows_the_defaults() {
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let table = readme
+        .split("### Variables")
+        .nth(1)
+        .expect("a Variables section");
+    let ticked = |cell: &str| -> Vec<String> {
+        cell.split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect()
+    };
+    let mut documented = Vec::new();
+    let rows = table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'));
+    for row in rows {
+        let cells: Vec<&str> = row.split('|').collect();
+        if cells.len() > 3 {
+            documented.extend(ticked(cells[1]).into_iter().zip(ticked(cells[2])));
+        }
+    }
+    check_variables("the README's variables table", |variable| {
+        documented
+            .iter()
+            .find(|(name, _)| name == variable)
+            .map(|(_, value)| value.clone())
+    });
+}
+
+/// The `[default: ...]` clap shows for `flag` in `help`.
+fn shown_default(help: &str, flag: &str) -> Option<String> {
+    let mut entry = String::new();
+    let mut in_flag = false;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') {
+            if in_flag {
+                break;
+            }
+            in_flag = trimmed.split([',', ' ', '=']).any(|word| word == flag);
+        }
+        if in_flag {
+            entry.push_str(line);
+            entry.push(' ');
+        }
+    }
+    let start = entry.find("[default: ")? + "[default: ".len();
+    Some(entry[start..].split(']').next()?.to_string())
+}
+
+#[test]
+fn every_binary_flag_shows_the_defaults() {
+    let bin = repo().join("target/debug");
+    for s in settings() {
+        for (command, flag) in &s.flags {
+            let help = output(
+                Command::new(bin.join(command[0]))
+                    .args(&command[1..])
+                    .arg("--help"),
+            );
+            let shown = shown_default(&help, flag).unwrap_or_else(|| {
+                panic!("{command:?} --help shows no default for {flag}:\n{help}")
+            });
+            assert!(
+                same(&shown, &s.value),
+                "{command:?} {flag} defaults to {shown}, not {} ({})",
+                s.value,
+                s.variable
+            );
+        }
+    }
+}
