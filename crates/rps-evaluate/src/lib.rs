@@ -15,7 +15,8 @@ use rps_core::rows::{EpochRow, IndexRow};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    CacheFile, ClassList, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split, npy, table,
+    CacheFile, ClassList, Device, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split,
+    Tensors, npy, table,
 };
 use rps_score::{Features, Scorer, predictions, softmax};
 use serde::Serialize;
@@ -62,33 +63,15 @@ pub fn run(config: &Config) -> Result<Report> {
     let classes = Upstream::read(layout)?.classes;
     let weights_path = chosen_weights(layout);
     let weights = npy::read_tensors(&weights_path)?;
-    let graph = layout.graph(GraphFile::FinetuneEval);
-    let mut scorer = Scorer::open(layout, GraphFile::FinetuneEval, config.session)?;
-    let test = Features::load(layout, Split::Test, 1)?;
-    test.check_fits(Feature::Layer3, &scorer.features_dims()?, &graph)?;
-    let rows: Vec<usize> = (0..test.labels.len()).collect();
-    let mut probs = Vec::new();
-    let mut loss_sum = 0.0f64;
-    for chunk in rows.chunks(config.batch.max(1)) {
-        let labels = test.labels_of(chunk);
-        let out = scorer.score(&test.rows(Feature::Layer3, chunk)?, &labels, &weights)?;
-        loss_sum += out.loss as f64 * chunk.len() as f64;
-        probs.push(softmax(&out.logits));
-    }
-    let probs = ndarray::concatenate(Axis(0), &probs.iter().map(|p| p.view()).collect::<Vec<_>>())?;
-    let truth: Vec<usize> = test.labels.iter().map(|&l| l as usize).collect();
-    let predicted = predictions(probs.view());
-    let confusion = Confusion::new(classes.len(), &truth, &predicted);
-    let loss = loss_sum / rows.len().max(1) as f64;
+    let scores = score_test_split(config, &weights)?;
+    let confusion = Confusion::new(classes.len(), &scores.truth, &scores.predicted);
     let index = test_index(layout)?;
-    write_tables(
-        layout, &classes, &confusion, &index, &truth, &predicted, &probs,
-    )?;
+    write_tables(layout, &classes, &confusion, &index, &scores)?;
     let out = |file: ResultFile| layout.result(file);
     plot_epochs(layout)?;
     plots::confusion_chart(&out(ResultFile::ConfusionPlot), &confusion, classes.names())?;
-    error_grid(layout, &index, &classes, &truth, &predicted)?;
-    let device = scorer.device;
+    error_grid(layout, &index, &classes, &scores)?;
+    let (device, loss, count) = (scores.device, scores.loss, scores.truth.len());
     let (precision, recall, f1) = confusion.macro_average();
     let summary = [
         ("accuracy", confusion.accuracy().to_string()),
@@ -96,7 +79,7 @@ pub fn run(config: &Config) -> Result<Report> {
         ("macro_precision", precision.to_string()),
         ("macro_recall", recall.to_string()),
         ("macro_f1", f1.to_string()),
-        ("test_count", rows.len().to_string()),
+        ("test_count", count.to_string()),
         (
             "model",
             "finetune_eval (layer4 + head on layer3 features)".to_string(),
@@ -113,7 +96,7 @@ pub fn run(config: &Config) -> Result<Report> {
         batch: config.batch,
     };
     let details = EvaluateDetails {
-        test_images: rows.len(),
+        test_images: count,
         accuracy: confusion.accuracy(),
     };
     let mut meta = EvaluateMeta::new(
@@ -122,7 +105,7 @@ pub fn run(config: &Config) -> Result<Report> {
         settings,
         details,
     );
-    meta.inputs = [&graph, &weights_path]
+    meta.inputs = [&layout.graph(GraphFile::FinetuneEval), &weights_path]
         .map(|p| p.display().to_string())
         .to_vec();
     meta.device = Some(device);
@@ -134,6 +117,44 @@ pub fn run(config: &Config) -> Result<Report> {
         accuracy: confusion.accuracy(),
         loss,
         weights: weights_path,
+    })
+}
+
+/// The test split as the trained model scores it.
+struct Scores {
+    truth: Vec<usize>,
+    predicted: Vec<usize>,
+    /// `[images, classes]`.
+    probs: Array2<f32>,
+    /// Mean cross-entropy.
+    loss: f64,
+    device: Device,
+}
+
+/// Runs `finetune_eval.onnx` with `weights` over the test split's layer3 features.
+fn score_test_split(config: &Config, weights: &Tensors) -> Result<Scores> {
+    let layout = &config.layout;
+    let mut scorer = Scorer::open(layout, GraphFile::FinetuneEval, config.session)?;
+    let test = Features::load(layout, Split::Test, 1)?;
+    let graph = layout.graph(GraphFile::FinetuneEval);
+    test.check_fits(Feature::Layer3, &scorer.features_dims()?, &graph)?;
+    let rows: Vec<usize> = (0..test.labels.len()).collect();
+    let mut probs = Vec::new();
+    let mut loss_sum = 0.0f64;
+    for chunk in rows.chunks(config.batch.max(1)) {
+        let labels = test.labels_of(chunk);
+        let out = scorer.score(&test.rows(Feature::Layer3, chunk)?, &labels, weights)?;
+        loss_sum += out.loss as f64 * chunk.len() as f64;
+        probs.push(softmax(&out.logits));
+    }
+    let views: Vec<_> = probs.iter().map(|p| p.view()).collect();
+    let probs = ndarray::concatenate(Axis(0), &views)?;
+    Ok(Scores {
+        truth: test.labels.iter().map(|&l| l as usize).collect(),
+        predicted: predictions(probs.view()),
+        probs,
+        loss: loss_sum / rows.len().max(1) as f64,
+        device: scorer.device,
     })
 }
 
@@ -162,10 +183,9 @@ fn write_tables(
     classes: &ClassList,
     confusion: &Confusion,
     index: &[IndexRow],
-    truth: &[usize],
-    predicted: &[usize],
-    probs: &Array2<f32>,
+    scores: &Scores,
 ) -> Result<()> {
+    let (truth, predicted) = (&scores.truth, &scores.predicted);
     let per_class: Vec<PerClassRow> = confusion
         .per_class()
         .iter()
@@ -206,7 +226,7 @@ fn write_tables(
                 classes.name(truth[i]).to_string(),
                 classes.name(predicted[i]).to_string(),
             ];
-            row.extend(probs.row(i).iter().map(|p| p.to_string()));
+            row.extend(scores.probs.row(i).iter().map(|p| p.to_string()));
             row.push((truth[i] == predicted[i]).to_string());
             row
         })
@@ -268,9 +288,9 @@ fn error_grid(
     layout: &Layout,
     index: &[IndexRow],
     classes: &ClassList,
-    truth: &[usize],
-    predicted: &[usize],
+    scores: &Scores,
 ) -> Result<()> {
+    let (truth, predicted) = (&scores.truth, &scores.predicted);
     let mapped = rps_core::npy::Mapped::open(&layout.cache_tensor(Split::Test))?;
     let images = mapped
         .view::<u8>()

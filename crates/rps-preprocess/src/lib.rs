@@ -65,22 +65,12 @@ pub fn run(config: &Config) -> Result<Report> {
         let (items, bad) = readable(listed);
         skipped.extend(bad);
         require_every_class(&items, &classes, &config.dataset.join(split.name()))?;
-        let views = if split == Split::Train {
-            config.views
-        } else {
-            1
-        };
-        let tensor = tmp
-            .path()
-            .join(file_name(&config.layout.cache_tensor(split)));
-        let labels = tmp
-            .path()
-            .join(file_name(&config.layout.cache_labels(split)));
-        let picked = write_split(config, split, &items, views, &tensor, &labels, &mut index)?;
+        let written = write_split(config, split, &items, tmp.path())?;
+        index.extend(written.index);
         if split == Split::Train {
-            samples = picked;
+            samples = written.samples;
         }
-        rows.push((split, items.len() * views));
+        rows.push((split, items.len() * config.views_of(split)));
     }
     table::write(
         &tmp.path()
@@ -209,18 +199,31 @@ fn require_every_class(items: &[Item], classes: &ClassList, dir: &Path) -> Resul
     Ok(())
 }
 
-/// Writes a split's tensor and labels; returns `SAMPLES` seeded training pictures.
-fn write_split(
-    config: &Config,
-    split: Split,
-    items: &[Item],
-    views: usize,
-    tensor: &Path,
-    labels: &Path,
-    index: &mut Vec<IndexRow>,
-) -> Result<Vec<(RgbImage, String)>> {
+impl Config {
+    /// Rows cached per image: the augmented views for training, one for testing.
+    fn views_of(&self, split: Split) -> usize {
+        match split {
+            Split::Train => self.views,
+            Split::Test => 1,
+        }
+    }
+}
+
+/// What writing a split made besides its files: its `index.csv` rows and `SAMPLES`
+/// seeded pictures.
+struct Written {
+    index: Vec<IndexRow>,
+    samples: Vec<(RgbImage, String)>,
+}
+
+/// Writes a split's tensor and labels into `out_dir`.
+fn write_split(config: &Config, split: Split, items: &[Item], out_dir: &Path) -> Result<Written> {
+    let views = config.views_of(split);
+    let in_out = |path: PathBuf| out_dir.join(file_name(&path));
     let s = config.image_size as usize;
-    let mut writer = RowWriter::create::<u8>(tensor, &[items.len() * views, 3, s, s])?;
+    let tensor = in_out(config.layout.cache_tensor(split));
+    let mut writer = RowWriter::create::<u8>(&tensor, &[items.len() * views, 3, s, s])?;
+    let mut index = Vec::new();
     let sample_rows = sample_indices(items.len(), config.seed);
     let mut samples = Vec::new();
     let bar = rps_core::progress::bar(format!("preprocess {split}"), items.len(), "images");
@@ -257,8 +260,9 @@ fn write_split(
         .iter()
         .flat_map(|i| std::iter::repeat_n(i.label as i64, views))
         .collect();
-    npy::write(labels, &ndarray::Array1::from(label_values))?;
-    Ok(samples)
+    let labels = in_out(config.layout.cache_labels(split));
+    npy::write(&labels, &ndarray::Array1::from(label_values))?;
+    Ok(Written { index, samples })
 }
 
 /// The pixels (`[3,S,S]` u8) of each view of one image.
