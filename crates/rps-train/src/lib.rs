@@ -41,7 +41,8 @@ pub struct Config {
     pub session: SessionOptions,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// The recipe's two phases, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Phase {
     Head,
@@ -152,20 +153,16 @@ pub fn run(config: &Config) -> Result<Report> {
         log.push(row)?;
     }
     let mut device = None;
-    for (phase, first, last, lr) in run.phases() {
-        if progress
-            .as_ref()
-            .is_some_and(|p| p.phase == Phase::Finetune && phase == Phase::Head)
-        {
+    for plan in run.phases() {
+        let phase = plan.phase;
+        if progress.as_ref().is_some_and(|p| p.phase > phase) {
             continue;
         }
         let mut graphs = PhaseGraphs::open(&run, phase)?;
         device = Some(graphs.step.device);
         if progress.is_none() && phase == Phase::Head {
-            weights.extend(new_head(
-                &graphs.step.state_shapes(StateKind::Param)?,
-                settings.seed,
-            )?);
+            let head_params = graphs.step.state_shapes(StateKind::Param)?;
+            weights.extend(new_head(&head_params, settings.seed)?);
         }
         let mut state = match resumed_state.take() {
             Some(state) if progress.as_ref().is_some_and(|p| p.phase == phase) => state,
@@ -175,59 +172,20 @@ pub fn run(config: &Config) -> Result<Report> {
                 &graphs.step.state_shapes(StateKind::Buffer)?,
             )?,
         };
-        let start = progress
+        let first = progress
             .as_ref()
             .filter(|p| p.phase == phase)
-            .map_or(first, |p| p.epoch + 1);
-        for epoch in start..=last {
-            let t = Instant::now();
-            let (train_loss, train_acc) = run.train_epoch(&mut graphs, &mut state, epoch, lr)?;
-            weights.extend(state.params.clone());
-            weights.extend(state.buffers.clone());
-            let test_images: Vec<usize> = (0..run.test.images()).collect();
-            let (test_loss, test_acc) =
-                run.score(&mut graphs, &run.test, &test_images, &weights)?;
-            let val = if run.val_images.is_empty() {
-                None
-            } else {
-                Some(run.score(&mut graphs, &run.train, &run.val_images, &weights)?)
-            };
-            let row = EpochRow {
-                epoch,
-                phase: phase.name().into(),
-                train_loss,
-                train_acc,
-                test_loss,
-                test_acc,
-                lr,
-                seconds: t.elapsed().as_secs_f64(),
-                val_loss: val.map(|v| v.0),
-                val_acc: val.map(|v| v.1),
-            };
-            println!(
-                "epoch {epoch:>3} {:<8} train loss {train_loss:.4} acc {train_acc:.4} | test loss {test_loss:.4} acc {test_acc:.4}{}",
-                phase.name(),
-                val.map_or(String::new(), |(l, a)| format!(
-                    " | val loss {l:.4} acc {a:.4}"
-                ))
-            );
+            .map_or(plan.first, |p| p.epoch + 1);
+        for epoch in first..=plan.last {
+            let row = run.epoch(&mut graphs, &mut state, &mut weights, &plan, epoch)?;
+            println!("{}", summary_line(&row));
             log.push(&row)?;
-            epochs.push(row);
-            let best = progress.as_ref().and_then(|p| p.best);
-            let improved = val.is_some_and(|(l, _)| best.is_none_or(|(b, _)| l < b));
+            let (next, improved) = Progress::after(progress.as_ref(), &row, phase);
             if improved {
                 npy::write_tensors(&layout.result(ResultFile::Best), &weights)?;
             }
-            let next = Progress {
-                phase,
-                epoch,
-                best: if improved {
-                    val.map(|(l, _)| (l, epoch))
-                } else {
-                    best
-                },
-            };
             save_checkpoint(layout, &state, &weights, &next)?;
+            epochs.push(row);
             progress = Some(next);
             if config.stop_after == Some(epoch) {
                 bail!("stopped after epoch {epoch} as asked");
@@ -235,27 +193,104 @@ pub fn run(config: &Config) -> Result<Report> {
         }
     }
     let device = device.unwrap_or(Device::Cpu);
-    let best_epoch = progress
-        .as_ref()
-        .and_then(|p| p.best)
-        .map(|(_, epoch)| epoch);
+    let best_epoch = progress.and_then(|p| p.best).map(|(_, epoch)| epoch);
     finish(&run, &upstream, &weights, best_epoch, started, device)?;
     Ok(Report { epochs, device })
 }
 
+/// One phase's epochs (numbered on across phases) and learning rate.
+struct PhasePlan {
+    phase: Phase,
+    first: usize,
+    last: usize,
+    lr: f64,
+}
+
+impl Progress {
+    /// The progress after `row`'s epoch of `phase`, and whether its validation loss
+    /// is the best yet.
+    fn after(previous: Option<&Progress>, row: &EpochRow, phase: Phase) -> (Self, bool) {
+        let best = previous.and_then(|p| p.best);
+        let improved = row
+            .val_loss
+            .is_some_and(|l| best.is_none_or(|(b, _)| l < b));
+        let next = Progress {
+            phase,
+            epoch: row.epoch,
+            best: match row.val_loss {
+                Some(loss) if improved => Some((loss, row.epoch)),
+                _ => best,
+            },
+        };
+        (next, improved)
+    }
+}
+
+/// The line printed after each epoch.
+fn summary_line(row: &EpochRow) -> String {
+    let val = match (row.val_loss, row.val_acc) {
+        (Some(loss), Some(acc)) => format!(" | val loss {loss:.4} acc {acc:.4}"),
+        _ => String::new(),
+    };
+    format!(
+        "epoch {:>3} {:<8} train loss {:.4} acc {:.4} | test loss {:.4} acc {:.4}{val}",
+        row.epoch, row.phase, row.train_loss, row.train_acc, row.test_loss, row.test_acc
+    )
+}
+
 impl Run<'_> {
-    /// `(phase, first epoch, last epoch, lr)`, epochs numbered on across phases.
-    fn phases(&self) -> [(Phase, usize, usize, f64); 2] {
+    /// Both phases, epochs numbered on across them.
+    fn phases(&self) -> [PhasePlan; 2] {
         let s = &self.config.settings;
         [
-            (Phase::Head, 1, s.head_epochs, s.head_lr),
-            (
-                Phase::Finetune,
-                s.head_epochs + 1,
-                s.head_epochs + s.ft_epochs,
-                s.ft_lr,
-            ),
+            PhasePlan {
+                phase: Phase::Head,
+                first: 1,
+                last: s.head_epochs,
+                lr: s.head_lr,
+            },
+            PhasePlan {
+                phase: Phase::Finetune,
+                first: s.head_epochs + 1,
+                last: s.head_epochs + s.ft_epochs,
+                lr: s.ft_lr,
+            },
         ]
+    }
+
+    /// One epoch: train on the epoch's view, then score the test split (and the
+    /// held-out images) with the updated weights.
+    fn epoch(
+        &self,
+        graphs: &mut PhaseGraphs,
+        state: &mut TrainState,
+        weights: &mut Tensors,
+        plan: &PhasePlan,
+        epoch: usize,
+    ) -> Result<EpochRow> {
+        let started = Instant::now();
+        let (train_loss, train_acc) = self.train_epoch(graphs, state, epoch, plan.lr)?;
+        weights.extend(state.params.clone());
+        weights.extend(state.buffers.clone());
+        let test_images: Vec<usize> = (0..self.test.images()).collect();
+        let (test_loss, test_acc) = self.score(graphs, &self.test, &test_images, weights)?;
+        let val = if self.val_images.is_empty() {
+            None
+        } else {
+            Some(self.score(graphs, &self.train, &self.val_images, weights)?)
+        };
+        Ok(EpochRow {
+            epoch,
+            phase: plan.phase.name().into(),
+            train_loss,
+            train_acc,
+            test_loss,
+            test_acc,
+            lr: plan.lr,
+            seconds: started.elapsed().as_secs_f64(),
+            val_loss: val.map(|v| v.0),
+            val_acc: val.map(|v| v.1),
+        })
     }
 
     /// One epoch over the training images (this epoch's view), in train mode.
@@ -269,7 +304,7 @@ impl Run<'_> {
         let s = &self.config.settings;
         let view = epoch - 1;
         let order = data::shuffled(&self.train_images, s.seed, epoch);
-        let phase = graphs.feature;
+        let feature = graphs.feature;
         let bar = rps_core::progress::bar(
             format!("epoch {epoch}"),
             order.len().div_ceil(s.batch),
@@ -279,7 +314,7 @@ impl Run<'_> {
         for (step, images) in order.chunks(s.batch).enumerate() {
             let rows: Vec<usize> = images.iter().map(|&i| self.train.row(i, view)).collect();
             let labels = self.train.labels_of(&rows);
-            let features = self.train.rows(phase, &rows)?;
+            let features = self.train.rows(feature, &rows)?;
             let at = BatchPosition {
                 seed: s.seed,
                 epoch,
@@ -464,7 +499,7 @@ fn finish(
         trainable,
     });
     table::write(&layout.result(ResultFile::Params), &params)?;
-    let last_epoch = run.phases()[1].2;
+    let last_epoch = run.phases()[1].last;
     let details = TrainDetails {
         train_images: run.train_images.len(),
         val_images: run.val_images.len(),
