@@ -92,7 +92,12 @@ pub fn finetune_step_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
 /// Phase 2 scoring: layer3 `features`, `labels`, layer4's weights and running
 /// statistics and the head -> `logits`, `probs`, mean `loss`.
 pub fn finetune_eval(arch: &Arch) -> Vec<u8> {
-    let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Eval);
+    finetune_eval_with(arch, Convolutions::Fastest)
+}
+
+/// [`finetune_eval`] with a choice of convolution algorithm.
+pub fn finetune_eval_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
+    let mut b = Builder::new(arch, convolutions, BatchNorm::Eval);
     let (_, pooled) = b.layer4_pooled();
     let head = b.head(&pooled, false);
     b.finish_eval(&head.logits);

@@ -8,7 +8,7 @@ use common::{Input, first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rps_core::names;
+use rps_core::names::{self, StateKind};
 use rps_export::resnet::{Arch, fc};
 use rps_export::train::{self, Convolutions};
 use rps_export::weights;
@@ -64,5 +64,25 @@ fn winograd_step_matches_the_patch_step() {
     for (name, _) in ARCH.finetune_buffers() {
         let key = names::updated(&names::buffer(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
+    }
+}
+
+#[test]
+fn winograd_eval_matches_the_patch_eval() {
+    let takes = |name: &str| {
+        [names::FEATURES, names::LABELS].contains(&name)
+            || matches!(
+                StateKind::parse(name),
+                Some((StateKind::Param | StateKind::Buffer, _))
+            )
+    };
+    let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
+        let graph = train::finetune_eval_with(&ARCH, convolutions);
+        let eval_inputs = inputs().into_iter().filter(|(name, _)| takes(name)).collect();
+        run(&mut session(&graph, "finetune_eval"), eval_inputs)
+    });
+    let [winograd, patches] = &outputs;
+    for key in [names::LOSS, names::LOGITS, names::PROBS] {
+        assert_close(key, &winograd[key], &patches[key], 1e-5);
     }
 }
