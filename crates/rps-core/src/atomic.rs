@@ -1,9 +1,15 @@
 //! Nothing half-written may look complete: every output is written under a
 //! temporary name in its final folder, then renamed into place.
+//!
+//! A temporary name is `.NAME.PID.RANDOM.part`: a stage that is killed leaves one
+//! behind, and the next stage to write `NAME` there removes those whose process is
+//! gone (never a running stage's). SIGINT and SIGTERM remove this process's own at
+//! once ([`remove_temporaries_on_signal`]).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, Once};
 
 use crate::error::{Error, Result, io};
 
@@ -16,13 +22,15 @@ where
 {
     let dir = parent_dir(path);
     fs::create_dir_all(dir).map_err(io("creating folder", dir))?;
+    remove_stale(dir, path)?;
     let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.", file_name(path)))
-        .suffix(".part")
+        .prefix(&temporary_prefix(path))
+        .suffix(PART)
         .permissions(readable_by_all())
         .tempfile_in(dir)
         .map_err(io("creating a temporary file in", dir))?;
     let (file, tmp_path) = tmp.into_parts();
+    let _live = Live::register(tmp_path.to_path_buf());
     let mut out = BufWriter::new(file);
     write(&mut out)?;
     let file = out
@@ -48,20 +56,24 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
 pub struct TempDir {
     tmp: Option<tempfile::TempDir>,
     target: PathBuf,
+    _live: Live,
 }
 
 impl TempDir {
     pub fn beside(target: &Path) -> Result<Self> {
         let dir = parent_dir(target);
         fs::create_dir_all(dir).map_err(io("creating folder", dir))?;
+        remove_stale(dir, target)?;
         let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{}.", file_name(target)))
-            .suffix(".part")
+            .prefix(&temporary_prefix(target))
+            .suffix(PART)
             .tempdir_in(dir)
             .map_err(io("creating a temporary folder in", dir))?;
+        let live = Live::register(tmp.path().to_path_buf());
         Ok(Self {
             tmp: Some(tmp),
             target: target.to_path_buf(),
+            _live: live,
         })
     }
 
@@ -77,6 +89,90 @@ impl TempDir {
         }
         fs::rename(&tmp, &self.target).map_err(io("renaming into place", &self.target))
     }
+}
+
+/// The end of every temporary name.
+const PART: &str = ".part";
+
+/// `.NAME.PID.`, which tempfile's random letters and [`PART`] follow.
+fn temporary_prefix(target: &Path) -> String {
+    format!(".{}.{}.", file_name(target), std::process::id())
+}
+
+/// Removes the temporaries for `target` in `dir` that a process now gone left.
+fn remove_stale(dir: &Path, target: &Path) -> Result<()> {
+    let prefix = format!(".{}.", file_name(target));
+    let entries = fs::read_dir(dir).map_err(io("listing", dir))?;
+    for entry in entries.filter_map(std::result::Result::ok) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .filter(|_| name.ends_with(PART))
+            .and_then(|rest| rest.split('.').next()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !process_alive(pid) {
+            remove(&entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// Whether process `pid` still runs; unknown (no `/proc`) counts as running.
+fn process_alive(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+fn remove(path: &Path) {
+    // Best effort: what cannot be removed now is tried again by the next run.
+    let _ = if path.is_dir() {
+        fs::remove_dir_all(path)
+    } else {
+        fs::remove_file(path)
+    };
+}
+
+/// This process's temporaries not yet renamed into place.
+static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// A temporary on the live list for as long as this guard lives.
+struct Live(PathBuf);
+
+impl Live {
+    fn register(path: PathBuf) -> Self {
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(path.clone());
+        Self(path)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.retain(|p| *p != self.0);
+    }
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: removes this process's temporaries, then exits with
+/// status 130. Each stage binary calls this first.
+pub fn remove_temporaries_on_signal() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let installed = ctrlc::set_handler(|| {
+            let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            for path in live.iter() {
+                remove(path);
+            }
+            eprintln!("interrupted: removed {} temporary file(s)", live.len());
+            std::process::exit(130);
+        });
+        if let Err(e) = installed {
+            eprintln!("warning: temporaries will not be removed on interrupt: {e}");
+        }
+    });
 }
 
 /// Outputs are ordinary files (0644), not the 0600 of a temporary file.
@@ -126,6 +222,14 @@ mod tests {
         {
             let tmp = TempDir::beside(&target).unwrap();
             fs::write(tmp.path().join("a"), b"x").unwrap();
+            assert_eq!(
+                LIVE.lock()
+                    .unwrap()
+                    .iter()
+                    .filter(|p| p.starts_with(dir.path()))
+                    .count(),
+                1
+            );
         }
         assert!(!target.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
@@ -133,5 +237,29 @@ mod tests {
         fs::write(tmp.path().join("b"), b"y").unwrap();
         tmp.commit().unwrap();
         assert_eq!(fs::read(target.join("b")).unwrap(), b"y");
+        assert!(
+            !LIVE
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|p| p.starts_with(dir.path()))
+        );
+    }
+
+    #[test]
+    fn a_gone_process_temporaries_are_removed_a_running_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join(format!(".cache.{}.abc.part", u32::MAX));
+        let running = dir
+            .path()
+            .join(format!(".cache.{}.def.part", std::process::id()));
+        let other = dir.path().join(format!(".features.{}.ghi.part", u32::MAX));
+        for path in [&gone, &running, &other] {
+            fs::create_dir(path).unwrap();
+        }
+        let tmp = TempDir::beside(&dir.path().join("cache")).unwrap();
+        assert!(!gone.exists(), "a dead process's temporary stays");
+        assert!(running.exists() && other.exists());
+        drop(tmp);
     }
 }

@@ -1,6 +1,9 @@
 //! The flags every stage binary shares, flattened into each one's own (clap derive).
 
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+
+use clap::builder::TypedValueParser;
 
 use crate::defaults;
 use crate::layout::Layout;
@@ -28,15 +31,15 @@ pub struct OrtArgs {
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
     /// Threads for ONNX Runtime's CPU kernels, 1 to 1024 (default: all cores).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub threads: Option<u16>,
+    #[arg(long, value_parser = whole::<usize>(defaults::ranges::THREADS))]
+    pub threads: Option<usize>,
 }
 
 impl OrtArgs {
     pub fn options(&self) -> SessionOptions {
         SessionOptions {
             device: self.device,
-            threads: self.threads.map_or_else(all_cores, usize::from),
+            threads: self.threads.unwrap_or_else(all_cores),
         }
     }
 }
@@ -53,4 +56,74 @@ pub struct StageArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub ort: OrtArgs,
+}
+
+/// A whole-number flag in `range`; clap refuses anything else, naming the flag, the
+/// value and the range.
+pub fn whole<T>(range: RangeInclusive<u64>) -> impl TypedValueParser<Value = T>
+where
+    T: TryFrom<u64> + Clone + Send + Sync + 'static,
+{
+    move |text: &str| -> Result<T, String> {
+        text.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|value| range.contains(value))
+            .and_then(|value| T::try_from(value).ok())
+            .ok_or_else(|| {
+                format!(
+                    "expected a whole number from {} to {}",
+                    range.start(),
+                    range.end()
+                )
+            })
+    }
+}
+
+/// The numbers from `min` to `max`, `max` itself included or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Interval {
+    pub min: f64,
+    pub max: f64,
+    pub max_included: bool,
+}
+
+impl Interval {
+    pub const fn closed(min: f64, max: f64) -> Self {
+        Self {
+            min,
+            max,
+            max_included: true,
+        }
+    }
+
+    pub const fn half_open(min: f64, max: f64) -> Self {
+        Self {
+            min,
+            max,
+            max_included: false,
+        }
+    }
+
+    pub fn contains(&self, value: f64) -> bool {
+        value >= self.min && (value < self.max || (self.max_included && value == self.max))
+    }
+}
+
+impl std::fmt::Display for Interval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let close = if self.max_included { ']' } else { ')' };
+        write!(f, "[{}, {}{close}", self.min, self.max)
+    }
+}
+
+/// A finite decimal flag in `interval`; clap refuses anything else (NaN too), naming
+/// the flag, the value and the interval.
+pub fn number(interval: Interval) -> impl TypedValueParser<Value = f64> {
+    move |text: &str| -> Result<f64, String> {
+        match text.trim().parse::<f64>() {
+            Ok(value) if interval.contains(value) => Ok(value),
+            _ => Err(format!("expected a number in {interval}")),
+        }
+    }
 }

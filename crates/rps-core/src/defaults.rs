@@ -38,3 +38,28 @@ pub const TEST_URL: &str =
 pub const ATTEMPTS: u32 = 6;
 /// Zip-bomb guard: the most one archive may unpack to.
 pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;
+
+/// What each numeric setting may be; the flags refuse anything else, naming the flag,
+/// the value and the range.
+pub mod ranges {
+    use std::ops::RangeInclusive;
+
+    use crate::cli::Interval;
+
+    /// Below 32 pixels layer4 has nothing left to see; above 1024 a batch of train
+    /// steps no longer fits in memory.
+    pub const IMAGE_SIZE: RangeInclusive<u64> = 32..=1024;
+    pub const WIDTH: RangeInclusive<u64> = 1..=256;
+    /// A classifier needs two classes.
+    pub const CLASSES: RangeInclusive<u64> = 2..=100_000;
+    pub const VIEWS: RangeInclusive<u64> = 1..=100;
+    pub const BATCH: RangeInclusive<u64> = 1..=4096;
+    pub const EPOCHS: RangeInclusive<u64> = 0..=100_000;
+    pub const ATTEMPTS: RangeInclusive<u64> = 1..=100;
+    pub const THREADS: RangeInclusive<u64> = 1..=1024;
+    pub const MAX_UNPACKED_BYTES: RangeInclusive<u64> = 1..=u64::MAX;
+    pub const LR: Interval = Interval::closed(0.0, 10.0);
+    pub const DROPOUT: Interval = Interval::half_open(0.0, 1.0);
+    pub const WEIGHT_DECAY: Interval = Interval::closed(0.0, 1.0);
+    pub const VAL_FRACTION: Interval = Interval::half_open(0.0, 1.0);
+}

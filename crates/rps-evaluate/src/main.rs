@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Parser;
-use rps_core::cli::StageArgs;
+use rps_core::cli::{StageArgs, whole};
+use rps_core::defaults::ranges;
 use rps_core::{Folder, defaults};
 use rps_evaluate::Config;
 
@@ -10,16 +11,17 @@ use rps_evaluate::Config;
 /// confusion.csv, predictions.csv, loss.png, accuracy.png, confusion.png, errors.png
 /// and evaluate.json.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
-    /// Images per ONNX Runtime call.
-    #[arg(long, default_value_t = defaults::BATCH)]
+    /// Images per ONNX Runtime call, 1 to 4096.
+    #[arg(long, default_value_t = defaults::BATCH, value_parser = whole::<usize>(ranges::BATCH))]
     batch: usize,
 }
 
 fn main() -> Result<()> {
+    rps_core::atomic::remove_temporaries_on_signal();
     let args = Args::parse();
     let config = Config {
         layout: args.stage.data.layout(),

@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use rps_core::cli::DataArgs;
+use rps_core::cli::{DataArgs, whole};
+use rps_core::defaults::ranges;
 use rps_core::{Folder, defaults};
 use rps_export::export::{self, Config, Source};
 
@@ -11,7 +12,7 @@ use rps_export::export::{self, Config, Source};
 /// both phases, and the classifier template train fills in; plus the backbone's
 /// weights and export.json (settings, parameter counts, each file's sha256).
 #[derive(Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     data: DataArgs,
@@ -25,14 +26,16 @@ struct Args {
     /// Use seeded random-init weights instead of a file (for tests, or without weights).
     #[arg(long, value_name = "SEED")]
     random_init: Option<u64>,
-    /// ResNet base width: 64 is torchvision's ResNet18; small widths make fast tests.
-    #[arg(long, default_value_t = defaults::WIDTH)]
+    /// ResNet base width, 1 to 256: 64 is torchvision's ResNet18; small widths make
+    /// fast tests.
+    #[arg(long, default_value_t = defaults::WIDTH, value_parser = whole::<usize>(ranges::WIDTH))]
     width: usize,
-    /// Input image size in pixels (square).
-    #[arg(long, default_value_t = defaults::IMAGE_SIZE)]
+    /// Input image size in pixels (square), 32 to 1024.
+    #[arg(long, default_value_t = defaults::IMAGE_SIZE, value_parser = whole::<u32>(ranges::IMAGE_SIZE))]
     image_size: u32,
-    /// Classes of the new head (default: as many as DATA/rps/summary.csv lists).
-    #[arg(long)]
+    /// Classes of the new head, at least 2 (default: as many as DATA/rps/summary.csv
+    /// lists).
+    #[arg(long, value_parser = whole::<usize>(ranges::CLASSES))]
     classes: Option<usize>,
     /// Only check the files in DATA/graphs/ against export.json: exit 1, naming
     /// them, if any is missing, cut or changed.
@@ -41,6 +44,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    rps_core::atomic::remove_temporaries_on_signal();
     let args = Args::parse();
     let layout = args.data.layout();
     if args.verify {

@@ -78,7 +78,10 @@ fn winograd_eval_matches_the_patch_eval() {
     };
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
         let graph = train::finetune_eval_with(&ARCH, convolutions);
-        let eval_inputs = inputs().into_iter().filter(|(name, _)| takes(name)).collect();
+        let eval_inputs = inputs()
+            .into_iter()
+            .filter(|(name, _)| takes(name))
+            .collect();
         run(&mut session(&graph, "finetune_eval"), eval_inputs)
     });
     let [winograd, patches] = &outputs;

@@ -1,21 +1,23 @@
 use anyhow::Result;
 use clap::Parser;
-use rps_core::cli::StageArgs;
+use rps_core::cli::{StageArgs, whole};
+use rps_core::defaults::ranges;
 use rps_extract::Config;
 
 /// Runs the frozen backbone (DATA/graphs/backbone.onnx) over the cached images
 /// (DATA/cache/) and writes layer3 and pooled features to DATA/features/.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     stage: StageArgs,
-    /// Images per ONNX Runtime call (default: 32 on CPU, 128 on CUDA).
-    #[arg(long)]
+    /// Images per ONNX Runtime call, 1 to 4096 (default: 32 on CPU, 128 on CUDA).
+    #[arg(long, value_parser = whole::<usize>(ranges::BATCH))]
     batch: Option<usize>,
 }
 
 fn main() -> Result<()> {
+    rps_core::atomic::remove_temporaries_on_signal();
     let args = Args::parse();
     let config = Config {
         layout: args.stage.data.layout(),

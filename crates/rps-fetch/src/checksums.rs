@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
@@ -63,14 +63,11 @@ impl Checksums {
         Ok(rps_core::atomic::write_bytes(path, text.as_bytes())?)
     }
 
-    /// Checks `file` against its recorded hash (recording it if new) and against the
-    /// hash in its name. A bad file is renamed to `NAME.bad` and an error returned.
-    pub fn verify(&mut self, file: &Path) -> Result<()> {
-        let name = file
-            .file_name()
-            .and_then(|n| n.to_str())
-            .context("file name is not UTF-8")?
-            .to_string();
+    /// Checks `file` against its recorded hash and against the hash in its name, and
+    /// returns its hash; recording it is [`Checksums::trust`]'s, once the file has
+    /// proved readable. A bad file is set aside as `NAME.bad` and an error returned.
+    pub fn check(&mut self, file: &Path) -> Result<String> {
+        let name = name_of(file)?;
         let actual = sha256_file(file)?;
         let problem = match (name_hash_prefix(&name), self.entries.get(&name)) {
             (Some(prefix), _) if !actual.starts_with(prefix) => Some(format!(
@@ -82,18 +79,44 @@ impl Checksums {
             _ => None,
         };
         if let Some(problem) = problem {
-            let bad = file.with_file_name(format!("{name}.bad"));
-            std::fs::rename(file, &bad)
-                .with_context(|| format!("setting {} aside", file.display()))?;
+            let bad = set_aside(file)?;
             bail!(
                 "{}: {problem}; set aside as {}",
                 file.display(),
                 bad.display()
             );
         }
-        self.entries.insert(name, actual);
+        Ok(actual)
+    }
+
+    /// Records `file`'s hash: later runs reuse it only while it matches.
+    pub fn trust(&mut self, file: &Path, sha256: String) -> Result<()> {
+        self.entries.insert(name_of(file)?, sha256);
         Ok(())
     }
+
+    /// Sets aside a file that proved unreadable and forgets its hash (which a faulty
+    /// transfer may have recorded), so that the next run fetches it again; returns
+    /// where it went.
+    pub fn distrust(&mut self, file: &Path) -> Result<PathBuf> {
+        self.entries.remove(&name_of(file)?);
+        set_aside(file)
+    }
+}
+
+/// Renames `file` to `NAME.bad` (replacing an older one); returns the new path.
+fn set_aside(file: &Path) -> Result<PathBuf> {
+    let bad = file.with_file_name(format!("{}.bad", name_of(file)?));
+    std::fs::rename(file, &bad).with_context(|| format!("setting {} aside", file.display()))?;
+    Ok(bad)
+}
+
+fn name_of(file: &Path) -> Result<String> {
+    Ok(file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("file name is not UTF-8")?
+        .to_string())
 }
 
 #[cfg(test)]
@@ -114,11 +137,12 @@ mod tests {
         std::fs::write(&file, b"first").unwrap();
         let sums_path = dir.path().join("SHA256SUMS");
         let mut sums = Checksums::read(&sums_path).unwrap();
-        sums.verify(&file).unwrap();
+        let sha256 = sums.check(&file).unwrap();
+        sums.trust(&file, sha256).unwrap();
         sums.write(&sums_path).unwrap();
         std::fs::write(&file, b"changed").unwrap();
         let mut sums = Checksums::read(&sums_path).unwrap();
-        let err = sums.verify(&file).unwrap_err().to_string();
+        let err = sums.check(&file).unwrap_err().to_string();
         assert!(err.contains("a.zip") && err.contains("SHA256SUMS"), "{err}");
         assert!(!file.exists() && dir.path().join("a.zip.bad").exists());
     }
@@ -130,7 +154,7 @@ mod tests {
         std::fs::write(&file, b"not the weights").unwrap();
         let err = Checksums::read(&dir.path().join("S"))
             .unwrap()
-            .verify(&file)
+            .check(&file)
             .unwrap_err()
             .to_string();
         assert!(err.contains("f37072fd"), "{err}");

@@ -121,25 +121,37 @@ fn attempt_download(agent: &ureq::Agent, url: &str, part: &Path) -> Result<(), F
         .call()
         .map_err(|e| Failure::Transient(e.to_string()))?;
     let status = response.status().as_u16();
-    let resumed = match status {
-        206 => true,
-        200 => false,
-        // The part already holds everything.
-        416 if have > 0 => return Ok(()),
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let range = header("content-range").and_then(|v| ContentRange::parse(&v));
+    let length = header("content-length").and_then(|v| v.parse::<u64>().ok());
+    let (offset, total) = match status {
+        200 => (0, length),
+        // Only a range that starts where the part ends continues it.
+        206 => match range {
+            Some(ContentRange::Part { start, total }) if start == have => {
+                (have, total.or(length.map(|l| l + have)))
+            }
+            _ => return start_over(part, format!("HTTP 206 not resuming at byte {have}")),
+        },
+        // The part may already hold everything: the server says how much there is.
+        416 if have > 0 => match range {
+            Some(ContentRange::Unsatisfied { total }) if total == have => return Ok(()),
+            _ => return start_over(part, format!("HTTP 416 to a resume at byte {have}")),
+        },
         408 | 429 | 500..=599 => return Err(Failure::Transient(format!("HTTP {status}"))),
         _ => return Err(Failure::Permanent(anyhow::anyhow!("{url}: HTTP {status}"))),
     };
-    let offset = if resumed { have } else { 0 };
-    let total = response
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .map(|len| len + offset);
     let mut file = OpenOptions::new()
         .create(true)
         .write(true)
-        .append(resumed)
-        .truncate(!resumed)
+        .append(offset > 0)
+        .truncate(offset == 0)
         .open(part)
         .map_err(|e| Failure::Permanent(anyhow::anyhow!("opening {}: {e}", part.display())))?;
     let bar = progress_bar(url, total, offset);
@@ -152,10 +164,51 @@ fn attempt_download(agent: &ureq::Agent, url: &str, part: &Path) -> Result<(), F
         Some(total) if got < total => Err(Failure::Transient(format!(
             "connection closed after {got} of {total} bytes"
         ))),
+        Some(total) if got > total => {
+            start_over(part, format!("{got} bytes where {total} were announced"))
+        }
         _ => {
             eprintln!("fetch: {url}: {got} bytes");
             Ok(())
         }
+    }
+}
+
+/// A failed attempt whose part cannot be continued: removed, so the next attempt
+/// downloads from the start.
+fn start_over(part: &Path, why: String) -> Result<(), Failure> {
+    match fs::remove_file(part) {
+        Ok(()) => Err(Failure::Transient(format!("{why}; starting over"))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(Failure::Transient(why)),
+        Err(e) => Err(Failure::Permanent(anyhow::anyhow!(
+            "removing {}: {e}",
+            part.display()
+        ))),
+    }
+}
+
+/// A `Content-Range` header.
+#[derive(Debug, PartialEq)]
+enum ContentRange {
+    /// `bytes START-END/TOTAL` (TOTAL may be `*`).
+    Part { start: u64, total: Option<u64> },
+    /// `bytes */TOTAL`, with a 416.
+    Unsatisfied { total: u64 },
+}
+
+impl ContentRange {
+    fn parse(value: &str) -> Option<Self> {
+        let (range, total) = value.trim().strip_prefix("bytes ")?.split_once('/')?;
+        if range == "*" {
+            return Some(Self::Unsatisfied {
+                total: total.parse().ok()?,
+            });
+        }
+        let (start, _end) = range.split_once('-')?;
+        Some(Self::Part {
+            start: start.parse().ok()?,
+            total: total.parse().ok(),
+        })
     }
 }
 
@@ -208,5 +261,28 @@ mod tests {
         );
         assert_eq!(file_name("http://h/rps.zip?sig=1").unwrap(), "rps.zip");
         assert!(file_name("http://h/dir/").is_err());
+    }
+
+    #[test]
+    fn content_ranges_parse() {
+        assert_eq!(
+            ContentRange::parse("bytes 100-199/200"),
+            Some(ContentRange::Part {
+                start: 100,
+                total: Some(200)
+            })
+        );
+        assert_eq!(
+            ContentRange::parse("bytes 5-9/*"),
+            Some(ContentRange::Part {
+                start: 5,
+                total: None
+            })
+        );
+        assert_eq!(
+            ContentRange::parse("bytes */200"),
+            Some(ContentRange::Unsatisfied { total: 200 })
+        );
+        assert_eq!(ContentRange::parse("items 1-2/3"), None);
     }
 }

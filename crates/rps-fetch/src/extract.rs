@@ -1,7 +1,7 @@
 //! Safe extraction of a dataset archive into `<split>/<class>/<file>`: the archive's
 //! top folder is dropped; entries with `..`, absolute paths or symlinks are refused;
 //! `__MACOSX/` and dot-files are skipped; the unpacked size is capped. The split
-//! folder appears only when complete.
+//! is unpacked beside its folder, which the caller swaps in once every split is.
 
 use std::fs::{self, File};
 use std::io::{self, Read};
@@ -10,8 +10,9 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use rps_core::atomic::TempDir;
 
-/// Extracts `archive` into `target` (replacing it). Returns the number of files.
-pub fn extract_split(archive: &Path, target: &Path, max_bytes: u64) -> Result<usize> {
+/// Unpacks `archive` into a temporary folder beside `target`, which replaces `target`
+/// when committed.
+pub fn unpack(archive: &Path, target: &Path, max_bytes: u64) -> Result<TempDir> {
     let file = File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut zip = zip::ZipArchive::new(file)
         .with_context(|| format!("{} is not a readable zip archive", archive.display()))?;
@@ -64,8 +65,7 @@ pub fn extract_split(archive: &Path, target: &Path, max_bytes: u64) -> Result<us
     if files == 0 {
         bail!("{}: no files in the archive", archive.display());
     }
-    tmp.commit()?;
-    Ok(files)
+    Ok(tmp)
 }
 
 /// The entry's path below the archive's top folder; `None` for entries to skip

@@ -8,7 +8,7 @@ pub mod extract;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use rps_core::rows::DatasetCount;
 use rps_core::{Layout, Split, table};
 
@@ -32,18 +32,49 @@ pub struct DatasetConfig {
     pub max_unpacked_bytes: u64,
 }
 
-/// Fetches and extracts both splits; writes and returns `rps/summary.csv`'s rows.
+/// Fetches and unpacks both splits, then swaps them in together and writes
+/// `rps/summary.csv` last; returns its rows. An archive that does not unpack is set
+/// aside (and its hash forgotten) so that the next run fetches it again; the dataset
+/// on disk is then left as it was.
 pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
     let layout = &config.layout;
-    let mut rows = Vec::new();
+    let sums_path = layout.checksums();
+    let mut sums = checksums::Checksums::read(&sums_path)?;
+    let mut unpacked = Vec::new();
     for (split, url) in [
         (Split::Train, &config.train_url),
         (Split::Test, &config.test_url),
     ] {
-        let archive = fetch_file(layout, &config.source, url)?;
+        let archive = get(layout, &config.source, url)?;
+        let sha256 = sums.check(&archive)?;
         let target = layout.dataset_split(split);
-        extract::extract_split(&archive, &target, config.max_unpacked_bytes)?;
-        for (class, count) in extract::count_per_class(&target)? {
+        match extract::unpack(&archive, &target, config.max_unpacked_bytes) {
+            Ok(folder) => unpacked.push((archive, sha256, folder)),
+            Err(e) => {
+                let bad = sums.distrust(&archive)?;
+                sums.write(&sums_path)?;
+                return Err(e.context(format!(
+                    "{} does not unpack; set aside as {}, so the next run fetches it again",
+                    archive.display(),
+                    bad.display()
+                )));
+            }
+        }
+    }
+    // No summary while the splits are swapped: it marks a complete dataset.
+    let summary = layout.dataset_summary();
+    if summary.exists() {
+        std::fs::remove_file(&summary)
+            .with_context(|| format!("removing {}", summary.display()))?;
+    }
+    for (archive, sha256, folder) in unpacked {
+        folder.commit()?;
+        sums.trust(&archive, sha256)?;
+    }
+    sums.write(&sums_path)?;
+    let mut rows = Vec::new();
+    for split in Split::ALL {
+        for (class, count) in extract::count_per_class(&layout.dataset_split(split))? {
             rows.push(DatasetCount {
                 split,
                 class,
@@ -51,23 +82,35 @@ pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
             });
         }
     }
-    // Written last: its presence means both splits are complete.
-    table::write(&layout.dataset_summary(), &rows)?;
+    table::write(&summary, &rows)?;
     Ok(rows)
 }
 
-/// Puts `url` into `DATA/raw/`, unless a verified copy is there already.
+/// Puts `url` into `DATA/raw/` (unless a copy is there already) and checks it against
+/// the recorded hashes, recording its own.
 pub fn fetch_file(layout: &Layout, source: &Source, url: &str) -> Result<PathBuf> {
-    let dest = layout.raw_file(&download::file_name(url)?);
+    let path = get(layout, source, url)?;
     let sums_path = layout.checksums();
     let mut sums = checksums::Checksums::read(&sums_path)?;
+    let sha256 = sums.check(&path)?;
+    sums.trust(&path, sha256)?;
+    sums.write(&sums_path)?;
+    Ok(path)
+}
+
+/// `url`'s file in `DATA/raw/`: the one there, else fetched.
+fn get(layout: &Layout, source: &Source, url: &str) -> Result<PathBuf> {
+    let name = download::file_name(url)?;
+    let own = layout.checksums();
+    if Some(name.as_ref()) == own.file_name() || name.ends_with(".part") || name.ends_with(".bad") {
+        bail!("{url}: refusing to fetch into raw/{name}, a name rps-fetch keeps for itself");
+    }
+    let dest = layout.raw_file(&name);
     if dest.exists() {
         eprintln!("fetch: reusing {}", dest.display());
     } else {
         download::fetch(url, source.from.as_deref(), &dest, source.retry)?;
     }
-    sums.verify(&dest)?;
-    sums.write(&sums_path)?;
     Ok(dest)
 }
 

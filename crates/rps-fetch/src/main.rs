@@ -2,22 +2,24 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use rps_core::cli::DataArgs;
+use rps_core::cli::{DataArgs, whole};
 use rps_core::defaults;
+use rps_core::defaults::ranges;
 use rps_fetch::{DatasetConfig, Source};
 
 /// Fetches the pipeline's inputs into DATA/raw/ (verified against DATA/raw/SHA256SUMS)
 /// and extracts the dataset into DATA/rps/<split>/<class>/.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     data: DataArgs,
     /// Take files from this local folder (under their URL names) instead of the network.
     #[arg(long, value_name = "DIR")]
     from: Option<PathBuf>,
-    /// Download attempts before giving up on a URL (connection errors, timeouts, 5xx).
-    #[arg(long, default_value_t = defaults::ATTEMPTS)]
+    /// Download attempts before giving up on a URL (connection errors, timeouts, 5xx,
+    /// short bodies), 1 to 100.
+    #[arg(long, default_value_t = defaults::ATTEMPTS, value_parser = whole::<u32>(ranges::ATTEMPTS))]
     attempts: u32,
     #[command(subcommand)]
     what: What,
@@ -34,7 +36,7 @@ enum What {
         #[arg(long, default_value = defaults::TEST_URL)]
         test_url: String,
         /// Refuse an archive that unpacks to more than this many bytes (zip-bomb guard).
-        #[arg(long, default_value_t = defaults::MAX_UNPACKED_BYTES)]
+        #[arg(long, default_value_t = defaults::MAX_UNPACKED_BYTES, value_parser = whole::<u64>(ranges::MAX_UNPACKED_BYTES))]
         max_unpacked_bytes: u64,
     },
     /// One file into DATA/raw/ (the weights, the ImageNet class names).
@@ -45,6 +47,7 @@ enum What {
 }
 
 fn main() -> Result<()> {
+    rps_core::atomic::remove_temporaries_on_signal();
     let args = Args::parse();
     let layout = args.data.layout();
     let source = Source {

@@ -21,6 +21,13 @@ enum Behavior {
     Serve,
     /// Sends the headers and half the body, then closes the connection.
     CutMidway,
+    /// Sends half the body without a Content-Length, then closes: a cut that looks
+    /// like a complete transfer.
+    CutWithoutLength,
+    /// Answers a Range request with 416 and no usable Content-Range.
+    RefuseRange,
+    /// Answers a Range request with 206 and the whole body, no Content-Range.
+    WholeBodyAs206,
     Status(u16),
 }
 
@@ -70,19 +77,40 @@ impl Server {
                     );
                     continue;
                 };
+                let status = |code: u16| {
+                    format!(
+                        "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                };
                 match plan(&path, hit) {
                     Behavior::Status(code) => {
+                        let _ = stream.write_all(status(code).as_bytes());
+                    }
+                    Behavior::RefuseRange if range_start > 0 => {
+                        let _ = stream.write_all(status(416).as_bytes());
+                    }
+                    Behavior::CutWithoutLength => {
+                        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+                        let _ = stream.write_all(&body[..body.len() / 2]);
+                    }
+                    Behavior::WholeBodyAs206 if range_start > 0 => {
                         let _ = write!(
                             stream,
-                            "HTTP/1.1 {code} Oops\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
                         );
+                        let _ = stream.write_all(body);
                     }
                     behavior => {
                         let rest = &body[range_start..];
                         let status = if range_start > 0 {
-                            "206 Partial Content"
+                            format!(
+                                "206 Partial Content\r\nContent-Range: bytes {range_start}-{}/{}",
+                                body.len() - 1,
+                                body.len()
+                            )
                         } else {
-                            "200 OK"
+                            "200 OK".to_string()
                         };
                         let _ = write!(
                             stream,
@@ -320,4 +348,126 @@ fn local_config(data: &Path, from: &Path) -> DatasetConfig {
         test_url: "https://example.invalid/rps-test-set.zip".into(),
         max_unpacked_bytes: 1 << 30,
     }
+}
+
+fn recorded(data: &Path) -> String {
+    std::fs::read_to_string(data.join("raw/SHA256SUMS")).unwrap_or_default()
+}
+
+#[test]
+fn a_cut_without_length_is_set_aside_untrusted_and_fetched_again() {
+    let server = Server::start(shared_files(), |path, hit| match (path, hit) {
+        ("/rps.zip", 1) => Behavior::CutWithoutLength,
+        _ => Behavior::Serve,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        fetch_dataset(&config(dir.path(), &server)).unwrap_err()
+    );
+    assert!(
+        err.contains("set aside") && err.contains("rps.zip.bad"),
+        "{err}"
+    );
+    assert!(
+        !recorded(dir.path()).contains(" rps.zip\n"),
+        "a cut archive was trusted"
+    );
+    assert!(!dir.path().join("rps/summary.csv").exists());
+    assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    assert!(recorded(dir.path()).contains(" rps.zip\n"));
+}
+
+#[test]
+fn a_refused_resume_starts_over() {
+    let server = Server::start(shared_files(), |path, hit| match (path, hit) {
+        ("/rps.zip", 1) => Behavior::CutMidway,
+        ("/rps.zip", 2) => Behavior::RefuseRange,
+        _ => Behavior::Serve,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    assert_eq!(server.hits("rps.zip"), 3);
+}
+
+#[test]
+fn a_206_from_byte_zero_is_not_appended() {
+    let server = Server::start(shared_files(), |path, hit| match (path, hit) {
+        ("/rps.zip", 1) => Behavior::CutMidway,
+        ("/rps.zip", 2) => Behavior::WholeBodyAs206,
+        _ => Behavior::Serve,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    let got = std::fs::read(dir.path().join("raw/rps.zip")).unwrap();
+    assert_eq!(got, std::fs::read(shared_data().join("rps.zip")).unwrap());
+}
+
+#[test]
+fn a_bad_test_archive_leaves_the_whole_old_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    fetch_dataset(&local_config(dir.path(), &shared_data())).unwrap();
+    let summary = std::fs::read(dir.path().join("rps/summary.csv")).unwrap();
+    // New sources: a good training archive (one class folder), a cut test archive.
+    let from = tempfile::tempdir().unwrap();
+    let mut small = Vec::new();
+    {
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut small));
+        zip.start_file("new/rock/a.png", zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"x").unwrap();
+        zip.finish().unwrap();
+    }
+    std::fs::write(from.path().join("train2.zip"), &small).unwrap();
+    let test = std::fs::read(shared_data().join("rps-test-set.zip")).unwrap();
+    std::fs::write(from.path().join("test2.zip"), &test[..test.len() / 3]).unwrap();
+    let mut config = local_config(dir.path(), from.path());
+    config.train_url = "https://example.invalid/train2.zip".into();
+    config.test_url = "https://example.invalid/test2.zip".into();
+    let err = format!("{:#}", fetch_dataset(&config).unwrap_err());
+    assert!(err.contains("test2.zip"), "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("rps/summary.csv")).unwrap(),
+        summary
+    );
+    let papers = std::fs::read_dir(dir.path().join("rps/train/paper"))
+        .unwrap()
+        .count();
+    assert_eq!(papers, 840, "the training split was replaced alone");
+}
+
+#[test]
+fn the_checksum_file_is_no_download_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source {
+        from: None,
+        retry: quick_retry(),
+    };
+    let layout = Layout::new(dir.path());
+    for url in [
+        "http://127.0.0.1:9/SHA256SUMS",
+        "http://127.0.0.1:9/rps.zip.part",
+    ] {
+        let err = fetch_file(&layout, &source, url).unwrap_err().to_string();
+        assert!(err.contains("refusing"), "{err}");
+    }
+    assert!(!dir.path().join("raw").exists());
+}
+
+#[test]
+fn a_corrupt_local_archive_is_set_aside_and_copied_again_once_fixed() {
+    let from = tempfile::tempdir().unwrap();
+    let train = std::fs::read(shared_data().join("rps.zip")).unwrap();
+    std::fs::write(from.path().join("rps.zip"), &train[..train.len() / 2]).unwrap();
+    std::fs::copy(
+        shared_data().join("rps-test-set.zip"),
+        from.path().join("rps-test-set.zip"),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = local_config(dir.path(), from.path());
+    let err = format!("{:#}", fetch_dataset(&config).unwrap_err());
+    assert!(err.contains("the next run fetches it again"), "{err}");
+    std::fs::write(from.path().join("rps.zip"), &train).unwrap();
+    assert_full_counts(&fetch_dataset(&config).unwrap());
 }

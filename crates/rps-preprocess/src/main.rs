@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Parser;
-use rps_core::cli::DataArgs;
+use rps_core::cli::{DataArgs, whole};
+use rps_core::defaults::ranges;
 use rps_core::{Folder, defaults};
 use rps_preprocess::Config;
 
@@ -10,28 +11,29 @@ use rps_preprocess::Config;
 /// in DATA/cache/: <split>_images.npy, <split>_labels.npy, index.csv, classes.txt,
 /// samples.png and meta.json.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     #[command(flatten)]
     data: DataArgs,
     /// A folder-per-class dataset with train/ and test/ inside (default: DATA/rps).
     #[arg(long)]
     dataset: Option<PathBuf>,
-    /// Output images are SIZE x SIZE pixels.
-    #[arg(long, default_value_t = defaults::IMAGE_SIZE)]
+    /// Output images are SIZE x SIZE pixels, 32 to 1024.
+    #[arg(long, default_value_t = defaults::IMAGE_SIZE, value_parser = whole::<u32>(ranges::IMAGE_SIZE))]
     image_size: u32,
-    /// Augmented views made of each training image.
-    #[arg(long, default_value_t = defaults::VIEWS)]
+    /// Augmented views made of each training image, 1 to 100.
+    #[arg(long, default_value_t = defaults::VIEWS, value_parser = whole::<usize>(ranges::VIEWS))]
     views: usize,
     /// Seeds the augmentation (the same image, view and seed give the same pixels).
     #[arg(long, default_value_t = defaults::SEED)]
     seed: u64,
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads, 1 to 1024 (default: all cores).
+    #[arg(long, value_parser = whole::<usize>(ranges::THREADS))]
     threads: Option<usize>,
 }
 
 fn main() -> Result<()> {
+    rps_core::atomic::remove_temporaries_on_signal();
     let args = Args::parse();
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()

@@ -11,7 +11,7 @@ use rps_evaluate::predict::{Classifier, top_k};
 /// the base ImageNet model (--imagenet, top 5). An unreadable image is reported and
 /// the others are still classified; the exit status is then non-zero.
 #[derive(Parser)]
-#[command(version)]
+#[command(version, allow_negative_numbers = true)]
 struct Args {
     /// The photos to classify.
     #[arg(required = true)]
@@ -41,6 +41,7 @@ struct Args {
 }
 
 fn main() -> Result<()> {
+    rps_core::atomic::remove_temporaries_on_signal();
     let args = Args::parse();
     let layout = args.data.layout();
     let (model, labels) = if args.imagenet {
