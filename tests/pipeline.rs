@@ -287,9 +287,15 @@ fn write_class_zip(path: &Path, split: &str, classes: &[&str], images: usize) {
     zip.finish().unwrap();
 }
 
-/// Runs `make all` until `started` says the stage is midway, kills the whole process
-/// group with SIGKILL, then reruns `make all` to the end.
-fn kill_midway_then_finish(data: &Path, base: &str, extra: &[&str], started: impl Fn() -> bool) {
+/// Runs `make all` until `started` says the stage is midway, then sends `signal` to
+/// the whole process group and waits for make to end.
+fn interrupt_midway(
+    data: &Path,
+    base: &str,
+    extra: &[&str],
+    started: impl Fn() -> bool,
+    signal: &str,
+) {
     use std::os::unix::process::CommandExt;
     let mut child = make_command("all", data, base, extra)
         .process_group(0)
@@ -310,13 +316,28 @@ fn kill_midway_then_finish(data: &Path, base: &str, extra: &[&str], started: imp
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     // `--` matters: without it procps' kill may read the negative group id as options.
-    let killed = Command::new("kill")
-        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+    let sent = Command::new("kill")
+        .args(["-s", signal, "--", &format!("-{}", child.id())])
         .status()
         .unwrap();
-    assert!(killed.success(), "could not kill make's process group");
+    assert!(sent.success(), "could not signal make's process group");
     child.wait().unwrap();
-    make(data, base, extra);
+}
+
+/// Fails naming every temporary (`*.part`) left anywhere under `dir`.
+fn assert_no_temporaries(dir: &Path, after: &str) {
+    let mut left = Vec::new();
+    let mut folders = vec![dir.to_path_buf()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
+            if entry.file_name().to_string_lossy().ends_with(".part") {
+                left.push(entry.path());
+            } else if entry.path().is_dir() {
+                folders.push(entry.path());
+            }
+        }
+    }
+    assert!(left.is_empty(), "after {after}, temporaries left: {left:?}");
 }
 
 /// A file or hidden `.NAME.*.part` folder being written in `dir`.
@@ -363,16 +384,33 @@ fn a_stage_killed_midway_reruns_to_the_same_outputs() {
             "after killing {stage}"
         );
     };
-    kill_midway_then_finish(data, &base, &extra, || part_exists(data, "cache"));
-    check("preprocess");
+    let kill_then_finish = |started: &dyn Fn() -> bool, stage: &str| {
+        interrupt_midway(data, &base, &extra, started, "KILL");
+        make(data, &base, &extra);
+        check(stage);
+        assert_no_temporaries(data, stage);
+    };
+    kill_then_finish(&|| part_exists(data, "cache"), "preprocess");
     for stage in ["features", "results", "cache"] {
         std::fs::remove_dir_all(data.join(stage)).unwrap();
     }
-    kill_midway_then_finish(data, &base, &extra, || part_exists(data, "features"));
-    check("extract");
+    kill_then_finish(&|| part_exists(data, "features"), "extract");
     std::fs::remove_file(data.join("results/model.onnx")).unwrap();
     std::fs::remove_dir_all(data.join("results/checkpoint")).unwrap();
     let progress = data.join("results/checkpoint/progress.json");
-    kill_midway_then_finish(data, &base, &extra, || progress.exists());
-    check("train");
+    kill_then_finish(&|| progress.exists(), "train");
+}
+
+#[test]
+fn an_interrupted_stage_removes_its_temporaries_at_once() {
+    let base = serve_shared_archives();
+    let extra = ["HEAD_EPOCHS=3", "FT_EPOCHS=3"];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    interrupt_midway(data, &base, &extra, || part_exists(data, "cache"), "TERM");
+    assert_no_temporaries(data, "SIGTERM to preprocess");
+    make(data, &base, &extra);
+    std::fs::remove_dir_all(data.join("features")).unwrap();
+    interrupt_midway(data, &base, &extra, || part_exists(data, "features"), "INT");
+    assert_no_temporaries(data, "SIGINT to extract");
 }

@@ -14,6 +14,8 @@ use ort::value::{DynValue, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use rps_core::cli::whole;
+use rps_core::defaults::ranges;
 use rps_core::names::{self, StateKind};
 use rps_core::{GraphFile, Layout, Runtime, SessionOptions, Split, Tensors, imagenet, npy};
 use rps_export::export::{self, Source};
@@ -25,22 +27,24 @@ use rps_train::state::TrainState;
 
 /// Benchmarks every stage against its ceiling and prints one table.
 #[derive(Parser)]
+#[command(allow_negative_numbers = true)]
 struct Args {
-    /// Threads for ONNX Runtime and the image work (default: all cores).
-    #[arg(long)]
+    /// Threads for ONNX Runtime and the image work, 1 to 1024 (default: all cores).
+    #[arg(long, value_parser = whole::<usize>(ranges::THREADS))]
     threads: Option<usize>,
-    /// Generated 300x300 PNGs for the preprocess benchmark.
-    #[arg(long, default_value_t = 192)]
+    /// Generated 300x300 PNGs for the preprocess benchmark, 1 to 10000.
+    #[arg(long, default_value_t = 192, value_parser = whole::<usize>(1..=10_000))]
     images: usize,
-    /// Images the extract benchmark runs through the full-width backbone.
-    #[arg(long, default_value_t = 256)]
+    /// Images the extract benchmark runs through the full-width backbone, 1 to 10000.
+    #[arg(long, default_value_t = 256, value_parser = whole::<usize>(1..=10_000))]
     extract_images: usize,
     /// Python interpreter with PyTorch, to time the phase 2 step in PyTorch eager
     /// mode beside ours (skipped with a note where it cannot import torch).
     #[arg(long, default_value = "python3")]
     torch_python: String,
-    /// Timed train steps (after the warm-up steps); their median is reported.
-    #[arg(long, default_value_t = 5, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    /// Timed train steps (after the warm-up steps), 1 to 1000; their median is
+    /// reported.
+    #[arg(long, default_value_t = 5, value_parser = whole::<usize>(1..=1000))]
     steps: usize,
 }
 

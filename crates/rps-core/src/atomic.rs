@@ -119,10 +119,22 @@ fn remove_stale(dir: &Path, target: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Whether process `pid` still runs; unknown (no `/proc`) counts as running.
+/// Whether process `pid` still runs: not when gone or a zombie (a killed process
+/// whose parent died too may stay one); unknown (no `/proc`) counts as running.
 fn process_alive(pid: u32) -> bool {
     let proc = Path::new("/proc");
-    !proc.is_dir() || proc.join(pid.to_string()).exists()
+    if !proc.is_dir() {
+        return true;
+    }
+    match fs::read_to_string(proc.join(pid.to_string()).join("stat")) {
+        // `PID (COMMAND) STATE ...`; the command may hold spaces and parentheses.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().chars().next()),
+            Some(Some('Z' | 'X'))
+        ),
+        Err(_) => false,
+    }
 }
 
 fn remove(path: &Path) {

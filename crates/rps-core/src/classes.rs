@@ -1,10 +1,11 @@
 //! Class names: the sub-folders of a folder-per-class dataset, sorted by name so
 //! label indices match torchvision's `ImageFolder` (paper 0, rock 1, scissors 2).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::atomic;
 use crate::error::{Error, Result, io};
+use crate::text::exact_name;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassList {
@@ -19,20 +20,10 @@ impl ClassList {
 
     /// The sub-folders of `dir`, skipping hidden ones; none is an error.
     pub fn from_folders(dir: &Path) -> Result<Self> {
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(dir).map_err(io("listing", dir))? {
-            let entry = entry.map_err(io("listing", dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.path().is_dir() && !name.starts_with('.') {
-                names.push(name);
-            }
-        }
-        if names.is_empty() {
-            return Err(Error::Invalid {
-                path: dir.to_path_buf(),
-                message: "no class folders (expected one sub-folder per class)".into(),
-            });
-        }
+        let names = class_folders(dir)?
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect();
         Ok(Self::new(names))
     }
 
@@ -72,6 +63,27 @@ impl ClassList {
     pub fn name(&self, label: usize) -> &str {
         &self.names[label]
     }
+}
+
+/// The class folders of `dir` (its sub-folders but hidden ones), each with its name
+/// as exact text, sorted by name; none is an error.
+pub fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut folders = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io("listing", dir))? {
+        let entry = entry.map_err(io("listing", dir))?;
+        let name = exact_name(&entry.file_name());
+        if entry.path().is_dir() && !name.starts_with('.') {
+            folders.push((name, entry.path()));
+        }
+    }
+    if folders.is_empty() {
+        return Err(Error::Invalid {
+            path: dir.to_path_buf(),
+            message: "no class folders (expected one sub-folder per class)".into(),
+        });
+    }
+    folders.sort();
+    Ok(folders)
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod rows;
 pub mod runtime;
 pub mod sidecar;
 pub mod table;
+pub mod text;
 pub mod upstream;
 
 pub use classes::ClassList;

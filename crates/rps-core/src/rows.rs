@@ -9,6 +9,7 @@ use crate::Split;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetCount {
     pub split: Split,
+    #[serde(with = "crate::text::text_cell")]
     pub class: String,
     pub count: usize,
 }
@@ -22,13 +23,15 @@ pub struct IndexRow {
     /// Augmented view number (always 0 for the test split).
     pub view: usize,
     /// `split/class/file` inside the dataset folder.
+    #[serde(with = "crate::text::text_cell")]
     pub path: String,
+    #[serde(with = "crate::text::text_cell")]
     pub class: String,
     pub label: usize,
 }
 
 /// `results/epochs.csv`: one row per epoch, written as training goes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EpochRow {
     /// Numbered on across phases (21 to 40 for phase 2 by default).
     pub epoch: usize,

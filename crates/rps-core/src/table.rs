@@ -55,22 +55,35 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
 }
 
 /// A CSV file that grows one flushed row at a time, so a spreadsheet can watch it.
-pub struct Appender {
+pub struct Appender<T> {
     writer: csv::Writer<File>,
     path: std::path::PathBuf,
+    row: std::marker::PhantomData<T>,
 }
 
-impl Appender {
-    /// Starts `path` afresh, header first.
+impl<T: Serialize + Default> Appender<T> {
+    /// Starts `path` afresh with its header, so that even a file of no rows says
+    /// what its columns are.
     pub fn create(path: &Path) -> Result<Self> {
         let file = File::create(path).map_err(io("creating", path))?;
+        let mut writer = csv::WriterBuilder::new()
+            .has_headers(false)
+            .from_writer(file);
+        writer
+            .write_record(&header::<T>(path)?)
+            .map_err(|source| Error::Csv {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        writer.flush().map_err(io("writing", path))?;
         Ok(Self {
-            writer: csv::Writer::from_writer(file),
+            writer,
             path: path.to_path_buf(),
+            row: std::marker::PhantomData,
         })
     }
 
-    pub fn push<T: Serialize>(&mut self, row: &T) -> Result<()> {
+    pub fn push(&mut self, row: &T) -> Result<()> {
         self.writer.serialize(row).map_err(|source| Error::Csv {
             path: self.path.clone(),
             source,
@@ -79,12 +92,27 @@ impl Appender {
     }
 }
 
+/// The column names of `T`'s rows, as serde names its fields.
+fn header<T: Serialize + Default>(path: &Path) -> Result<csv::StringRecord> {
+    let mut probe = csv::Writer::from_writer(Vec::new());
+    let csv_err = |source| Error::Csv {
+        path: path.to_path_buf(),
+        source,
+    };
+    probe.serialize(T::default()).map_err(csv_err)?;
+    let bytes = probe
+        .into_inner()
+        .map_err(|e| io("writing", path)(e.into_error()))?;
+    let mut reader = csv::Reader::from_reader(bytes.as_slice());
+    Ok(reader.headers().map_err(csv_err)?.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
 
-    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
     struct Row {
         class: String,
         value: f64,
@@ -116,6 +144,7 @@ mod tests {
     fn appender_flushes_each_row() {
         let (_dir, path) = crate::testing::temp_path("e.csv");
         let mut app = Appender::create(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "class,value\n");
         app.push(&Row {
             class: "a".into(),
             value: 1.0,

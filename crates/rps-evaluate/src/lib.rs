@@ -13,6 +13,7 @@ use ndarray::{Array2, Axis};
 use plotters::style::RGBColor;
 use rps_core::rows::{EpochRow, IndexRow};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
+use rps_core::text::cell;
 use rps_core::upstream::Upstream;
 use rps_core::{
     CacheFile, ClassList, Device, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split,
@@ -35,12 +36,14 @@ pub struct Config {
 #[derive(Debug, Serialize)]
 pub struct MetricRow {
     pub metric: String,
+    #[serde(with = "rps_core::text::text_cell")]
     pub value: String,
 }
 
 /// `per_class.csv`.
 #[derive(Debug, Serialize)]
 pub struct PerClassRow {
+    #[serde(with = "rps_core::text::text_cell")]
     pub class: String,
     pub precision: f64,
     pub recall: f64,
@@ -200,12 +203,13 @@ fn write_tables(
         .collect();
     table::write(&layout.result(ResultFile::PerClass), &per_class)?;
 
+    let names: Vec<String> = classes.names().iter().map(|c| cell(c).into()).collect();
     let mut header = vec!["true".to_string()];
-    header.extend(classes.names().iter().cloned());
+    header.extend(names.iter().cloned());
     let rows: Vec<Vec<String>> = confusion
         .counts
         .iter()
-        .zip(classes.names())
+        .zip(&names)
         .map(|(counts, class)| {
             std::iter::once(class.clone())
                 .chain(counts.iter().map(usize::to_string))
@@ -219,12 +223,13 @@ fn write_tables(
     header.push("correct".into());
     let rows: Vec<Vec<String>> = (0..truth.len())
         .map(|i| {
+            let path = index
+                .get(i)
+                .map_or_else(|| format!("row {i}"), |r| r.path.clone());
             let mut row = vec![
-                index
-                    .get(i)
-                    .map_or_else(|| format!("row {i}"), |r| r.path.clone()),
-                classes.name(truth[i]).to_string(),
-                classes.name(predicted[i]).to_string(),
+                cell(&path).into(),
+                names[truth[i]].clone(),
+                names[predicted[i]].clone(),
             ];
             row.extend(scores.probs.row(i).iter().map(|p| p.to_string()));
             row.push((truth[i] == predicted[i]).to_string());

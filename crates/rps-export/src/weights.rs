@@ -26,8 +26,11 @@ pub enum WeightsError {
         path: PathBuf,
         source: pth::PthError,
     },
-    #[error("{}: not a readable .safetensors file: {message}", path.display())]
-    Safetensors { path: PathBuf, message: String },
+    #[error(
+        "{}: neither a PyTorch state dict (.pth, a zip archive) nor a .safetensors file ({message})",
+        path.display()
+    )]
+    Unknown { path: PathBuf, message: String },
     #[error("{}: no tensor {key:?} (is this a ResNet18 state dict of width {width}?)", path.display())]
     Missing {
         path: PathBuf,
@@ -61,7 +64,7 @@ pub fn load_file(path: &Path) -> Result<(Tensors, String), WeightsError> {
             .map(|(k, t)| (k, to_array(t.shape, t.data)))
             .collect()
     } else {
-        read_safetensors(&bytes).map_err(|message| WeightsError::Safetensors {
+        read_safetensors(&bytes).map_err(|message| WeightsError::Unknown {
             path: path.into(),
             message,
         })?

@@ -50,3 +50,17 @@ fn truncated_file_is_a_clear_error() {
     let err = load_file(&path).unwrap_err().to_string();
     assert!(err.contains("cut.pth"), "{err}");
 }
+
+#[test]
+fn a_file_of_no_known_format_says_which_were_tried() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, bytes) in [("empty.pth", &b""[..]), ("notes.pth", b"some text")] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let err = load_file(&path).unwrap_err().to_string();
+        assert!(
+            err.contains(name) && err.contains(".pth") && err.contains(".safetensors"),
+            "{err}"
+        );
+    }
+}

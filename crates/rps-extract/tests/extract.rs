@@ -1,11 +1,10 @@
 //! The rps-extract binary: PyTorch parity, partial batches, and bad input.
 
-use rps_core::{CacheFile, Folder};
 use std::process::Command;
 
 use ndarray::{ArrayD, IxDyn};
 use rps_core::sidecar::ExtractMeta;
-use rps_core::{ClassList, Device, Feature, Layout, Split, npy};
+use rps_core::{CacheFile, ClassList, Device, Feature, Folder, Layout, Split, npy};
 use rps_export::export::{self, Source};
 use rps_export::resnet::Arch;
 use rps_fixtures::{assert_close, reference, write_cache_sidecars};

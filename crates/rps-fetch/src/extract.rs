@@ -88,17 +88,14 @@ fn inside_top_folder(name: &str) -> Result<Option<PathBuf>> {
 
 /// Files per class folder of an extracted split, sorted by class.
 pub fn count_per_class(split_dir: &Path) -> Result<Vec<(String, usize)>> {
-    let classes = rps_core::ClassList::from_folders(split_dir)?;
-    classes
-        .names()
-        .iter()
-        .map(|class| {
-            let dir = split_dir.join(class);
+    rps_core::classes::class_folders(split_dir)?
+        .into_iter()
+        .map(|(class, dir)| {
             let count = fs::read_dir(&dir)
                 .with_context(|| format!("listing {}", dir.display()))?
                 .filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file()))
                 .count();
-            Ok((class.clone(), count))
+            Ok((class, count))
         })
         .collect()
 }

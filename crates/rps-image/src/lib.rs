@@ -33,9 +33,10 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
+    // The decoder's message alone, on one line: its source repeats it.
     let image = reader
         .decode()
-        .with_context(|| format!("decoding {}", path.display()))?;
+        .map_err(|e| anyhow::anyhow!("decoding {}: {}", path.display(), one_line(&e)))?;
     Ok(image.to_rgb8())
 }
 
@@ -49,6 +50,15 @@ pub fn view_rng(seed: u64, relative_path: &str, view: usize) -> ChaCha8Rng {
         .chain_update((view as u64).to_le_bytes())
         .finalize();
     ChaCha8Rng::from_seed(digest.into())
+}
+
+/// `error`'s message with its line breaks and runs of spaces folded.
+fn one_line(error: &impl std::fmt::Display) -> String {
+    error
+        .to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A crop rectangle in source pixels.

@@ -64,10 +64,20 @@ fn non_images_are_errors_naming_the_file() {
             "cut.png",
             &std::fs::read(fixture("rgba.png")).unwrap()[..200],
         ),
+        (
+            "cut.jpg",
+            &std::fs::read(fixture("photo.jpg")).unwrap()[..300],
+        ),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let err = format!("{:#}", transform::load_rgb(&path).unwrap_err());
         assert!(err.contains(name), "{err}");
+        // One line, the decoder's message once.
+        let message = err.rsplit(": ").next().unwrap();
+        assert!(
+            !err.contains('\n') && err.matches(message).count() == 1,
+            "{err:?}"
+        );
     }
 }

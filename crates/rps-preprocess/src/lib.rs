@@ -2,7 +2,6 @@
 //! the test transform for every image, `views` augmented train views of every
 //! training image, labels, `index.csv`, `samples.png` and the metadata sidecar.
 
-use rps_core::{CacheFile, Folder};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -11,10 +10,12 @@ use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
+use rps_core::classes::class_folders;
 use rps_core::npy::RowWriter;
 use rps_core::rows::IndexRow;
 use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
-use rps_core::{ClassList, Layout, Split, atomic::TempDir, npy, table};
+use rps_core::text::exact_name;
+use rps_core::{CacheFile, ClassList, Folder, Layout, Split, atomic::TempDir, npy, table};
 
 use rps_image::{self as transform, Augmentation};
 
@@ -134,29 +135,18 @@ fn list_split(dir: &Path, split: Split, classes: &ClassList) -> Result<Vec<Item>
         );
     }
     let mut items = Vec::new();
-    for (label, class) in classes.names().iter().enumerate() {
-        let class_dir = dir.join(class);
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&class_dir)
+    for (label, (class, class_dir)) in class_folders(dir)?.into_iter().enumerate() {
+        let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&class_dir)
             .with_context(|| format!("listing {}", class_dir.display()))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
+            .filter_map(|e| e.ok())
+            .map(|e| (exact_name(&e.file_name()), e.path()))
+            .filter(|(name, path)| path.is_file() && !name.starts_with('.'))
             .collect();
         files.sort();
-        for path in files {
-            let name = path
-                .file_name()
-                .expect("a file")
-                .to_string_lossy()
-                .into_owned();
-            let relative = format!("{split}/{class}/{name}");
+        for (name, path) in files {
             items.push(Item {
                 path,
-                relative,
+                relative: format!("{split}/{class}/{name}"),
                 class: class.clone(),
                 label,
             });

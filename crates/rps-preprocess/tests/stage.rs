@@ -1,10 +1,9 @@
 //! The preprocess stage on small generated datasets.
 
-use rps_core::{CacheFile, Folder};
 use std::path::Path;
 
 use rps_core::sidecar::PreprocessMeta;
-use rps_core::{Layout, Split};
+use rps_core::{CacheFile, Folder, Layout, Split};
 use rps_preprocess::{Config, run};
 
 fn write_png(path: &Path, width: u32, height: u32, shade: u8) {
@@ -120,4 +119,26 @@ fn no_classes_at_all_is_an_error() {
         run(&config(&dir.path().join("data"), &dir.path().join("ds"))).unwrap_err()
     );
     assert!(err.contains("no class folders"), "{err}");
+}
+
+#[test]
+fn file_names_stay_exact_and_no_cell_becomes_a_formula() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    for split in ["train", "test"] {
+        for class in ["=sum", "paper"] {
+            write_png(&ds.join(format!("{split}/{class}/a.png")), 20, 20, 9);
+        }
+    }
+    let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.png");
+    write_png(&ds.join("train/paper").join(odd), 20, 20, 9);
+    let config = config(&dir.path().join("data"), &ds);
+    run(&config).unwrap();
+    let index_path = config.layout.cache(CacheFile::Index);
+    let text = std::fs::read_to_string(&index_path).unwrap();
+    assert!(text.contains("train/paper/caf%E9.png"), "{text}");
+    assert!(text.contains(",'=sum,"), "{text}");
+    let rows: Vec<rps_core::rows::IndexRow> = rps_core::table::read(&index_path).unwrap();
+    assert_eq!(rows[0].class, "=sum");
 }

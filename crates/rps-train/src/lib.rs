@@ -73,6 +73,8 @@ impl Phase {
 /// What a checkpoint records beside the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Progress {
+    /// The settings that got here: resuming takes the same.
+    settings: TrainSettings,
     phase: Phase,
     /// The last completed epoch.
     epoch: usize,
@@ -139,6 +141,7 @@ pub fn run(config: &Config) -> Result<Report> {
         train_images,
         val_images,
     };
+    run.check_nothing_empty(&upstream.classes)?;
 
     let results = layout.dir(Folder::Results);
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
@@ -180,7 +183,7 @@ pub fn run(config: &Config) -> Result<Report> {
             let row = run.epoch(&mut graphs, &mut state, &mut weights, &plan, epoch)?;
             println!("{}", summary_line(&row));
             log.push(&row)?;
-            let (next, improved) = Progress::after(progress.as_ref(), &row, phase);
+            let (next, improved) = Progress::after(progress.as_ref(), &row, phase, settings);
             if improved {
                 npy::write_tensors(&layout.result(ResultFile::Best), &weights)?;
             }
@@ -209,12 +212,18 @@ struct PhasePlan {
 impl Progress {
     /// The progress after `row`'s epoch of `phase`, and whether its validation loss
     /// is the best yet.
-    fn after(previous: Option<&Progress>, row: &EpochRow, phase: Phase) -> (Self, bool) {
+    fn after(
+        previous: Option<&Progress>,
+        row: &EpochRow,
+        phase: Phase,
+        settings: &TrainSettings,
+    ) -> (Self, bool) {
         let best = previous.and_then(|p| p.best);
         let improved = row
             .val_loss
             .is_some_and(|l| best.is_none_or(|(b, _)| l < b));
         let next = Progress {
+            settings: settings.clone(),
             phase,
             epoch: row.epoch,
             best: match row.val_loss {
@@ -256,6 +265,32 @@ impl Run<'_> {
                 lr: s.ft_lr,
             },
         ]
+    }
+
+    /// Refuses to train on nothing: every class needs a training image, and the test
+    /// split (and the validation split, when asked for) an image at all.
+    fn check_nothing_empty(&self, classes: &ClassList) -> Result<()> {
+        let val_fraction = self.config.settings.val_fraction;
+        let held_out = if val_fraction > 0.0 {
+            format!(" once --val-fraction {val_fraction} is held out")
+        } else {
+            String::new()
+        };
+        for (label, class) in classes.names().iter().enumerate() {
+            let trains = |&i: &usize| self.train.image_label(i) == label as i64;
+            if !self.train_images.iter().any(trains) {
+                bail!("class {class:?} has no training image{held_out}");
+            }
+        }
+        if val_fraction > 0.0 && self.val_images.is_empty() {
+            bail!(
+                "--val-fraction {val_fraction} holds out no image: raise it, or use 0 for no validation split"
+            );
+        }
+        if self.test.images() == 0 {
+            bail!("the test split has no image");
+        }
+        Ok(())
     }
 
     /// One epoch: train on the epoch's view, then score the test split (and the
@@ -326,8 +361,12 @@ impl Run<'_> {
                 .step
                 .step(state, &features, &labels, &mask, lr as f32)?;
             if !out.loss.is_finite() {
+                let kept = match epoch - 1 {
+                    0 => "no epoch had completed, so nothing was saved".to_string(),
+                    last => format!("results/checkpoint keeps epoch {last}"),
+                };
                 bail!(
-                    "training diverged: loss {} at epoch {epoch}, step {}; the last good checkpoint is kept",
+                    "training diverged: loss {} at epoch {epoch}, step {} (is the learning rate too high?); {kept}",
                     out.loss,
                     step + 1
                 );
@@ -396,9 +435,6 @@ fn check_labels(train: &Features, test: &Features, classes: usize) -> Result<()>
             "labels go up to {max}, but there are {classes} classes: `make extract` remakes the features from the cache"
         );
     }
-    if train.images() == 0 || test.images() == 0 {
-        bail!("no training or no test images");
-    }
     Ok(())
 }
 
@@ -420,6 +456,14 @@ fn start_or_resume(run: &Run) -> Result<Start> {
             .with_context(|| format!("reading {}", progress_path.display()))?;
         let progress: Progress = serde_json::from_str(&text)
             .with_context(|| format!("reading {}", progress_path.display()))?;
+        let changed = differences(&progress.settings, &run.config.settings)?;
+        if !changed.is_empty() {
+            bail!(
+                "cannot resume {}: it was trained with other settings ({}); leave out --resume to start over",
+                layout.result(ResultFile::Checkpoint).display(),
+                changed.join(", ")
+            );
+        }
         let weights = npy::read_tensors(&layout.checkpoint(CheckpointFile::Weights))?;
         let state = TrainState::load(&layout.checkpoint(CheckpointFile::State))?;
         let epochs_path = layout.result(ResultFile::Epochs);
@@ -454,6 +498,23 @@ fn start_or_resume(run: &Run) -> Result<Start> {
         state: None,
         epochs: Vec::new(),
     })
+}
+
+/// `NAME: A then, B now` for each setting that differs.
+fn differences(then: &TrainSettings, now: &TrainSettings) -> Result<Vec<String>> {
+    let (serde_json::Value::Object(then), serde_json::Value::Object(now)) =
+        (serde_json::to_value(then)?, serde_json::to_value(now)?)
+    else {
+        unreachable!("settings serialize as an object");
+    };
+    Ok(then
+        .iter()
+        .filter(|(name, value)| now.get(*name) != Some(value))
+        .map(|(name, value)| {
+            let current = now.get(name).map_or("nothing".into(), |v| v.to_string());
+            format!("{name}: {value} then, {current} now")
+        })
+        .collect())
 }
 
 /// Writes the checkpoint as a whole folder, replaced by rename.

@@ -257,3 +257,51 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
         }
     }
 }
+
+#[test]
+fn training_on_nothing_is_refused_before_the_first_epoch() {
+    let (_dir, layout) = dataset();
+    let mut config = config(&layout);
+    config.settings.val_fraction = 0.99;
+    let err = run(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("class \"a\" has no training image") && err.contains("--val-fraction 0.99"),
+        "{err}"
+    );
+    assert!(!layout.result(ResultFile::Epochs).exists());
+    assert!(!layout.result(ResultFile::Model).exists());
+}
+
+#[test]
+fn resuming_with_other_settings_names_each_difference() {
+    let (_dir, layout) = dataset();
+    let mut stopped = config(&layout);
+    stopped.stop_after = Some(2);
+    assert!(run(&stopped).is_err());
+    let mut resumed = config(&layout);
+    resumed.resume = true;
+    resumed.settings.batch = 8;
+    resumed.settings.head_lr = 0.5;
+    let err = run(&resumed).unwrap_err().to_string();
+    assert!(
+        err.contains("batch: 16 then, 8 now") && err.contains("head_lr: 0.01 then, 0.5 now"),
+        "{err}"
+    );
+    assert_eq!(epochs(&layout).len(), 2, "the resumed rows are kept");
+}
+
+#[test]
+fn a_first_epoch_that_diverges_leaves_a_header_and_says_nothing_was_saved() {
+    let (_dir, layout) = dataset();
+    let mut config = config(&layout);
+    config.settings.head_epochs = 0;
+    config.settings.ft_lr = 1e30;
+    let err = run(&config).unwrap_err().to_string();
+    assert!(
+        err.contains("epoch 1, step") && err.contains("nothing was saved"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(layout.result(ResultFile::Epochs)).unwrap();
+    assert!(text.starts_with("epoch,phase,train_loss"), "{text:?}");
+    assert_eq!(text.lines().count(), 1);
+}

@@ -1,5 +1,7 @@
-//! The recipe's defaults are defined once, in `rps_core::defaults`: the Makefile, `make
-//! help`, the README's variables table and every binary's `--help` must say the same.
+//! Every binary's flags. The recipe's defaults are defined once, in
+//! `rps_core::defaults`: the Makefile, `make help`, the README's variables table and
+//! every binary's `--help` must say the same. A value out of a flag's range is refused
+//! by name, never a panic.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -226,4 +228,66 @@ fn every_binary_flag_shows_the_defaults() {
             );
         }
     }
+}
+
+/// Out-of-range values, each refused by the binary naming the flag.
+const OUT_OF_RANGE: &[(&[&str], &str, &str)] = &[
+    (FETCH_DATASET_BEFORE, "--attempts", "0"),
+    (&["rps-fetch", "dataset"], "--max-unpacked-bytes", "0"),
+    (EXPORT, "--width", "0"),
+    (EXPORT, "--image-size", "0"),
+    (EXPORT, "--image-size", "100000"),
+    (EXPORT, "--classes", "0"),
+    (EXPORT, "--classes", "1"),
+    (PREPROCESS, "--image-size", "0"),
+    (PREPROCESS, "--views", "0"),
+    (PREPROCESS, "--threads", "0"),
+    (&["rps-extract"], "--batch", "0"),
+    (&["rps-extract"], "--threads", "-2"),
+    (TRAIN, "--batch", "0"),
+    (TRAIN, "--head-lr", "-1"),
+    (TRAIN, "--ft-lr", "NaN"),
+    (TRAIN, "--ft-lr", "inf"),
+    (TRAIN, "--dropout", "1"),
+    (TRAIN, "--weight-decay", "2"),
+    (TRAIN, "--val-fraction", "1"),
+    (TRAIN, "--head-epochs", "-1"),
+    (EVALUATE, "--batch", "0"),
+    (&["rps-predict", "photo.png"], "--threads", "0"),
+];
+
+/// `rps-fetch`'s global flags come before its subcommand.
+const FETCH_DATASET_BEFORE: &[&str] = &["rps-fetch"];
+
+#[test]
+fn out_of_range_values_are_refused_by_flag_without_a_panic() {
+    let bin = repo().join("target/debug");
+    for (command, flag, value) in OUT_OF_RANGE {
+        let mut run = Command::new(bin.join(command[0]));
+        run.args(&command[1..]).args([flag, value]);
+        if command == &FETCH_DATASET_BEFORE {
+            run.arg("dataset");
+        }
+        let out = run.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let code = out.status.code();
+        assert!(
+            matches!(code, Some(1 | 2)) && stderr.contains(flag) && !stderr.contains("panicked"),
+            "{command:?} {flag} {value}: exit {code:?}, {stderr}"
+        );
+    }
+}
+
+#[test]
+fn no_epoch_at_all_is_refused() {
+    let out = Command::new(repo().join("target/debug/rps-train"))
+        .args(["--head-epochs", "0", "--ft-epochs", "0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--head-epochs") && stderr.contains("--ft-epochs"),
+        "{stderr}"
+    );
 }
