@@ -27,7 +27,6 @@ FROM        ?=
 TRAIN_URL   ?= https://storage.googleapis.com/download.tensorflow.org/data/rps.zip
 TEST_URL    ?= https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip
 WEIGHTS_URL ?= https://download.pytorch.org/models/resnet18-f37072fd.pth
-LABELS_URL  ?= https://raw.githubusercontent.com/pytorch/hub/master/imagenet_classes.txt
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
 EXTRACT_BATCH ?=
@@ -37,7 +36,7 @@ VAL_FRACTION ?= 0
 TORCH_PYTHON ?= python3
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL LABELS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   TORCH_PYTHON
 
 # ---- Tools --------------------------------------------------------------------
@@ -67,7 +66,6 @@ endif
 # ---- Outputs ------------------------------------------------------------------
 STAMPS    := $(DATA)/.stamps
 DATASET   := $(DATA)/rps/summary.csv
-LABELS    := $(RAW)/$(notdir $(LABELS_URL))
 GRAPHS    := $(DATA)/graphs/export.json
 CACHE     := $(DATA)/cache/meta.json
 FEATURES  := $(DATA)/features/meta.json
@@ -87,6 +85,7 @@ TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD
 .PHONY: all setup fetch export preprocess extract train evaluate predict demo bench test clean help FORCE
 
 all: evaluate ## Run the whole pipeline (bootstraps ONNX Runtime first)
+	@echo "report: $(DATA)/results/report.html"
 
 help: ## List targets and variables
 	@echo "Targets:"
@@ -112,8 +111,8 @@ fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
 $(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP)
 	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) dataset --train-url $(TRAIN_URL) --test-url $(TEST_URL)
 
-$(DEFAULT_WEIGHTS) $(LABELS): | $(BIN)/rps-fetch
-	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) file $(if $(filter $@,$(LABELS)),$(LABELS_URL),$(WEIGHTS_URL))
+$(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
+	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) file $(WEIGHTS_URL)
 
 # Without CLASSES, export counts the classes of the fetched dataset.
 EXPORT_COMMAND = $(BIN)/rps-export --data $(DATA) $(WEIGHTS_FLAG) --width $(WIDTH) \
@@ -153,7 +152,7 @@ predict: $(BIN)/rps-predict | $(ORT_LIB) ## Classify IMAGE=photo.jpg (add IMAGEN
 	@test -n "$(IMAGE)" || { echo "usage: make predict IMAGE=path/to/photo.jpg [IMAGENET=1] [PLOT=out.png]"; exit 2; }
 	$(BIN)/rps-predict --data $(DATA) $(ORT_FLAGS) $(if $(IMAGENET),--imagenet) $(if $(PLOT),--plot $(PLOT)) $(IMAGE)
 
-$(if $(IMAGENET),predict: $(LABELS) $(GRAPHS),predict: $(MODEL))
+$(if $(IMAGENET),predict: $(GRAPHS),predict: $(MODEL))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)

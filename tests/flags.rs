@@ -291,3 +291,19 @@ fn no_epoch_at_all_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_ordinary_error_prints_no_stack_trace() {
+    let out = Command::new(repo().join("target/debug/rps-train"))
+        .args(["--data", "/nonexistent/data", "--device", "cpu"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: ") && stderr.contains("/nonexistent/data"),
+        "{stderr}"
+    );
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}

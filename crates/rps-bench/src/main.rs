@@ -182,7 +182,7 @@ fn main() -> Result<()> {
         ),
         ratio: String::new(),
     });
-    let patches_graph = graphs::finetune_step_with(&ARCH, Convolutions::Patches);
+    let patches_graph = graphs::finetune_step(&ARCH, Convolutions::Patches);
     let patches_session = Runtime::get()?.session_from_bytes(&patches_graph, "patches", options)?;
     let patches_ft = bare_step_rate(patches_session.0, &ft_shape, args.steps)?;
     rows.push(Row {

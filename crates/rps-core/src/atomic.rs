@@ -20,17 +20,19 @@ where
     F: FnOnce(&mut BufWriter<File>) -> Result<(), E>,
     E: From<Error>,
 {
-    let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(io("creating folder", dir))?;
-    remove_stale(dir, path)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&temporary_prefix(path))
-        .suffix(PART)
-        .permissions(readable_by_all())
-        .tempfile_in(dir)
-        .map_err(io("creating a temporary file in", dir))?;
+    let (dir, prefix) = make_room(path)?;
+    let (tmp, _live) = Live::create(
+        || {
+            tempfile::Builder::new()
+                .prefix(&prefix)
+                .suffix(PART)
+                .permissions(readable_by_all())
+                .tempfile_in(dir)
+        },
+        |tmp| tmp.path().to_path_buf(),
+    )
+    .map_err(io("creating a temporary file in", dir))?;
     let (file, tmp_path) = tmp.into_parts();
-    let _live = Live::register(tmp_path.to_path_buf());
     let mut out = BufWriter::new(file);
     write(&mut out)?;
     let file = out
@@ -61,15 +63,17 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn beside(target: &Path) -> Result<Self> {
-        let dir = parent_dir(target);
-        fs::create_dir_all(dir).map_err(io("creating folder", dir))?;
-        remove_stale(dir, target)?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&temporary_prefix(target))
-            .suffix(PART)
-            .tempdir_in(dir)
-            .map_err(io("creating a temporary folder in", dir))?;
-        let live = Live::register(tmp.path().to_path_buf());
+        let (dir, prefix) = make_room(target)?;
+        let (tmp, live) = Live::create(
+            || {
+                tempfile::Builder::new()
+                    .prefix(&prefix)
+                    .suffix(PART)
+                    .tempdir_in(dir)
+            },
+            |tmp| tmp.path().to_path_buf(),
+        )
+        .map_err(io("creating a temporary folder in", dir))?;
         Ok(Self {
             tmp: Some(tmp),
             target: target.to_path_buf(),
@@ -94,9 +98,18 @@ impl TempDir {
 /// The end of every temporary name.
 const PART: &str = ".part";
 
-/// `.NAME.PID.`, which tempfile's random letters and [`PART`] follow.
-fn temporary_prefix(target: &Path) -> String {
-    format!(".{}.{}.", file_name(target), std::process::id())
+/// Readies `target`'s folder for a temporary: creates it, removes the temporaries
+/// for `target` that a process now gone left. Returns the folder and the prefix of
+/// this process's temporary name, `.NAME.PID.` (tempfile's random letters and
+/// [`PART`] follow).
+fn make_room(target: &Path) -> Result<(&Path, String)> {
+    let dir = parent_dir(target);
+    fs::create_dir_all(dir).map_err(io("creating folder", dir))?;
+    remove_stale(dir, target)?;
+    Ok((
+        dir,
+        format!(".{}.{}.", file_name(target), std::process::id()),
+    ))
 }
 
 /// Removes the temporaries for `target` in `dir` that a process now gone left.
@@ -153,11 +166,17 @@ static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 struct Live(PathBuf);
 
 impl Live {
-    fn register(path: PathBuf) -> Self {
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(path.clone());
-        Self(path)
+    /// Makes a temporary with `create` and lists it, under the list's lock: a signal
+    /// handler, which takes the lock, then sees every temporary on disk.
+    fn create<T>(
+        create: impl FnOnce() -> std::io::Result<T>,
+        path_of: impl FnOnce(&T) -> PathBuf,
+    ) -> std::io::Result<(T, Self)> {
+        let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        let made = create()?;
+        let path = path_of(&made);
+        live.push(path.clone());
+        Ok((made, Self(path)))
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::builder::TypedValueParser;
 
@@ -42,6 +43,39 @@ impl OrtArgs {
             threads: self.threads.unwrap_or_else(all_cores),
         }
     }
+}
+
+/// Every binary's `main`: temporaries removed on a signal, the flags parsed (a bad
+/// one exits with status 2), then `run`, whose error [`finish`] prints.
+pub fn main<A, E>(run: impl FnOnce(A) -> Result<(), E>) -> ExitCode
+where
+    A: clap::Parser,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    crate::atomic::remove_temporaries_on_signal();
+    finish(run(A::parse()))
+}
+
+/// Ends a binary: an error is printed with its causes, one a line, and exits with
+/// status 1. No stack trace, whatever `RUST_BACKTRACE` says: those are for panics.
+fn finish<E>(result: Result<(), E>) -> ExitCode
+where
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Err(error) = result else {
+        return ExitCode::SUCCESS;
+    };
+    let error = error.into();
+    eprintln!("Error: {error}");
+    let mut cause = error.source();
+    if cause.is_some() {
+        eprintln!("\nCaused by:");
+    }
+    while let Some(source) = cause {
+        eprintln!("    {source}");
+        cause = source.source();
+    }
+    ExitCode::FAILURE
 }
 
 /// The cores this process may use.

@@ -1,4 +1,5 @@
-//! ImageNet normalization, as torchvision's `Normalize(mean, std)` after `ToTensor()`.
+//! ImageNet: the normalization torchvision applies (`Normalize(mean, std)` after
+//! `ToTensor()`), and the names of the 1000 classes of the base model.
 
 pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -20,6 +21,16 @@ pub fn normalize_chw(pixels: &[u8], out: &mut [f32]) {
     }
 }
 
+/// The ImageNet class names in the order of the base model's outputs, one a line:
+/// torchvision's `_IMAGENET_CATEGORIES` (`torchvision/models/_meta.py`, torchvision
+/// 0.29.2), the `categories` its `ResNet18_Weights.IMAGENET1K_V1.meta` lists.
+const CLASS_NAMES: &str = include_str!("imagenet_classes.txt");
+
+/// The 1000 ImageNet class names, by output index.
+pub fn class_names() -> Vec<String> {
+    CLASS_NAMES.lines().map(str::to_string).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,5 +44,17 @@ mod tests {
         assert!((out[0] - want(0, 0)).abs() < 1e-6);
         assert!((out[1] - want(255, 0)).abs() < 1e-6);
         assert!((out[5] - want(20, 2)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_class_names_are_imagenets_thousand() {
+        let names = class_names();
+        assert_eq!(names.len(), 1000);
+        assert_eq!((names[0].as_str(), names[281].as_str()), ("tench", "tabby"));
+        assert_eq!(names[999], "toilet tissue");
+        for name in &names {
+            let missing = crate::plot::missing_glyphs(name);
+            assert!(missing.is_empty(), "{name}: no glyph for {missing:?}");
+        }
     }
 }

@@ -120,7 +120,11 @@ file_names! {
         AccuracyPlot => "accuracy.png",
         ConfusionPlot => "confusion.png",
         ErrorsPlot => "errors.png",
+        /// A copy of `cache/samples.png`, so that the report's folder stands alone.
+        SamplesPlot => "samples.png",
         EvaluateMeta => "evaluate.json",
+        /// One static page of the whole run.
+        Report => "report.html",
     }
 }
 

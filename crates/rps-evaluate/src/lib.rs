@@ -4,6 +4,7 @@
 pub mod metrics;
 pub mod plots;
 pub mod predict;
+pub mod report;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
 use plotters::style::RGBColor;
+use rps_core::plot::Tile;
 use rps_core::rows::{EpochRow, IndexRow};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
 use rps_core::text::cell;
@@ -69,11 +71,12 @@ pub fn run(config: &Config) -> Result<Report> {
     let scores = score_test_split(config, &weights)?;
     let confusion = Confusion::new(classes.len(), &scores.truth, &scores.predicted);
     let index = test_index(layout)?;
-    write_tables(layout, &classes, &confusion, &index, &scores)?;
+    let per_class = write_tables(layout, &classes, &confusion, &index, &scores)?;
     let out = |file: ResultFile| layout.result(file);
     plot_epochs(layout)?;
     plots::confusion_chart(&out(ResultFile::ConfusionPlot), &confusion, classes.names())?;
     error_grid(layout, &index, &classes, &scores)?;
+    copy_samples(layout)?;
     let (device, loss, count) = (scores.device, scores.loss, scores.truth.len());
     let (precision, recall, f1) = confusion.macro_average();
     let summary = [
@@ -114,6 +117,13 @@ pub fn run(config: &Config) -> Result<Report> {
     meta.device = Some(device);
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(&out(ResultFile::EvaluateMeta))?;
+    let tables = report::Tables {
+        summary: &summary,
+        per_class: &per_class,
+        confusion: &confusion,
+        classes: &classes,
+    };
+    report::write(layout, &tables)?;
     // Written last: make's sign that evaluation finished.
     table::write(&out(ResultFile::Summary), &summary)?;
     Ok(Report {
@@ -132,6 +142,41 @@ struct Scores {
     /// Mean cross-entropy.
     loss: f64,
     device: Device,
+}
+
+impl Scores {
+    /// The cross-entropy of test image `i`: `-ln p(true class)`.
+    fn loss_of(&self, i: usize) -> f64 {
+        -(self.probs[[i, self.truth[i]]] as f64)
+            .max(f64::MIN_POSITIVE)
+            .ln()
+    }
+
+    /// What errors.png says under test image `i`.
+    fn caption(&self, i: usize, classes: &ClassList) -> Vec<String> {
+        let (truth, predicted) = (self.truth[i], self.predicted[i]);
+        vec![
+            format!(
+                "{}, predicted {}",
+                classes.name(truth),
+                classes.name(predicted)
+            ),
+            format!(
+                "p {:.2}, loss {:.2}",
+                self.probs[[i, predicted]],
+                self.loss_of(i)
+            ),
+        ]
+    }
+
+    /// The misclassified test images, highest loss first.
+    fn by_descending_loss(&self) -> Vec<usize> {
+        let mut wrong: Vec<usize> = (0..self.truth.len())
+            .filter(|&i| self.truth[i] != self.predicted[i])
+            .collect();
+        wrong.sort_by(|&a, &b| self.loss_of(b).total_cmp(&self.loss_of(a)));
+        wrong
+    }
 }
 
 /// Runs `finetune_eval.onnx` with `weights` over the test split's layer3 features.
@@ -187,7 +232,7 @@ fn write_tables(
     confusion: &Confusion,
     index: &[IndexRow],
     scores: &Scores,
-) -> Result<()> {
+) -> Result<Vec<PerClassRow>> {
     let (truth, predicted) = (&scores.truth, &scores.predicted);
     let per_class: Vec<PerClassRow> = confusion
         .per_class()
@@ -237,6 +282,17 @@ fn write_tables(
         })
         .collect();
     table::write_records(&layout.result(ResultFile::Predictions), &header, &rows)?;
+    Ok(per_class)
+}
+
+/// `cache/samples.png` beside the other plots, where a preprocess made one.
+fn copy_samples(layout: &Layout) -> Result<()> {
+    let samples = layout.cache(CacheFile::Samples);
+    if samples.exists() {
+        let bytes =
+            std::fs::read(&samples).with_context(|| format!("reading {}", samples.display()))?;
+        rps_core::atomic::write_bytes(&layout.result(ResultFile::SamplesPlot), &bytes)?;
+    }
     Ok(())
 }
 
@@ -246,84 +302,121 @@ fn plot_epochs(layout: &Layout) -> Result<()> {
         .iter()
         .find(|r| r.phase == "finetune")
         .map(|r| r.epoch as f64 - 0.5);
-    let line = |f: fn(&EpochRow) -> f64| {
-        epochs
-            .iter()
-            .map(|r| (r.epoch as f64, f(r)))
-            .collect::<Vec<_>>()
-    };
-    let (blue, orange) = (RGBColor(31, 119, 180), RGBColor(255, 127, 14));
-    type Metric = fn(&EpochRow) -> f64;
-    let charts: [(ResultFile, &str, &str, Metric, Metric); 2] = [
+    type Metric = fn(&EpochRow) -> Option<f64>;
+    let colors = [
+        RGBColor(31, 119, 180),
+        RGBColor(255, 127, 14),
+        RGBColor(44, 160, 44),
+    ];
+    let charts: [(ResultFile, &str, &str, [Metric; 3]); 2] = [
         (
             ResultFile::LossPlot,
             "Loss",
             "cross-entropy",
-            |r| r.train_loss,
-            |r| r.test_loss,
+            [
+                |r| Some(r.train_loss),
+                |r| Some(r.test_loss),
+                |r| r.val_loss,
+            ],
         ),
         (
             ResultFile::AccuracyPlot,
             "Accuracy",
             "accuracy",
-            |r| r.train_acc,
-            |r| r.test_acc,
+            [|r| Some(r.train_acc), |r| Some(r.test_acc), |r| r.val_acc],
         ),
     ];
-    for (file, title, y_label, train, test) in charts {
-        let series = [
-            plots::Series {
-                name: "train",
-                points: line(train),
-                color: blue,
-            },
-            plots::Series {
-                name: "test",
-                points: line(test),
-                color: orange,
-            },
-        ];
+    for (file, title, y_label, metrics) in charts {
+        let series: Vec<plots::Series> = ["train", "test", "validation"]
+            .into_iter()
+            .zip(metrics)
+            .zip(colors)
+            .map(|((name, metric), color)| plots::Series {
+                name,
+                points: epochs
+                    .iter()
+                    .filter_map(|r| Some((r.epoch as f64, metric(r)?)))
+                    .collect(),
+                color,
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
         plots::epoch_chart(&layout.result(file), title, y_label, &series, finetune)?;
     }
     Ok(())
 }
 
-/// A grid of misclassified test images (from the cache) with true and predicted labels.
+/// The misclassified test images (from the cache), most confidently wrong first as
+/// fastai's `plot_top_losses` shows them: true and predicted class, the predicted
+/// probability and the loss under each.
 fn error_grid(
     layout: &Layout,
     index: &[IndexRow],
     classes: &ClassList,
     scores: &Scores,
 ) -> Result<()> {
-    let (truth, predicted) = (&scores.truth, &scores.predicted);
     let mapped = rps_core::npy::Mapped::open(&layout.cache_tensor(Split::Test))?;
     let images = mapped
         .view::<u8>()
         .context("errors.png needs the u8 test cache")?;
     let size = images.shape()[2] as u32;
-    let tiles: Vec<_> = (0..truth.len())
-        .filter(|&i| truth[i] != predicted[i])
+    let wrong = scores.by_descending_loss();
+    let tiles: Vec<Tile> = wrong
+        .iter()
         .take(MAX_ERRORS)
-        .map(|i| {
+        .map(|&i| {
             let row = index.get(i).map_or(i, |r| r.row);
             let pixels: Vec<u8> = images.index_axis(Axis(0), row).iter().copied().collect();
-            let picture = rps_image::from_chw(&pixels, size);
-            (
-                picture,
-                format!(
-                    "{} → {}",
-                    classes.name(truth[i]),
-                    classes.name(predicted[i])
-                ),
-            )
+            Tile {
+                picture: rps_image::from_chw(&pixels, size),
+                caption: scores.caption(i, classes),
+            }
         })
         .collect();
+    let count = scores.truth.len();
     let path = layout.result(ResultFile::ErrorsPlot);
     if tiles.is_empty() {
         let blank = image::RgbImage::from_pixel(size, size, image::Rgb([255, 255, 255]));
-        rps_core::plot::image_grid(&path, &[(blank, "no errors".into())], 1, 200)?;
+        let tile = Tile {
+            picture: blank,
+            caption: vec!["no errors".into()],
+        };
+        let title = format!("0 of {count} test images misclassified");
+        rps_core::plot::image_grid(&path, Some(&title), &[tile], 1, 300)?;
     } else {
-        rps_core::plot::image_grid(&path, &tiles, 4, 200)?;
+        let shown = if wrong.len() > tiles.len() {
+            format!(", the {} most confidently wrong shown", tiles.len())
+        } else {
+            ", most confidently wrong first".to_string()
+        };
+        let title = format!(
+            "{} of {count} test images misclassified{shown}",
+            wrong.len()
+        );
+        rps_core::plot::image_grid(&path, Some(&title), &tiles, 4, 200)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_come_most_confidently_wrong_first() {
+        let probs = ndarray::arr2(&[[0.6, 0.4], [0.1, 0.9], [0.3, 0.7], [0.05, 0.95]]);
+        let scores = Scores {
+            truth: vec![0, 0, 0, 0],
+            predicted: predictions(probs.view()),
+            probs,
+            loss: 0.0,
+            device: Device::Cpu,
+        };
+        assert_eq!(scores.by_descending_loss(), [3, 1, 2]);
+        let classes = ClassList::new(vec!["paper".into(), "rock".into()]);
+        assert_eq!(
+            scores.caption(3, &classes),
+            ["paper, predicted rock", "p 0.95, loss 3.00"]
+        );
+    }
 }

@@ -4,6 +4,7 @@ use rps_core::cli::{StageArgs, whole};
 use rps_core::defaults::ranges;
 use rps_core::{Folder, defaults};
 use rps_evaluate::Config;
+use std::process::ExitCode;
 
 /// Scores the trained model (results/best.npz when a validation split was used, else
 /// the last epoch's results/weights.npz) on the test split's features with
@@ -20,13 +21,15 @@ struct Args {
     batch: usize,
 }
 
-fn main() -> Result<()> {
-    rps_core::atomic::remove_temporaries_on_signal();
-    let args = Args::parse();
+fn main() -> ExitCode {
+    rps_core::cli::main(run)
+}
+
+fn run(args: Args) -> Result<()> {
     let config = Config {
         layout: args.stage.data.layout(),
-        batch: args.batch,
         session: args.stage.ort.options(),
+        batch: args.batch,
     };
     let report = rps_evaluate::run(&config)?;
     println!(

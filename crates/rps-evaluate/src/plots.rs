@@ -1,12 +1,15 @@
 //! The pictures: loss and accuracy per epoch, the confusion heat map, the top-5 bar
-//! chart and a photo titled with its prediction. Text uses the embedded font.
+//! chart beside its photo, and a photo titled with its prediction. Every string goes
+//! through `rps_core::plot::drawable` (the embedded font's glyphs only).
 
 use std::path::Path;
 
 use anyhow::Result;
 use image::RgbImage;
+use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
-use rps_core::plot::{FONT, render_png};
+use plotters::style::text_anchor::{HPos, VPos};
+use rps_core::plot::{FONT, Tile, draw_picture, drawable, render_png, text_style};
 
 use crate::metrics::Confusion;
 
@@ -17,7 +20,11 @@ pub struct Series<'a> {
     pub color: RGBColor,
 }
 
-/// Lines over epochs, with a dashed vertical line where fine-tuning starts.
+/// Width of the strip right of an epoch chart that holds its legend.
+const LEGEND_WIDTH: u32 = 170;
+
+/// Lines over epochs (integer ticks), the legend beside the plot, and a dashed line
+/// labelled where fine-tuning starts.
 pub fn epoch_chart(
     path: &Path,
     title: &str,
@@ -34,49 +41,59 @@ pub fn epoch_chart(
     let x_max = xs.fold(1.0f64, f64::max);
     let y_max = ys.iter().copied().fold(f64::MIN, f64::max).max(1e-6) * 1.05;
     let y_min = ys.iter().copied().fold(f64::MAX, f64::min).min(0.0);
-    render_png(path, 900, 560, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 24))
+    let (width, height) = (900, 560);
+    render_png(path, width, height, |root| {
+        let (plot_area, legend_area) = root.split_horizontally(width - LEGEND_WIDTH);
+        let mut chart = ChartBuilder::on(&plot_area)
+            .caption(drawable(title), (FONT, 24))
             .margin(15)
             .x_label_area_size(45)
             .y_label_area_size(65)
             .build_cartesian_2d(0.5..x_max + 0.5, y_min..y_max)?;
+        // At most one tick an epoch, so that each falls on a whole epoch.
         chart
             .configure_mesh()
-            .x_desc("epoch")
-            .y_desc(y_label)
+            .x_labels((x_max as usize).min(12))
+            .x_desc(drawable("epoch"))
+            .y_desc(drawable(y_label))
+            .x_label_formatter(&|x| drawable(&epoch_tick(*x)))
+            .y_label_formatter(&|y| drawable(&format!("{y:.2}")))
             .label_style((FONT, 15))
             .draw()?;
         for s in series {
-            let color = s.color;
-            chart
-                .draw_series(LineSeries::new(s.points.clone(), color.stroke_width(2)))?
-                .label(s.name)
-                .legend(move |(x, y)| {
-                    PathElement::new([(x, y), (x + 20, y)], color.stroke_width(2))
-                });
+            let style = s.color.stroke_width(2);
+            chart.draw_series(LineSeries::new(s.points.clone(), style))?;
         }
         if let Some(x) = finetune_starts {
             let style = BLACK.mix(0.6).stroke_width(1);
-            chart
-                .draw_series(DashedLineSeries::new([(x, y_min), (x, y_max)], 8, 6, style))?
-                .label("fine-tuning starts")
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], style));
+            chart.draw_series(DashedLineSeries::new([(x, y_min), (x, y_max)], 8, 6, style))?;
+            let label = text_style(15, HPos::Left, VPos::Top);
+            let top = y_max - (y_max - y_min) * 0.01;
+            chart.draw_series([Text::new(drawable(" fine-tuning"), (x, top), label)])?;
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .label_font((FONT, 15))
-            .draw()?;
+        let label = text_style(16, HPos::Left, VPos::Center);
+        for (i, s) in series.iter().enumerate() {
+            let y = 80 + 30 * i as i32;
+            let line = PathElement::new([(10, y), (40, y)], s.color.stroke_width(3));
+            legend_area.draw(&line)?;
+            legend_area.draw_text(&drawable(s.name), &label, (50, y))?;
+        }
         Ok(())
     })?;
     Ok(())
 }
 
+/// An epoch tick's label: whole epochs only.
+fn epoch_tick(x: f64) -> String {
+    if x.fract() == 0.0 {
+        format!("{x:.0}")
+    } else {
+        String::new()
+    }
+}
+
 /// A heat map of the confusion matrix with the count in each cell.
 pub fn confusion_chart(path: &Path, confusion: &Confusion, classes: &[String]) -> Result<()> {
-    use plotters::coord::ranged1d::SegmentValue;
     let n = classes.len();
     let max = confusion
         .counts
@@ -88,13 +105,13 @@ pub fn confusion_chart(path: &Path, confusion: &Confusion, classes: &[String]) -
         .max(1) as f64;
     let name = |v: &SegmentValue<usize>, flip: bool| match v {
         SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if *i < n => {
-            classes[if flip { n - 1 - i } else { *i }].clone()
+            drawable(&classes[if flip { n - 1 - i } else { *i }])
         }
         _ => String::new(),
     };
     render_png(path, 640, 600, |root| {
         let mut chart = ChartBuilder::on(&root)
-            .caption("Confusion matrix (test)", (FONT, 22))
+            .caption(drawable("Confusion matrix (test)"), (FONT, 22))
             .margin(15)
             .x_label_area_size(50)
             .y_label_area_size(90)
@@ -103,8 +120,8 @@ pub fn confusion_chart(path: &Path, confusion: &Confusion, classes: &[String]) -
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_desc("predicted")
-            .y_desc("true")
+            .x_desc(drawable("predicted"))
+            .y_desc(drawable("true"))
             .x_labels(n)
             .y_labels(n)
             .x_label_formatter(&|v| name(v, false))
@@ -122,14 +139,9 @@ pub fn confusion_chart(path: &Path, confusion: &Confusion, classes: &[String]) -
                 ];
                 chart.draw_series([Rectangle::new(cell, RGBColor(shade, shade, 255).filled())])?;
                 let text_color = if share > 0.6 { WHITE } else { BLACK };
-                let style = TextStyle::from((FONT, 22).into_font())
-                    .color(&text_color)
-                    .pos(plotters::style::text_anchor::Pos::new(
-                        plotters::style::text_anchor::HPos::Center,
-                        plotters::style::text_anchor::VPos::Center,
-                    ));
+                let style = text_style(22, HPos::Center, VPos::Center).color(&text_color);
                 chart.draw_series([Text::new(
-                    count.to_string(),
+                    drawable(&count.to_string()),
                     (SegmentValue::CenterOf(p), SegmentValue::CenterOf(y)),
                     style,
                 )])?;
@@ -140,43 +152,131 @@ pub fn confusion_chart(path: &Path, confusion: &Confusion, classes: &[String]) -
     Ok(())
 }
 
-/// Horizontal bars of the top classes with their probabilities (the recipe's top-5).
-pub fn bar_chart(path: &Path, title: &str, bars: &[(String, f32)]) -> Result<()> {
+/// Pixels of the photo beside a bar chart.
+const PHOTO: u32 = 300;
+
+/// The recipe's top-k figure: the photo, and beside it one horizontal bar per class
+/// (best first, each centred on its label) with its probability at the bar's end.
+pub fn bar_chart(path: &Path, title: &str, photo: &RgbImage, bars: &[(String, f32)]) -> Result<()> {
     let n = bars.len().max(1);
-    render_png(path, 800, 120 + 50 * n as u32, |root| {
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, (FONT, 22))
+    let height = (120 + 50 * n as u32).max(PHOTO + 80);
+    render_png(path, 820 + PHOTO, height, |root| {
+        let (photo_area, chart_area) = root.split_horizontally(PHOTO + 20);
+        draw_picture(&photo_area, photo, (15, 60), PHOTO)?;
+        let mut chart = ChartBuilder::on(&chart_area)
+            .caption(drawable(title), (FONT, 22))
             .margin(15)
             .x_label_area_size(40)
             .y_label_area_size(220)
-            .build_cartesian_2d(0f32..1f32, 0..n)?;
-        let label = |i: &usize| {
-            bars.get(n - 1 - *i)
-                .map(|b| b.0.clone())
-                .unwrap_or_default()
+            .build_cartesian_2d(0f32..1.1f32, (0..n - 1).into_segmented())?;
+        // Segment i holds the bar of rank n - 1 - i: the best on top.
+        let label = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) if *i < n => bars
+                .get(n - 1 - i)
+                .map(|b| drawable(&b.0))
+                .unwrap_or_default(),
+            _ => String::new(),
         };
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .x_desc("probability")
+            .x_desc(drawable("probability"))
+            .x_label_formatter(&|x| drawable(&format!("{x:.1}")))
             .y_labels(n)
             .y_label_formatter(&label)
             .label_style((FONT, 15))
             .draw()?;
-        for (i, (_, p)) in bars.iter().enumerate() {
-            let y = n - 1 - i;
-            chart.draw_series([Rectangle::new(
-                [(0.0, y), (*p, y + 1)],
-                BLUE.mix(0.6).filled(),
-            )])?;
+        let value = text_style(15, HPos::Left, VPos::Center);
+        for (rank, (_, p)) in bars.iter().enumerate() {
+            let y = n - 1 - rank;
+            let bar = [
+                (0.0, SegmentValue::Exact(y)),
+                (*p, SegmentValue::Exact(y + 1)),
+            ];
+            let mut bar = Rectangle::new(bar, BLUE.mix(0.6).filled());
+            bar.set_margin(8, 8, 0, 0);
+            chart.draw_series([bar])?;
+            let at = (p + 0.01, SegmentValue::CenterOf(y));
+            let text = drawable(&format!("{:.1}%", 100.0 * p));
+            chart.draw_series([Text::new(text, at, value.clone())])?;
         }
         Ok(())
     })?;
     Ok(())
 }
 
-/// The photo with its prediction as the title.
+/// The photo with its prediction as the caption.
 pub fn titled_image(path: &Path, picture: &RgbImage, title: &str) -> Result<()> {
-    rps_core::plot::image_grid(path, &[(picture.clone(), title.to_string())], 1, 400)?;
+    let tile = Tile {
+        picture: picture.clone(),
+        caption: vec![title.to_string()],
+    };
+    rps_core::plot::image_grid(path, None, &[tile], 1, 400)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_ticks_are_whole() {
+        assert_eq!(epoch_tick(5.0), "5");
+        assert_eq!(epoch_tick(2.5), "");
+    }
+
+    /// Row intervals `[start, end)` where `is_ink` holds for some pixel in columns
+    /// `xs`, top to bottom.
+    fn bands(
+        image: &RgbImage,
+        xs: std::ops::Range<u32>,
+        is_ink: impl Fn(&image::Rgb<u8>) -> bool,
+    ) -> Vec<(u32, u32)> {
+        let inked: Vec<bool> = (0..image.height())
+            .map(|y| xs.clone().any(|x| is_ink(image.get_pixel(x, y))))
+            .collect();
+        let mut bands = Vec::new();
+        let mut start = None;
+        for (y, &ink) in inked.iter().enumerate() {
+            match (ink, start) {
+                (true, None) => start = Some(y as u32),
+                (false, Some(s)) => {
+                    bands.push((s, y as u32));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        bands
+    }
+
+    #[test]
+    fn each_top5_bar_sits_on_its_label_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("top5.png");
+        let photo = RgbImage::from_pixel(50, 50, image::Rgb([200, 30, 30]));
+        let bars: Vec<(String, f32)> = ["tabby", "tiger cat", "Egyptian cat", "lynx", "tiger"]
+            .iter()
+            .zip([0.5, 0.2, 0.15, 0.1, 0.05])
+            .map(|(n, p)| (n.to_string(), p))
+            .collect();
+        bar_chart(&path, "Top 5: cat.jpg", &photo, &bars).unwrap();
+        let image = image::open(&path).unwrap().to_rgb8();
+        // Labels are dark text left of the plot; bars are the blue fill inside it.
+        let label_x = PHOTO + 40..PHOTO + 20 + 15 + 200;
+        let labels = bands(&image, label_x, |p| p.0.iter().all(|&c| c < 160));
+        let bar_x = PHOTO + 20 + 15 + 225..PHOTO + 20 + 15 + 240;
+        let is_bar = |p: &image::Rgb<u8>| p[2] > 200 && p[0] < 150 && p[1] < 150;
+        let bars_found = bands(&image, bar_x, is_bar);
+        assert_eq!(bars_found.len(), 5, "bars {bars_found:?}");
+        assert_eq!(labels.len(), 5, "labels {labels:?}");
+        // Each label's text rows lie inside its bar's, centred on it.
+        for (bar, label) in bars_found.iter().zip(&labels) {
+            let (bar_mid, label_mid) = (bar.0 + bar.1, label.0 + label.1);
+            assert!(
+                bar.0 <= label.0 && label.1 <= bar.1 && bar_mid.abs_diff(label_mid) <= 6,
+                "bar rows {bar:?} off label rows {label:?}"
+            );
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Classifying photos of any format and size with a classifier graph alone: it
-//! carries its image size and class names (or the names come from a file).
+//! carries its image size and class names (or the names come from a file, or are
+//! ImageNet's).
 
 use std::path::Path;
 
@@ -7,7 +8,8 @@ use anyhow::{Context, Result, bail};
 use image::RgbImage;
 use ort::session::Session;
 use ort::value::Tensor;
-use rps_core::{Device, Runtime, SessionOptions, imagenet, names};
+use rps_core::names as graph_names;
+use rps_core::{Device, Runtime, SessionOptions, imagenet};
 use rps_image as transform;
 
 pub struct Classifier {
@@ -15,6 +17,16 @@ pub struct Classifier {
     pub classes: Vec<String>,
     pub image_size: u32,
     pub device: Device,
+}
+
+/// Where a classifier's class names come from.
+pub enum ClassNames<'a> {
+    /// The model's own metadata (what train writes into `model.onnx`).
+    Model,
+    /// A file of one name a line.
+    File(&'a Path),
+    /// The 1000 ImageNet names the project carries.
+    Imagenet,
 }
 
 /// One photo's result.
@@ -25,25 +37,25 @@ pub struct Prediction {
 }
 
 impl Classifier {
-    /// Opens `model`; class names come from `labels` (one a line) when given, else
-    /// from the model itself.
-    pub fn open(model: &Path, labels: Option<&Path>, options: SessionOptions) -> Result<Self> {
+    /// Opens `model`, its class names from `names`.
+    pub fn open(model: &Path, names: ClassNames, options: SessionOptions) -> Result<Self> {
         let (session, device) = Runtime::get()?.session(model, options)?;
         let metadata = session.metadata()?;
         let image_size: u32 = metadata
-            .custom(names::META_IMAGE_SIZE)
+            .custom(graph_names::META_IMAGE_SIZE)
             .and_then(|s| s.parse().ok())
             .with_context(|| {
                 format!("{}: no image size in the model's metadata", model.display())
             })?;
-        let classes: Vec<String> = match labels {
-            Some(path) => std::fs::read_to_string(path)
+        let classes: Vec<String> = match names {
+            ClassNames::File(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?
                 .lines()
                 .map(str::to_string)
                 .collect(),
-            None => metadata
-                .custom(names::META_CLASSES)
+            ClassNames::Imagenet => imagenet::class_names(),
+            ClassNames::Model => metadata
+                .custom(graph_names::META_CLASSES)
                 .with_context(|| {
                     format!(
                         "{}: the model names no classes; pass a class list",
@@ -72,8 +84,8 @@ impl Classifier {
         let s = self.image_size as usize;
         let outputs = self
             .session
-            .run(ort::inputs![names::IMAGES => Tensor::from_array(([1, 3, s, s], input))?])?;
-        let probs: Vec<f32> = outputs[names::PROBS]
+            .run(ort::inputs![graph_names::IMAGES => Tensor::from_array(([1, 3, s, s], input))?])?;
+        let probs: Vec<f32> = outputs[graph_names::PROBS]
             .try_extract_tensor::<f32>()?
             .1
             .to_vec();

@@ -152,30 +152,37 @@ fn plots_decode_with_their_size_and_are_not_blank() {
     assert_eq!(errors.width(), 800);
 }
 
+/// `rps-predict --csv` on the pipeline's DATA with `args` (flags, then photos).
+fn predict_csv(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let layout = pipeline();
+    Command::new(env!("CARGO_BIN_EXE_rps-predict"))
+        .arg("--data")
+        .arg(layout.root())
+        .args(["--device", "cpu", "--csv"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// A test photo of the shared archives.
+fn rock() -> std::path::PathBuf {
+    pipeline()
+        .dataset_split(rps_core::Split::Test)
+        .join("rock/testrock01-00.png")
+}
+
 #[test]
 fn predict_reports_a_bad_image_and_still_classifies_the_rest() {
-    let layout = pipeline();
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("broken.jpg");
     std::fs::write(&bad, b"not a jpeg").unwrap();
-    let good = layout
-        .dataset_split(rps_core::Split::Test)
-        .join("rock/testrock01-00.png");
     let plot = dir.path().join("out.png");
-    let out = Command::new(env!("CARGO_BIN_EXE_rps-predict"))
-        .args([
-            "--data",
-            layout.root().to_str().unwrap(),
-            "--device",
-            "cpu",
-            "--csv",
-            "--plot",
-            plot.to_str().unwrap(),
-        ])
-        .arg(&bad)
-        .arg(&good)
-        .output()
-        .unwrap();
+    let out = predict_csv(&[
+        "--plot".as_ref(),
+        plot.as_os_str(),
+        bad.as_os_str(),
+        rock().as_os_str(),
+    ]);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("broken.jpg"), "{stderr}");
@@ -184,4 +191,89 @@ fn predict_reports_a_bad_image_and_still_classifies_the_rest() {
     assert_eq!(lines.len(), 4, "{stdout}");
     assert!(lines[1].contains("testrock01-00.png,1,"));
     assert!(image::open(dir.path().join("out-2.png")).is_ok());
+}
+
+#[test]
+fn the_report_shows_every_plot_and_is_well_formed() {
+    let layout = pipeline();
+    let html = std::fs::read_to_string(layout.result(ResultFile::Report)).unwrap();
+    let mut reader = quick_xml::Reader::from_str(&html);
+    let mut images = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(quick_xml::events::Event::Empty(tag)) if tag.name().as_ref() == "img" => {
+                let src = tag.try_get_attribute("src").unwrap().unwrap();
+                images.push(src.value.to_string());
+            }
+            Ok(_) => {}
+            Err(e) => panic!(
+                "report.html does not parse at {}: {e}",
+                reader.buffer_position()
+            ),
+        }
+    }
+    let mut pngs: Vec<String> = std::fs::read_dir(layout.dir(Folder::Results))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".png"))
+        .collect();
+    pngs.sort();
+    images.sort();
+    assert_eq!(images, pngs);
+    for stage in ["export", "preprocess", "extract", "train", "evaluate"] {
+        assert!(
+            html.contains(&format!("<h3>{stage} ")),
+            "no {stage} settings"
+        );
+    }
+}
+
+#[test]
+fn every_plotted_string_has_its_glyphs() {
+    let layout = pipeline();
+    rps_evaluate::run(&rps_evaluate::Config {
+        layout: layout.clone(),
+        batch: 64,
+        session: SessionOptions::cpu(2),
+    })
+    .unwrap();
+    let names = rps_core::imagenet::class_names();
+    let photo = image::RgbImage::from_pixel(40, 40, image::Rgb([9, 99, 199]));
+    let dir = tempfile::tempdir().unwrap();
+    let top5: Vec<(String, f32)> = names[281..286].iter().map(|n| (n.clone(), 0.2)).collect();
+    let plot = dir.path().join("top5.png");
+    rps_evaluate::plots::bar_chart(&plot, "ImageNet top 5: cat.jpg", &photo, &top5).unwrap();
+    rps_evaluate::plots::titled_image(&plot, &photo, "rock (97.0%)").unwrap();
+    let drawn = rps_core::plot::drawn();
+    assert!(
+        drawn.iter().any(|s| s.contains("misclassified")),
+        "{drawn:?}"
+    );
+    for text in drawn {
+        let missing = rps_core::plot::missing_glyphs(&text);
+        assert!(missing.is_empty(), "{text:?} has no glyph for {missing:?}");
+    }
+}
+
+#[test]
+fn imagenet_names_need_no_download() {
+    let out = predict_csv(&["--imagenet".as_ref(), rock().as_os_str()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let classes: Vec<&str> = stdout
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap())
+        .collect();
+    assert_eq!(classes.len(), 5);
+    let names = rps_core::imagenet::class_names();
+    assert!(
+        classes.iter().all(|c| names.iter().any(|n| n == c)),
+        "{classes:?}"
+    );
 }

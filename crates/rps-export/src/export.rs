@@ -15,6 +15,7 @@ use rps_core::{Folder, GraphFile, Layout, Split, Tensors, atomic, npy, table};
 use sha2::{Digest, Sha256};
 
 use crate::resnet::{Arch, fc};
+use crate::train::Convolutions;
 use crate::weights;
 use crate::{infer, train};
 
@@ -76,8 +77,14 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         ),
         (GraphFile::HeadStep, train::head_step(&arch)),
         (GraphFile::HeadEval, train::head_eval(&arch)),
-        (GraphFile::FinetuneStep, train::finetune_step(&arch)),
-        (GraphFile::FinetuneEval, train::finetune_eval(&arch)),
+        (
+            GraphFile::FinetuneStep,
+            train::finetune_step(&arch, Convolutions::Fastest),
+        ),
+        (
+            GraphFile::FinetuneEval,
+            train::finetune_eval(&arch, Convolutions::Fastest),
+        ),
         (
             GraphFile::Classifier,
             infer::classifier(&arch, &template, "classifier"),

@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
@@ -43,9 +44,11 @@ struct Args {
     verify: bool,
 }
 
-fn main() -> Result<()> {
-    rps_core::atomic::remove_temporaries_on_signal();
-    let args = Args::parse();
+fn main() -> ExitCode {
+    rps_core::cli::main(run)
+}
+
+fn run(args: Args) -> Result<()> {
     let layout = args.data.layout();
     if args.verify {
         let problems = export::verify(&layout)?;

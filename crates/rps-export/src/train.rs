@@ -61,12 +61,7 @@ pub fn head_eval(arch: &Arch) -> Vec<u8> {
 
 /// Phase 2: layer3 `features` `[N,4w,s,s]` -> layer4 (BatchNorm in train mode) and
 /// the head's step.
-pub fn finetune_step(arch: &Arch) -> Vec<u8> {
-    finetune_step_with(arch, Convolutions::Fastest)
-}
-
-/// [`finetune_step`] with a choice of convolution algorithm.
-pub fn finetune_step_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
+pub fn finetune_step(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
     let mut b = Builder::new(arch, convolutions, BatchNorm::Train);
     let (blocks, pooled) = b.layer4_pooled();
     let head = b.head(&pooled, true);
@@ -91,12 +86,7 @@ pub fn finetune_step_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
 
 /// Phase 2 scoring: layer3 `features`, `labels`, layer4's weights and running
 /// statistics and the head -> `logits`, `probs`, mean `loss`.
-pub fn finetune_eval(arch: &Arch) -> Vec<u8> {
-    finetune_eval_with(arch, Convolutions::Fastest)
-}
-
-/// [`finetune_eval`] with a choice of convolution algorithm.
-pub fn finetune_eval_with(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
+pub fn finetune_eval(arch: &Arch, convolutions: Convolutions) -> Vec<u8> {
     let mut b = Builder::new(arch, convolutions, BatchNorm::Eval);
     let (_, pooled) = b.layer4_pooled();
     let head = b.head(&pooled, false);

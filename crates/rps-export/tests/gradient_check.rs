@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::names;
 use rps_export::resnet::Arch;
-use rps_export::train;
+use rps_export::train::{self, Convolutions};
 
 const BATCH: usize = 4;
 
@@ -78,7 +78,10 @@ fn check_gradients(arch: &Arch) {
     for (name, shape) in arch.finetune_buffers() {
         params.insert(name, ArrayD::ones(IxDyn(&shape)));
     }
-    let mut session = session(&train::finetune_step(arch), "finetune_step");
+    let mut session = session(
+        &train::finetune_step(arch, Convolutions::Fastest),
+        "finetune_step",
+    );
     let (_, grads) = loss_and_grads(arch, &mut session, &features, &params);
     let h = 1e-2f32;
     let mut checked = 0;

@@ -10,7 +10,7 @@ use ndarray::{ArrayD, IxDyn, arr0};
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
 use rps_export::resnet::Arch;
-use rps_export::train;
+use rps_export::train::{self, Convolutions};
 
 const ARCH: Arch = Arch {
     width: 8,
@@ -124,8 +124,8 @@ fn check_final_logits(graph: Vec<u8>, reference_file: &str, state: BTreeMap<Stri
 fn check_phase(finetune: bool) {
     let (step, eval, file, params, buffers) = if finetune {
         (
-            train::finetune_step(&ARCH),
-            train::finetune_eval(&ARCH),
+            train::finetune_step(&ARCH, Convolutions::Fastest),
+            train::finetune_eval(&ARCH, Convolutions::Fastest),
             "mini_w8_s64_seed0_train_layer4.npz",
             ARCH.finetune_params(),
             ARCH.finetune_buffers(),

@@ -43,7 +43,7 @@ fn inputs() -> Vec<(String, Input)> {
 #[test]
 fn winograd_step_matches_the_patch_step() {
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_step_with(&ARCH, convolutions);
+        let graph = train::finetune_step(&ARCH, convolutions);
         run(&mut session(&graph, "finetune_step"), inputs())
     });
     let [winograd, patches] = &outputs;
@@ -77,7 +77,7 @@ fn winograd_eval_matches_the_patch_eval() {
             )
     };
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_eval_with(&ARCH, convolutions);
+        let graph = train::finetune_eval(&ARCH, convolutions);
         let eval_inputs = inputs()
             .into_iter()
             .filter(|(name, _)| takes(name))

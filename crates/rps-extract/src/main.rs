@@ -3,6 +3,7 @@ use clap::Parser;
 use rps_core::cli::{StageArgs, whole};
 use rps_core::defaults::ranges;
 use rps_extract::Config;
+use std::process::ExitCode;
 
 /// Runs the frozen backbone (DATA/graphs/backbone.onnx) over the cached images
 /// (DATA/cache/) and writes layer3 and pooled features to DATA/features/.
@@ -16,9 +17,11 @@ struct Args {
     batch: Option<usize>,
 }
 
-fn main() -> Result<()> {
-    rps_core::atomic::remove_temporaries_on_signal();
-    let args = Args::parse();
+fn main() -> ExitCode {
+    rps_core::cli::main(run)
+}
+
+fn run(args: Args) -> Result<()> {
     let config = Config {
         layout: args.stage.data.layout(),
         batch: args.batch,

@@ -117,9 +117,7 @@ fn attempt_download(agent: &ureq::Agent, url: &str, part: &Path) -> Result<(), F
     if have > 0 {
         request = request.header("Range", format!("bytes={have}-"));
     }
-    let mut response = request
-        .call()
-        .map_err(|e| Failure::Transient(e.to_string()))?;
+    let mut response = request.call().map_err(|e| classify(url, e))?;
     let status = response.status().as_u16();
     let header = |name: &str| {
         response
@@ -172,6 +170,23 @@ fn attempt_download(agent: &ureq::Agent, url: &str, part: &Path) -> Result<(), F
             Ok(())
         }
     }
+}
+
+/// A host that does not resolve means no network (or a wrong URL): retrying will not
+/// help, but running offline will. Anything else may pass.
+fn classify(url: &str, error: ureq::Error) -> Failure {
+    let unresolved = matches!(error, ureq::Error::HostNotFound)
+        || error.to_string().contains("failed to lookup address");
+    if !unresolved {
+        return Failure::Transient(error.to_string());
+    }
+    Failure::Permanent(anyhow::anyhow!(
+        "{url}: its host does not resolve ({error}): no network, or a mistyped URL. \
+         To run offline, give the files a local folder (`make all FROM=DIR`, DIR holding \
+         rps.zip and rps-test-set.zip) and the weights a file or random init \
+         (`WEIGHTS=path/to/resnet18.pth` or `WEIGHTS=random`); the README's \
+         \"Two commands\" section shows how"
+    ))
 }
 
 /// A failed attempt whose part cannot be continued: removed, so the next attempt

@@ -40,7 +40,10 @@ struct Server {
 }
 
 impl Server {
-    fn start(files: HashMap<String, Vec<u8>>, plan: fn(&str, u32) -> Behavior) -> Self {
+    fn start(
+        files: HashMap<String, Vec<u8>>,
+        plan: impl Fn(&str, u32) -> Behavior + Send + 'static,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let hits = Arc::new(Mutex::new(HashMap::new()));
@@ -378,27 +381,28 @@ fn a_cut_without_length_is_set_aside_untrusted_and_fetched_again() {
     assert!(recorded(dir.path()).contains(" rps.zip\n"));
 }
 
-#[test]
-fn a_refused_resume_starts_over() {
-    let server = Server::start(shared_files(), |path, hit| match (path, hit) {
+/// Fetches the dataset from a server that cuts the first transfer of `rps.zip` and
+/// answers the resume as `resume`; returns the server and the data folder.
+fn cut_then_resumed_as(resume: Behavior) -> (Server, tempfile::TempDir) {
+    let server = Server::start(shared_files(), move |path, hit| match (path, hit) {
         ("/rps.zip", 1) => Behavior::CutMidway,
-        ("/rps.zip", 2) => Behavior::RefuseRange,
+        ("/rps.zip", 2) => resume,
         _ => Behavior::Serve,
     });
     let dir = tempfile::tempdir().unwrap();
     assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    (server, dir)
+}
+
+#[test]
+fn a_refused_resume_starts_over() {
+    let (server, _dir) = cut_then_resumed_as(Behavior::RefuseRange);
     assert_eq!(server.hits("rps.zip"), 3);
 }
 
 #[test]
 fn a_206_from_byte_zero_is_not_appended() {
-    let server = Server::start(shared_files(), |path, hit| match (path, hit) {
-        ("/rps.zip", 1) => Behavior::CutMidway,
-        ("/rps.zip", 2) => Behavior::WholeBodyAs206,
-        _ => Behavior::Serve,
-    });
-    let dir = tempfile::tempdir().unwrap();
-    assert_full_counts(&fetch_dataset(&config(dir.path(), &server)).unwrap());
+    let (_server, dir) = cut_then_resumed_as(Behavior::WholeBodyAs206);
     let got = std::fs::read(dir.path().join("raw/rps.zip")).unwrap();
     assert_eq!(got, std::fs::read(shared_data().join("rps.zip")).unwrap());
 }
@@ -470,4 +474,27 @@ fn a_corrupt_local_archive_is_set_aside_and_copied_again_once_fixed() {
     assert!(err.contains("the next run fetches it again"), "{err}");
     std::fs::write(from.path().join("rps.zip"), &train).unwrap();
     assert_full_counts(&fetch_dataset(&config).unwrap());
+}
+
+#[test]
+fn a_host_that_does_not_resolve_says_how_to_run_offline_without_retrying() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = Source {
+        from: None,
+        retry: Retry {
+            attempts: 6,
+            first_delay: Duration::from_secs(5),
+        },
+    };
+    let err = fetch_file(
+        &Layout::new(dir.path()),
+        &source,
+        "https://nowhere.invalid/rps.zip",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("FROM=DIR") && err.contains("WEIGHTS=random") && !err.contains("attempts"),
+        "{err}"
+    );
 }

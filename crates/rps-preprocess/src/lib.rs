@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use image::RgbImage;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::classes::class_folders;
 use rps_core::npy::RowWriter;
+use rps_core::plot::Tile;
 use rps_core::rows::IndexRow;
 use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
 use rps_core::text::exact_name;
@@ -85,6 +85,7 @@ pub fn run(config: &Config) -> Result<Report> {
     rps_core::plot::image_grid(
         &tmp.path()
             .join(file_name(&config.layout.cache(CacheFile::Samples))),
+        Some("Training images as augmented (view 0)"),
         &samples,
         SAMPLES,
         200,
@@ -203,7 +204,7 @@ impl Config {
 /// seeded pictures.
 struct Written {
     index: Vec<IndexRow>,
-    samples: Vec<(RgbImage, String)>,
+    samples: Vec<Tile>,
 }
 
 /// Writes a split's tensor and labels into `out_dir`.
@@ -235,10 +236,10 @@ fn write_split(config: &Config, split: Split, items: &[Item], out_dir: &Path) ->
                     label: item.label,
                 });
                 if view == 0 && sample_rows.contains(&i) {
-                    samples.push((
-                        transform::from_chw(px, config.image_size),
-                        item.class.clone(),
-                    ));
+                    samples.push(Tile {
+                        picture: transform::from_chw(px, config.image_size),
+                        caption: vec![item.class.clone()],
+                    });
                 }
             }
             bar.inc(1);

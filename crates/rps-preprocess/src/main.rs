@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
@@ -32,9 +33,11 @@ struct Args {
     threads: Option<usize>,
 }
 
-fn main() -> Result<()> {
-    rps_core::atomic::remove_temporaries_on_signal();
-    let args = Args::parse();
+fn main() -> ExitCode {
+    rps_core::cli::main(run)
+}
+
+fn run(args: Args) -> Result<()> {
     if let Some(threads) = args.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

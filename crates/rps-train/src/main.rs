@@ -5,6 +5,7 @@ use rps_core::defaults;
 use rps_core::defaults::ranges;
 use rps_core::sidecar::TrainSettings;
 use rps_train::Config;
+use std::process::ExitCode;
 
 /// Trains the recipe's two phases on DATA/features/ with the graphs in DATA/graphs/:
 /// the new head (phase 1), then layer4 and the head (phase 2). Writes
@@ -49,9 +50,11 @@ struct Args {
     resume: bool,
 }
 
-fn main() -> Result<()> {
-    rps_core::atomic::remove_temporaries_on_signal();
-    let args = Args::parse();
+fn main() -> ExitCode {
+    rps_core::cli::main(run)
+}
+
+fn run(args: Args) -> Result<()> {
     if args.head_epochs + args.ft_epochs == 0 {
         anyhow::bail!("--head-epochs and --ft-epochs are both 0: nothing to train");
     }

@@ -59,6 +59,16 @@ fn dataset() -> (tempfile::TempDir, Layout) {
     (dir, layout)
 }
 
+/// Trains the test dataset with its settings edited by `edit`, which must fail; the
+/// data folder and the error.
+fn failure(edit: impl FnOnce(&mut TrainSettings)) -> (tempfile::TempDir, Layout, String) {
+    let (dir, layout) = dataset();
+    let mut config = config(&layout);
+    edit(&mut config.settings);
+    let err = run(&config).unwrap_err().to_string();
+    (dir, layout, err)
+}
+
 fn config(layout: &Layout) -> Config {
     Config {
         layout: layout.clone(),
@@ -168,11 +178,10 @@ fn validation_picks_a_best_epoch() {
 
 #[test]
 fn a_diverging_loss_stops_training_naming_epoch_and_step() {
-    let (_dir, layout) = dataset();
-    let mut config = config(&layout);
-    config.settings.head_epochs = 1;
-    config.settings.ft_lr = 1e30;
-    let err = run(&config).unwrap_err().to_string();
+    let (_dir, layout, err) = failure(|s| {
+        s.head_epochs = 1;
+        s.ft_lr = 1e30;
+    });
     assert!(err.contains("epoch 2, step"), "{err}");
     // The checkpoint of epoch 1 is kept.
     assert!(layout.checkpoint(CheckpointFile::Progress).exists());
@@ -260,10 +269,9 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
 
 #[test]
 fn training_on_nothing_is_refused_before_the_first_epoch() {
-    let (_dir, layout) = dataset();
-    let mut config = config(&layout);
-    config.settings.val_fraction = 0.99;
-    let err = run(&config).unwrap_err().to_string();
+    let (_dir, layout, err) = failure(|s| {
+        s.val_fraction = 0.99;
+    });
     assert!(
         err.contains("class \"a\" has no training image") && err.contains("--val-fraction 0.99"),
         "{err}"
@@ -292,11 +300,10 @@ fn resuming_with_other_settings_names_each_difference() {
 
 #[test]
 fn a_first_epoch_that_diverges_leaves_a_header_and_says_nothing_was_saved() {
-    let (_dir, layout) = dataset();
-    let mut config = config(&layout);
-    config.settings.head_epochs = 0;
-    config.settings.ft_lr = 1e30;
-    let err = run(&config).unwrap_err().to_string();
+    let (_dir, layout, err) = failure(|s| {
+        s.head_epochs = 0;
+        s.ft_lr = 1e30;
+    });
     assert!(
         err.contains("epoch 1, step") && err.contains("nothing was saved"),
         "{err}"

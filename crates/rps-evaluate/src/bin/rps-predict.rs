@@ -1,11 +1,13 @@
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::{DataArgs, OrtArgs};
+use rps_core::text::cell;
 use rps_core::{GraphFile, ResultFile};
 use rps_evaluate::plots;
-use rps_evaluate::predict::{Classifier, top_k};
+use rps_evaluate::predict::{ClassNames, Classifier, top_k};
 
 /// Classifies your own photos (any format and size) with the trained model, or with
 /// the base ImageNet model (--imagenet, top 5). An unreadable image is reported and
@@ -25,8 +27,8 @@ struct Args {
     /// Use the base ImageNet model and print its top 5 classes.
     #[arg(long)]
     imagenet: bool,
-    /// Class names, one a line (default: from the model; with --imagenet
-    /// DATA/raw/imagenet_classes.txt).
+    /// Class names, one a line (default: from the model; with --imagenet the 1000
+    /// ImageNet names the project carries).
     #[arg(long)]
     labels: Option<PathBuf>,
     /// Print CSV (path,rank,class,probability) instead of text.
@@ -40,30 +42,25 @@ struct Args {
     ort: OrtArgs,
 }
 
-fn main() -> Result<()> {
-    rps_core::atomic::remove_temporaries_on_signal();
-    let args = Args::parse();
+fn main() -> ExitCode {
+    rps_core::cli::main(run)
+}
+
+fn run(args: Args) -> Result<()> {
     let layout = args.data.layout();
-    let (model, labels) = if args.imagenet {
-        let labels = args
-            .labels
-            .clone()
-            .unwrap_or_else(|| layout.raw_file(IMAGENET_LABELS));
-        (
-            args.model
-                .clone()
-                .unwrap_or_else(|| layout.graph(GraphFile::Imagenet)),
-            Some(labels),
-        )
-    } else {
-        (
-            args.model
-                .clone()
-                .unwrap_or_else(|| layout.result(ResultFile::Model)),
-            args.labels.clone(),
-        )
+    let model = args.model.clone().unwrap_or_else(|| {
+        if args.imagenet {
+            layout.graph(GraphFile::Imagenet)
+        } else {
+            layout.result(ResultFile::Model)
+        }
+    });
+    let names = match (&args.labels, args.imagenet) {
+        (Some(path), _) => ClassNames::File(path),
+        (None, true) => ClassNames::Imagenet,
+        (None, false) => ClassNames::Model,
     };
-    let mut classifier = Classifier::open(&model, labels.as_deref(), args.ort.options())?;
+    let mut classifier = Classifier::open(&model, names, args.ort.options())?;
     eprintln!("predict: {} on {}", model.display(), classifier.device);
     let shown = if args.imagenet {
         5
@@ -93,9 +90,9 @@ fn main() -> Result<()> {
         if let Some(table) = &mut table {
             for (rank, (class, p)) in ranked.iter().enumerate() {
                 table.write_record([
-                    photo.display().to_string(),
+                    cell(&photo.display().to_string()).into_owned(),
                     (rank + 1).to_string(),
-                    class.clone(),
+                    cell(class).into_owned(),
                     p.to_string(),
                 ])?;
             }
@@ -117,7 +114,8 @@ fn main() -> Result<()> {
             if args.imagenet {
                 plots::bar_chart(
                     &path,
-                    &format!("Top {shown}: {}", file_name(photo)),
+                    &format!("ImageNet top {shown}: {}", file_name(photo)),
+                    &prediction.seen,
                     &ranked,
                 )?;
             } else {
@@ -137,9 +135,6 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
-
-/// The ImageNet class names `make fetch` downloads (LABELS_URL's file name).
-const IMAGENET_LABELS: &str = "imagenet_classes.txt";
 
 fn file_name(path: &Path) -> String {
     path.file_name().map_or_else(
