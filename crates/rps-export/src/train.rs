@@ -13,7 +13,9 @@
 //!   then one `MatMul`; the patch matrix is reused for the weight gradient, and the
 //!   input gradient is the same gather run backwards.
 //! - Stride-1 3x3 convolutions on maps of a tile or more: Winograd F(4x4, 3x3) (see
-//!   [`winograd`]), its backward written as the adjoint of its forward.
+//!   [`winograd`]) in eval graphs; in train steps the forward multiplies patches (see
+//!   [`Convolutions::Fastest`] for why) and the backward is the adjoint of the
+//!   Winograd forward.
 //! - Train-mode BatchNorm is written out with reductions (ORT's training-mode
 //!   `BatchNormalization` does not return what the backward needs).
 
@@ -31,7 +33,12 @@ const ADAM_EPS: f32 = 1e-8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Convolutions {
     /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of at least
-    /// one 4x4 tile, patches for the rest.
+    /// one 4x4 tile, patches for the rest. A train step's forward still multiplies
+    /// directly and only its backward uses Winograd: the forward's rounding (about
+    /// 1e-6 of the values) would flip ReLUs whose input lies within it of zero, and
+    /// each flipped element moves a gradient by about one over the square root of
+    /// its element count (1e-3 at full size), a hundred times PyTorch's own float32
+    /// error. The backward has no such thresholds.
     Fastest,
     /// Every convolution through a gathered patch matrix: the plain formulation,
     /// for comparison.
@@ -129,7 +136,8 @@ enum ConvMethod {
         /// read it (or P_out, the zero row).
         backward_indices: Value,
     },
-    /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions on maps of a tile or more.
+    /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions on maps of a tile or more:
+    /// the image and kernel transforms the backward multiplies with.
     Winograd(Vec<WinogradGroup>),
 }
 
@@ -385,11 +393,17 @@ impl Builder {
     fn conv(&mut self, spec: &ConvSpec, x: &Value, in_size: usize) -> (ConvForward, Value) {
         let weight = self.param(&spec.weight(), &spec.weight_shape());
         let winograd = self.convolutions == Convolutions::Fastest && suits_winograd(spec, in_size);
-        let (method, y) = if winograd {
-            let (groups, y) = winograd_conv(&mut self.g, spec, &weight, x, in_size);
-            (ConvMethod::Winograd(groups), y)
+        let g = &mut self.g;
+        let (method, y) = if !winograd {
+            patches_conv(g, spec, &weight, x, in_size)
         } else {
-            patches_conv(&mut self.g, spec, &weight, x, in_size)
+            let groups = winograd_transforms(g, spec, &weight, x, in_size);
+            // A step multiplies directly: see `Convolutions::Fastest`.
+            let y = match self.batch_norm {
+                BatchNorm::Train => patches_forward(g, spec, &weight, x, in_size).1,
+                BatchNorm::Eval => winograd_forward(g, &groups, in_size, spec.cout as i64),
+            };
+            (ConvMethod::Winograd(groups), y)
         };
         let forward = ConvForward {
             spec: spec.clone(),
@@ -635,7 +649,8 @@ fn suits_winograd(spec: &ConvSpec, size: usize) -> bool {
     w.kernel == 3 && w.stride == 1 && w.pad == 1 && size >= winograd::TILE
 }
 
-/// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix.
+/// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix, which
+/// the backward reuses.
 fn patches_conv(
     g: &mut Graph,
     spec: &ConvSpec,
@@ -643,20 +658,34 @@ fn patches_conv(
     x: &Value,
     in_size: usize,
 ) -> (ConvMethod, Value) {
-    let (forward_idx, backward_idx) = conv_indices(spec, in_size);
+    let (patches, y) = patches_forward(g, spec, weight, x, in_size);
     let taps = spec.window.kernel * spec.window.kernel;
-    let out_size = spec.out_size(in_size);
-    let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
+    let backward_idx = conv_indices(spec, in_size).1;
     let backward_indices = g.int_constant(&[taps, in_size * in_size], &backward_idx);
-    let patches = gather_patches(g, x, &forward_indices, spec.cin * taps);
-    let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
-    let y = g.matmul(&wm, &patches);
-    let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
     let method = ConvMethod::Patches {
         patches,
         backward_indices,
     };
     (method, y)
+}
+
+/// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]` and `[Cout, P_out, N]`.
+fn patches_forward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    in_size: usize,
+) -> (Value, Value) {
+    let forward_idx = conv_indices(spec, in_size).0;
+    let taps = spec.window.kernel * spec.window.kernel;
+    let out_size = spec.out_size(in_size);
+    let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
+    let patches = gather_patches(g, x, &forward_indices, spec.cin * taps);
+    let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
+    let y = g.matmul(&wm, &patches);
+    let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
+    (patches, y)
 }
 
 /// `[Cout, Cin*K]`: the forward's patches reused.
@@ -684,22 +713,19 @@ fn patches_input_grad(
     g.reshape(&dx, &[spec.cin as i64, (in_size * in_size) as i64, -1])
 }
 
-/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd F(4x4, 3x3). For each group of
-/// transformed positions: the image and the kernel to the tile domain, one batched
-/// channel product (the kernel broadcast over tiles), and back; the groups' images
-/// add up to the convolution.
-fn winograd_conv(
+/// The image and the kernel in the tile domain of Winograd F(4x4, 3x3), for each
+/// group of transformed positions.
+fn winograd_transforms(
     g: &mut Graph,
     spec: &ConvSpec,
     weight: &Value,
     x: &Value,
     size: usize,
-) -> (Vec<WinogradGroup>, Value) {
+) -> Vec<WinogradGroup> {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
     let w = g.reshape(weight, &[cout * cin, winograd::TAPS as i64]);
     let x_rows = by_position(g, x);
     let mut groups = Vec::new();
-    let mut terms = Vec::new();
     for group in winograd::Transforms::new(size).groups {
         let (positions, tiles) = (group.positions() as i64, group.tiles as i64);
         let input = matrix(g, &group.input);
@@ -709,8 +735,6 @@ fn winograd_conv(
         let u = g.reshape(&u, &[positions, 1, cout, cin]);
         let x_tiles = g.matmul(&input, &x_rows);
         let x_tiles = g.reshape(&x_tiles, &[positions, tiles, cin, -1]);
-        let m = g.matmul(&u, &x_tiles);
-        terms.push((output.clone(), g.reshape(&m, &[positions * tiles, -1])));
         groups.push(WinogradGroup {
             input,
             output,
@@ -721,8 +745,23 @@ fn winograd_conv(
             x_tiles,
         });
     }
+    groups
+}
+
+/// `[Cout, P, N]` by Winograd from the transforms: for each group one batched channel
+/// product (the kernel broadcast over tiles) and back; the groups' images add up to
+/// the convolution.
+fn winograd_forward(g: &mut Graph, groups: &[WinogradGroup], size: usize, cout: i64) -> Value {
+    let terms: Vec<_> = groups
+        .iter()
+        .map(|group| {
+            let m = g.matmul(&group.u, &group.x_tiles);
+            let m = g.reshape(&m, &[group.positions * group.tiles, -1]);
+            (group.output.clone(), m)
+        })
+        .collect();
     let y = gemm_sum(g, &terms, false);
-    (groups, from_positions(g, &y, size, cout))
+    from_positions(g, &y, size, cout)
 }
 
 /// Gradients of a Winograd convolution, as the adjoint of its forward, summed over
