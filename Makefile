@@ -33,11 +33,12 @@ EXTRACT_BATCH ?=
 IMAGENET    ?=
 PLOT        ?=
 VAL_FRACTION ?= 0
-TORCH_PYTHON ?= python3
+VENV        ?= .venv
+TORCH_PYTHON ?= $(VENV)/bin/python
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
   DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
-  TORCH_PYTHON
+  VENV TORCH_PYTHON
 
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
@@ -163,10 +164,16 @@ demo: ## Full size (width 64, 224 px) offline: shared archives, reference weight
 	$(MAKE) all DATA=$(DATA)/demo FROM=$(SHARED)/data WEIGHTS=$(SHARED)/reference/resnet18_seed0.pth \
 	  VIEWS=1 HEAD_EPOCHS=2 FT_EPOCHS=1 HEAD_LR=1e-3 FT_LR=1e-5
 
-bench: $(ORT_LIB) ## Print each stage's speed beside its ceiling (installs Pillow for the comparison)
-	@python3 -c "import PIL, numpy" 2>/dev/null || python3 -m pip install --quiet Pillow numpy
-	$(CARGO) run --release --quiet -p rps-bench -- $(if $(THREADS),--threads $(THREADS)) \
-	  --torch-python $(TORCH_PYTHON)
+# Pillow and numpy for the comparisons go into a virtual environment, never the
+# system's Python; PyTorch is added by hand (see the README).
+$(VENV)/bin/python:
+	python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet Pillow numpy
+
+bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling and PyTorch; the whole pipeline beside PyTorch's
+	$(CARGO) build --release --quiet --bins
+	$(BIN)/rps-bench $(if $(THREADS),--threads $(THREADS)) \
+	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
+	  --archives $(SHARED)/data --weights $(SHARED)/reference/resnet18_seed0.pth
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
 	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)

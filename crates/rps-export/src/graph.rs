@@ -69,12 +69,23 @@ pub struct Transposed {
     pub b: bool,
 }
 
+impl Transposed {
+    pub const NONE: Self = Self { a: false, b: false };
+}
+
 /// A 2-D convolution or pooling window: square kernel, stride and padding.
 #[derive(Debug, Clone, Copy)]
 pub struct Window {
     pub kernel: usize,
     pub stride: usize,
     pub pad: usize,
+}
+
+impl Window {
+    /// The edge of the output of a `size` x `size` input.
+    pub fn out_size(&self, size: usize) -> usize {
+        (size + 2 * self.pad - self.kernel) / self.stride + 1
+    }
 }
 
 /// The reductions the graphs use.
@@ -144,6 +155,15 @@ impl Graph {
     pub fn constant(&mut self, shape: &[usize], data: &[f32]) -> Value {
         let name = self.fresh("const");
         self.initializer(&name, shape, data)
+    }
+
+    /// A constant holding `m`.
+    pub fn matrix(&mut self, m: &ndarray::Array2<f32>) -> Value {
+        let m = m.as_standard_layout();
+        self.constant(
+            &[m.nrows(), m.ncols()],
+            m.as_slice().expect("standard layout"),
+        )
     }
 
     pub fn scalar(&mut self, value: f32) -> Value {
@@ -291,6 +311,12 @@ impl Graph {
     pub fn pad(&mut self, x: &Value, pads: &[i64]) -> Value {
         let pads = self.ints(pads);
         self.op("Pad", &[x, &pads], vec![])
+    }
+
+    /// `x[starts..ends]` along `axes`.
+    pub fn slice(&mut self, x: &Value, starts: &[i64], ends: &[i64], axes: &[i64]) -> Value {
+        let [starts, ends, axes] = [starts, ends, axes].map(|v| self.ints(v));
+        self.op("Slice", &[x, &starts, &ends, &axes], vec![])
     }
 
     pub fn reduce(&mut self, reduce: Reduce, x: &Value, axes: &[i64], keep_dims: bool) -> Value {

@@ -169,8 +169,34 @@ impl ConvSpec {
     }
 
     pub fn out_size(&self, size: usize) -> usize {
+        self.window.out_size(size)
+    }
+
+    /// For each tap k and output position o, the input position the tap reads (P_in for
+    /// padding); and the inverse: for each tap and input position, the output position
+    /// that read it (P_out if none).
+    pub fn tap_indices(&self, in_size: usize) -> (Vec<i64>, Vec<i64>) {
+        let out_size = self.out_size(in_size);
+        let (p_in, p_out) = (in_size * in_size, out_size * out_size);
         let w = self.window;
-        (size + 2 * w.pad - w.kernel) / w.stride + 1
+        let taps = w.kernel * w.kernel;
+        let mut forward = vec![p_in as i64; taps * p_out];
+        let mut backward = vec![p_out as i64; taps * p_in];
+        for tap in 0..taps {
+            let (ky, kx) = (tap / w.kernel, tap % w.kernel);
+            for oy in 0..out_size {
+                for ox in 0..out_size {
+                    let iy = (oy * w.stride + ky) as isize - w.pad as isize;
+                    let ix = (ox * w.stride + kx) as isize - w.pad as isize;
+                    if (0..in_size as isize).contains(&iy) && (0..in_size as isize).contains(&ix) {
+                        let (i, o) = (iy as usize * in_size + ix as usize, oy * out_size + ox);
+                        forward[tap * p_out + o] = i as i64;
+                        backward[tap * p_in + i] = o as i64;
+                    }
+                }
+            }
+        }
+        (forward, backward)
     }
 
     /// The weight and the BatchNorm's `tensors`, each with its shape.

@@ -150,10 +150,21 @@ struct WinogradGroup {
     kernel: Value,
     positions: i64,
     tiles: i64,
-    /// The transformed kernel, `[positions, 1, Cout, Cin]`.
+    /// The transformed kernel, `[positions, 1, Cout, Cin]`, or with its channel axes
+    /// swapped for the input gradient (see [`KernelFor`]).
     u: Value,
     /// The transformed input, `[positions, tiles, Cin, N]`.
     x_tiles: Value,
+}
+
+/// Which product a Winograd convolution's transformed kernel serves.
+#[derive(Clone, Copy)]
+enum KernelFor {
+    /// `U`, `[positions, 1, Cout, Cin]`.
+    Forward,
+    /// `Uᵀ`, `[positions, 1, Cin, Cout]`, transformed from the weight with its channel
+    /// axes swapped: a ninth of the values to move that swapping `U` would.
+    InputGradient,
 }
 
 /// A train-mode BatchNorm's forward values the backward needs.
@@ -392,17 +403,22 @@ impl Builder {
 
     fn conv(&mut self, spec: &ConvSpec, x: &Value, in_size: usize) -> (ConvForward, Value) {
         let weight = self.param(&spec.weight(), &spec.weight_shape());
-        let winograd = self.convolutions == Convolutions::Fastest && suits_winograd(spec, in_size);
+        let winograd = self.convolutions == Convolutions::Fastest && winograd::suits(spec, in_size);
         let g = &mut self.g;
         let (method, y) = if !winograd {
             patches_conv(g, spec, &weight, x, in_size)
         } else {
-            let groups = winograd_transforms(g, spec, &weight, x, in_size);
-            // A step multiplies directly: see `Convolutions::Fastest`.
-            let y = match self.batch_norm {
-                BatchNorm::Train => patches_forward(g, spec, &weight, x, in_size).1,
-                BatchNorm::Eval => winograd_forward(g, &groups, in_size, spec.cout as i64),
+            // A step multiplies directly (see `Convolutions::Fastest`), so its
+            // transformed kernel serves only the input gradient.
+            let (kernel_for, y) = match self.batch_norm {
+                BatchNorm::Train => {
+                    let y = patches_forward(g, spec, &weight, x, in_size).1;
+                    (KernelFor::InputGradient, Some(y))
+                }
+                BatchNorm::Eval => (KernelFor::Forward, None),
             };
+            let groups = winograd_transforms(g, spec, &weight, x, in_size, kernel_for);
+            let y = y.unwrap_or_else(|| winograd_forward(g, &groups, in_size, spec.cout as i64));
             (ConvMethod::Winograd(groups), y)
         };
         let forward = ConvForward {
@@ -640,15 +656,6 @@ fn relu_backward(g: &mut Graph, dy: &Value, relu_out: &Value) -> Value {
     g.mul(dy, &active)
 }
 
-/// Stride-1 3x3 convolutions on maps of at least one 4x4 tile. Smaller maps (the test
-/// models' 2x2 layer4) gain little, and there Winograd's rounding shows: a gradient
-/// that is exactly zero (a ReLU row dead across the batch) comes out as rounding
-/// noise, which Adam's first step turns into a full step.
-fn suits_winograd(spec: &ConvSpec, size: usize) -> bool {
-    let w = spec.window;
-    w.kernel == 3 && w.stride == 1 && w.pad == 1 && size >= winograd::TILE
-}
-
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix, which
 /// the backward reuses.
 fn patches_conv(
@@ -660,7 +667,7 @@ fn patches_conv(
 ) -> (ConvMethod, Value) {
     let (patches, y) = patches_forward(g, spec, weight, x, in_size);
     let taps = spec.window.kernel * spec.window.kernel;
-    let backward_idx = conv_indices(spec, in_size).1;
+    let backward_idx = spec.tap_indices(in_size).1;
     let backward_indices = g.int_constant(&[taps, in_size * in_size], &backward_idx);
     let method = ConvMethod::Patches {
         patches,
@@ -677,7 +684,7 @@ fn patches_forward(
     x: &Value,
     in_size: usize,
 ) -> (Value, Value) {
-    let forward_idx = conv_indices(spec, in_size).0;
+    let forward_idx = spec.tap_indices(in_size).0;
     let taps = spec.window.kernel * spec.window.kernel;
     let out_size = spec.out_size(in_size);
     let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
@@ -721,18 +728,27 @@ fn winograd_transforms(
     weight: &Value,
     x: &Value,
     size: usize,
+    kernel_for: KernelFor,
 ) -> Vec<WinogradGroup> {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
-    let w = g.reshape(weight, &[cout * cin, winograd::TAPS as i64]);
+    let taps = winograd::TAPS as i64;
+    let (w, u_shape) = match kernel_for {
+        KernelFor::Forward => (g.reshape(weight, &[cout * cin, taps]), [1, cout, cin]),
+        KernelFor::InputGradient => {
+            let w = g.reshape(weight, &[cout, cin, taps]);
+            let swapped = g.transpose(&w, &[1, 0, 2]);
+            (g.reshape(&swapped, &[cin * cout, taps]), [1, cin, cout])
+        }
+    };
     let x_rows = by_position(g, x);
     let mut groups = Vec::new();
     for group in winograd::Transforms::new(size).groups {
         let (positions, tiles) = (group.positions() as i64, group.tiles as i64);
-        let input = matrix(g, &group.input);
-        let output = matrix(g, &group.output);
-        let kernel = matrix(g, &group.kernel);
+        let input = g.matrix(&group.input);
+        let output = g.matrix(&group.output);
+        let kernel = g.matrix(&group.kernel);
         let u = g.gemm(&kernel, &w, None, Transposed { a: false, b: true });
-        let u = g.reshape(&u, &[positions, 1, cout, cin]);
+        let u = g.reshape(&u, &[&[positions][..], &u_shape].concat());
         let x_tiles = g.matmul(&input, &x_rows);
         let x_tiles = g.reshape(&x_tiles, &[positions, tiles, cin, -1]);
         groups.push(WinogradGroup {
@@ -800,11 +816,7 @@ fn winograd_backward(
             g.reshape(&du, &[positions, cout * cin]),
         ));
         if input_grad {
-            // Uᵀ: the forward's transformed kernel with its channel axes swapped.
-            let u = g.reshape(&group.u, &[positions, cout, cin]);
-            let ut = g.transpose(&u, &[0, 2, 1]);
-            let ut = g.reshape(&ut, &[positions, 1, cin, cout]);
-            let dx_tiles = g.matmul(&ut, &dy_tiles);
+            let dx_tiles = g.matmul(&group.u, &dy_tiles);
             let dx_tiles = g.reshape(&dx_tiles, &[positions * tiles, -1]);
             dx_terms.push((group.input.clone(), dx_tiles));
         }
@@ -819,12 +831,6 @@ fn winograd_backward(
         from_positions(g, &dx, size, cin)
     });
     (dw, dx)
-}
-
-/// A constant holding `m`.
-fn matrix(g: &mut Graph, m: &ndarray::Array2<f32>) -> Value {
-    let (rows, cols) = m.dim();
-    g.constant(&[rows, cols], m.as_slice().expect("standard layout"))
 }
 
 /// `Σ a · b` over `terms` (each `a` transposed when asked), chained through Gemm's
@@ -874,33 +880,6 @@ fn batch_size(g: &mut Graph, x: &Value) -> Value {
     let zero = g.int_constant(&[], &[0]);
     let n = g.gather(&shape, &zero, 0);
     g.cast(&n, Elem::F32)
-}
-
-/// For each tap k and output position o, the input position the tap reads (P_in for
-/// padding); and the inverse: for each tap and input position, the output position
-/// that read it (P_out if none).
-pub fn conv_indices(spec: &ConvSpec, in_size: usize) -> (Vec<i64>, Vec<i64>) {
-    let out_size = spec.out_size(in_size);
-    let (p_in, p_out) = (in_size * in_size, out_size * out_size);
-    let w = spec.window;
-    let taps = w.kernel * w.kernel;
-    let mut forward = vec![p_in as i64; taps * p_out];
-    let mut backward = vec![p_out as i64; taps * p_in];
-    for tap in 0..taps {
-        let (ky, kx) = (tap / w.kernel, tap % w.kernel);
-        for oy in 0..out_size {
-            for ox in 0..out_size {
-                let iy = (oy * w.stride + ky) as isize - w.pad as isize;
-                let ix = (ox * w.stride + kx) as isize - w.pad as isize;
-                if (0..in_size as isize).contains(&iy) && (0..in_size as isize).contains(&ix) {
-                    let (i, o) = (iy as usize * in_size + ix as usize, oy * out_size + ox);
-                    forward[tap * p_out + o] = i as i64;
-                    backward[tap * p_in + i] = o as i64;
-                }
-            }
-        }
-    }
-    (forward, backward)
 }
 
 /// Adam's per-step scalars, computed once for all parameters from the `step`, `lr`
@@ -982,7 +961,7 @@ mod tests {
             classes: 3,
         };
         let spec = arch.layer(4)[0].conv1(); // 3x3, stride 2, pad 1
-        let (fwd, bwd) = conv_indices(&spec, 4);
+        let (fwd, bwd) = spec.tap_indices(4);
         // Output (0,0), tap (0,0) reads padding; tap (1,1) reads input (0,0).
         assert_eq!(fwd[0], 16);
         assert_eq!(fwd[4 * 4], 0);

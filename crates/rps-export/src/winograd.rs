@@ -1,18 +1,27 @@
 //! Winograd F(4x4, 3x3) (Lavin & Gray, "Fast Algorithms for Convolutional Neural
-//! Networks", 2016) for the stride-1, padding-1 3x3 convolutions of the train step,
-//! written as dense matrices over a feature map's flattened positions so that each
-//! transform is one matrix product in the graph.
+//! Networks", 2016) for stride-1, padding-1 3x3 convolutions, in two forms:
 //!
-//! For one input and one output channel, `Y = Σ output · (U ⊙ (input · X))` over
-//! groups of transformed positions, where `U = kernel · W` holds a group's transformed
-//! taps, broadcast over its tiles. A group's tile-domain axis is ordered (position,
-//! tile), position-major, so a reshape to `[positions, tiles, ...]` lines the tiles
-//! up behind their position's `U`. Groups exist because a map whose size is not a
-//! multiple of 4 ends in a smaller tile that uses fewer of the 36 positions.
+//! - [`Transforms`], for the train step's small maps (layer4, 7x7): dense matrices
+//!   over a feature map's flattened positions, so that each transform is one matrix
+//!   product in the graph. For one input and one output channel,
+//!   `Y = Σ output · (U ⊙ (input · X))` over groups of transformed positions, where
+//!   `U = kernel · W` holds a group's transformed taps, broadcast over its tiles. A
+//!   group's tile-domain axis is ordered (position, tile), position-major, so a
+//!   reshape to `[positions, tiles, ...]` lines the tiles up behind their position's
+//!   `U`. Groups exist because a map whose size is not a multiple of 4 ends in a
+//!   smaller tile that uses fewer of the 36 positions.
+//! - [`Tiling`], for the frozen backbone's larger maps (up to 28x28, where a dense
+//!   matrix over positions would be mostly zeros): the 6x6 input tiles are gathered
+//!   by index, transformed by `Bᵀ` one edge at a time, multiplied by the transformed
+//!   kernel ([`kernel_transform`], computed once at export), and brought back by
+//!   `Aᵀ`; a map whose size is not a multiple of 4 is computed to the next one and
+//!   cropped.
 
 use std::collections::BTreeMap;
 
-use ndarray::Array2;
+use ndarray::{Array2, Array3, ArrayView4};
+
+use crate::resnet::ConvSpec;
 
 /// Output tile edge.
 pub const TILE: usize = 4;
@@ -22,7 +31,7 @@ const ALPHA: usize = 6;
 pub const TAPS: usize = 9;
 
 /// Lavin's matrices for the interpolation points 0, 1, -1, 2, -2 and infinity.
-const BT: [[f32; ALPHA]; ALPHA] = [
+pub const BT: [[f32; ALPHA]; ALPHA] = [
     [4.0, 0.0, -5.0, 0.0, 1.0, 0.0],
     [0.0, -4.0, -4.0, 1.0, 1.0, 0.0],
     [0.0, 4.0, -4.0, -1.0, 1.0, 0.0],
@@ -30,7 +39,7 @@ const BT: [[f32; ALPHA]; ALPHA] = [
     [0.0, 2.0, -1.0, -2.0, 1.0, 0.0],
     [0.0, 4.0, 0.0, -5.0, 0.0, 1.0],
 ];
-const G: [[f32; 3]; ALPHA] = [
+const G: [[f64; 3]; ALPHA] = [
     [1.0 / 4.0, 0.0, 0.0],
     [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
     [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
@@ -38,7 +47,7 @@ const G: [[f32; 3]; ALPHA] = [
     [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
     [0.0, 0.0, 1.0],
 ];
-const AT: [[f32; ALPHA]; TILE] = [
+pub const AT: [[f32; ALPHA]; TILE] = [
     [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
     [0.0, 1.0, -1.0, 2.0, -2.0, 0.0],
     [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
@@ -135,6 +144,63 @@ impl Transforms {
     }
 }
 
+/// Stride-1 3x3 convolutions on maps of at least one 4x4 tile. Smaller maps (the test
+/// models' 2x2 layer4) gain little, and there Winograd's rounding shows: a gradient
+/// that is exactly zero (a ReLU row dead across the batch) comes out as rounding
+/// noise, which Adam's first step turns into a full step.
+pub fn suits(spec: &ConvSpec, size: usize) -> bool {
+    let w = spec.window;
+    w.kernel == 3 && w.stride == 1 && w.pad == 1 && size >= TILE
+}
+
+/// A `size` x `size` map cut into 4x4 output tiles, `per_edge` each way.
+pub struct Tiling {
+    pub size: usize,
+    pub per_edge: usize,
+}
+
+impl Tiling {
+    pub fn new(size: usize) -> Self {
+        Self {
+            size,
+            per_edge: size.div_ceil(TILE),
+        }
+    }
+
+    /// `[6, 6, per_edge, per_edge]`: the map position (row-major) each input tile
+    /// reads at each point, `size²` (a zero row) where it falls in the padding.
+    pub fn gather_indices(&self) -> Vec<i64> {
+        let (size, t) = (self.size, self.per_edge);
+        let mut indices = Vec::with_capacity(ALPHA * ALPHA * t * t);
+        for (r, c) in grid(ALPHA, ALPHA) {
+            for (ty, tx) in grid(t, t) {
+                // Input tiles start one before their outputs (padding 1).
+                let iy = (TILE * ty + r).checked_sub(1).filter(|&y| y < size);
+                let ix = (TILE * tx + c).checked_sub(1).filter(|&x| x < size);
+                indices.push(match (iy, ix) {
+                    (Some(iy), Some(ix)) => (iy * size + ix) as i64,
+                    _ => (size * size) as i64,
+                });
+            }
+        }
+        indices
+    }
+}
+
+/// `G W Gᵀ` of each 3x3 kernel of `weight` `[Cout, Cin, 3, 3]`, in float64 and then
+/// rounded once: `[36, Cin, Cout]`, the right operand of the channel product.
+pub fn kernel_transform(weight: ArrayView4<f64>) -> Array3<f32> {
+    let (cout, cin, _, _) = weight.dim();
+    Array3::from_shape_fn((ALPHA * ALPHA, cin, cout), |(p, i, o)| {
+        let (a, b) = (p / ALPHA, p % ALPHA);
+        let mut sum = 0.0;
+        for (ky, kx) in grid(3, 3) {
+            sum += G[a][ky] * weight[[o, i, ky, kx]] * G[b][kx];
+        }
+        sum as f32
+    })
+}
+
 /// A pair of interpolation points and the (row, column) tiles that use it; its group
 /// may serve more tiles, which it leaves zero.
 struct Position {
@@ -151,7 +217,7 @@ fn group(size: usize, edge: &[EdgeTile], tiles: usize, positions: &[Position]) -
     for (p, position) in positions.iter().enumerate() {
         let (a, b) = (position.a, position.b);
         for (ky, kx) in grid(3, 3) {
-            kernel[[p, ky * 3 + kx]] = G[a][ky] * G[b][kx];
+            kernel[[p, ky * 3 + kx]] = (G[a][ky] * G[b][kx]) as f32;
         }
         for (t, &(ty, tx)) in position.tiles.iter().enumerate() {
             let q = p * tiles + t;
@@ -225,6 +291,59 @@ mod tests {
             let w: Vec<f32> = (0..9).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
             let expected = direct(&x, &w, size);
             let got = convolve(&Transforms::new(size), &x, &w);
+            for (p, (e, g)) in expected.iter().zip(&got).enumerate() {
+                assert!(
+                    (e - g).abs() < 1e-4 * (1.0 + e.abs()),
+                    "size {size} at {p}: {e} vs {g}"
+                );
+            }
+        }
+    }
+
+    /// One channel the way the backbone graph does it: gather, `Bᵀ` both ways, the
+    /// transformed kernel, `Aᵀ` both ways, then crop.
+    fn tiled_convolve(size: usize, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let tiling = Tiling::new(size);
+        let t = tiling.per_edge;
+        let weight = ndarray::Array4::from_shape_fn((1, 1, 3, 3), |(_, _, ky, kx)| {
+            f64::from(w[ky * 3 + kx])
+        });
+        let u = kernel_transform(weight.view());
+        let read = |i: i64| x.get(i as usize).copied().unwrap_or(0.0);
+        let d: Vec<f32> = tiling.gather_indices().into_iter().map(read).collect();
+        let at = |r: usize, c: usize, tile: usize| d[(r * ALPHA + c) * t * t + tile];
+        let mut y = vec![0.0; size * size];
+        for (ty, tx) in grid(t, t) {
+            let tile = ty * t + tx;
+            let mut m = [[0.0f32; ALPHA]; ALPHA];
+            for (a, b) in grid(ALPHA, ALPHA) {
+                let mut v = 0.0;
+                for (r, c) in grid(ALPHA, ALPHA) {
+                    v += BT[a][r] * at(r, c, tile) * BT[b][c];
+                }
+                m[a][b] = v * u[[a * ALPHA + b, 0, 0]];
+            }
+            for (i, j) in grid(TILE, TILE) {
+                let (oy, ox) = (TILE * ty + i, TILE * tx + j);
+                if oy < size && ox < size {
+                    y[oy * size + ox] = grid(ALPHA, ALPHA)
+                        .map(|(a, b)| AT[i][a] * m[a][b] * AT[j][b])
+                        .sum();
+                }
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn tiles_match_direct_convolution_at_every_size() {
+        for size in (4..=9).chain([14, 28]) {
+            let x: Vec<f32> = (0..size * size)
+                .map(|i| ((i * 37 % 11) as f32 - 5.0) / 3.0)
+                .collect();
+            let w: Vec<f32> = (0..9).map(|i| ((i * 5 % 7) as f32 - 3.0) / 2.0).collect();
+            let expected = direct(&x, &w, size);
+            let got = tiled_convolve(size, &x, &w);
             for (p, (e, g)) in expected.iter().zip(&got).enumerate() {
                 assert!(
                     (e - g).abs() < 1e-4 * (1.0 + e.abs()),

@@ -12,6 +12,7 @@ use ndarray::{ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::npy::{Mapped, RowWriter};
+use rps_core::progress::{Progress, Units};
 use rps_core::runtime::fixed_dims;
 use rps_core::sidecar::{ExtractDetails, ExtractMeta, ExtractSettings, SplitRate, Stage};
 use rps_core::upstream::Upstream;
@@ -222,7 +223,11 @@ impl SplitJob<'_> {
             &self.out_path(Feature::Pooled),
             &rows_of(&self.outputs.pooled),
         )?;
-        let bar = rps_core::progress::bar(format!("extract {}", self.split), n, "images");
+        let progress = Progress::new(
+            format!("extract {}", self.split),
+            n as u64,
+            Units::Count("images"),
+        );
         let pixels = pixels(self.pixels)?;
         let batch = self.batch.max(1);
         std::thread::scope(|scope| -> Result<()> {
@@ -244,11 +249,11 @@ impl SplitJob<'_> {
                 let outputs = session.run(ort::inputs![names::IMAGES => tensor])?;
                 layer3.write(outputs[names::LAYER3].try_extract_tensor::<f32>()?.1)?;
                 pooled.write(outputs[names::POOLED].try_extract_tensor::<f32>()?.1)?;
-                bar.inc(rows as u64);
+                progress.inc(rows as u64);
             }
             Ok(())
         })?;
-        bar.finish_and_clear();
+        drop(progress);
         layer3.finish()?;
         pooled.finish()?;
         Ok(n)

@@ -2,12 +2,12 @@
 //! with resume (Range requests on `NAME.part`) and bounded retries with backoff.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use rps_core::progress::{Progress, Units};
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone, Copy)]
@@ -152,11 +152,11 @@ fn attempt_download(agent: &ureq::Agent, url: &str, part: &Path) -> Result<(), F
         .truncate(offset == 0)
         .open(part)
         .map_err(|e| Failure::Permanent(anyhow::anyhow!("opening {}: {e}", part.display())))?;
-    let bar = progress_bar(url, total, offset);
+    let progress = progress(url, total, offset);
     let mut reader = response.body_mut().as_reader();
-    let written = copy_with_progress(&mut reader, &mut file, &bar)
+    let written = copy_with_progress(&mut reader, &mut file, &progress)
         .map_err(|e| Failure::Transient(e.to_string()));
-    bar.finish_and_clear();
+    drop(progress);
     let got = offset + written?;
     match total {
         Some(total) if got < total => Err(Failure::Transient(format!(
@@ -230,7 +230,7 @@ impl ContentRange {
 fn copy_with_progress(
     reader: &mut impl Read,
     file: &mut File,
-    bar: &ProgressBar,
+    progress: &Progress,
 ) -> io::Result<u64> {
     let mut buf = vec![0u8; 1 << 16];
     let mut written = 0;
@@ -242,26 +242,17 @@ fn copy_with_progress(
         }
         file.write_all(&buf[..n])?;
         written += n as u64;
-        bar.inc(n as u64);
+        progress.inc(n as u64);
     }
 }
 
-/// Bytes and speed on a terminal; nothing otherwise (plain lines say what happened).
-fn progress_bar(url: &str, total: Option<u64>, done: u64) -> ProgressBar {
-    if !io::stderr().is_terminal() {
-        eprintln!("fetch: downloading {url}");
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(total.unwrap_or(0));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("valid template"),
-    );
-    bar.set_message(file_name(url).unwrap_or_default());
-    bar.set_position(done);
-    bar
+/// Bytes, speed and time left, from `done` bytes on.
+fn progress(url: &str, total: Option<u64>, done: u64) -> Progress {
+    eprintln!("fetch: downloading {url}");
+    let name = file_name(url).unwrap_or_default().to_string();
+    let progress = Progress::new(name, total.unwrap_or(0), Units::Bytes);
+    progress.set_position(done);
+    progress
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use rps_core::classes::class_folders;
 use rps_core::npy::RowWriter;
 use rps_core::plot::Tile;
+use rps_core::progress::{Progress, Units};
 use rps_core::rows::IndexRow;
 use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
 use rps_core::text::exact_name;
@@ -217,7 +218,11 @@ fn write_split(config: &Config, split: Split, items: &[Item], out_dir: &Path) ->
     let mut index = Vec::new();
     let sample_rows = sample_indices(items.len(), config.seed);
     let mut samples = Vec::new();
-    let bar = rps_core::progress::bar(format!("preprocess {split}"), items.len(), "images");
+    let progress = Progress::new(
+        format!("preprocess {split}"),
+        items.len() as u64,
+        Units::Count("images"),
+    );
     for (chunk_no, chunk) in items.chunks(CHUNK).enumerate() {
         let pixels: Vec<Result<Vec<Vec<u8>>>> = chunk
             .par_iter()
@@ -242,10 +247,10 @@ fn write_split(config: &Config, split: Split, items: &[Item], out_dir: &Path) ->
                     });
                 }
             }
-            bar.inc(1);
+            progress.inc(1);
         }
     }
-    bar.finish_and_clear();
+    drop(progress);
     writer.finish()?;
     let label_values: Vec<i64> = items
         .iter()

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
+use rps_core::progress::{self, Units};
 use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::sidecar::{Stage, TrainDetails, TrainMeta, TrainSettings};
 use rps_core::upstream::Upstream;
@@ -340,10 +341,10 @@ impl Run<'_> {
         let view = epoch - 1;
         let order = data::shuffled(&self.train_images, s.seed, epoch);
         let feature = graphs.feature;
-        let bar = rps_core::progress::bar(
+        let steps = progress::Progress::new(
             format!("epoch {epoch}"),
-            order.len().div_ceil(s.batch),
-            "steps",
+            order.len().div_ceil(s.batch) as u64,
+            Units::Count("steps"),
         );
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for (step, images) in order.chunks(s.batch).enumerate() {
@@ -373,9 +374,9 @@ impl Run<'_> {
             }
             loss_sum += out.loss as f64 * rows.len() as f64;
             correct += out.correct(&labels);
-            bar.inc(1);
+            steps.inc(1);
         }
-        bar.finish_and_clear();
+        drop(steps);
         let n = order.len().max(1) as f64;
         Ok((loss_sum / n, correct as f64 / n))
     }

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayD, Ix2};
-use ort::session::{Session, SessionInputValue};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
 use rps_core::runtime::fixed_dims;
@@ -23,6 +23,8 @@ pub struct StepRunner {
     pub device: Device,
     graph: PathBuf,
     weight_decay: f32,
+    /// The outputs a step reads (not the gradients, which are for tests).
+    outputs: RunOptions<HasSelectedOutputs>,
 }
 
 impl StepRunner {
@@ -34,11 +36,20 @@ impl StepRunner {
         weight_decay: f32,
     ) -> Result<Self> {
         let (session, device) = Runtime::get()?.exported(layout, file, options)?;
+        let mut selected = OutputSelector::no_default()
+            .with(names::LOSS)
+            .with(names::LOGITS);
+        for input in session.inputs() {
+            if StateKind::parse(input.name()).is_some() {
+                selected = selected.with(names::updated(input.name()));
+            }
+        }
         Ok(Self {
             session,
             device,
             graph: layout.graph(file),
             weight_decay,
+            outputs: RunOptions::new()?.with_outputs(selected),
         })
     }
 
@@ -101,24 +112,35 @@ impl StepRunner {
         for (name, value) in state.inputs() {
             inputs.push((name, TensorRef::from_array_view(value.view())?.into()));
         }
-        let outputs = self.session.run(inputs)?;
-        let output = |name: &str| -> Result<ArrayD<f32>> {
-            Ok(outputs
-                .get(name)
-                .with_context(|| format!("{} has no output {name}", self.graph.display()))?
-                .try_extract_array::<f32>()?
-                .to_owned())
+        let outputs = self.session.run_with_options(inputs, &self.outputs)?;
+        let output = |name: &str| {
+            Ok::<_, anyhow::Error>(
+                outputs
+                    .get(name)
+                    .with_context(|| format!("{} has no output {name}", self.graph.display()))?
+                    .try_extract_array::<f32>()?,
+            )
         };
         let result = BatchOutput {
             loss: output(names::LOSS)?.sum(),
-            logits: output(names::LOGITS)?.into_dimensionality::<Ix2>()?,
+            logits: output(names::LOGITS)?
+                .to_owned()
+                .into_dimensionality::<Ix2>()?,
         };
-        let mut updated = Vec::new();
-        for (name, _) in state.inputs() {
-            updated.push(output(&names::updated(&name))?);
-        }
-        for ((_, slot), value) in state.slots().zip(updated) {
-            *slot = value;
+        // Into the state's own arrays: fresh ones each step would cost page faults.
+        let inputs: Vec<String> = state.inputs().map(|(name, _)| name).collect();
+        for (input, (_, slot)) in inputs.iter().zip(state.slots()) {
+            let name = names::updated(input);
+            let value = output(&name)?;
+            if value.shape() != slot.shape() {
+                bail!(
+                    "{}: output {name} is {:?}, its input {:?}: `make export` rebuilds the graph",
+                    self.graph.display(),
+                    value.shape(),
+                    slot.shape()
+                );
+            }
+            slot.assign(&value);
         }
         Ok(result)
     }
