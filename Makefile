@@ -20,13 +20,21 @@ FT_EPOCHS   ?= 20
 FT_LR       ?= 1e-7
 DEVICE      ?= auto
 THREADS     ?=
+ARCH        ?= resnet18
 WIDTH       ?= 64
 CLASSES     ?=
 WEIGHTS     ?= default
 FROM        ?=
 TRAIN_URL   ?= https://storage.googleapis.com/download.tensorflow.org/data/rps.zip
 TEST_URL    ?= https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip
-WEIGHTS_URL ?= https://download.pytorch.org/models/resnet18-f37072fd.pth
+# torchvision's IMAGENET1K_V1 files; the hex in each name starts its sha256.
+TORCHVISION_FILE_resnet18 := resnet18-f37072fd.pth
+TORCHVISION_FILE_resnet34 := resnet34-b627a593.pth
+TORCHVISION_FILE_resnet50 := resnet50-0676ba61.pth
+ifeq ($(TORCHVISION_FILE_$(ARCH)),)
+  $(error ARCH=$(ARCH): expected resnet18, resnet34 or resnet50)
+endif
+WEIGHTS_URL ?= https://download.pytorch.org/models/$(TORCHVISION_FILE_$(ARCH))
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
 EXTRACT_BATCH ?=
@@ -37,7 +45,7 @@ VENV        ?= .venv
 TORCH_PYTHON ?= $(VENV)/bin/python
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON
 
 # ---- Tools --------------------------------------------------------------------
@@ -78,7 +86,7 @@ METRICS   := $(DATA)/results/summary.csv
 stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS)/$(1) || printf '%s\n' '$(2)' > $(STAMPS)/$(1); } && echo $(STAMPS)/$(1))
 
 FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
-EXPORT_STAMP := $(call stamp,export,$(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES))
+EXPORT_STAMP := $(call stamp,export,$(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES))
 PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
 TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
@@ -116,7 +124,7 @@ $(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
 	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) file $(WEIGHTS_URL)
 
 # Without CLASSES, export counts the classes of the fetched dataset.
-EXPORT_COMMAND = $(BIN)/rps-export --data $(DATA) $(WEIGHTS_FLAG) --width $(WIDTH) \
+EXPORT_COMMAND = $(BIN)/rps-export --data $(DATA) $(WEIGHTS_FLAG) --arch $(ARCH) --width $(WIDTH) \
 	  --image-size $(IMAGE_SIZE) $(if $(CLASSES),--classes $(CLASSES))
 
 export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was changed since)
@@ -173,7 +181,8 @@ bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling an
 	$(CARGO) build --release --quiet --bins
 	$(BIN)/rps-bench $(if $(THREADS),--threads $(THREADS)) \
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
-	  --archives $(SHARED)/data --weights $(SHARED)/reference/resnet18_seed0.pth
+	  --arch $(ARCH) --archives $(SHARED)/data \
+	  --weights $(if $(filter resnet18,$(ARCH)),$(SHARED)/reference/resnet18_seed0.pth,random)
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
 	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)

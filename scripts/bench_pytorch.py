@@ -1,14 +1,15 @@
 """The recipe in PyTorch, for `make bench` to compare with. Three measurements:
 
-    python3 scripts/bench_pytorch.py step THREADS STEPS
-    python3 scripts/bench_pytorch.py forward THREADS IMAGES EXPORT.onnx
-    python3 scripts/bench_pytorch.py pipeline THREADS ARCHIVES WEIGHTS.pth WORK VIEWS HEAD_EPOCHS FT_EPOCHS
+    python3 scripts/bench_pytorch.py step ARCH THREADS STEPS
+    python3 scripts/bench_pytorch.py forward ARCH THREADS IMAGES EXPORT.onnx
+    python3 scripts/bench_pytorch.py pipeline ARCH THREADS ARCHIVES WEIGHTS WORK VIEWS HEAD_EPOCHS FT_EPOCHS
 
+ARCH is resnet18, resnet34 or resnet50.
 - step: the phase 2 train step in eager mode, what finetune_step.onnx computes:
-  torchvision's ResNet18 layer4 (two BasicBlocks, 256 -> 512 channels, BatchNorm in
-  train mode) on layer3 features [64, 256, 14, 14], global average pool,
-  Dropout(0.2), Linear(512, 3), mean cross-entropy, backward, torch.optim.Adam.
-  Prints `step IMAGES_PER_SECOND` (the median of STEPS steps after three warm-ups).
+  torchvision's layer4 (BatchNorm in train mode) on layer3 features
+  [64, C, 14, 14], global average pool, Dropout(0.2), Linear(features, 3), mean
+  cross-entropy, backward, torch.optim.Adam. Prints `step IMAGES_PER_SECOND` (the
+  median of STEPS steps after three warm-ups).
 - forward: the frozen backbone as extract runs it (eval mode, batch 32, layer3 and
   the pooled layer4 out) over IMAGES images; prints `forward IMAGES_PER_SECOND`,
   then writes the same module with torch.onnx (opset 17, dynamic batch) to
@@ -16,8 +17,8 @@
 - pipeline: the whole recipe with the same caching idea as `make all`, from the two
   zip archives in ARCHIVES: unzip, preprocess every view with Pillow into a uint8
   cache on disk, extract layer3 and pooled features to disk, train the head then
-  layer4 + head (testing after every epoch), write the test predictions. Prints
-  each stage's seconds and `seconds TOTAL`.
+  layer4 + head (testing after every epoch), write the test predictions. WEIGHTS is
+  a state dict (.pth) or `random`. Prints each stage's seconds and `seconds TOTAL`.
 
 Every mode prints `torch VERSION` first. The network is defined here (torchvision's
 names, so WEIGHTS loads as a state dict), so torchvision is not needed.
@@ -44,18 +45,16 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 class BasicBlock(nn.Module):
     """torchvision.models.resnet.BasicBlock."""
 
-    def __init__(self, cin, cout, stride):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
-            )
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample(cin, planes, stride)
 
     def forward(self, x):
         out = self.relu(self.bn1(self.conv1(x)))
@@ -64,25 +63,65 @@ class BasicBlock(nn.Module):
         return self.relu(out + identity)
 
 
-def layer(cin, cout, stride):
-    return nn.Sequential(BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1))
+class Bottleneck(nn.Module):
+    """torchvision.models.resnet.Bottleneck (the stride on conv2, "v1.5")."""
 
+    expansion = 4
 
-class ResNet18(nn.Module):
-    """torchvision's resnet18 with a `classes`-way fc."""
-
-    def __init__(self, classes=1000):
+    def __init__(self, cin, planes, stride):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample(cin, planes * 4, stride)
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu(out + identity)
+
+
+def downsample(cin, cout, stride):
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+
+NETS = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2]),
+    "resnet34": (BasicBlock, [3, 4, 6, 3]),
+    "resnet50": (Bottleneck, [3, 4, 6, 3]),
+}
+
+
+class ResNet(nn.Module):
+    """torchvision's resnet18, resnet34 or resnet50 with a `classes`-way fc, and a
+    base width (64 = torchvision's)."""
+
+    def __init__(self, arch, classes=1000, width=64):
+        super().__init__()
+        block, blocks = NETS[arch]
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = layer(64, 64, 1)
-        self.layer2 = layer(64, 128, 2)
-        self.layer3 = layer(128, 256, 2)
-        self.layer4 = layer(256, 512, 2)
+        cin = width
+        for stage, count in enumerate(blocks, 1):
+            planes = width << (stage - 1)
+            layers = []
+            for i in range(count):
+                layers.append(block(cin, planes, 2 if i == 0 and stage > 1 else 1))
+                cin = planes * block.expansion
+            setattr(self, f"layer{stage}", nn.Sequential(*layers))
+        self.features = cin
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(512, classes)
+        self.fc = nn.Linear(cin, classes)
 
     def up_to_layer3(self, x):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
@@ -111,7 +150,7 @@ class Finetune(nn.Module):
         super().__init__()
         self.layer4 = net.layer4
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(512, classes))
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(net.features, classes))
 
     def forward(self, layer3):
         return self.head(torch.flatten(self.avgpool(self.layer4(layer3)), 1))
@@ -127,12 +166,13 @@ def median_rate(images, runs, fn):
     return images / seconds[len(seconds) // 2]
 
 
-def step(steps):
+def step(arch, steps):
     torch.manual_seed(0)
-    model = Finetune(ResNet18(), 3).train()
+    net = ResNet(arch)
+    model = Finetune(net, 3).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-7)
     loss_fn = nn.CrossEntropyLoss()
-    features = torch.rand(BATCH, 256, 14, 14)
+    features = torch.rand(BATCH, net.layer4[0].conv1.in_channels, 14, 14)
     labels = torch.arange(BATCH) % 3
 
     def one():
@@ -145,9 +185,9 @@ def step(steps):
     print(f"step {median_rate(BATCH, steps, one):.2f}")
 
 
-def forward(images, export_path):
+def forward(arch, images, export_path):
     torch.manual_seed(0)
-    backbone = Backbone(ResNet18()).eval()
+    backbone = Backbone(ResNet(arch)).eval()
     batch = torch.rand(EXTRACT_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE)
     runs = max(1, images // EXTRACT_BATCH)
     with torch.inference_mode():
@@ -247,11 +287,12 @@ def preprocess(items, views, work, split, threads):
 def extract(backbone, cache_path, work, split):
     cache = np.load(cache_path, mmap_mode="r")
     n = len(cache)
+    channels = backbone.net.layer4[0].conv1.in_channels
     layer3 = np.lib.format.open_memmap(
-        os.path.join(work, f"{split}_layer3.npy"), "w+", np.float32, (n, 256, 14, 14)
+        os.path.join(work, f"{split}_layer3.npy"), "w+", np.float32, (n, channels, 14, 14)
     )
     pooled = np.lib.format.open_memmap(
-        os.path.join(work, f"{split}_pooled.npy"), "w+", np.float32, (n, 512)
+        os.path.join(work, f"{split}_pooled.npy"), "w+", np.float32, (n, backbone.net.features)
     )
     with torch.inference_mode():
         for start in range(0, n, EXTRACT_BATCH):
@@ -291,7 +332,7 @@ def test_logits(model, features):
         )
 
 
-def pipeline(archives, weights, work, threads, views, head_epochs, ft_epochs):
+def pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epochs):
     times = {}
     start = time.perf_counter()
     roots = unzip(archives, work)
@@ -305,8 +346,10 @@ def pipeline(archives, weights, work, threads, views, head_epochs, ft_epochs):
     times["preprocess"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    net = ResNet18()
-    net.load_state_dict(torch.load(weights, map_location="cpu"))
+    torch.manual_seed(0)
+    net = ResNet(arch)
+    if weights != "random":
+        net.load_state_dict(torch.load(weights, map_location="cpu"))
     backbone = Backbone(net).eval()
     train_l3, train_pooled = extract(backbone, train_cache, work, "train")
     test_l3, test_pooled = extract(backbone, test_cache, work, "test")
@@ -342,17 +385,19 @@ def pipeline(archives, weights, work, threads, views, head_epochs, ft_epochs):
 
 
 def main():
-    mode, threads = sys.argv[1], int(sys.argv[2])
+    mode, arch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if arch not in NETS:
+        sys.exit(f"unknown ARCH {arch}: {', '.join(NETS)}")
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}")
     if mode == "step":
-        step(int(sys.argv[3]))
+        step(arch, int(sys.argv[4]))
     elif mode == "forward":
-        forward(int(sys.argv[3]), sys.argv[4])
+        forward(arch, int(sys.argv[4]), sys.argv[5])
     elif mode == "pipeline":
-        archives, weights, work = sys.argv[3:6]
-        views, head_epochs, ft_epochs = map(int, sys.argv[6:9])
-        pipeline(archives, weights, work, threads, views, head_epochs, ft_epochs)
+        archives, weights, work = sys.argv[4:7]
+        views, head_epochs, ft_epochs = map(int, sys.argv[7:10])
+        pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epochs)
     else:
         sys.exit(f"unknown mode {mode}: step, forward or pipeline")
 

@@ -82,6 +82,7 @@ fn settings() -> Vec<Setting> {
             &d::VAL_FRACTION,
             vec![(TRAIN, "--val-fraction")],
         ),
+        setting("ARCH", &d::ARCH, vec![(EXPORT, "--arch")]),
         setting("WIDTH", &d::WIDTH, vec![(EXPORT, "--width")]),
         setting(
             "TRAIN_URL",

@@ -15,7 +15,7 @@ use rps_core::cli::whole;
 use rps_core::defaults::ranges;
 use rps_core::{GraphFile, Layout, Runtime, SessionOptions};
 use rps_export::export::{self, Source};
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self as graphs, Convolutions};
 
 use crate::pipeline::{Projection, Recipe, RunTimes};
@@ -51,16 +51,15 @@ struct Args {
     /// (skipped with a note without them).
     #[arg(long)]
     archives: Option<PathBuf>,
-    /// ResNet18 weights (.pth) for the whole-pipeline comparison.
+    /// Weights (.pth) for the whole-pipeline comparison, or `random`.
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// torchvision's ResNet: resnet18, resnet34 or resnet50.
+    #[arg(long, default_value = rps_core::defaults::ARCH, value_parser = net)]
+    arch: Net,
 }
 
-const ARCH: Arch = Arch {
-    width: 64,
-    image_size: 224,
-    classes: 3,
-};
+const IMAGE_SIZE: usize = 224;
 const BATCH: usize = 64;
 const EXTRACT_BATCH: usize = 32;
 
@@ -85,6 +84,24 @@ impl Row {
         self.ceiling = ceiling.into();
         self.ratio = ratio.into();
         self
+    }
+}
+
+/// `--arch`'s value, or the choices.
+fn net(name: &str) -> Result<Net, String> {
+    Net::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Net::ALL.iter().map(|n| n.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
+}
+
+/// The benchmarked model: full width and size, the recipe's three classes.
+fn arch(net: Net) -> Arch {
+    Arch {
+        net,
+        width: 64,
+        image_size: IMAGE_SIZE,
+        classes: 3,
     }
 }
 
@@ -127,21 +144,17 @@ fn main() -> Result<()> {
         });
     }
 
+    let arch = arch(args.arch);
     let layout = Layout::new(work.path().join("data"));
-    export::run(&export::Config {
-        layout: layout.clone(),
-        source: Source::Random(0),
-        width: ARCH.width,
-        image_size: ARCH.image_size as u32,
-        classes: Some(ARCH.classes),
-    })?;
+    export::run(&export::Config::for_arch(&layout, Source::Random(0), &arch))?;
     rows.extend(extract_rows(&args, &layout, &torch, threads, work.path())?);
-    rows.extend(step_rows(&args, &layout, &torch, threads)?);
+    rows.extend(step_rows(&args, &arch, &layout, &torch, threads)?);
 
     let head_rate = rates::step_rate(
+        &arch,
         &layout,
         GraphFile::HeadStep,
-        &[BATCH, ARCH.features()],
+        &[BATCH, arch.features()],
         SessionOptions::cpu(threads),
         20,
     )?;
@@ -170,7 +183,10 @@ fn extract_rows(
     work: &Path,
 ) -> Result<Vec<Row>> {
     let n = args.extract_images;
-    eprintln!("bench: extract ({n} images, width 64, 224 px)");
+    eprintln!(
+        "bench: extract ({n} images, {}, width 64, 224 px)",
+        args.arch.name()
+    );
     let stage = rates::extract_rate(layout, n, threads)?;
     let bare = rates::bare_backbone_rate(&layout.graph(GraphFile::Backbone), n, threads)?;
     let mut rows = vec![
@@ -184,7 +200,7 @@ fn extract_rows(
         ),
     ];
     eprintln!("bench: the backbone in PyTorch ({})", torch.interpreter);
-    match torch.forward(threads, n, work) {
+    match torch.forward(args.arch, threads, n, work) {
         Ok(forward) => {
             rows.push(match forward.exported {
                 Ok(graph) => {
@@ -218,14 +234,28 @@ fn extract_rows(
 
 /// The phase 2 step bare and in the stage's loop, beside PyTorch eager, with its
 /// time in matrix products and without Winograd.
-fn step_rows(args: &Args, layout: &Layout, torch: &Python, threads: usize) -> Result<Vec<Row>> {
+fn step_rows(
+    args: &Args,
+    arch: &Arch,
+    layout: &Layout,
+    torch: &Python,
+    threads: usize,
+) -> Result<Vec<Row>> {
     eprintln!("bench: train steps (batch {BATCH})");
     let options = SessionOptions::cpu(threads);
     let ft = layout.graph(GraphFile::FinetuneStep);
-    let s = ARCH.layer3_size();
-    let shape = [BATCH, ARCH.layer3_channels(), s, s];
-    let bare = rates::bare_step_rate(Runtime::get()?.session(&ft, options)?.0, &shape, args.steps)?;
-    let stage = rates::step_rate(layout, GraphFile::FinetuneStep, &shape, options, args.steps)?;
+    let s = arch.layer3_size();
+    let shape = [BATCH, arch.layer3_channels(), s, s];
+    let session = Runtime::get()?.session(&ft, options)?.0;
+    let bare = rates::bare_step_rate(arch, session, &shape, args.steps)?;
+    let stage = rates::step_rate(
+        arch,
+        layout,
+        GraphFile::FinetuneStep,
+        &shape,
+        options,
+        args.steps,
+    )?;
     let mut rows = vec![Row::new(
         "train phase 2 step, finetune_step.onnx (images/s)",
         format!("{bare:.1} ({:.0} ms/step)", 1e3 * BATCH as f64 / bare),
@@ -234,7 +264,7 @@ fn step_rows(args: &Args, layout: &Layout, torch: &Python, threads: usize) -> Re
         "bench: the same step in PyTorch eager ({})",
         torch.interpreter
     );
-    rows.push(match torch.step_rate(threads, args.steps) {
+    rows.push(match torch.step_rate(args.arch, threads, args.steps) {
         Ok((version, rate)) => Row::new(
             format!("the same step in PyTorch {version} eager (images/s)"),
             format!("{rate:.1}"),
@@ -245,7 +275,7 @@ fn step_rows(args: &Args, layout: &Layout, torch: &Python, threads: usize) -> Re
             format!("not measured: {why}"),
         ),
     });
-    let (products_ms, run_ms) = rates::product_time(&ft, &shape, options, args.steps)?;
+    let (products_ms, run_ms) = rates::product_time(arch, &ft, &shape, options, args.steps)?;
     rows.push(
         Row::new(
             "the step's time in matrix products (MatMul, Gemm)",
@@ -262,9 +292,9 @@ fn step_rows(args: &Args, layout: &Layout, torch: &Python, threads: usize) -> Re
             "",
         ),
     );
-    let patches = graphs::finetune_step(&ARCH, Convolutions::Patches);
+    let patches = graphs::finetune_step(arch, Convolutions::Patches);
     let patches = Runtime::get()?.session_from_bytes(&patches, "patches", options)?;
-    let patches = rates::bare_step_rate(patches.0, &shape, args.steps)?;
+    let patches = rates::bare_step_rate(arch, patches.0, &shape, args.steps)?;
     rows.push(
         Row::new(
             "the same step without Winograd (images/s)",
@@ -304,7 +334,7 @@ fn pipeline_rows(
     };
     eprintln!("bench: make all, short recipe, on {}", archives.display());
     let data = work.join("pipeline");
-    let ours = pipeline::make_all(&data, archives, weights, threads, &short)
+    let ours = pipeline::make_all(args.arch, &data, archives, weights, threads, &short)
         .and_then(|wall| RunTimes::read(&Layout::new(&data), wall));
     let ours = match ours {
         Ok(ours) => ours,
@@ -314,7 +344,9 @@ fn pipeline_rows(
     let torch_work = work.join("pytorch");
     let theirs = std::fs::create_dir_all(&torch_work)
         .map_err(|e| e.to_string())
-        .and_then(|()| torch.pipeline_seconds(threads, archives, weights, &torch_work, &short));
+        .and_then(|()| {
+            torch.pipeline_seconds(args.arch, threads, archives, weights, &torch_work, &short)
+        });
     let row = Row::new(title, format!("{:.0}", ours.wall));
     let mut rows = vec![match theirs {
         Ok(t) => row.beside(

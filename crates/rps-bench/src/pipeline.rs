@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use rps_core::rows::EpochRow;
 use rps_core::sidecar::{ExtractMeta, PreprocessMeta, TrainMeta};
 use rps_core::{CacheFile, Layout, ResultFile, Split, defaults, table};
+use rps_export::resnet::Net;
 
 /// The settings of a run that change its length.
 pub struct Recipe {
@@ -33,6 +34,7 @@ impl Recipe {
 
 /// Wall seconds of `make all` into `data`; its output goes to `data`'s `make.log`.
 pub fn make_all(
+    net: Net,
     data: &Path,
     archives: &Path,
     weights: &Path,
@@ -47,6 +49,7 @@ pub fn make_all(
     let status = Command::new("make")
         .current_dir(&repo)
         .arg("all")
+        .arg(format!("ARCH={}", net.name()))
         .arg(format!("DATA={}", data.display()))
         .arg(format!("FROM={}", archives.display()))
         .arg(format!("WEIGHTS={}", weights.display()))

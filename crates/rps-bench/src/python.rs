@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rps_export::resnet::Net;
+
 /// A Python interpreter, to run the scripts in `scripts/`.
 pub struct Python {
     pub interpreter: String,
@@ -29,22 +31,34 @@ impl Python {
     }
 
     /// PyTorch's version and its images/s on the phase 2 step in eager mode.
-    pub fn step_rate(&self, threads: usize, steps: usize) -> Measured<(String, f64)> {
+    pub fn step_rate(&self, net: Net, threads: usize, steps: usize) -> Measured<(String, f64)> {
         let output = self.run(
             "bench_pytorch.py",
-            &["step", &threads.to_string(), &steps.to_string()],
+            &["step", net.name(), &threads.to_string(), &steps.to_string()],
         )?;
         Ok((text(&output, "torch")?.into(), number(&output, "step")?))
     }
 
     /// PyTorch's images/s on the frozen backbone, and its torch.onnx export into
     /// `dir`.
-    pub fn forward(&self, threads: usize, images: usize, dir: &Path) -> Measured<Forward> {
+    pub fn forward(
+        &self,
+        net: Net,
+        threads: usize,
+        images: usize,
+        dir: &Path,
+    ) -> Measured<Forward> {
         let path = dir.join("torch_backbone.onnx");
         let target = path.to_str().ok_or("a folder name that is not UTF-8")?;
         let output = self.run(
             "bench_pytorch.py",
-            &["forward", &threads.to_string(), &images.to_string(), target],
+            &[
+                "forward",
+                net.name(),
+                &threads.to_string(),
+                &images.to_string(),
+                target,
+            ],
         )?;
         let exported = match text(&output, "export failed") {
             Ok(why) => Err(format!("torch.onnx failed: {why}")),
@@ -60,6 +74,7 @@ impl Python {
     /// Seconds PyTorch takes for the whole recipe on the archives in `archives`.
     pub fn pipeline_seconds(
         &self,
+        net: Net,
         threads: usize,
         archives: &Path,
         weights: &Path,
@@ -73,6 +88,7 @@ impl Python {
         };
         let args = [
             "pipeline".to_string(),
+            net.name().to_string(),
             threads.to_string(),
             path(archives)?,
             path(weights)?,

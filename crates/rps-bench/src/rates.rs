@@ -17,7 +17,9 @@ use rps_image::{self as transform, Augmentation};
 use rps_train::runner::StepRunner;
 use rps_train::state::TrainState;
 
-use crate::{ARCH, BATCH, EXTRACT_BATCH};
+use rps_export::resnet::Arch;
+
+use crate::{BATCH, EXTRACT_BATCH, IMAGE_SIZE};
 
 /// Untimed steps first: ONNX Runtime's memory arena and the first touch of its
 /// buffers make the first two or three runs of a step graph up to twice as slow.
@@ -80,7 +82,7 @@ pub fn preprocess_rates(dir: &Path) -> Result<(f64, f64)> {
 /// The extract stage's images/s on a u8 cache of `images` random images.
 pub fn extract_rate(layout: &Layout, images: usize, threads: usize) -> Result<f64> {
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let s = ARCH.image_size;
+    let s = IMAGE_SIZE;
     for (split, n) in [(Split::Train, images), (Split::Test, 8)] {
         let pixels = ArrayD::from_shape_simple_fn(IxDyn(&[n, 3, s, s]), || rng.random::<u8>());
         npy::write(&layout.cache_tensor(split), &pixels)?;
@@ -89,7 +91,7 @@ pub fn extract_rate(layout: &Layout, images: usize, threads: usize) -> Result<f6
             &ndarray::Array1::<i64>::zeros(n),
         )?;
     }
-    rps_fixtures::write_cache_sidecars(layout, ARCH.image_size as u32, 1, &["a", "b", "c"])?;
+    rps_fixtures::write_cache_sidecars(layout, IMAGE_SIZE as u32, 1, &["a", "b", "c"])?;
     let config = rps_extract::Config {
         layout: layout.clone(),
         batch: Some(EXTRACT_BATCH),
@@ -105,7 +107,7 @@ pub fn extract_rate(layout: &Layout, images: usize, threads: usize) -> Result<f6
 pub fn bare_backbone_rate(graph: &Path, images: usize, threads: usize) -> Result<f64> {
     let options = SessionOptions::cpu(threads);
     let (mut session, _) = Runtime::get()?.session(graph, options)?;
-    let (s, b) = (ARCH.image_size, EXTRACT_BATCH);
+    let (s, b) = (IMAGE_SIZE, EXTRACT_BATCH);
     let input = Tensor::from_array(([b, 3, s, s], vec![0.5f32; b * 3 * s * s]))?;
     session.run(ort::inputs![names::IMAGES => input.view()])?;
     let runs = images.div_ceil(b);
@@ -154,6 +156,7 @@ fn median_rate(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64
 
 /// images/s of a step graph through the training stage's own runner.
 pub fn step_rate(
+    arch: &Arch,
     layout: &Layout,
     graph: rps_core::GraphFile,
     features: &[usize],
@@ -173,7 +176,7 @@ pub fn step_rate(
     let mut state = TrainState::fresh(&weights, &params, &buffers)?;
     let x = random_array(features, 1);
     let labels: Vec<i64> = (0..BATCH as i64).map(|i| i % 3).collect();
-    let mask = Array2::ones((BATCH, ARCH.features()));
+    let mask = Array2::ones((BATCH, arch.features()));
     median_rate(steps, || {
         runner.step(&mut state, &x, &labels, &mask, 1e-4)?;
         Ok(())
@@ -181,8 +184,13 @@ pub fn step_rate(
 }
 
 /// images/s of a step graph's session fed the same in-memory tensors each time.
-pub fn bare_step_rate(mut session: Session, features: &[usize], steps: usize) -> Result<f64> {
-    let inputs = step_inputs(features)?;
+pub fn bare_step_rate(
+    arch: &Arch,
+    mut session: Session,
+    features: &[usize],
+    steps: usize,
+) -> Result<f64> {
+    let inputs = step_inputs(arch, features)?;
     median_rate(steps, || run_step(&mut session, &inputs))
 }
 
@@ -196,7 +204,7 @@ fn run_step(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<()> 
 }
 
 /// A phase 2 step's inputs: constant features, small parameters, zero moments.
-fn step_inputs(features: &[usize]) -> Result<Vec<(String, DynValue)>> {
+fn step_inputs(arch: &Arch, features: &[usize]) -> Result<Vec<(String, DynValue)>> {
     let mut inputs: Vec<(String, DynValue)> = vec![
         (
             names::FEATURES.into(),
@@ -214,8 +222,8 @@ fn step_inputs(features: &[usize]) -> Result<Vec<(String, DynValue)>> {
         (
             names::DROPOUT_MASK.into(),
             Tensor::from_array((
-                [BATCH, ARCH.features()],
-                vec![1.0f32; BATCH * ARCH.features()],
+                [BATCH, arch.features()],
+                vec![1.0f32; BATCH * arch.features()],
             ))?
             .into_dyn(),
         ),
@@ -230,7 +238,7 @@ fn step_inputs(features: &[usize]) -> Result<Vec<(String, DynValue)>> {
             Tensor::from_array(((), vec![value]))?.into_dyn(),
         ));
     }
-    for (name, shape) in ARCH.finetune_params() {
+    for (name, shape) in arch.finetune_params() {
         let n = shape.iter().product();
         for (key, fill) in [
             (names::param(&name), 0.01f32),
@@ -243,7 +251,7 @@ fn step_inputs(features: &[usize]) -> Result<Vec<(String, DynValue)>> {
             ));
         }
     }
-    for (name, shape) in ARCH.finetune_buffers() {
+    for (name, shape) in arch.finetune_buffers() {
         inputs.push((
             names::buffer(&name),
             Tensor::from_array((shape.clone(), vec![1.0f32; shape[0]]))?.into_dyn(),
@@ -255,6 +263,7 @@ fn step_inputs(features: &[usize]) -> Result<Vec<(String, DynValue)>> {
 /// Milliseconds a step graph's run spends in matrix products (`MatMul`, `Gemm`) and
 /// in all, from ONNX Runtime's profiler: the median by total of `steps` warmed-up runs.
 pub fn product_time(
+    arch: &Arch,
     graph: &Path,
     features: &[usize],
     options: SessionOptions,
@@ -266,7 +275,7 @@ pub fn product_time(
         .with_profiling(dir.path().join("step"))
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .commit_from_file(graph)?;
-    let inputs = step_inputs(features)?;
+    let inputs = step_inputs(arch, features)?;
     for _ in 0..WARM_UP_STEPS + steps {
         run_step(&mut session, &inputs)?;
     }

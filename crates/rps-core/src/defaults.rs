@@ -25,7 +25,9 @@ pub const FT_LR: f64 = 1e-7;
 pub const WEIGHT_DECAY: f64 = 0.0;
 /// Share of training images held out to pick the best epoch (`VAL_FRACTION`).
 pub const VAL_FRACTION: f64 = 0.0;
-/// ResNet base width: 64 is torchvision's ResNet18 (`WIDTH`).
+/// torchvision's ResNet: resnet18, resnet34 or resnet50 (`ARCH`).
+pub const ARCH: &str = "resnet18";
+/// ResNet base width: 64 is torchvision's (`WIDTH`).
 pub const WIDTH: usize = 64;
 /// Images per backbone call on each device (`EXTRACT_BATCH` overrides both).
 pub const EXTRACT_BATCH_CPU: usize = 32;

@@ -75,13 +75,21 @@ pub type ExportMeta = Sidecar<ExportSettings, ExportDetails>;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ExportSettings {
-    /// ResNet base width (64 = torchvision's ResNet18).
+    /// torchvision's name of the ResNet: `resnet18`, `resnet34` or `resnet50`.
+    #[serde(default = "default_arch")]
+    pub arch: String,
+    /// ResNet base width (64 = torchvision's).
     pub width: usize,
     /// Input images are `image_size` x `image_size` pixels.
     pub image_size: u32,
     /// Classes of the new head.
     pub classes: usize,
     pub weights: WeightsSource,
+}
+
+/// Exports written before the choice of ResNet were resnet18s.
+fn default_arch() -> String {
+    defaults::ARCH.into()
 }
 
 /// Where the backbone's weights came from.

@@ -14,7 +14,7 @@ use rps_core::sidecar::{
 use rps_core::{Folder, GraphFile, Layout, Split, Tensors, atomic, npy, table};
 use sha2::{Digest, Sha256};
 
-use crate::resnet::{Arch, fc};
+use crate::resnet::{Arch, Net, fc};
 use crate::train::Convolutions;
 use crate::weights;
 use crate::{infer, train};
@@ -31,7 +31,8 @@ pub enum Source {
 pub struct Config {
     pub layout: Layout,
     pub source: Source,
-    /// ResNet base width: 64 is torchvision's ResNet18.
+    pub net: Net,
+    /// ResNet base width: 64 is torchvision's.
     pub width: usize,
     pub image_size: u32,
     /// Classes of the new head; `None` counts the fetched dataset's classes.
@@ -44,6 +45,7 @@ impl Config {
         Self {
             layout: layout.clone(),
             source,
+            net: arch.net,
             width: arch.width,
             image_size: arch.image_size as u32,
             classes: Some(arch.classes),
@@ -55,6 +57,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     let started = Instant::now();
     let layout = &config.layout;
     let arch = Arch {
+        net: config.net,
         width: config.width,
         image_size: config.image_size as usize,
         classes: match config.classes {
@@ -103,6 +106,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
 
     let counts = arch.param_counts();
     let settings = ExportSettings {
+        arch: arch.net.name().into(),
         width: arch.width,
         image_size: config.image_size,
         classes: arch.classes,

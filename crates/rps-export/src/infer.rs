@@ -29,7 +29,7 @@ const FIRST_STAGE_BY_POSITION: usize = 2;
 
 /// images -> `layer3` and `pooled`, as extract runs it.
 pub fn backbone(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
-    let mut net = Net::new(tensors, Formulation::Fastest);
+    let mut net = FrozenGraph::new(tensors, Formulation::Fastest);
     let images = images_input(&mut net.g, arch);
     let layer3 = net.up_to_layer3(arch, &images);
     let pooled = net.layer4_pooled(arch, &layer3);
@@ -47,7 +47,7 @@ pub fn backbone(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
 /// model, or the transfer model's template. It carries its image size, so a stage
 /// can use it alone.
 pub fn classifier(arch: &Arch, tensors: &Tensors, name: &str) -> Vec<u8> {
-    let mut net = Net::new(tensors, Formulation::Standard);
+    let mut net = FrozenGraph::new(tensors, Formulation::Standard);
     net.g
         .metadata(names::META_IMAGE_SIZE, &arch.image_size.to_string());
     let images = images_input(&mut net.g, arch);
@@ -79,13 +79,13 @@ struct Map {
 }
 
 /// A graph whose weights are `tensors`' values.
-struct Net<'a> {
+struct FrozenGraph<'a> {
     g: Graph,
     tensors: &'a Tensors,
     formulation: Formulation,
 }
 
-impl<'a> Net<'a> {
+impl<'a> FrozenGraph<'a> {
     fn new(tensors: &'a Tensors, formulation: Formulation) -> Self {
         Self {
             g: Graph::new(),
@@ -114,7 +114,7 @@ impl<'a> Net<'a> {
                 x = self.by_position(&x);
             }
             for block in arch.layer(stage) {
-                x = self.basic_block(&block, &x);
+                x = self.block(&block, &x);
             }
         }
         x
@@ -124,7 +124,7 @@ impl<'a> Net<'a> {
     fn layer4_pooled(&mut self, arch: &Arch, layer3: &Map) -> Value {
         let mut x = layer3.clone();
         for block in arch.layer(4) {
-            x = self.basic_block(&block, &x);
+            x = self.block(&block, &x);
         }
         if x.by_position {
             return self.g.reduce(Reduce::Mean, &x.value, &[1], false);
@@ -133,11 +133,16 @@ impl<'a> Net<'a> {
         self.g.flatten(&pooled, 1)
     }
 
-    /// `BasicBlock.forward`.
-    fn basic_block(&mut self, block: &Block, x: &Map) -> Map {
-        let out = self.conv_bn(&block.conv1(), x);
-        let out = self.map_op(&out, |g, x| g.relu(x));
-        let out = self.conv_bn(&block.conv2(), &out);
+    /// `BasicBlock.forward` or `Bottleneck.forward`.
+    fn block(&mut self, block: &Block, x: &Map) -> Map {
+        let path = block.main_path();
+        let mut out = x.clone();
+        for (i, spec) in path.iter().enumerate() {
+            out = self.conv_bn(spec, &out);
+            if i + 1 < path.len() {
+                out = self.map_op(&out, |g, x| g.relu(x));
+            }
+        }
         let identity = match block.downsample() {
             Some(downsample) => self.conv_bn(&downsample, x),
             None => x.clone(),
@@ -229,7 +234,8 @@ impl<'a> Net<'a> {
         g.add(&y, &bias)
     }
 
-    /// `[N, P, C]` -> `[N, P_out, K]` through a gathered patch matrix and one `Gemm`.
+    /// `[N, P, C]` -> `[N, P_out, K]` through a gathered patch matrix (the map itself
+    /// for a pointwise convolution) and one `Gemm`.
     fn patches_conv(&mut self, spec: &ConvSpec, x: &Map) -> Value {
         let (weight, bias) = self.folded(spec);
         let taps = spec.window.kernel * spec.window.kernel;
@@ -250,8 +256,12 @@ impl<'a> Net<'a> {
             .expect("contiguous")
             .mapv(|v| v as f32);
         let g = &mut self.g;
-        let indices = g.int_constant(&[indices.len()], &indices);
-        let patches = gather_positions(g, &x.value, &indices);
+        let patches = if spec.is_pointwise() {
+            x.value.clone()
+        } else {
+            let indices = g.int_constant(&[indices.len()], &indices);
+            gather_positions(g, &x.value, &indices)
+        };
         let patches = g.reshape(&patches, &[-1, (taps * spec.cin) as i64]);
         let wm = g.matrix(&wm);
         let bias = g.constant(&[bias.len()], &bias);

@@ -1,8 +1,9 @@
-//! rps-export: one ResNet18 definition ([`resnet`]) emitted as every ONNX graph the
-//! pipeline runs, through a small graph builder ([`graph`]): inference graphs of the
-//! frozen network with weights as initializers ([`infer`]), and the graphs training
-//! runs, with the trained weights as inputs ([`train`]). Only this crate builds
-//! graphs; later stages load the files it writes.
+//! rps-export: one ResNet definition ([`resnet`]: resnet18, resnet34, resnet50)
+//! emitted as every ONNX graph the pipeline runs, through a small graph builder
+//! ([`graph`]): inference graphs of the frozen network with its weights as
+//! constants ([`infer`]), and the graphs training runs, with the trained weights as
+//! inputs ([`train`]). Only this crate builds graphs; later stages load the files it
+//! writes.
 
 pub mod export;
 pub mod graph;

@@ -7,8 +7,9 @@ use rps_core::cli::{DataArgs, whole};
 use rps_core::defaults::ranges;
 use rps_core::{Folder, defaults};
 use rps_export::export::{self, Config, Source};
+use rps_export::resnet::Net;
 
-/// Builds every ONNX graph of the pipeline from ResNet18 weights into DATA/graphs/:
+/// Builds every ONNX graph of the pipeline from ResNet weights into DATA/graphs/:
 /// the frozen backbone, the base ImageNet model, the train-step and eval graphs of
 /// both phases, and the classifier template train fills in; plus the backbone's
 /// weights and export.json (settings, parameter counts, each file's sha256).
@@ -17,7 +18,8 @@ use rps_export::export::{self, Config, Source};
 struct Args {
     #[command(flatten)]
     data: DataArgs,
-    /// ResNet18 weights: a PyTorch state dict (.pth, as torchvision saves) or .safetensors.
+    /// The ResNet's weights: a PyTorch state dict (.pth, as torchvision saves) or
+    /// .safetensors.
     #[arg(
         long,
         required_unless_present_any = ["random_init", "verify"],
@@ -27,8 +29,11 @@ struct Args {
     /// Use seeded random-init weights instead of a file (for tests, or without weights).
     #[arg(long, value_name = "SEED")]
     random_init: Option<u64>,
-    /// ResNet base width, 1 to 256: 64 is torchvision's ResNet18; small widths make
-    /// fast tests.
+    /// torchvision's ResNet: resnet18, resnet34 or resnet50.
+    #[arg(long, default_value = defaults::ARCH, value_parser = net)]
+    arch: Net,
+    /// ResNet base width, 1 to 256: 64 is torchvision's; small widths make fast
+    /// tests.
     #[arg(long, default_value_t = defaults::WIDTH, value_parser = whole::<usize>(ranges::WIDTH))]
     width: usize,
     /// Input image size in pixels (square), 32 to 1024.
@@ -42,6 +47,14 @@ struct Args {
     /// them, if any is missing, cut or changed.
     #[arg(long, conflicts_with_all = ["weights", "random_init"])]
     verify: bool,
+}
+
+/// `--arch`'s value, or the choices.
+fn net(name: &str) -> Result<Net, String> {
+    Net::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Net::ALL.iter().map(|n| n.name()).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 fn main() -> ExitCode {
@@ -68,6 +81,7 @@ fn run(args: Args) -> Result<()> {
     let config = Config {
         layout,
         source,
+        net: args.arch,
         width: args.width,
         image_size: args.image_size,
         classes: args.classes,

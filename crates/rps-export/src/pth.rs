@@ -35,7 +35,14 @@ pub enum PthError {
 /// Reads every float tensor of a `torch.save`d state dict, by key. Integer buffers
 /// (`num_batches_tracked`) are left out: nothing here uses them.
 pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthError> {
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))?;
+    // torch.save never puts anything before the archive. Left to detect that itself,
+    // zip 9 takes the classic end record's "CD size before the end" for the CD start,
+    // which lands on the second entry whenever the first one (`STEM/data.pkl`, 76
+    // bytes for a 21-letter file stem) is as long as the zip64 records behind the CD.
+    let config = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    let mut archive = zip::ZipArchive::with_config(config, std::io::Cursor::new(bytes))?;
     // The folder inside differs between torch versions ("archive", the file stem, ...).
     let pickle_name = archive
         .file_names()

@@ -1,6 +1,7 @@
-//! The one ResNet18 definition, laid out as torchvision's `resnet.py` is (`ResNet`,
-//! `_make_layer`, `BasicBlock`), with its parameter names, a configurable base width
-//! (64 = torchvision), input size and class count. Every tensor name comes from
+//! The one ResNet definition, laid out as torchvision's `resnet.py` is (`ResNet`,
+//! `_make_layer`, `BasicBlock`, `Bottleneck`), for resnet18, resnet34 and resnet50
+//! ([`Net`]), with their parameter names, a configurable base width (64 =
+//! torchvision), input size and class count. Every tensor name comes from
 //! [`Module`].
 
 use std::fmt::Display;
@@ -71,10 +72,52 @@ pub fn fc() -> Module {
     Module::root().pp("fc")
 }
 
-/// The shape of a ResNet18.
+/// The torchvision ResNets the pipeline builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Net {
+    ResNet18,
+    ResNet34,
+    ResNet50,
+}
+
+impl Net {
+    pub const ALL: [Net; 3] = [Net::ResNet18, Net::ResNet34, Net::ResNet50];
+
+    /// torchvision's name: `resnet18`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Net::ResNet18 => "resnet18",
+            Net::ResNet34 => "resnet34",
+            Net::ResNet50 => "resnet50",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Net> {
+        Net::ALL.into_iter().find(|net| net.name() == name)
+    }
+
+    /// Blocks in layer1 to layer4.
+    fn blocks(self) -> [usize; 4] {
+        match self {
+            Net::ResNet18 => [2, 2, 2, 2],
+            Net::ResNet34 | Net::ResNet50 => [3, 4, 6, 3],
+        }
+    }
+
+    pub fn block_kind(self) -> BlockKind {
+        match self {
+            Net::ResNet18 | Net::ResNet34 => BlockKind::Basic,
+            Net::ResNet50 => BlockKind::Bottleneck,
+        }
+    }
+}
+
+/// The shape of a ResNet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Arch {
-    /// Channels of the first stage; stages have w, 2w, 4w, 8w.
+    pub net: Net,
+    /// Planes of the first stage; stages have w, 2w, 4w, 8w (times the block's
+    /// expansion out of each block).
     pub width: usize,
     /// Input images are `image_size` x `image_size`.
     pub image_size: usize,
@@ -82,49 +125,80 @@ pub struct Arch {
     pub classes: usize,
 }
 
-/// torchvision's `BasicBlock(inplanes, planes, stride)`: `conv1` (3x3, `stride`),
-/// `bn1`, ReLU, `conv2` (3x3), `bn2`, plus `downsample` (1x1 conv, `stride`, and its
-/// BatchNorm) when the shape changes; the output is ReLU(bn2 + identity).
+/// torchvision's two residual blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockKind {
+    /// `conv1` (3x3, the stride), `bn1`, ReLU, `conv2` (3x3), `bn2`.
+    Basic,
+    /// `conv1` (1x1), `bn1`, ReLU, `conv2` (3x3, the stride), `bn2`, ReLU, `conv3`
+    /// (1x1, four times the planes), `bn3` (torchvision's "ResNet v1.5").
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels per plane.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// torchvision's `BasicBlock` or `Bottleneck(inplanes, planes, stride)`: its main
+/// path, plus `downsample` (1x1 conv, `stride`, and its BatchNorm) when the shape
+/// changes; the output is ReLU(main path + identity).
 #[derive(Debug, Clone)]
 pub struct Block {
     pub module: Module,
+    pub kind: BlockKind,
     pub cin: usize,
-    pub cout: usize,
+    pub planes: usize,
     pub stride: usize,
 }
 
 impl Block {
-    pub fn conv1(&self) -> ConvSpec {
-        let m = &self.module;
-        ConvSpec::conv3x3(m.pp("conv1"), m.pp("bn1"), self.cin, self.cout, self.stride)
+    pub fn cout(&self) -> usize {
+        self.planes * self.kind.expansion()
     }
 
-    pub fn conv2(&self) -> ConvSpec {
+    /// The main path's convolutions, each followed by its BatchNorm and, all but
+    /// the last, a ReLU.
+    pub fn main_path(&self) -> Vec<ConvSpec> {
         let m = &self.module;
-        ConvSpec::conv3x3(m.pp("conv2"), m.pp("bn2"), self.cout, self.cout, 1)
+        let (cin, planes, stride) = (self.cin, self.planes, self.stride);
+        let conv = |i: usize| (m.pp(format!("conv{i}")), m.pp(format!("bn{i}")));
+        match self.kind {
+            BlockKind::Basic => vec![
+                ConvSpec::new(conv(1), cin, planes, 3, stride),
+                ConvSpec::new(conv(2), planes, planes, 3, 1),
+            ],
+            BlockKind::Bottleneck => vec![
+                ConvSpec::new(conv(1), cin, planes, 1, 1),
+                ConvSpec::new(conv(2), planes, planes, 3, stride),
+                ConvSpec::new(conv(3), planes, self.cout(), 1, 1),
+            ],
+        }
     }
 
     pub fn downsample(&self) -> Option<ConvSpec> {
         let m = self.module.pp("downsample");
-        (self.stride != 1 || self.cin != self.cout).then(|| ConvSpec {
-            conv: m.pp(0),
-            bn: m.pp(1),
-            cin: self.cin,
-            cout: self.cout,
-            window: Window {
-                kernel: 1,
-                stride: self.stride,
-                pad: 0,
-            },
-        })
+        (self.stride != 1 || self.cin != self.cout())
+            .then(|| ConvSpec::new((m.pp(0), m.pp(1)), self.cin, self.cout(), 1, self.stride))
     }
 
-    /// conv1, conv2, then the downsample if any.
+    /// The main path, then the downsample if any.
     pub fn convs(&self) -> Vec<ConvSpec> {
-        [Some(self.conv1()), Some(self.conv2()), self.downsample()]
-            .into_iter()
-            .flatten()
-            .collect()
+        let mut convs = self.main_path();
+        convs.extend(self.downsample());
+        convs
+    }
+
+    /// The edge of the block's output for a `size` x `size` input.
+    pub fn out_size(&self, size: usize) -> usize {
+        self.main_path()
+            .iter()
+            .fold(size, |size, conv| conv.out_size(size))
     }
 }
 
@@ -139,12 +213,18 @@ pub struct ConvSpec {
 }
 
 impl ConvSpec {
-    /// torchvision's `conv3x3`: padding 1.
-    fn conv3x3(conv: Module, bn: Module, cin: usize, cout: usize, stride: usize) -> Self {
+    /// torchvision's `conv3x3` (padding 1) or `conv1x1` (none), by `kernel`.
+    fn new(
+        (conv, bn): (Module, Module),
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+    ) -> Self {
         let window = Window {
-            kernel: 3,
+            kernel,
             stride,
-            pad: 1,
+            pad: kernel / 2,
         };
         Self {
             conv,
@@ -153,6 +233,11 @@ impl ConvSpec {
             cout,
             window,
         }
+    }
+
+    /// A 1x1, stride-1 convolution: a product over channels at each position.
+    pub fn is_pointwise(&self) -> bool {
+        self.window.kernel == 1 && self.window.stride == 1
     }
 
     pub fn weight(&self) -> String {
@@ -235,43 +320,45 @@ impl Arch {
         }
     }
 
-    /// torchvision's `_make_layer(BasicBlock, planes, 2, stride)` for `layer{stage}`
-    /// (1-based): the first block changes width and stride, the second keeps them.
+    /// torchvision's `_make_layer(block, planes, blocks, stride)` for `layer{stage}`
+    /// (1-based): the first block changes width and stride, the others keep them.
     pub fn layer(&self, stage: usize) -> Vec<Block> {
         let module = Module::root().pp(format!("layer{stage}"));
-        let cout = self.width << (stage - 1);
-        let cin = if stage == 1 { self.width } else { cout / 2 };
-        let stride = if stage == 1 { 1 } else { 2 };
-        vec![
-            Block {
-                module: module.pp(0),
-                cin,
-                cout,
-                stride,
-            },
-            Block {
-                module: module.pp(1),
-                cin: cout,
-                cout,
-                stride: 1,
-            },
-        ]
+        let kind = self.net.block_kind();
+        let planes = self.width << (stage - 1);
+        let cin = match stage {
+            1 => self.width,
+            _ => (planes / 2) * kind.expansion(),
+        };
+        let first_stride = if stage == 1 { 1 } else { 2 };
+        (0..self.net.blocks()[stage - 1])
+            .map(|i| Block {
+                module: module.pp(i),
+                kind,
+                cin: if i == 0 {
+                    cin
+                } else {
+                    planes * kind.expansion()
+                },
+                planes,
+                stride: if i == 0 { first_stride } else { 1 },
+            })
+            .collect()
     }
 
     /// Channels after layer3 and after layer4 (the pooled features).
     pub fn layer3_channels(&self) -> usize {
-        4 * self.width
+        4 * self.width * self.net.block_kind().expansion()
     }
 
     pub fn features(&self) -> usize {
-        8 * self.width
+        8 * self.width * self.net.block_kind().expansion()
     }
 
     /// Spatial size after the stem (conv1 + max pool), then after each stage.
     pub fn sizes(&self) -> [usize; 5] {
         let after_conv1 = self.stem().out_size(self.image_size);
-        let after_pool =
-            (after_conv1 + 2 * STEM_POOL.pad - STEM_POOL.kernel) / STEM_POOL.stride + 1;
+        let after_pool = STEM_POOL.out_size(after_conv1);
         let l2 = (after_pool - 1) / 2 + 1;
         let l3 = (l2 - 1) / 2 + 1;
         let l4 = (l3 - 1) / 2 + 1;
@@ -375,6 +462,7 @@ mod tests {
     #[test]
     fn full_width_counts_match_the_recipe() {
         let arch = Arch {
+            net: Net::ResNet18,
             width: 64,
             image_size: 224,
             classes: 3,
@@ -391,8 +479,55 @@ mod tests {
     }
 
     #[test]
+    fn counts_match_torchvision_for_every_net() {
+        // torchvision's models with their 1000-class fc, as `sum(p.numel())` counts.
+        for (net, total) in [
+            (Net::ResNet18, 11_689_512),
+            (Net::ResNet34, 21_797_672),
+            (Net::ResNet50, 25_557_032),
+        ] {
+            let arch = Arch {
+                net,
+                width: 64,
+                image_size: 224,
+                classes: 1000,
+            };
+            assert_eq!(arch.param_counts().total, total, "{}", net.name());
+        }
+    }
+
+    #[test]
+    fn resnet50_blocks_are_bottlenecks() {
+        let arch = Arch {
+            net: Net::ResNet50,
+            width: 64,
+            image_size: 224,
+            classes: 3,
+        };
+        assert_eq!((arch.layer3_channels(), arch.features()), (1024, 2048));
+        let layer4 = arch.layer(4);
+        assert_eq!(layer4.len(), 3);
+        let first: Vec<_> = layer4[0].convs().iter().map(|c| c.weight_shape()).collect();
+        assert_eq!(
+            first,
+            [
+                vec![512, 1024, 1, 1],
+                vec![512, 512, 3, 3],
+                vec![2048, 512, 1, 1],
+                vec![2048, 1024, 1, 1],
+            ]
+        );
+        assert_eq!(layer4[0].main_path()[1].window.stride, 2);
+        assert!(layer4[1].downsample().is_none());
+        assert_eq!(layer4[2].main_path()[2].weight(), "layer4.2.conv3.weight");
+        // layer1's first block changes channels (64 -> 256) at stride 1.
+        assert!(arch.layer(1)[0].downsample().is_some());
+    }
+
+    #[test]
     fn mini_sizes_follow_the_strides() {
         let arch = Arch {
+            net: Net::ResNet18,
             width: 8,
             image_size: 64,
             classes: 3,

@@ -133,8 +133,8 @@ enum ConvMethod {
         /// `[Cin*K, P_out*N]`.
         patches: Value,
         /// `[K, P_in]`: for each tap and input position, the output position that
-        /// read it (or P_out, the zero row).
-        backward_indices: Value,
+        /// read it (or P_out, the zero row); none for a pointwise convolution.
+        backward_indices: Option<Value>,
     },
     /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions on maps of a tile or more:
     /// the image and kernel transforms the backward multiplies with.
@@ -197,10 +197,13 @@ struct Gradient {
     grad: Value,
 }
 
+/// A convolution and its BatchNorm (in train mode only) as the backward needs them.
+type ConvBn = (ConvForward, Option<BnForward>);
+
 struct BlockForward {
-    /// conv1, conv2, then the downsample if any; the BatchNorms in train mode only.
-    convs: Vec<(ConvForward, Option<BnForward>)>,
-    relu1: Value,
+    /// The main path, each convolution with the ReLU after it (all but the last).
+    main: Vec<(ConvBn, Option<Value>)>,
+    downsample: Option<ConvBn>,
     out: Value,
     out_size: usize,
     needs_input_grad: bool,
@@ -335,26 +338,29 @@ impl Builder {
         size: usize,
         needs_input_grad: bool,
     ) -> BlockForward {
-        let (c1, b1, y1) = self.conv_bn(&block.conv1(), x, size);
-        let relu1 = self.g.relu(&y1);
-        let mid = block.conv1().out_size(size);
-        let (c2, b2, y2) = self.conv_bn(&block.conv2(), &relu1, mid);
-        let mut convs = vec![(c1, b1), (c2, b2)];
-        let identity = match block.downsample() {
+        let path = block.main_path();
+        let (mut y, mut y_size) = (x.clone(), size);
+        let mut main = Vec::new();
+        for (i, spec) in path.iter().enumerate() {
+            let (conv, bn, out) = self.conv_bn(spec, &y, y_size);
+            y_size = spec.out_size(y_size);
+            let relu = (i + 1 < path.len()).then(|| self.g.relu(&out));
+            y = relu.clone().unwrap_or(out);
+            main.push(((conv, bn), relu));
+        }
+        let (downsample, identity) = match block.downsample() {
             Some(spec) => {
-                let (cd, bd, yd) = self.conv_bn(&spec, x, size);
-                convs.push((cd, bd));
-                yd
+                let (conv, bn, out) = self.conv_bn(&spec, x, size);
+                (Some((conv, bn)), out)
             }
-            None => x.clone(),
+            None => (None, x.clone()),
         };
-        let sum = self.g.add(&y2, &identity);
-        let out = self.g.relu(&sum);
+        let sum = self.g.add(&y, &identity);
         BlockForward {
-            convs,
-            relu1,
-            out,
-            out_size: mid,
+            main,
+            downsample,
+            out: self.g.relu(&sum),
+            out_size: y_size,
             needs_input_grad,
         }
     }
@@ -363,20 +369,26 @@ impl Builder {
     /// layer before it trains.
     fn block_backward(&mut self, forward: &BlockForward, dout: &Value) -> Option<Value> {
         let dsum = relu_backward(&mut self.g, dout, &forward.out);
-        let [(c1, Some(b1)), (c2, Some(b2))] = &forward.convs[..2] else {
-            unreachable!("two convolutions with train-mode BatchNorm")
-        };
-        let dy2 = self.bn_backward(b2, &dsum);
-        let drelu1 = self.conv_backward(c2, &dy2, true).expect("asked for");
-        let dy1_out = relu_backward(&mut self.g, &drelu1, &forward.relu1);
-        let dy1 = self.bn_backward(b1, &dy1_out);
-        let dx_main = self.conv_backward(c1, &dy1, forward.needs_input_grad);
-        let dx_identity = match forward.convs.get(2) {
-            Some((cd, Some(bd))) => {
-                let dyd = self.bn_backward(bd, &dsum);
-                self.conv_backward(cd, &dyd, forward.needs_input_grad)
+        let mut d = dsum.clone();
+        let mut dx_main = None;
+        for (i, ((conv, bn), _)) in forward.main.iter().enumerate().rev() {
+            let dy = self.bn_backward(bn.as_ref().expect("train-mode BatchNorm"), &d);
+            if i == 0 {
+                dx_main = self.conv_backward(conv, &dy, forward.needs_input_grad);
+            } else {
+                let drelu = self.conv_backward(conv, &dy, true).expect("asked for");
+                let relu = forward.main[i - 1]
+                    .1
+                    .as_ref()
+                    .expect("a ReLU inside the path");
+                d = relu_backward(&mut self.g, &drelu, relu);
             }
-            Some((_, None)) => unreachable!("train-mode BatchNorm"),
+        }
+        let dx_identity = match &forward.downsample {
+            Some((conv, bn)) => {
+                let dy = self.bn_backward(bn.as_ref().expect("train-mode BatchNorm"), &dsum);
+                self.conv_backward(conv, &dy, forward.needs_input_grad)
+            }
             None => Some(dsum),
         };
         match (dx_main, dx_identity) {
@@ -442,7 +454,8 @@ impl Builder {
             } => {
                 let dw = patches_weight_grad(g, spec, patches, dy);
                 let dx = input_grad.then(|| {
-                    patches_input_grad(g, spec, &conv.weight, backward_indices, dy, conv.in_size)
+                    let indices = backward_indices.as_ref();
+                    patches_input_grad(g, spec, &conv.weight, indices, dy, conv.in_size)
                 });
                 (dw, dx)
             }
@@ -667,8 +680,10 @@ fn patches_conv(
 ) -> (ConvMethod, Value) {
     let (patches, y) = patches_forward(g, spec, weight, x, in_size);
     let taps = spec.window.kernel * spec.window.kernel;
-    let backward_idx = spec.tap_indices(in_size).1;
-    let backward_indices = g.int_constant(&[taps, in_size * in_size], &backward_idx);
+    let backward_indices = (!spec.is_pointwise()).then(|| {
+        let backward_idx = spec.tap_indices(in_size).1;
+        g.int_constant(&[taps, in_size * in_size], &backward_idx)
+    });
     let method = ConvMethod::Patches {
         patches,
         backward_indices,
@@ -684,11 +699,15 @@ fn patches_forward(
     x: &Value,
     in_size: usize,
 ) -> (Value, Value) {
-    let forward_idx = spec.tap_indices(in_size).0;
     let taps = spec.window.kernel * spec.window.kernel;
     let out_size = spec.out_size(in_size);
-    let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
-    let patches = gather_patches(g, x, &forward_indices, spec.cin * taps);
+    let patches = if spec.is_pointwise() {
+        g.reshape(x, &[spec.cin as i64, -1])
+    } else {
+        let forward_idx = spec.tap_indices(in_size).0;
+        let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
+        gather_patches(g, x, &forward_indices, spec.cin * taps)
+    };
     let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
     let y = g.matmul(&wm, &patches);
     let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
@@ -701,16 +720,23 @@ fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &Value, dy: &Val
     g.gemm(&dym, patches, None, Transposed { a: false, b: true })
 }
 
-/// The patch convolution run backwards: gather `dy` by the inverse indices, then
-/// multiply by the weight with its channel axes swapped.
+/// The patch convolution run backwards: gather `dy` by the inverse indices (none for
+/// a pointwise convolution), then multiply by the weight with its channel axes
+/// swapped.
 fn patches_input_grad(
     g: &mut Graph,
     spec: &ConvSpec,
     weight: &Value,
-    backward_indices: &Value,
+    backward_indices: Option<&Value>,
     dy: &Value,
     in_size: usize,
 ) -> Value {
+    let Some(backward_indices) = backward_indices else {
+        let w = g.reshape(weight, &[spec.cout as i64, spec.cin as i64]);
+        let dym = g.reshape(dy, &[spec.cout as i64, -1]);
+        let dx = g.gemm(&w, &dym, None, Transposed { a: true, b: false });
+        return g.reshape(&dx, &[spec.cin as i64, (in_size * in_size) as i64, -1]);
+    };
     let taps = spec.window.kernel * spec.window.kernel;
     let gathered = gather_patches(g, dy, backward_indices, spec.cout * taps);
     let w3 = g.reshape(weight, &[spec.cout as i64, spec.cin as i64, taps as i64]);
@@ -952,15 +978,17 @@ impl AdamScalars {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resnet::Net;
 
     #[test]
     fn indices_of_a_strided_3x3_convolution() {
         let arch = Arch {
+            net: Net::ResNet18,
             width: 8,
             image_size: 64,
             classes: 3,
         };
-        let spec = arch.layer(4)[0].conv1(); // 3x3, stride 2, pad 1
+        let spec = arch.layer(4)[0].main_path()[0].clone(); // 3x3, stride 2, pad 1
         let (fwd, bwd) = spec.tap_indices(4);
         // Output (0,0), tap (0,0) reads padding; tap (1,1) reads input (0,0).
         assert_eq!(fwd[0], 16);

@@ -1,5 +1,5 @@
 //! Model weights: read from a PyTorch `.pth` state dict or a `.safetensors` file,
-//! or drawn at random (seeded) the way torchvision initializes ResNet18.
+//! or drawn at random (seeded) the way torchvision initializes a ResNet.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::pth;
-use crate::resnet::{Arch, BnTensor, fc};
+use crate::resnet::{Arch, BnTensor, Net, fc};
 
 #[derive(Debug, Error)]
 pub enum WeightsError {
@@ -31,11 +31,18 @@ pub enum WeightsError {
         path.display()
     )]
     Unknown { path: PathBuf, message: String },
-    #[error("{}: no tensor {key:?} (is this a ResNet18 state dict of width {width}?)", path.display())]
+    #[error("{}: no tensor {key:?} (is this a {net} state dict of width {width}?)", path.display())]
     Missing {
         path: PathBuf,
         key: String,
+        net: &'static str,
         width: usize,
+    },
+    #[error("{}: these are {found} weights, not {expected}: ARCH={found} (rps-export --arch {found}) uses them", path.display())]
+    OtherNet {
+        path: PathBuf,
+        found: &'static str,
+        expected: &'static str,
     },
     #[error("{}: tensor {key:?} has shape {found:?}, expected {expected:?}", path.display())]
     Shape {
@@ -93,12 +100,23 @@ fn to_array(shape: Vec<usize>, data: Vec<f32>) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data")
 }
 
-/// Checks that every backbone tensor is present with its shape.
+/// Checks that every backbone tensor is present with its shape; weights of another
+/// of the [`Net`]s are named as such.
 pub fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(), WeightsError> {
+    if let Some(found) = Net::ALL.into_iter().find(|&net| {
+        net != arch.net && fits(tensors, &Arch { net, ..*arch }) && !fits(tensors, arch)
+    }) {
+        return Err(WeightsError::OtherNet {
+            path: path.into(),
+            found: found.name(),
+            expected: arch.net.name(),
+        });
+    }
     for (key, expected) in arch.backbone_shapes() {
         let tensor = tensors.get(&key).ok_or_else(|| WeightsError::Missing {
             path: path.into(),
             key: key.clone(),
+            net: arch.net.name(),
             width: arch.width,
         })?;
         if tensor.shape() != expected.as_slice() {
@@ -111,6 +129,15 @@ pub fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Whether every backbone tensor of `arch` is in `tensors` with its shape.
+fn fits(tensors: &Tensors, arch: &Arch) -> bool {
+    arch.backbone_shapes().iter().all(|(key, shape)| {
+        tensors
+            .get(key)
+            .is_some_and(|t| t.shape() == shape.as_slice())
+    })
 }
 
 /// A backbone drawn as torchvision draws it (Kaiming-normal convolutions, fan-out;
@@ -157,6 +184,7 @@ mod tests {
     #[test]
     fn random_backbone_has_every_tensor_and_is_seeded() {
         let arch = Arch {
+            net: Net::ResNet18,
             width: 8,
             image_size: 64,
             classes: 3,
@@ -174,6 +202,7 @@ mod tests {
     #[test]
     fn wrong_shape_names_the_key() {
         let arch = Arch {
+            net: Net::ResNet18,
             width: 8,
             image_size: 64,
             classes: 3,

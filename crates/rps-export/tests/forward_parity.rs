@@ -4,17 +4,20 @@ mod common;
 
 use common::{Input, assert_matches, run, session};
 use rps_core::names;
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Net};
 use rps_export::{infer, weights};
+use rps_fixtures::{arch_reference, reference};
+use std::path::Path;
 
-fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usize) {
-    let (tensors, _) = weights::load_file(&rps_fixtures::reference(weights_file)).unwrap();
+fn check_forward(net: Net, weights_file: &Path, forward_file: &Path, width: usize, size: usize) {
+    let (tensors, _) = weights::load_file(weights_file).unwrap();
     let arch = Arch {
+        net,
         width,
         image_size: size,
         classes: 1000,
     };
-    let mut reference = rps_core::npy::Npz::open(&rps_fixtures::reference(forward_file)).unwrap();
+    let mut reference = rps_core::npy::Npz::open(forward_file).unwrap();
     let input = reference.get::<f32>("input").unwrap();
 
     let mut backbone = session(&infer::backbone(&arch, &tensors), "backbone");
@@ -35,15 +38,36 @@ fn check_forward(weights_file: &str, forward_file: &str, width: usize, size: usi
 
 #[test]
 fn full_width_forward_matches_pytorch() {
-    check_forward("resnet18_seed0.pth", "resnet18_seed0_forward.npz", 64, 224);
+    check_forward(
+        Net::ResNet18,
+        &reference("resnet18_seed0.pth"),
+        &reference("resnet18_seed0_forward.npz"),
+        64,
+        224,
+    );
 }
 
 #[test]
 fn mini_forward_matches_pytorch() {
     check_forward(
-        "mini_w8_s64_seed0.pth",
-        "mini_w8_s64_seed0_forward.npz",
+        Net::ResNet18,
+        &reference("mini_w8_s64_seed0.pth"),
+        &reference("mini_w8_s64_seed0_forward.npz"),
         8,
         64,
     );
+}
+
+#[test]
+fn resnet34_and_resnet50_forwards_match_pytorch() {
+    for net in [Net::ResNet34, Net::ResNet50] {
+        let tag = format!("{}_w4_s64_seed0", net.name());
+        check_forward(
+            net,
+            &arch_reference(&format!("{tag}.pth")),
+            &arch_reference(&format!("{tag}_forward.npz")),
+            4,
+            64,
+        );
+    }
 }

@@ -7,12 +7,13 @@ mod common;
 use common::{first_step_inputs, run, session};
 use rps_core::names;
 use rps_core::npy::Npz;
-use rps_export::resnet::{Arch, fc};
+use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
 use rps_export::weights;
 use rps_fixtures::{reference, rel_err};
 
 const ARCH: Arch = Arch {
+    net: Net::ResNet18,
     width: 64,
     image_size: 224,
     classes: 3,

@@ -4,28 +4,43 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use common::{Input, assert_matches, run, session};
 use ndarray::{ArrayD, IxDyn, arr0};
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
 
-const ARCH: Arch = Arch {
-    width: 8,
-    image_size: 64,
-    classes: 3,
-};
+/// The mini models the references hold, on 64-pixel images: resnet18's are
+/// `../shared/`'s (width 8), the others made here (width 4).
+fn mini(net: Net) -> (Arch, PathBuf) {
+    let (width, file) = match net {
+        Net::ResNet18 => (8, rps_fixtures::reference("mini_w8_s64_seed0")),
+        _ => (
+            4,
+            rps_fixtures::arch_reference(&format!("{}_w4_s64_seed0", net.name())),
+        ),
+    };
+    let arch = Arch {
+        net,
+        width,
+        image_size: 64,
+        classes: 3,
+    };
+    (arch, file)
+}
 
 /// Returns the state after the two steps, by graph input name.
 fn check_two_steps(
+    arch: &Arch,
     graph: Vec<u8>,
-    reference_file: &str,
+    reference_file: &Path,
     params: Vec<(String, Vec<usize>)>,
     buffers: Vec<(String, Vec<usize>)>,
 ) -> BTreeMap<String, ArrayD<f32>> {
-    let mut reference = Npz::open(&rps_fixtures::reference(reference_file)).unwrap();
+    let mut reference = Npz::open(reference_file).unwrap();
     let features = reference.get::<f32>("features").unwrap();
     let labels = reference.get::<i64>("labels").unwrap();
     let lr = reference.get::<f32>("lr").unwrap();
@@ -45,14 +60,14 @@ fn check_two_steps(
             reference.get(&format!("init:buffer:{name}")).unwrap(),
         );
     }
-    let mut step_session = session(&graph, reference_file);
+    let mut step_session = session(&graph, &reference_file.display().to_string());
     for step in 1..=2 {
         let mut inputs = vec![
             (names::FEATURES.to_string(), Input::F32(features.clone())),
             (names::LABELS.into(), Input::I64(labels.clone())),
             (
                 names::DROPOUT_MASK.into(),
-                Input::F32(ArrayD::ones(IxDyn(&[batch, ARCH.features()]))),
+                Input::F32(ArrayD::ones(IxDyn(&[batch, arch.features()]))),
             ),
             (names::STEP.into(), Input::F32(arr0(step as f32).into_dyn())),
             (names::LR.into(), Input::F32(lr.clone())),
@@ -90,8 +105,8 @@ fn check_two_steps(
 
 /// The eval graph on the trained parameters and statistics against the reference's
 /// final logits.
-fn check_final_logits(graph: Vec<u8>, reference_file: &str, state: BTreeMap<String, ArrayD<f32>>) {
-    let mut reference = Npz::open(&rps_fixtures::reference(reference_file)).unwrap();
+fn check_final_logits(graph: Vec<u8>, reference_file: &Path, state: BTreeMap<String, ArrayD<f32>>) {
+    let mut reference = Npz::open(reference_file).unwrap();
     let mut eval = session(&graph, "eval");
     let mut inputs = vec![
         (
@@ -121,34 +136,45 @@ fn check_final_logits(graph: Vec<u8>, reference_file: &str, state: BTreeMap<Stri
 
 /// The graphs of one phase: two steps against its reference file, then the eval
 /// graph on the trained weights.
-fn check_phase(finetune: bool) {
-    let (step, eval, file, params, buffers) = if finetune {
+fn check_phase(net: Net, finetune: bool) {
+    eprintln!(
+        "{} {}",
+        net.name(),
+        if finetune { "layer4" } else { "head" }
+    );
+    let (arch, tag) = mini(net);
+    let (step, eval, phase, params, buffers) = if finetune {
         (
-            train::finetune_step(&ARCH, Convolutions::Fastest),
-            train::finetune_eval(&ARCH, Convolutions::Fastest),
-            "mini_w8_s64_seed0_train_layer4.npz",
-            ARCH.finetune_params(),
-            ARCH.finetune_buffers(),
+            train::finetune_step(&arch, Convolutions::Fastest),
+            train::finetune_eval(&arch, Convolutions::Fastest),
+            "layer4",
+            arch.finetune_params(),
+            arch.finetune_buffers(),
         )
     } else {
         (
-            train::head_step(&ARCH),
-            train::head_eval(&ARCH),
-            "mini_w8_s64_seed0_train_head.npz",
-            ARCH.head_shapes(3),
+            train::head_step(&arch),
+            train::head_eval(&arch),
+            "head",
+            arch.head_shapes(3),
             vec![],
         )
     };
-    let trained = check_two_steps(step, file, params, buffers);
-    check_final_logits(eval, file, trained);
+    let file = PathBuf::from(format!("{}_train_{phase}.npz", tag.display()));
+    let trained = check_two_steps(&arch, step, &file, params, buffers);
+    check_final_logits(eval, &file, trained);
 }
 
 #[test]
 fn head_step_matches_pytorch() {
-    check_phase(false);
+    for net in Net::ALL {
+        check_phase(net, false);
+    }
 }
 
 #[test]
 fn finetune_step_matches_pytorch() {
-    check_phase(true);
+    for net in Net::ALL {
+        check_phase(net, true);
+    }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Net};
 use rps_export::weights::{check_backbone, load_file};
 
 #[test]
@@ -11,6 +11,7 @@ fn reference_state_dicts_load_with_every_tensor() {
         let path = rps_fixtures::reference(file);
         let (tensors, sha) = load_file(&path).unwrap();
         let arch = Arch {
+            net: Net::ResNet18,
             width,
             image_size: 224,
             classes: 3,
@@ -63,4 +64,15 @@ fn a_file_of_no_known_format_says_which_were_tried() {
             "{err}"
         );
     }
+}
+
+#[test]
+fn a_state_dict_with_a_21_letter_file_stem_loads() {
+    // torch.save names the archive's folder after the file stem; at 21 letters the
+    // first entry is exactly as long as the zip64 end records behind the central
+    // directory, which once misled the zip reader's search for it.
+    let path = rps_fixtures::arch_reference("resnet34_w4_s64_seed0.pth");
+    assert_eq!(path.file_stem().unwrap().len(), 21);
+    let (tensors, _) = load_file(&path).unwrap();
+    assert_eq!(tensors["layer4.2.conv2.weight"].shape(), &[32, 32, 3, 3]);
 }

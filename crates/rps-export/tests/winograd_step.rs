@@ -1,6 +1,6 @@
 //! The Winograd step graph against the patch step graph on full-size maps (layer4 at
-//! 7x7, where Winograd is used): the patch formulation is held to PyTorch by
-//! `step_parity.rs`, so this holds Winograd to it.
+//! 7x7, where Winograd is used), for each ResNet: the patch formulation is held to
+//! PyTorch by `step_parity.rs`, so this holds Winograd to it.
 
 mod common;
 
@@ -9,42 +9,53 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
-use rps_export::resnet::{Arch, fc};
+use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
 use rps_export::weights;
 use rps_fixtures::assert_close;
 
-const ARCH: Arch = Arch {
-    width: 8,
-    image_size: 224,
-    classes: 3,
-};
 const BATCH: usize = 6;
 
-fn inputs() -> Vec<(String, Input)> {
+/// Width 8 at full size: layer4 at 7x7.
+fn arch(net: Net) -> Arch {
+    Arch {
+        net,
+        width: 8,
+        image_size: 224,
+        classes: 3,
+    }
+}
+
+fn inputs(arch: &Arch) -> Vec<(String, Input)> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let s = ARCH.layer3_size();
+    let s = arch.layer3_size();
     // layer3 ends in a ReLU: non-negative features.
     let features =
-        ArrayD::from_shape_simple_fn(IxDyn(&[BATCH, ARCH.layer3_channels(), s, s]), || {
+        ArrayD::from_shape_simple_fn(IxDyn(&[BATCH, arch.layer3_channels(), s, s]), || {
             rng.random::<f32>().max(0.3) - 0.3
         });
-    let mut values = weights::random_backbone(&ARCH, 1);
+    let mut values = weights::random_backbone(arch, 1);
     let (head_weight, head_bias) = rps_core::init::linear(
-        ARCH.features(),
-        ARCH.classes,
+        arch.features(),
+        arch.classes,
         &mut ChaCha8Rng::seed_from_u64(1),
     );
     values.insert(fc().tensor("weight"), head_weight);
     values.insert(fc().tensor("bias"), head_bias);
-    first_step_inputs(&ARCH, &features, 1e-3, &values)
+    first_step_inputs(arch, &features, 1e-3, &values)
 }
 
 #[test]
 fn winograd_step_matches_the_patch_step() {
+    for net in Net::ALL {
+        winograd_step_matches_the_patch_step_of(&arch(net));
+    }
+}
+
+fn winograd_step_matches_the_patch_step_of(arch: &Arch) {
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_step(&ARCH, convolutions);
-        run(&mut session(&graph, "finetune_step"), inputs())
+        let graph = train::finetune_step(arch, convolutions);
+        run(&mut session(&graph, "finetune_step"), inputs(arch))
     });
     let [winograd, patches] = &outputs;
     assert_close("loss", &winograd[names::LOSS], &patches[names::LOSS], 1e-5);
@@ -55,13 +66,13 @@ fn winograd_step_matches_the_patch_step() {
         1e-5,
     );
     // At the tolerances the PyTorch references use.
-    for (name, _) in ARCH.finetune_params() {
+    for (name, _) in arch.finetune_params() {
         let key = names::grad(&name);
         assert_close(&key, &winograd[&key], &patches[&key], 1e-4);
         let key = names::updated(&names::param(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
     }
-    for (name, _) in ARCH.finetune_buffers() {
+    for (name, _) in arch.finetune_buffers() {
         let key = names::updated(&names::buffer(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
     }
@@ -69,6 +80,12 @@ fn winograd_step_matches_the_patch_step() {
 
 #[test]
 fn winograd_eval_matches_the_patch_eval() {
+    for net in Net::ALL {
+        winograd_eval_matches_the_patch_eval_of(&arch(net));
+    }
+}
+
+fn winograd_eval_matches_the_patch_eval_of(arch: &Arch) {
     let takes = |name: &str| {
         [names::FEATURES, names::LABELS].contains(&name)
             || matches!(
@@ -77,8 +94,8 @@ fn winograd_eval_matches_the_patch_eval() {
             )
     };
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_eval(&ARCH, convolutions);
-        let eval_inputs = inputs()
+        let graph = train::finetune_eval(arch, convolutions);
+        let eval_inputs = inputs(arch)
             .into_iter()
             .filter(|(name, _)| takes(name))
             .collect();

@@ -62,6 +62,18 @@ pub fn run(config: &Config) -> Result<Report> {
         pooled: fixed_dims(&session, names::POOLED, &graph, 1)?,
     };
     eprintln!("extract: running {} on {device}", graph.display());
+    let mut rows = 0;
+    for (_, mapped) in &inputs {
+        rows += cache_dims(mapped)?[0];
+    }
+    let bytes = outputs.bytes_per_row() * rows as u64;
+    eprintln!(
+        "extract: {rows} images -> {:.2} GB of features (f32 layer3 {:?} and pooled {:?} each)",
+        bytes as f64 / 1e9,
+        outputs.layer3,
+        outputs.pooled
+    );
+    check_free_space(layout.root(), bytes)?;
     let batch = config.batch.unwrap_or(match device {
         Device::Cpu => defaults::EXTRACT_BATCH_CPU,
         Device::Cuda => defaults::EXTRACT_BATCH_CUDA,
@@ -93,8 +105,11 @@ pub fn run(config: &Config) -> Result<Report> {
     }
     let settings = ExtractSettings {
         batch,
-        storage: "f32 .npy: layer3 [N,4w,S/16,S/16], pooled [N,8w]; rows as in cache/index.csv"
-            .into(),
+        storage: format!(
+            "f32 .npy: layer3 [N,{}], pooled [N,{}]; rows as in cache/index.csv",
+            dims_text(&outputs.layer3),
+            dims_text(&outputs.pooled)
+        ),
     };
     let rates: BTreeMap<Split, SplitRate> = splits
         .iter()
@@ -120,6 +135,40 @@ pub fn run(config: &Config) -> Result<Report> {
     meta.write(&tmp.path().join(file_name(&layout.features_meta())))?;
     tmp.commit()?;
     Ok(Report { device, splits })
+}
+
+impl Outputs {
+    /// Bytes of features one image adds (the labels are noise beside them).
+    fn bytes_per_row(&self) -> u64 {
+        let elements: usize = [&self.layer3, &self.pooled]
+            .iter()
+            .map(|dims| dims.iter().product::<usize>())
+            .sum();
+        (elements * std::mem::size_of::<f32>()) as u64
+    }
+}
+
+fn dims_text(dims: &[usize]) -> String {
+    let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
+    dims.join(",")
+}
+
+/// Refuses to start when the features would not fit on `data`'s disk (with a
+/// margin of a twentieth), rather than failing hours in.
+fn check_free_space(data: &Path, needed: u64) -> Result<()> {
+    let stats = rustix::fs::statvfs(data)
+        .map_err(|e| anyhow::anyhow!("checking the free space of {}: {e}", data.display()))?;
+    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+    if needed.saturating_add(needed / 20) > free {
+        bail!(
+            "the features need {:.2} GB, and {} has {:.2} GB free: free some space, \
+             cache fewer views (VIEWS), or put DATA on a larger disk",
+            needed as f64 / 1e9,
+            data.display(),
+            free as f64 / 1e9
+        );
+    }
+    Ok(())
 }
 
 fn file_name(path: &Path) -> &std::ffi::OsStr {

@@ -6,7 +6,7 @@ use ndarray::{ArrayD, IxDyn};
 use rps_core::sidecar::ExtractMeta;
 use rps_core::{CacheFile, ClassList, Device, Feature, Folder, Layout, Split, npy};
 use rps_export::export::{self, Source};
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Net};
 use rps_fixtures::{assert_close, reference, write_cache_sidecars};
 
 /// A temporary DATA with the graphs of reference `weights` at `width`, for
@@ -15,6 +15,7 @@ fn exported(weights: &str, width: usize, image_size: u32) -> (tempfile::TempDir,
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
     let arch = Arch {
+        net: Net::ResNet18,
         width,
         image_size: image_size as usize,
         classes: 3,

@@ -184,7 +184,7 @@ fn classify(url: &str, error: ureq::Error) -> Failure {
         "{url}: its host does not resolve ({error}): no network, or a mistyped URL. \
          To run offline, give the files a local folder (`make all FROM=DIR`, DIR holding \
          rps.zip and rps-test-set.zip) and the weights a file or random init \
-         (`WEIGHTS=path/to/resnet18.pth` or `WEIGHTS=random`); the README's \
+         (`WEIGHTS=path/to/weights.pth` or `WEIGHTS=random`); the README's \
          \"Two commands\" section shows how"
     ))
 }

@@ -1,5 +1,5 @@
-//! rps-fetch: gets the dataset archives, the ResNet18 weights and the ImageNet class
-//! names into `DATA/raw/` (verified against `SHA256SUMS`), and lays the dataset out as
+//! rps-fetch: gets the dataset archives and the ResNet weights into `DATA/raw/`
+//! (verified against `SHA256SUMS`), and lays the dataset out as
 //! `DATA/rps/<split>/<class>/`.
 
 pub mod checksums;

@@ -40,7 +40,7 @@ enum What {
         #[arg(long, default_value_t = defaults::MAX_UNPACKED_BYTES, value_parser = whole::<u64>(ranges::MAX_UNPACKED_BYTES))]
         max_unpacked_bytes: u64,
     },
-    /// One file into DATA/raw/ (the weights, the ImageNet class names).
+    /// One file into DATA/raw/ (the weights).
     File {
         /// Its URL (http(s):// or file://); the file is named after the last segment.
         url: String,

@@ -1,6 +1,7 @@
 //! rps-fixtures: what the tests and `make bench` share: the paths of `../shared/`
-//! (real archives and PyTorch reference values), relative-error checks against
-//! those values, and the sidecars of a cache made without rps-preprocess.
+//! (real archives and PyTorch reference values) and of the references made here for
+//! resnet34 and resnet50, relative-error checks against those values, and the
+//! sidecars of a cache made without rps-preprocess.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,14 @@ pub fn shared() -> PathBuf {
 /// A file of `../shared/reference/`.
 pub fn reference(file: &str) -> PathBuf {
     shared().join("reference").join(file)
+}
+
+/// A reference file this repository made for the ResNets `../shared/` has none of
+/// (`scripts/make_arch_reference.py`, committed under `crates/rps-fixtures/reference/`).
+pub fn arch_reference(file: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("reference")
+        .join(file)
 }
 
 /// Relative L2 error of `got` against `want`.

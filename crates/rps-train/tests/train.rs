@@ -8,11 +8,12 @@ use rps_core::{
     npy, table,
 };
 use rps_export::export::{self, Source};
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, Net};
 use rps_fixtures::{reference, write_cache_sidecars};
 use rps_train::{Config, run};
 
 const ARCH: Arch = Arch {
+    net: Net::ResNet18,
     width: 4,
     image_size: 32,
     classes: 3,
@@ -212,6 +213,7 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
     let mini = Arch {
+        net: Net::ResNet18,
         width: 8,
         image_size: 64,
         classes: 3,
