@@ -1,8 +1,9 @@
 """The preprocess transforms done by Pillow + numpy, for `make bench` to compare with.
 
-    python3 scripts/bench_pillow.py DIR SIZE WORKERS
+    python3 scripts/bench_pillow.py DIR SIZE WORKERS PASSES
 
-Prints `test IMAGES_PER_SECOND` and `train IMAGES_PER_SECOND` for every PNG in DIR:
+Prints `test IMAGES_PER_SECOND` and `train IMAGES_PER_SECOND` for every PNG in DIR,
+each the median of PASSES timed passes after an untimed one:
 test = convert('RGB'), resize((S,S), BILINEAR), to float CHW normalized;
 train = RandomResizedCrop-style crop + resize, flip, rotate(nearest), brightness and
 contrast, to float CHW normalized (the same work, with fixed random parameters).
@@ -45,16 +46,20 @@ def train_view(args):
     return to_tensor(img).shape
 
 
-def rate(fn, paths, size, workers):
+def rate(fn, paths, size, workers, passes):
+    work = [(p, size) for p in paths]
     with Pool(workers) as pool:
-        pool.map(fn, [(paths[0], size)] * workers)  # warm up the workers
-        start = time.perf_counter()
-        pool.map(fn, [(p, size) for p in paths], chunksize=4)
-        return len(paths) / (time.perf_counter() - start)
+        pool.map(fn, work, chunksize=4)  # warm up the workers and the file cache
+        seconds = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            pool.map(fn, work, chunksize=4)
+            seconds.append(time.perf_counter() - start)
+        return len(paths) / sorted(seconds)[passes // 2]
 
 
 if __name__ == "__main__":
-    folder, size, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    folder, size, workers, passes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
     paths = sorted(glob.glob(f"{folder}/*.png"))
-    print(f"test {rate(test_view, paths, size, workers):.1f}")
-    print(f"train {rate(train_view, paths, size, workers):.1f}")
+    print(f"test {rate(test_view, paths, size, workers, passes):.1f}")
+    print(f"train {rate(train_view, paths, size, workers, passes):.1f}")

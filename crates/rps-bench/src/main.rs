@@ -33,7 +33,9 @@ struct Args {
     #[arg(long, default_value_t = 192, value_parser = whole::<usize>(1..=10_000))]
     images: usize,
     /// Images the extract benchmarks run through the full-width backbone, 1 to 10000.
-    #[arg(long, default_value_t = 256, value_parser = whole::<usize>(1..=10_000))]
+    /// The stage's first batch carries ONNX Runtime's start-up, which a real run
+    /// spreads over hundreds of batches: a few batches would overweight it.
+    #[arg(long, default_value_t = 1024, value_parser = whole::<usize>(1..=10_000))]
     extract_images: usize,
     /// Timed train steps (after the warm-up steps), 1 to 1000; their median is
     /// reported.

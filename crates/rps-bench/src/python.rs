@@ -7,6 +7,8 @@ use std::process::Command;
 
 use rps_export::resnet::Net;
 
+use crate::rates::PREPROCESS_PASSES;
+
 /// A Python interpreter, to run the scripts in `scripts/`.
 pub struct Python {
     pub interpreter: String,
@@ -26,7 +28,11 @@ impl Python {
     /// Pillow's images/s for the test and train transforms on every PNG in `dir`.
     pub fn pillow_rates(&self, dir: &Path, threads: usize) -> Measured<(f64, f64)> {
         let dir = dir.to_str().ok_or("a folder name that is not UTF-8")?;
-        let output = self.run("bench_pillow.py", &[dir, "224", &threads.to_string()])?;
+        let passes = PREPROCESS_PASSES.to_string();
+        let output = self.run(
+            "bench_pillow.py",
+            &[dir, "224", &threads.to_string(), &passes],
+        )?;
         Ok((number(&output, "test")?, number(&output, "train")?))
     }
 

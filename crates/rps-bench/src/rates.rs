@@ -25,6 +25,10 @@ use crate::{BATCH, EXTRACT_BATCH, IMAGE_SIZE};
 /// buffers make the first two or three runs of a step graph up to twice as slow.
 const WARM_UP_STEPS: usize = 3;
 
+/// Timed passes over the PNGs, here and in Pillow, after an untimed one: a pass
+/// lasts a fraction of a second, so a single one reads whatever else the machine did.
+pub const PREPROCESS_PASSES: usize = 5;
+
 /// 300x300 RGBA PNGs with smooth shapes and noise, like photos of hands.
 pub fn generate_pngs(dir: &Path, count: usize) -> Result<()> {
     std::fs::create_dir_all(dir)?;
@@ -59,9 +63,11 @@ pub fn preprocess_rates(dir: &Path) -> Result<(f64, f64)> {
         out.len()
     };
     let time = |f: &(dyn Fn(&Path) -> Result<usize> + Sync)| -> Result<f64> {
-        let start = Instant::now();
-        paths.par_iter().map(|p| f(p)).collect::<Result<Vec<_>>>()?;
-        Ok(paths.len() as f64 / start.elapsed().as_secs_f64())
+        let seconds = median_seconds(1, PREPROCESS_PASSES, || {
+            paths.par_iter().map(|p| f(p)).collect::<Result<Vec<_>>>()?;
+            Ok(())
+        })?;
+        Ok(paths.len() as f64 / seconds)
     };
     let test = time(&|p| {
         Ok(to_input(&transform::test_view(
@@ -140,18 +146,23 @@ fn random_param(name: &str, shape: &[usize], seed: u64) -> ArrayD<f32> {
 
 /// images/s of a batch-`BATCH` step, from the median of `steps` timed runs after the
 /// warm-up: a shared machine's occasional slow step moves a mean by a third.
-fn median_rate(steps: usize, mut step: impl FnMut() -> Result<()>) -> Result<f64> {
-    for _ in 0..WARM_UP_STEPS {
-        step()?;
+fn median_rate(steps: usize, step: impl FnMut() -> Result<()>) -> Result<f64> {
+    Ok(BATCH as f64 / median_seconds(WARM_UP_STEPS, steps, step)?)
+}
+
+/// The median duration of `runs` calls of `run`, after `warm_up` untimed ones.
+fn median_seconds(warm_up: usize, runs: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warm_up {
+        run()?;
     }
-    let mut seconds = Vec::with_capacity(steps);
-    for _ in 0..steps {
+    let mut seconds = Vec::with_capacity(runs);
+    for _ in 0..runs {
         let start = Instant::now();
-        step()?;
+        run()?;
         seconds.push(start.elapsed().as_secs_f64());
     }
     seconds.sort_by(f64::total_cmp);
-    Ok(BATCH as f64 / seconds[steps / 2])
+    Ok(seconds[runs / 2])
 }
 
 /// images/s of a step graph through the training stage's own runner.

@@ -328,6 +328,11 @@ impl Graph {
         )
     }
 
+    pub fn concat(&mut self, parts: &[Value], axis: i64) -> Value {
+        let parts: Vec<&Value> = parts.iter().collect();
+        self.op("Concat", &parts, vec![("axis", Attr::Int(axis))])
+    }
+
     pub fn gather(&mut self, x: &Value, indices: &Value, axis: i64) -> Value {
         self.op("Gather", &[x, indices], vec![("axis", Attr::Int(axis))])
     }

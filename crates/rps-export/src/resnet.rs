@@ -258,30 +258,74 @@ impl ConvSpec {
     }
 
     /// For each tap k and output position o, the input position the tap reads (P_in for
-    /// padding); and the inverse: for each tap and input position, the output position
-    /// that read it (P_out if none).
-    pub fn tap_indices(&self, in_size: usize) -> (Vec<i64>, Vec<i64>) {
+    /// padding), `[K, P_out]`.
+    pub fn tap_indices(&self, in_size: usize) -> Vec<i64> {
         let out_size = self.out_size(in_size);
         let (p_in, p_out) = (in_size * in_size, out_size * out_size);
-        let w = self.window;
-        let taps = w.kernel * w.kernel;
-        let mut forward = vec![p_in as i64; taps * p_out];
-        let mut backward = vec![p_out as i64; taps * p_in];
-        for tap in 0..taps {
-            let (ky, kx) = (tap / w.kernel, tap % w.kernel);
-            for oy in 0..out_size {
-                for ox in 0..out_size {
-                    let iy = (oy * w.stride + ky) as isize - w.pad as isize;
-                    let ix = (ox * w.stride + kx) as isize - w.pad as isize;
-                    if (0..in_size as isize).contains(&iy) && (0..in_size as isize).contains(&ix) {
-                        let (i, o) = (iy as usize * in_size + ix as usize, oy * out_size + ox);
-                        forward[tap * p_out + o] = i as i64;
-                        backward[tap * p_in + i] = o as i64;
-                    }
+        let mut forward = vec![p_in as i64; self.taps() * p_out];
+        for tap in 0..self.taps() {
+            for o in 0..p_out {
+                if let Some(i) = self.tap_input(tap, o, in_size) {
+                    forward[tap * p_out + o] = i as i64;
                 }
             }
         }
-        (forward, backward)
+        forward
+    }
+
+    /// The input gradient's work, split by the phase of the input position (row and
+    /// column modulo the stride). Every tap reaches the positions of one phase only,
+    /// so at stride 2 a 3x3 kernel reaches a phase with 1, 2, 2 or 4 taps and a 1x1
+    /// kernel one phase of four: gathering the output gradient per phase multiplies
+    /// each product once, where one gather over all taps for every position would
+    /// multiply stride² times as many, most of them with padding.
+    pub fn input_grad_phases(&self, in_size: usize) -> Vec<GradPhase> {
+        let out_size = self.out_size(in_size);
+        let p_out = out_size * out_size;
+        let (stride, pad) = (self.window.stride, self.window.pad);
+        let phase_of = |k: usize| (k + stride * pad - pad) % stride;
+        let mut phases = Vec::new();
+        for (py, px) in (0..stride).flat_map(|py| (0..stride).map(move |px| (py, px))) {
+            let taps: Vec<usize> = (0..self.taps())
+                .filter(|tap| {
+                    let (ky, kx) = (tap / self.window.kernel, tap % self.window.kernel);
+                    (phase_of(ky), phase_of(kx)) == (py, px)
+                })
+                .collect();
+            let positions: Vec<usize> = (0..in_size * in_size)
+                .filter(|i| (i / in_size % stride, i % in_size % stride) == (py, px))
+                .collect();
+            let mut indices = vec![p_out as i64; taps.len() * positions.len()];
+            for (t, &tap) in taps.iter().enumerate() {
+                for o in 0..p_out {
+                    let read = self.tap_input(tap, o, in_size);
+                    if let Some(at) = read.and_then(|i| positions.iter().position(|&p| p == i)) {
+                        indices[t * positions.len() + at] = o as i64;
+                    }
+                }
+            }
+            phases.push(GradPhase {
+                taps,
+                positions,
+                indices,
+            });
+        }
+        phases
+    }
+
+    fn taps(&self) -> usize {
+        self.window.kernel * self.window.kernel
+    }
+
+    /// The input position that `tap` reads for output position `o`; none in padding.
+    fn tap_input(&self, tap: usize, o: usize, in_size: usize) -> Option<usize> {
+        let w = self.window;
+        let out_size = self.out_size(in_size);
+        let (ky, kx) = (tap / w.kernel, tap % w.kernel);
+        let (oy, ox) = (o / out_size, o % out_size);
+        let iy = (oy * w.stride + ky).checked_sub(w.pad)?;
+        let ix = (ox * w.stride + kx).checked_sub(w.pad)?;
+        (iy < in_size && ix < in_size).then_some(iy * in_size + ix)
     }
 
     /// The weight and the BatchNorm's `tensors`, each with its shape.
@@ -294,6 +338,19 @@ impl ConvSpec {
         );
         shapes
     }
+}
+
+/// The input positions of one phase and what reaches them: see
+/// [`ConvSpec::input_grad_phases`].
+pub struct GradPhase {
+    /// The taps (`ky * kernel + kx`) that reach this phase; none for a phase that no
+    /// tap reaches, whose gradient is zero.
+    pub taps: Vec<usize>,
+    /// Input positions, in raster order.
+    pub positions: Vec<usize>,
+    /// `[taps, positions]`: the output position each tap read at each position, or
+    /// P_out (the zero row) where it read none.
+    pub indices: Vec<i64>,
 }
 
 /// torchvision's max pool after the stem: 3x3, stride 2, padding 1.

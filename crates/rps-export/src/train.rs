@@ -128,14 +128,8 @@ struct ConvForward {
 }
 
 enum ConvMethod {
-    /// A gathered patch matrix and one product.
-    Patches {
-        /// `[Cin*K, P_out*N]`.
-        patches: Value,
-        /// `[K, P_in]`: for each tap and input position, the output position that
-        /// read it (or P_out, the zero row); none for a pointwise convolution.
-        backward_indices: Option<Value>,
-    },
+    /// A gathered patch matrix, `[Cin*K, P_out*N]`, and one product.
+    Patches(Value),
     /// Winograd F(4x4, 3x3), for stride-1 3x3 convolutions on maps of a tile or more:
     /// the image and kernel transforms the backward multiplies with.
     Winograd(Vec<WinogradGroup>),
@@ -418,7 +412,8 @@ impl Builder {
         let winograd = self.convolutions == Convolutions::Fastest && winograd::suits(spec, in_size);
         let g = &mut self.g;
         let (method, y) = if !winograd {
-            patches_conv(g, spec, &weight, x, in_size)
+            let (patches, y) = patches_forward(g, spec, &weight, x, in_size);
+            (ConvMethod::Patches(patches), y)
         } else {
             // A step multiplies directly (see `Convolutions::Fastest`), so its
             // transformed kernel serves only the input gradient.
@@ -448,15 +443,10 @@ impl Builder {
         let shape = spec.weight_shape();
         let g = &mut self.g;
         let (dw, dx) = match &conv.method {
-            ConvMethod::Patches {
-                patches,
-                backward_indices,
-            } => {
+            ConvMethod::Patches(patches) => {
                 let dw = patches_weight_grad(g, spec, patches, dy);
-                let dx = input_grad.then(|| {
-                    let indices = backward_indices.as_ref();
-                    patches_input_grad(g, spec, &conv.weight, indices, dy, conv.in_size)
-                });
+                let dx =
+                    input_grad.then(|| patches_input_grad(g, spec, &conv.weight, dy, conv.in_size));
                 (dw, dx)
             }
             ConvMethod::Winograd(groups) => {
@@ -633,7 +623,7 @@ impl Builder {
             let dims = Dim::fixed(shape);
             let m = g.input(&names::adam_m(name), Elem::F32, &dims);
             let v = g.input(&names::adam_v(name), Elem::F32, &dims);
-            let (new_p, new_m, new_v) = adam.update(g, param, grad, &m, &v);
+            let (new_p, new_m, new_v) = adam.update(g, shape, [param, grad, &m, &v]);
             for (value, input) in [
                 (&new_p, names::param(name)),
                 (&new_m, names::adam_m(name)),
@@ -669,29 +659,8 @@ fn relu_backward(g: &mut Graph, dy: &Value, relu_out: &Value) -> Value {
     g.mul(dy, &active)
 }
 
-/// `[Cin, P_in, N]` -> `[Cout, P_out, N]` through a gathered patch matrix, which
-/// the backward reuses.
-fn patches_conv(
-    g: &mut Graph,
-    spec: &ConvSpec,
-    weight: &Value,
-    x: &Value,
-    in_size: usize,
-) -> (ConvMethod, Value) {
-    let (patches, y) = patches_forward(g, spec, weight, x, in_size);
-    let taps = spec.window.kernel * spec.window.kernel;
-    let backward_indices = (!spec.is_pointwise()).then(|| {
-        let backward_idx = spec.tap_indices(in_size).1;
-        g.int_constant(&[taps, in_size * in_size], &backward_idx)
-    });
-    let method = ConvMethod::Patches {
-        patches,
-        backward_indices,
-    };
-    (method, y)
-}
-
-/// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]` and `[Cout, P_out, N]`.
+/// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]`, which the backward
+/// reuses, and `[Cout, P_out, N]`.
 fn patches_forward(
     g: &mut Graph,
     spec: &ConvSpec,
@@ -704,7 +673,7 @@ fn patches_forward(
     let patches = if spec.is_pointwise() {
         g.reshape(x, &[spec.cin as i64, -1])
     } else {
-        let forward_idx = spec.tap_indices(in_size).0;
+        let forward_idx = spec.tap_indices(in_size);
         let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
         gather_patches(g, x, &forward_indices, spec.cin * taps)
     };
@@ -720,30 +689,71 @@ fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &Value, dy: &Val
     g.gemm(&dym, patches, None, Transposed { a: false, b: true })
 }
 
-/// The patch convolution run backwards: gather `dy` by the inverse indices (none for
-/// a pointwise convolution), then multiply by the weight with its channel axes
-/// swapped.
+/// The patch convolution run backwards, phase by phase of the input positions
+/// ([`ConvSpec::input_grad_phases`]): gather `dy` by what each tap read there, multiply
+/// by the phase's taps of the weight with its channel axes swapped, then put the
+/// positions back in raster order (zero where no tap reaches).
 fn patches_input_grad(
     g: &mut Graph,
     spec: &ConvSpec,
     weight: &Value,
-    backward_indices: Option<&Value>,
     dy: &Value,
     in_size: usize,
 ) -> Value {
-    let Some(backward_indices) = backward_indices else {
-        let w = g.reshape(weight, &[spec.cout as i64, spec.cin as i64]);
-        let dym = g.reshape(dy, &[spec.cout as i64, -1]);
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    let p_in = in_size * in_size;
+    if spec.is_pointwise() {
+        let w = g.reshape(weight, &[cout, cin]);
+        let dym = g.reshape(dy, &[cout, -1]);
         let dx = g.gemm(&w, &dym, None, Transposed { a: true, b: false });
-        return g.reshape(&dx, &[spec.cin as i64, (in_size * in_size) as i64, -1]);
-    };
+        return g.reshape(&dx, &[cin, p_in as i64, -1]);
+    }
     let taps = spec.window.kernel * spec.window.kernel;
-    let gathered = gather_patches(g, dy, backward_indices, spec.cout * taps);
-    let w3 = g.reshape(weight, &[spec.cout as i64, spec.cin as i64, taps as i64]);
-    let wt = g.transpose(&w3, &[1, 0, 2]);
-    let wt = g.reshape(&wt, &[spec.cin as i64, (spec.cout * taps) as i64]);
-    let dx = g.matmul(&wt, &gathered);
-    g.reshape(&dx, &[spec.cin as i64, (in_size * in_size) as i64, -1])
+    let w3 = g.reshape(weight, &[cout, cin, taps as i64]);
+    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
+    let mut parts = Vec::new();
+    // For each input position, its row among the phases' results.
+    let mut rows = vec![None; p_in];
+    let mut next_row = 0;
+    for phase in spec.input_grad_phases(in_size) {
+        if phase.taps.is_empty() {
+            continue;
+        }
+        let (t, n) = (phase.taps.len(), phase.positions.len());
+        let indices = g.int_constant(&[t, n], &phase.indices);
+        let gathered = g.gather(&padded_dy, &indices, 1);
+        let gathered = g.reshape(&gathered, &[cout * t as i64, -1]);
+        let w_phase = if t == taps {
+            w3.clone()
+        } else {
+            let phase_taps: Vec<i64> = phase.taps.iter().map(|&k| k as i64).collect();
+            let phase_taps = g.int_constant(&[t], &phase_taps);
+            g.gather(&w3, &phase_taps, 2)
+        };
+        let wt = g.transpose(&w_phase, &[1, 0, 2]);
+        let wt = g.reshape(&wt, &[cin, cout * t as i64]);
+        let dx = g.matmul(&wt, &gathered);
+        parts.push(g.reshape(&dx, &[cin, n as i64, -1]));
+        for &i in &phase.positions {
+            rows[i] = Some(next_row);
+            next_row += 1;
+        }
+    }
+    let joined = match parts.as_slice() {
+        [one] => one.clone(),
+        _ => g.concat(&parts, 1),
+    };
+    let order: Vec<i64> = rows
+        .iter()
+        .map(|row| row.unwrap_or(next_row) as i64)
+        .collect();
+    if order.iter().enumerate().all(|(i, &row)| row == i as i64) {
+        return joined;
+    }
+    // Row `next_row` of the padded result is the zero gradient of unreached positions.
+    let padded = g.pad(&joined, &[0, 0, 0, 0, 1, 0]);
+    let order = g.int_constant(&[p_in], &order);
+    g.gather(&padded, &order, 1)
 }
 
 /// The image and the kernel in the tile domain of Winograd F(4x4, 3x3), for each
@@ -949,15 +959,25 @@ impl AdamScalars {
         }
     }
 
-    /// `torch.optim.Adam`'s update (AdamW's decoupled decay when weight_decay > 0).
+    /// `torch.optim.Adam`'s update (AdamW's decoupled decay when weight_decay > 0)
+    /// of a parameter of `shape`.
     fn update(
         &self,
         g: &mut Graph,
-        p: &Value,
-        grad: &Value,
-        m: &Value,
-        v: &Value,
+        shape: &[usize],
+        [p, grad, m, v]: [&Value; 4],
     ) -> (Value, Value, Value) {
+        // ONNX Runtime's element-wise kernels go element by element when the last
+        // axis is 1 (a 1x1 kernel's [Cout, Cin, 1, 1]): 70 times slower than on the
+        // same values flat.
+        if shape.len() > 1 && shape.last() == Some(&1) {
+            let [p, grad, m, v] = [p, grad, m, v].map(|x| g.reshape(x, &[-1]));
+            let flat = [shape.iter().product()];
+            let updated = self.update(g, &flat, [&p, &grad, &m, &v]);
+            let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+            let [p, m, v] = [updated.0, updated.1, updated.2].map(|x| g.reshape(&x, &dims));
+            return (p, m, v);
+        }
         let m_keep = g.mul(m, &self.beta1);
         let m_new = g.mul(grad, &self.one_minus_beta1);
         let m = g.add(&m_keep, &m_new);
@@ -982,27 +1002,69 @@ mod tests {
 
     #[test]
     fn indices_of_a_strided_3x3_convolution() {
-        let arch = Arch {
-            net: Net::ResNet18,
-            width: 8,
-            image_size: 64,
-            classes: 3,
-        };
-        let spec = arch.layer(4)[0].main_path()[0].clone(); // 3x3, stride 2, pad 1
-        let (fwd, bwd) = spec.tap_indices(4);
+        let spec = strided_3x3();
+        let fwd = spec.tap_indices(4);
         // Output (0,0), tap (0,0) reads padding; tap (1,1) reads input (0,0).
         assert_eq!(fwd[0], 16);
         assert_eq!(fwd[4 * 4], 0);
         // Output (1,1), tap (2,2) reads input (2*1+2-1, ..) = (3,3) = 15.
         assert_eq!(fwd[8 * 4 + 3], 15);
-        // Each tap reads each input at most once, and the inverse table agrees.
-        for tap in 0..9 {
-            for i in 0..16 {
-                let o = bwd[tap * 16 + i];
-                if o < 4 {
-                    assert_eq!(fwd[tap * 4 + o as usize], i as i64);
+    }
+
+    #[test]
+    fn input_grad_phases_invert_the_forward_indices() {
+        for spec in [strided_3x3(), strided_1x1()] {
+            let (in_size, p_out) = (4, 4);
+            let fwd = spec.tap_indices(in_size);
+            let phases = spec.input_grad_phases(in_size);
+            let taps: Vec<usize> = phases.iter().map(|p| p.taps.len()).collect();
+            let expected: &[usize] = if spec.window.kernel == 3 {
+                &[1, 2, 2, 4]
+            } else {
+                &[1, 0, 0, 0]
+            };
+            assert_eq!(taps, expected);
+            let mut seen = vec![0; in_size * in_size];
+            for phase in &phases {
+                phase.positions.iter().for_each(|&i| seen[i] += 1);
+                for (t, &tap) in phase.taps.iter().enumerate() {
+                    for (at, &i) in phase.positions.iter().enumerate() {
+                        let o = phase.indices[t * phase.positions.len() + at];
+                        if o < p_out as i64 {
+                            assert_eq!(fwd[tap * p_out + o as usize], i as i64);
+                        }
+                    }
                 }
             }
+            assert!(seen.iter().all(|&n| n == 1), "each position in one phase");
+            // Every (tap, output) read of an input lands in its phase's table.
+            let reads = fwd.iter().filter(|&&i| i < 16).count();
+            let listed: usize = phases
+                .iter()
+                .map(|p| p.indices.iter().filter(|&&o| o < p_out as i64).count())
+                .sum();
+            assert_eq!(reads, listed);
         }
+    }
+
+    fn small_arch() -> Arch {
+        Arch {
+            net: Net::ResNet18,
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        }
+    }
+
+    /// layer4.0.conv1 of a 64-px model: 3x3, stride 2, pad 1.
+    fn strided_3x3() -> ConvSpec {
+        small_arch().layer(4)[0].main_path()[0].clone()
+    }
+
+    /// layer4.0.downsample: 1x1, stride 2.
+    fn strided_1x1() -> ConvSpec {
+        small_arch().layer(4)[0]
+            .downsample()
+            .expect("layer4 downsamples")
     }
 }
