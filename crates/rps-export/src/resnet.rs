@@ -295,11 +295,13 @@ impl ConvSpec {
             let positions: Vec<usize> = (0..in_size * in_size)
                 .filter(|i| (i / in_size % stride, i % in_size % stride) == (py, px))
                 .collect();
+            // A tap reads only its phase's positions, which lie on a grid `columns` wide.
+            let columns = (in_size - px).div_ceil(stride);
             let mut indices = vec![p_out as i64; taps.len() * positions.len()];
             for (t, &tap) in taps.iter().enumerate() {
                 for o in 0..p_out {
-                    let read = self.tap_input(tap, o, in_size);
-                    if let Some(at) = read.and_then(|i| positions.iter().position(|&p| p == i)) {
+                    if let Some(i) = self.tap_input(tap, o, in_size) {
+                        let at = i / in_size / stride * columns + i % in_size / stride;
                         indices[t * positions.len() + at] = o as i64;
                     }
                 }
