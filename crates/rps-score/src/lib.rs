@@ -7,4 +7,4 @@ mod features;
 mod scorer;
 
 pub use features::Features;
-pub use scorer::{BatchOutput, Scorer, predictions, softmax};
+pub use scorer::{BatchOutput, Scorer, output, predictions, softmax};

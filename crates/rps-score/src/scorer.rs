@@ -1,10 +1,10 @@
 //! Scoring batches with an eval graph, the model's weights fed as inputs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ndarray::{Array2, ArrayD, ArrayView2, Axis, Ix2};
-use ort::session::{Session, SessionInputValue};
+use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
 use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions, Tensors};
@@ -17,6 +17,16 @@ pub struct BatchOutput {
 }
 
 impl BatchOutput {
+    /// The `loss` and `logits` outputs of a run of `graph`.
+    pub fn read(outputs: &SessionOutputs, graph: &Path) -> Result<Self> {
+        Ok(Self {
+            loss: output(outputs, names::LOSS, graph)?.sum(),
+            logits: output(outputs, names::LOGITS, graph)?
+                .to_owned()
+                .into_dimensionality::<Ix2>()?,
+        })
+    }
+
     /// How many rows' arg-max logit is the label.
     pub fn correct(&self, labels: &[i64]) -> usize {
         predictions(self.logits.view())
@@ -25,6 +35,18 @@ impl BatchOutput {
             .filter(|(p, l)| **p as i64 == **l)
             .count()
     }
+}
+
+/// The float output `name` of a run of `graph`; an error naming both if it has none.
+pub fn output<'a>(
+    outputs: &'a SessionOutputs,
+    name: &str,
+    graph: &Path,
+) -> Result<ArrayViewD<'a, f32>> {
+    let value = outputs
+        .get(name)
+        .with_context(|| format!("{} has no output {name}", graph.display()))?;
+    Ok(value.try_extract_array::<f32>()?)
 }
 
 /// The arg-max class of each row.
@@ -124,19 +146,15 @@ impl Scorer {
             ));
         }
         let outputs = self.session.run(inputs)?;
-        let loss = outputs[names::LOSS].try_extract_array::<f32>()?.sum();
-        let logits = outputs[names::LOGITS]
-            .try_extract_array::<f32>()?
-            .to_owned()
-            .into_dimensionality::<Ix2>()?;
-        if logits.nrows() != labels.len() {
+        let result = BatchOutput::read(&outputs, &self.graph)?;
+        if result.logits.nrows() != labels.len() {
             bail!(
                 "{} returned {} rows for {} labels",
                 self.graph.display(),
-                logits.nrows(),
+                result.logits.nrows(),
                 labels.len()
             );
         }
-        Ok(BatchOutput { loss, logits })
+        Ok(result)
     }
 }

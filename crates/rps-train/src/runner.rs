@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use ndarray::{Array2, ArrayD, Ix2};
+use anyhow::{Result, bail};
+use ndarray::{Array2, ArrayD};
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
@@ -113,25 +113,12 @@ impl StepRunner {
             inputs.push((name, TensorRef::from_array_view(value.view())?.into()));
         }
         let outputs = self.session.run_with_options(inputs, &self.outputs)?;
-        let output = |name: &str| {
-            Ok::<_, anyhow::Error>(
-                outputs
-                    .get(name)
-                    .with_context(|| format!("{} has no output {name}", self.graph.display()))?
-                    .try_extract_array::<f32>()?,
-            )
-        };
-        let result = BatchOutput {
-            loss: output(names::LOSS)?.sum(),
-            logits: output(names::LOGITS)?
-                .to_owned()
-                .into_dimensionality::<Ix2>()?,
-        };
+        let result = BatchOutput::read(&outputs, &self.graph)?;
         // Into the state's own arrays: fresh ones each step would cost page faults.
         let inputs: Vec<String> = state.inputs().map(|(name, _)| name).collect();
         for (input, (_, slot)) in inputs.iter().zip(state.slots()) {
             let name = names::updated(input);
-            let value = output(&name)?;
+            let value = rps_score::output(&outputs, &name, &self.graph)?;
             if value.shape() != slot.shape() {
                 bail!(
                     "{}: output {name} is {:?}, its input {:?}: `make export` rebuilds the graph",
