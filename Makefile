@@ -21,6 +21,7 @@ FT_LR       ?= 1e-7
 DEVICE      ?= auto
 THREADS     ?=
 ARCH        ?= resnet18
+UNFREEZE    ?= layer4
 WIDTH       ?= 64
 CLASSES     ?=
 WEIGHTS     ?= default
@@ -45,7 +46,7 @@ VENV        ?= .venv
 TORCH_PYTHON ?= $(VENV)/bin/python
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON
 
 # ---- Tools --------------------------------------------------------------------
@@ -86,7 +87,7 @@ METRICS   := $(DATA)/results/summary.csv
 stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS)/$(1) || printf '%s\n' '$(2)' > $(STAMPS)/$(1); } && echo $(STAMPS)/$(1))
 
 FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
-EXPORT_STAMP := $(call stamp,export,$(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES))
+EXPORT_STAMP := $(call stamp,export,$(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(UNFREEZE))
 PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
 EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
 TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
@@ -103,6 +104,7 @@ help: ## List targets and variables
 	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' '$(or $($(v)),(unset))';)
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
 	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
+	@echo "  UNFREEZE: the first stage phase 2 trains: layer4 (the recipe), layer3, layer2, layer1 or all"
 
 # ---- Bootstrap ----------------------------------------------------------------
 setup: $(ORT_LIB) ## Put ONNX Runtime into .ort/ (ORT_FLAVOR=cpu|gpu)
@@ -125,7 +127,7 @@ $(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
 
 # Without CLASSES, export counts the classes of the fetched dataset.
 EXPORT_COMMAND = $(BIN)/rps-export --data $(DATA) $(WEIGHTS_FLAG) --arch $(ARCH) --width $(WIDTH) \
-	  --image-size $(IMAGE_SIZE) $(if $(CLASSES),--classes $(CLASSES))
+	  --image-size $(IMAGE_SIZE) --unfreeze $(UNFREEZE) $(if $(CLASSES),--classes $(CLASSES))
 
 export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was changed since)
 	@$(BIN)/rps-export --data $(DATA) --verify || $(EXPORT_COMMAND)
@@ -143,7 +145,7 @@ extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/feature
 $(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) | $(ORT_LIB)
 	$(BIN)/rps-extract --data $(DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(EXTRACT_BATCH))
 
-train: $(MODEL) ## Train the head, then layer4; writes DATA/results/
+train: $(MODEL) ## Train the head, then the stages from UNFREEZE on; writes DATA/results/
 
 # A run killed midway resumes from its last checkpoint when its settings are unchanged.
 $(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
@@ -181,7 +183,7 @@ bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling an
 	$(CARGO) build --release --quiet --bins
 	$(BIN)/rps-bench $(if $(THREADS),--threads $(THREADS)) \
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
-	  --arch $(ARCH) --archives $(SHARED)/data \
+	  --arch $(ARCH) --unfreeze $(UNFREEZE) --archives $(SHARED)/data \
 	  --weights $(if $(filter resnet18,$(ARCH)),$(SHARED)/reference/resnet18_seed0.pth,random)
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)

@@ -1,15 +1,16 @@
 """The recipe in PyTorch, for `make bench` to compare with. Three measurements:
 
-    python3 scripts/bench_pytorch.py step ARCH THREADS STEPS
+    python3 scripts/bench_pytorch.py step ARCH THREADS STEPS [UNFREEZE]
     python3 scripts/bench_pytorch.py forward ARCH THREADS IMAGES EXPORT.onnx
     python3 scripts/bench_pytorch.py pipeline ARCH THREADS ARCHIVES WEIGHTS WORK VIEWS HEAD_EPOCHS FT_EPOCHS
 
 ARCH is resnet18, resnet34 or resnet50.
 - step: the phase 2 train step in eager mode, what finetune_step.onnx computes:
-  torchvision's layer4 (BatchNorm in train mode) on layer3 features
-  [64, C, 14, 14], global average pool, Dropout(0.2), Linear(features, 3), mean
-  cross-entropy, backward, torch.optim.Adam. Prints `step IMAGES_PER_SECOND` (the
-  median of STEPS steps after three warm-ups).
+  torchvision's stages from UNFREEZE (layer4, the default, layer3, layer2, layer1,
+  or all: conv1, bn1 and max pooling too; BatchNorm in train mode) on the frozen
+  layers' output (normalized images for all), global average pool, Dropout(0.2),
+  Linear(features, 3), mean cross-entropy, backward, torch.optim.Adam. Prints
+  `step IMAGES_PER_SECOND` (the median of STEPS steps after three warm-ups).
 - forward: the frozen backbone as extract runs it (eval mode, batch 32, layer3 and
   the pooled layer4 out) over IMAGES images; prints `forward IMAGES_PER_SECOND`,
   then writes the same module with torch.onnx (opset 17, dynamic batch) to
@@ -143,17 +144,35 @@ class Backbone(nn.Module):
         return layer3, self.net.pooled(layer3)
 
 
-class Finetune(nn.Module):
-    """layer3 features -> logits through layer4 and the head, as finetune_step.onnx."""
+STAGES = ["all", "layer1", "layer2", "layer3", "layer4"]
 
-    def __init__(self, net, classes):
+
+class Finetune(nn.Module):
+    """The frozen layers' output -> logits through the stages from `unfreeze` and the
+    head, as finetune_step.onnx."""
+
+    def __init__(self, net, classes, unfreeze="layer4"):
         super().__init__()
-        self.layer4 = net.layer4
+        first = STAGES.index(unfreeze)
+        stem = [net.conv1, net.bn1, net.relu, net.maxpool] if first == 0 else []
+        layers = [getattr(net, f"layer{k}") for k in range(max(first, 1), 5)]
+        self.trained = nn.Sequential(*stem, *layers)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(net.features, classes))
 
-    def forward(self, layer3):
-        return self.head(torch.flatten(self.avgpool(self.layer4(layer3)), 1))
+    def forward(self, frozen):
+        return self.head(torch.flatten(self.avgpool(self.trained(frozen)), 1))
+
+
+def frozen_shape(net, unfreeze):
+    """The per-image input of the step from `unfreeze` at 224 pixels."""
+    first = STAGES.index(unfreeze)
+    if first == 0:
+        return (3, IMAGE_SIZE, IMAGE_SIZE)
+    if first == 1:
+        return (net.conv1.out_channels, 56, 56)
+    block = getattr(net, f"layer{first}")[0]
+    return (block.conv1.in_channels, 56 >> (first - 1), 56 >> (first - 1))
 
 
 def median_rate(images, runs, fn):
@@ -166,13 +185,13 @@ def median_rate(images, runs, fn):
     return images / seconds[len(seconds) // 2]
 
 
-def step(arch, steps):
+def step(arch, steps, unfreeze):
     torch.manual_seed(0)
     net = ResNet(arch)
-    model = Finetune(net, 3).train()
+    model = Finetune(net, 3, unfreeze).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-7)
     loss_fn = nn.CrossEntropyLoss()
-    features = torch.rand(BATCH, net.layer4[0].conv1.in_channels, 14, 14)
+    features = torch.rand(BATCH, *frozen_shape(net, unfreeze))
     labels = torch.arange(BATCH) % 3
 
     def one():
@@ -391,7 +410,10 @@ def main():
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}")
     if mode == "step":
-        step(arch, int(sys.argv[4]))
+        unfreeze = sys.argv[5] if len(sys.argv) > 5 else "layer4"
+        if unfreeze not in STAGES:
+            sys.exit(f"unknown UNFREEZE {unfreeze}: {', '.join(STAGES)}")
+        step(arch, int(sys.argv[4]), unfreeze)
     elif mode == "forward":
         forward(arch, int(sys.argv[4]), sys.argv[5])
     elif mode == "pipeline":

@@ -83,6 +83,7 @@ fn settings() -> Vec<Setting> {
             vec![(TRAIN, "--val-fraction")],
         ),
         setting("ARCH", &d::ARCH, vec![(EXPORT, "--arch")]),
+        setting("UNFREEZE", &d::UNFREEZE, vec![(EXPORT, "--unfreeze")]),
         setting("WIDTH", &d::WIDTH, vec![(EXPORT, "--width")]),
         setting(
             "TRAIN_URL",

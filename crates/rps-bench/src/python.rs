@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use rps_core::Unfreeze;
 use rps_export::resnet::Net;
 
 use crate::rates::PREPROCESS_PASSES;
@@ -36,12 +37,23 @@ impl Python {
         Ok((number(&output, "test")?, number(&output, "train")?))
     }
 
-    /// PyTorch's version and its images/s on the phase 2 step in eager mode.
-    pub fn step_rate(&self, net: Net, threads: usize, steps: usize) -> Measured<(String, f64)> {
-        let output = self.run(
-            "bench_pytorch.py",
-            &["step", net.name(), &threads.to_string(), &steps.to_string()],
-        )?;
+    /// PyTorch's version and its images/s on the phase 2 step from `unfreeze` in
+    /// eager mode.
+    pub fn step_rate(
+        &self,
+        net: Net,
+        unfreeze: Unfreeze,
+        threads: usize,
+        steps: usize,
+    ) -> Measured<(String, f64)> {
+        let args = [
+            "step",
+            net.name(),
+            &threads.to_string(),
+            &steps.to_string(),
+            unfreeze.name(),
+        ];
+        let output = self.run("bench_pytorch.py", &args)?;
         Ok((text(&output, "torch")?.into(), number(&output, "step")?))
     }
 

@@ -12,8 +12,9 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::names::{self, StateKind};
-use rps_core::{Layout, Runtime, SessionOptions, Split, Tensors, imagenet, npy};
+use rps_core::{Layout, Runtime, SessionOptions, Split, Tensors, Unfreeze, imagenet, npy};
 use rps_image::{self as transform, Augmentation};
+use rps_score::Batch;
 use rps_train::runner::StepRunner;
 use rps_train::state::TrainState;
 
@@ -165,12 +166,21 @@ fn median_seconds(warm_up: usize, runs: usize, mut run: impl FnMut() -> Result<(
     Ok(seconds[runs / 2])
 }
 
+/// A batch of random features of `shape` (u8 pixels when `unfreeze` reads images).
+fn random_batch(shape: &[usize], unfreeze: Unfreeze) -> Batch {
+    let values = random_array(shape, 1);
+    match unfreeze.from_images() {
+        true => Batch::U8(values.mapv(|v| (v * 255.0) as u8)),
+        false => Batch::F32(values),
+    }
+}
+
 /// images/s of a step graph through the training stage's own runner.
 pub fn step_rate(
     arch: &Arch,
     layout: &Layout,
     graph: rps_core::GraphFile,
-    features: &[usize],
+    (features, unfreeze): (&[usize], Unfreeze),
     options: SessionOptions,
     steps: usize,
 ) -> Result<f64> {
@@ -185,7 +195,7 @@ pub fn step_rate(
         weights.insert(name.clone(), ArrayD::from_elem(IxDyn(shape), 1.0));
     }
     let mut state = TrainState::fresh(&weights, &params, &buffers)?;
-    let x = random_array(features, 1);
+    let x = random_batch(features, unfreeze);
     let labels: Vec<i64> = (0..BATCH as i64).map(|i| i % 3).collect();
     let mask = Array2::ones((BATCH, arch.features()));
     median_rate(steps, || {
@@ -198,7 +208,7 @@ pub fn step_rate(
 pub fn bare_step_rate(
     arch: &Arch,
     mut session: Session,
-    features: &[usize],
+    features: (&[usize], Unfreeze),
     steps: usize,
 ) -> Result<f64> {
     let inputs = step_inputs(arch, features)?;
@@ -214,14 +224,18 @@ fn run_step(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<()> 
     Ok(())
 }
 
-/// A phase 2 step's inputs: constant features, small parameters, zero moments.
-fn step_inputs(arch: &Arch, features: &[usize]) -> Result<Vec<(String, DynValue)>> {
+/// A phase 2 step's inputs from `unfreeze`: random features, small parameters,
+/// zero moments.
+fn step_inputs(
+    arch: &Arch,
+    (features, unfreeze): (&[usize], Unfreeze),
+) -> Result<Vec<(String, DynValue)>> {
+    let x = match random_batch(features, unfreeze) {
+        Batch::F32(a) => Tensor::from_array(a)?.into_dyn(),
+        Batch::U8(a) => Tensor::from_array(a)?.into_dyn(),
+    };
     let mut inputs: Vec<(String, DynValue)> = vec![
-        (
-            names::FEATURES.into(),
-            Tensor::from_array((features.to_vec(), vec![0.5f32; features.iter().product()]))?
-                .into_dyn(),
-        ),
+        (names::FEATURES.into(), x),
         (
             names::LABELS.into(),
             Tensor::from_array((
@@ -249,7 +263,7 @@ fn step_inputs(arch: &Arch, features: &[usize]) -> Result<Vec<(String, DynValue)
             Tensor::from_array(((), vec![value]))?.into_dyn(),
         ));
     }
-    for (name, shape) in arch.finetune_params() {
+    for (name, shape) in arch.finetune_params(unfreeze) {
         let n = shape.iter().product();
         for (key, fill) in [
             (names::param(&name), 0.01f32),
@@ -262,7 +276,7 @@ fn step_inputs(arch: &Arch, features: &[usize]) -> Result<Vec<(String, DynValue)
             ));
         }
     }
-    for (name, shape) in arch.finetune_buffers() {
+    for (name, shape) in arch.finetune_buffers(unfreeze) {
         inputs.push((
             names::buffer(&name),
             Tensor::from_array((shape.clone(), vec![1.0f32; shape[0]]))?.into_dyn(),
@@ -276,7 +290,7 @@ fn step_inputs(arch: &Arch, features: &[usize]) -> Result<Vec<(String, DynValue)
 pub fn product_time(
     arch: &Arch,
     graph: &Path,
-    features: &[usize],
+    features: (&[usize], Unfreeze),
     options: SessionOptions,
     steps: usize,
 ) -> Result<(f64, f64)> {

@@ -62,7 +62,7 @@ macro_rules! file_names {
 file_names! {
     /// The files rps-export writes into `graphs/`.
     GraphFile {
-        /// images -> layer3 and pooled features (frozen, eval mode).
+        /// images -> the frozen layers' output and pooled features (eval mode).
         Backbone => "backbone.onnx",
         /// images -> ImageNet class probabilities (the base model).
         Imagenet => "imagenet.onnx",
@@ -70,9 +70,10 @@ file_names! {
         HeadStep => "head_step.onnx",
         /// Phase 1 scoring: pooled features and the head's weights -> loss, logits.
         HeadEval => "head_eval.onnx",
-        /// The phase 2 train step: layer3 features -> layer4's and the head's Adam step.
+        /// The phase 2 train step: the frozen layers' output (or the images, when
+        /// nothing is frozen) -> the Adam step of every trained stage and the head.
         FinetuneStep => "finetune_step.onnx",
-        /// Phase 2 scoring: layer3 features and the trained weights -> loss, logits.
+        /// Phase 2 scoring: the same features and the trained weights -> loss, logits.
         FinetuneEval => "finetune_eval.onnx",
         /// images -> class probabilities, the head still zero: train writes
         /// `results/model.onnx` from it with the trained weights.
@@ -87,8 +88,9 @@ file_names! {
 file_names! {
     /// What rps-extract writes per split into `features/`.
     Feature {
-        /// `[N,4w,S/16,S/16]` f32: layer3's output.
-        Layer3 => "layer3",
+        /// `[N,C,H,W]` f32: the output of the frozen layers, the first trained
+        /// stage's input (none when nothing is frozen).
+        Frozen => "frozen",
         /// `[N,8w]` f32: layer4 then global average pooling.
         Pooled => "pooled",
         /// `[N]` int64 labels, rows as in the cache.

@@ -21,6 +21,7 @@ pub mod runtime;
 pub mod sidecar;
 pub mod table;
 pub mod text;
+pub mod unfreeze;
 pub mod upstream;
 
 pub use classes::ClassList;
@@ -30,6 +31,7 @@ pub use layout::{
 };
 pub use npy::Tensors;
 pub use runtime::{Device, DeviceChoice, Runtime, SessionOptions};
+pub use unfreeze::Unfreeze;
 
 #[cfg(test)]
 mod testing {

@@ -3,11 +3,12 @@
 
 /// `[N,3,S,S]` normalized images (backbone, classifier, imagenet).
 pub const IMAGES: &str = "images";
-/// `[N,4w,S/16,S/16]`: what layer3 outputs (backbone output, finetune input).
-pub const LAYER3: &str = "layer3";
+/// `[N,C,H,W]`: what the frozen layers output (backbone output, finetune input).
+pub const FROZEN: &str = "frozen";
 /// `[N,8w]`: layer4 then global average pooling (backbone output, head input).
 pub const POOLED: &str = "pooled";
-/// The features a head or finetune graph takes (`pooled` or `layer3` values).
+/// The features a head or finetune graph takes: `pooled` values, the `frozen`
+/// layers' output, or u8 `[N,3,S,S]` pixels when phase 2 trains the whole network.
 pub const FEATURES: &str = "features";
 /// `[N]` int64 class indices.
 pub const LABELS: &str = "labels";

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result, io};
-use crate::{Device, Split, atomic, defaults};
+use crate::{Device, Split, Unfreeze, atomic, defaults};
 
 /// The stages that write a sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +85,14 @@ pub struct ExportSettings {
     /// Classes of the new head.
     pub classes: usize,
     pub weights: WeightsSource,
+    /// The first stage phase 2 trains.
+    #[serde(default = "default_unfreeze")]
+    pub unfreeze: Unfreeze,
+}
+
+/// Exports written before `UNFREEZE` trained layer4.
+fn default_unfreeze() -> Unfreeze {
+    Unfreeze::parse(defaults::UNFREEZE).expect("a valid default")
 }
 
 /// Exports written before the choice of ResNet were resnet18s.

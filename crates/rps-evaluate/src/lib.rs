@@ -19,7 +19,7 @@ use rps_core::text::cell;
 use rps_core::upstream::Upstream;
 use rps_core::{
     CacheFile, ClassList, Device, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split,
-    Tensors, npy, table,
+    Tensors, Unfreeze, npy, table,
 };
 use rps_score::{Features, Scorer, predictions, softmax};
 use serde::Serialize;
@@ -65,10 +65,11 @@ const MAX_ERRORS: usize = 16;
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let classes = Upstream::read(layout)?.classes;
+    let upstream = Upstream::read(layout)?;
+    let (classes, unfreeze) = (upstream.classes, upstream.export.settings.unfreeze);
     let weights_path = chosen_weights(layout);
     let weights = npy::read_tensors(&weights_path)?;
-    let scores = score_test_split(config, &weights)?;
+    let scores = score_test_split(config, &weights, unfreeze)?;
     let confusion = Confusion::new(classes.len(), &scores.truth, &scores.predicted);
     let index = test_index(layout)?;
     let per_class = write_tables(layout, &classes, &confusion, &index, &scores)?;
@@ -88,7 +89,9 @@ pub fn run(config: &Config) -> Result<Report> {
         ("test_count", count.to_string()),
         (
             "model",
-            "finetune_eval (layer4 + head on layer3 features)".to_string(),
+            format!(
+                "finetune_eval (trained from {unfreeze}, scored from the frozen layers' output)"
+            ),
         ),
         ("weights", weights_path.display().to_string()),
         ("device", device.name().to_string()),
@@ -179,19 +182,20 @@ impl Scores {
     }
 }
 
-/// Runs `finetune_eval.onnx` with `weights` over the test split's layer3 features.
-fn score_test_split(config: &Config, weights: &Tensors) -> Result<Scores> {
+/// Runs `finetune_eval.onnx` with `weights` over the test split's features (the
+/// frozen layers' output, or the images when phase 2 trained from `all`).
+fn score_test_split(config: &Config, weights: &Tensors, unfreeze: Unfreeze) -> Result<Scores> {
     let layout = &config.layout;
     let mut scorer = Scorer::open(layout, GraphFile::FinetuneEval, config.session)?;
-    let test = Features::load(layout, Split::Test, 1)?;
+    let test = Features::load(layout, Split::Test, 1, unfreeze)?;
     let graph = layout.graph(GraphFile::FinetuneEval);
-    test.check_fits(Feature::Layer3, &scorer.features_dims()?, &graph)?;
+    test.check_fits(Feature::Frozen, &scorer.features_dims()?, &graph)?;
     let rows: Vec<usize> = (0..test.labels.len()).collect();
     let mut probs = Vec::new();
     let mut loss_sum = 0.0f64;
     for chunk in rows.chunks(config.batch.max(1)) {
         let labels = test.labels_of(chunk);
-        let out = scorer.score(&test.rows(Feature::Layer3, chunk)?, &labels, weights)?;
+        let out = scorer.score(&test.rows(Feature::Frozen, chunk)?, &labels, weights)?;
         loss_sum += out.loss as f64 * chunk.len() as f64;
         probs.push(softmax(&out.logits));
     }

@@ -11,7 +11,7 @@ use rps_core::rows::DatasetCount;
 use rps_core::sidecar::{
     ExportDetails, ExportMeta, ExportSettings, FileDigest, Stage, WeightsSource,
 };
-use rps_core::{Folder, GraphFile, Layout, Split, Tensors, atomic, npy, table};
+use rps_core::{Folder, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
 use sha2::{Digest, Sha256};
 
 use crate::resnet::{Arch, Net, fc};
@@ -37,12 +37,16 @@ pub struct Config {
     pub image_size: u32,
     /// Classes of the new head; `None` counts the fetched dataset's classes.
     pub classes: Option<usize>,
+    /// The first stage phase 2 trains.
+    pub unfreeze: Unfreeze,
 }
 
 impl Config {
-    /// The export of `arch` (its class count given) from `source` into `layout`.
-    pub fn for_arch(layout: &Layout, source: Source, arch: &Arch) -> Self {
+    /// The export of `arch` (its class count given), training from `unfreeze`, from
+    /// `source` into `layout`.
+    pub fn for_arch(layout: &Layout, source: Source, arch: &Arch, unfreeze: Unfreeze) -> Self {
         Self {
+            unfreeze,
             layout: layout.clone(),
             source,
             net: arch.net,
@@ -73,7 +77,10 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     let frozen = without_head(backbone.clone());
     let template = with_zero_head(frozen.clone(), &arch);
     let graphs = [
-        (GraphFile::Backbone, infer::backbone(&arch, &frozen)),
+        (
+            GraphFile::Backbone,
+            infer::backbone(&arch, &frozen, config.unfreeze),
+        ),
         (
             GraphFile::Imagenet,
             infer::classifier(&imagenet_arch, &backbone, "imagenet"),
@@ -82,11 +89,11 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         (GraphFile::HeadEval, train::head_eval(&arch)),
         (
             GraphFile::FinetuneStep,
-            train::finetune_step(&arch, Convolutions::Fastest),
+            train::finetune_step(&arch, config.unfreeze, Convolutions::Fastest),
         ),
         (
             GraphFile::FinetuneEval,
-            train::finetune_eval(&arch, Convolutions::Fastest),
+            train::finetune_eval(&arch, config.unfreeze, Convolutions::Fastest),
         ),
         (
             GraphFile::Classifier,
@@ -104,13 +111,14 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         .with_context(|| format!("reading {}", weights_path.display()))?;
     files.push(digest(GraphFile::Weights, &bytes));
 
-    let counts = arch.param_counts();
+    let counts = arch.param_counts(config.unfreeze);
     let settings = ExportSettings {
         arch: arch.net.name().into(),
         width: arch.width,
         image_size: config.image_size,
         classes: arch.classes,
         weights: source,
+        unfreeze: config.unfreeze,
     };
     let details = ExportDetails {
         params_total: counts.total,

@@ -1,13 +1,15 @@
-//! Inference graphs of the frozen network, the weights as constants. The forward
-//! reads as torchvision's `ResNet._forward_impl`; each convolution and its eval-mode
-//! BatchNorm is computed as the graph's [`Formulation`] says.
+//! Inference graphs of the frozen network, the weights as constants: a [`Lowering`]
+//! of the one forward in [`crate::resnet`], each convolution and its eval-mode
+//! BatchNorm computed as the graph's [`Formulation`] says.
 
 use ndarray::{Array2, Array4, ArrayView4, Axis};
 use rps_core::Tensors;
 use rps_core::names;
 
-use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value};
-use crate::resnet::{Arch, BN_EPS, Block, BlockKind, BnTensor, ConvSpec, STEM_POOL, fc};
+use rps_core::Unfreeze;
+
+use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value, Window};
+use crate::resnet::{Arch, BN_EPS, BlockKind, BnTensor, ConvSpec, Lowering, fc};
 use crate::winograd;
 
 /// How a frozen network computes its convolutions.
@@ -27,19 +29,23 @@ pub enum Formulation {
 /// The first stage that [`Formulation::Fastest`] lays out by position.
 const FIRST_STAGE_BY_POSITION: usize = 2;
 
-/// images -> `layer3` and `pooled`, as extract runs it.
-pub fn backbone(arch: &Arch, tensors: &Tensors) -> Vec<u8> {
+/// images -> the frozen layers' output (`frozen`, none when `unfreeze` is `all`)
+/// and `pooled`, as extract runs it.
+pub fn backbone(arch: &Arch, tensors: &Tensors, unfreeze: Unfreeze) -> Vec<u8> {
     let mut net = FrozenGraph::new(tensors, backbone_formulation(arch));
     let images = images_input(&mut net.g, arch);
-    let layer3 = net.up_to_layer3(arch, &images);
-    let pooled = net.layer4_pooled(arch, &layer3);
-    let layer3 = net.nchw(&layer3);
-    let layer3_dims = Dim::batch_of(&arch.layer3_shape());
-    net.g
-        .output(&layer3, names::LAYER3, Elem::F32, &layer3_dims);
+    let first = unfreeze.first_stage();
+    let mut x = images;
+    if first > 0 {
+        x = arch.forward(&mut net, x, 0, first - 1);
+        let frozen = net.nchw(&x);
+        let dims = Dim::batch_of(&arch.frozen_shape(unfreeze));
+        net.g.output(&frozen, names::FROZEN, Elem::F32, &dims);
+    }
+    let pooled = arch.pooled(&mut net, x, first);
     let pooled_dims = [Dim::Batch, Dim::Fixed(arch.features())];
     net.g
-        .output(&pooled, names::POOLED, Elem::F32, &pooled_dims);
+        .output(&pooled.value, names::POOLED, Elem::F32, &pooled_dims);
     net.g.to_bytes("backbone")
 }
 
@@ -51,9 +57,8 @@ pub fn classifier(arch: &Arch, tensors: &Tensors, name: &str) -> Vec<u8> {
     net.g
         .metadata(names::META_IMAGE_SIZE, &arch.image_size.to_string());
     let images = images_input(&mut net.g, arch);
-    let layer3 = net.up_to_layer3(arch, &images);
-    let pooled = net.layer4_pooled(arch, &layer3);
-    let logits = net.fc(&pooled);
+    let pooled = arch.pooled(&mut net, images, 0);
+    let logits = net.fc(&pooled.value);
     let probs = net.g.softmax(&logits, -1);
     let dims = [
         Dim::Batch,
@@ -74,9 +79,14 @@ fn backbone_formulation(arch: &Arch) -> Formulation {
     }
 }
 
-fn images_input(g: &mut Graph, arch: &Arch) -> Value {
+fn images_input(g: &mut Graph, arch: &Arch) -> Map {
     let s = Dim::Fixed(arch.image_size);
-    g.input(names::IMAGES, Elem::F32, &[Dim::Batch, Dim::Fixed(3), s, s])
+    Map {
+        value: g.input(names::IMAGES, Elem::F32, &[Dim::Batch, Dim::Fixed(3), s, s]),
+        size: arch.image_size,
+        channels: 3,
+        by_position: false,
+    }
 }
 
 /// A feature map in the graph and how it is laid out.
@@ -104,63 +114,6 @@ impl<'a> FrozenGraph<'a> {
         }
     }
 
-    /// conv1, bn1, relu, maxpool, layer1, layer2, layer3.
-    fn up_to_layer3(&mut self, arch: &Arch, images: &Value) -> Map {
-        let images = Map {
-            value: images.clone(),
-            size: arch.image_size,
-            channels: 3,
-            by_position: false,
-        };
-        let stem = self.conv_bn(&arch.stem(), &images);
-        let stem = self.map_op(&stem, |g, x| g.relu(x));
-        let mut x = Map {
-            value: self.g.max_pool(&stem.value, STEM_POOL),
-            size: STEM_POOL.out_size(stem.size),
-            ..stem
-        };
-        for stage in 1..=3 {
-            if stage == FIRST_STAGE_BY_POSITION && self.formulation == Formulation::Fastest {
-                x = self.by_position(&x);
-            }
-            for block in arch.layer(stage) {
-                x = self.block(&block, &x);
-            }
-        }
-        x
-    }
-
-    /// layer4, avgpool, flatten.
-    fn layer4_pooled(&mut self, arch: &Arch, layer3: &Map) -> Value {
-        let mut x = layer3.clone();
-        for block in arch.layer(4) {
-            x = self.block(&block, &x);
-        }
-        if x.by_position {
-            return self.g.reduce(Reduce::Mean, &x.value, &[1], false);
-        }
-        let pooled = self.g.global_average_pool(&x.value);
-        self.g.flatten(&pooled, 1)
-    }
-
-    /// `BasicBlock.forward` or `Bottleneck.forward`.
-    fn block(&mut self, block: &Block, x: &Map) -> Map {
-        let path = block.main_path();
-        let mut out = x.clone();
-        for (i, spec) in path.iter().enumerate() {
-            out = self.conv_bn(spec, &out);
-            if i + 1 < path.len() {
-                out = self.map_op(&out, |g, x| g.relu(x));
-            }
-        }
-        let identity = match block.downsample() {
-            Some(downsample) => self.conv_bn(&downsample, x),
-            None => x.clone(),
-        };
-        let sum = self.map_op(&out, |g, out| g.add(out, &identity.value));
-        self.map_op(&sum, |g, x| g.relu(x))
-    }
-
     /// `f` on the map's values: an operation that keeps the layout.
     fn map_op(&mut self, x: &Map, f: impl FnOnce(&mut Graph, &Value) -> Value) -> Map {
         Map {
@@ -169,7 +122,7 @@ impl<'a> FrozenGraph<'a> {
         }
     }
 
-    fn conv_bn(&mut self, spec: &ConvSpec, x: &Map) -> Map {
+    fn convolved(&mut self, spec: &ConvSpec, x: &Map) -> Map {
         let size = spec.out_size(x.size);
         let value = if !x.by_position {
             let w = self.weight(&spec.weight());
@@ -250,7 +203,7 @@ impl<'a> FrozenGraph<'a> {
         let (weight, bias) = self.folded(spec);
         let taps = spec.window.kernel * spec.window.kernel;
         let out = spec.out_size(x.size);
-        let by_tap = spec.tap_indices(x.size);
+        let by_tap = spec.window.tap_indices(x.size);
         let indices: Vec<i64> = (0..out * out)
             .flat_map(|o| (0..taps).map(move |tap| (tap, o)))
             .map(|(tap, o)| by_tap[tap * out * out + o])
@@ -312,6 +265,54 @@ impl<'a> FrozenGraph<'a> {
             t.shape(),
             t.as_standard_layout().as_slice().expect("standard layout"),
         )
+    }
+}
+
+impl Lowering for FrozenGraph<'_> {
+    type Map = Map;
+
+    fn conv_bn(&mut self, conv: &ConvSpec, x: &Map) -> Map {
+        self.convolved(conv, x)
+    }
+
+    fn relu(&mut self, x: &Map) -> Map {
+        self.map_op(x, |g, x| g.relu(x))
+    }
+
+    fn add(&mut self, a: &Map, b: &Map) -> Map {
+        self.map_op(a, |g, a| g.add(a, &b.value))
+    }
+
+    /// Only the stem pools, before any map is laid out by position.
+    fn max_pool(&mut self, x: &Map, window: Window) -> Map {
+        assert!(!x.by_position, "max pooling on an NCHW map");
+        Map {
+            value: self.g.max_pool(&x.value, window),
+            size: window.out_size(x.size),
+            ..x.clone()
+        }
+    }
+
+    fn global_average_pool(&mut self, x: &Map) -> Map {
+        let value = if x.by_position {
+            self.g.reduce(Reduce::Mean, &x.value, &[1], false)
+        } else {
+            let pooled = self.g.global_average_pool(&x.value);
+            self.g.flatten(&pooled, 1)
+        };
+        Map {
+            value,
+            size: 1,
+            by_position: false,
+            ..x.clone()
+        }
+    }
+
+    fn begin_stage(&mut self, stage: usize, x: Map) -> Map {
+        let lays_out = self.formulation == Formulation::Fastest
+            && stage >= FIRST_STAGE_BY_POSITION
+            && !x.by_position;
+        if lays_out { self.by_position(&x) } else { x }
     }
 }
 

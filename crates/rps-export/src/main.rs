@@ -5,7 +5,7 @@ use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::{DataArgs, whole};
 use rps_core::defaults::ranges;
-use rps_core::{Folder, defaults};
+use rps_core::{Folder, Unfreeze, defaults};
 use rps_export::export::{self, Config, Source};
 use rps_export::resnet::Net;
 
@@ -43,6 +43,10 @@ struct Args {
     /// lists).
     #[arg(long, value_parser = whole::<usize>(ranges::CLASSES))]
     classes: Option<usize>,
+    /// The first stage phase 2 trains: all, layer1, layer2, layer3 or layer4. The
+    /// stages before it are frozen and run once, in extract.
+    #[arg(long, default_value = defaults::UNFREEZE, value_parser = unfreeze)]
+    unfreeze: Unfreeze,
     /// Only check the files in DATA/graphs/ against export.json: exit 1, naming
     /// them, if any is missing, cut or changed.
     #[arg(long, conflicts_with_all = ["weights", "random_init"])]
@@ -55,6 +59,11 @@ fn net(name: &str) -> Result<Net, String> {
         let names: Vec<&str> = Net::ALL.iter().map(|n| n.name()).collect();
         format!("expected one of {}", names.join(", "))
     })
+}
+
+/// `--unfreeze`'s value, or the choices.
+fn unfreeze(name: &str) -> Result<Unfreeze, String> {
+    Unfreeze::parse(name).ok_or_else(|| format!("expected one of {}", Unfreeze::choices()))
 }
 
 fn main() -> ExitCode {
@@ -85,6 +94,7 @@ fn run(args: Args) -> Result<()> {
         width: args.width,
         image_size: args.image_size,
         classes: args.classes,
+        unfreeze: args.unfreeze,
     };
     let meta = export::run(&config)?;
     let d = &meta.details;
@@ -94,8 +104,8 @@ fn run(args: Args) -> Result<()> {
         d.params_trainable_head
     );
     println!(
-        "Trainable parameters (phase 2, layer4 + head): {}",
-        d.params_trainable_finetune
+        "Trainable parameters (phase 2, from {} with the head): {}",
+        config.unfreeze, d.params_trainable_finetune
     );
     for file in &d.files {
         println!(

@@ -3,8 +3,15 @@
 //! ([`Net`]), with their parameter names, a configurable base width (64 =
 //! torchvision), input size and class count. Every tensor name comes from
 //! [`Module`].
+//!
+//! The forward is written once, here ([`Block::forward`], [`Arch::forward`]), over a
+//! [`Lowering`]: how a graph computes each layer kind (standard ONNX operators,
+//! maps by position with folded BatchNorm, or a train step that records each layer
+//! for its backward). Graphs differ by their lowering, never by a second walk.
 
 use std::fmt::Display;
+
+use rps_core::Unfreeze;
 
 use crate::graph::Window;
 
@@ -157,7 +164,46 @@ pub struct Block {
     pub stride: usize,
 }
 
+/// How a graph computes the layer kinds the model is made of. `Map` is a feature map
+/// as that graph holds it (its value, layout and size).
+pub trait Lowering {
+    type Map: Clone;
+
+    /// A convolution and the BatchNorm after it.
+    fn conv_bn(&mut self, conv: &ConvSpec, x: &Self::Map) -> Self::Map;
+    fn relu(&mut self, x: &Self::Map) -> Self::Map;
+    /// The residual sum of a block.
+    fn add(&mut self, a: &Self::Map, b: &Self::Map) -> Self::Map;
+    fn max_pool(&mut self, x: &Self::Map, window: Window) -> Self::Map;
+    /// Global average pooling, then flatten: `[N, C]` values.
+    fn global_average_pool(&mut self, x: &Self::Map) -> Self::Map;
+    /// Called before `layer{stage}`'s first block, where a lowering may change its
+    /// layout.
+    fn begin_stage(&mut self, _stage: usize, x: Self::Map) -> Self::Map {
+        x
+    }
+}
+
 impl Block {
+    /// `BasicBlock.forward` or `Bottleneck.forward`: the main path (ReLU after each
+    /// convolution but the last), plus the identity or its downsample, then ReLU.
+    pub fn forward<L: Lowering>(&self, l: &mut L, x: &L::Map) -> L::Map {
+        let path = self.main_path();
+        let mut out = x.clone();
+        for (i, conv) in path.iter().enumerate() {
+            out = l.conv_bn(conv, &out);
+            if i + 1 < path.len() {
+                out = l.relu(&out);
+            }
+        }
+        let identity = match self.downsample() {
+            Some(downsample) => l.conv_bn(&downsample, x),
+            None => x.clone(),
+        };
+        let sum = l.add(&out, &identity);
+        l.relu(&sum)
+    }
+
     pub fn cout(&self) -> usize {
         self.planes * self.kind.expansion()
     }
@@ -257,79 +303,6 @@ impl ConvSpec {
         self.window.out_size(size)
     }
 
-    /// For each tap k and output position o, the input position the tap reads (P_in for
-    /// padding), `[K, P_out]`.
-    pub fn tap_indices(&self, in_size: usize) -> Vec<i64> {
-        let out_size = self.out_size(in_size);
-        let (p_in, p_out) = (in_size * in_size, out_size * out_size);
-        let mut forward = vec![p_in as i64; self.taps() * p_out];
-        for tap in 0..self.taps() {
-            for o in 0..p_out {
-                if let Some(i) = self.tap_input(tap, o, in_size) {
-                    forward[tap * p_out + o] = i as i64;
-                }
-            }
-        }
-        forward
-    }
-
-    /// The input gradient's work, split by the phase of the input position (row and
-    /// column modulo the stride). Every tap reaches the positions of one phase only,
-    /// so at stride 2 a 3x3 kernel reaches a phase with 1, 2, 2 or 4 taps and a 1x1
-    /// kernel one phase of four: gathering the output gradient per phase multiplies
-    /// each product once, where one gather over all taps for every position would
-    /// multiply stride² times as many, most of them with padding.
-    pub fn input_grad_phases(&self, in_size: usize) -> Vec<GradPhase> {
-        let out_size = self.out_size(in_size);
-        let p_out = out_size * out_size;
-        let (stride, pad) = (self.window.stride, self.window.pad);
-        let phase_of = |k: usize| (k + stride * pad - pad) % stride;
-        let mut phases = Vec::new();
-        for (py, px) in (0..stride).flat_map(|py| (0..stride).map(move |px| (py, px))) {
-            let taps: Vec<usize> = (0..self.taps())
-                .filter(|tap| {
-                    let (ky, kx) = (tap / self.window.kernel, tap % self.window.kernel);
-                    (phase_of(ky), phase_of(kx)) == (py, px)
-                })
-                .collect();
-            let positions: Vec<usize> = (0..in_size * in_size)
-                .filter(|i| (i / in_size % stride, i % in_size % stride) == (py, px))
-                .collect();
-            // A tap reads only its phase's positions, which lie on a grid `columns` wide.
-            let columns = (in_size - px).div_ceil(stride);
-            let mut indices = vec![p_out as i64; taps.len() * positions.len()];
-            for (t, &tap) in taps.iter().enumerate() {
-                for o in 0..p_out {
-                    if let Some(i) = self.tap_input(tap, o, in_size) {
-                        let at = i / in_size / stride * columns + i % in_size / stride;
-                        indices[t * positions.len() + at] = o as i64;
-                    }
-                }
-            }
-            phases.push(GradPhase {
-                taps,
-                positions,
-                indices,
-            });
-        }
-        phases
-    }
-
-    fn taps(&self) -> usize {
-        self.window.kernel * self.window.kernel
-    }
-
-    /// The input position that `tap` reads for output position `o`; none in padding.
-    fn tap_input(&self, tap: usize, o: usize, in_size: usize) -> Option<usize> {
-        let w = self.window;
-        let out_size = self.out_size(in_size);
-        let (ky, kx) = (tap / w.kernel, tap % w.kernel);
-        let (oy, ox) = (o / out_size, o % out_size);
-        let iy = (oy * w.stride + ky).checked_sub(w.pad)?;
-        let ix = (ox * w.stride + kx).checked_sub(w.pad)?;
-        (iy < in_size && ix < in_size).then_some(iy * in_size + ix)
-    }
-
     /// The weight and the BatchNorm's `tensors`, each with its shape.
     fn shapes(&self, tensors: &[BnTensor]) -> Shapes {
         let mut shapes = vec![(self.weight(), self.weight_shape())];
@@ -340,19 +313,6 @@ impl ConvSpec {
         );
         shapes
     }
-}
-
-/// The input positions of one phase and what reaches them: see
-/// [`ConvSpec::input_grad_phases`].
-pub struct GradPhase {
-    /// The taps (`ky * kernel + kx`) that reach this phase; none for a phase that no
-    /// tap reaches, whose gradient is zero.
-    pub taps: Vec<usize>,
-    /// Input positions, in raster order.
-    pub positions: Vec<usize>,
-    /// `[taps, positions]`: the output position each tap read at each position, or
-    /// P_out (the zero row) where it read none.
-    pub indices: Vec<i64>,
 }
 
 /// torchvision's max pool after the stem: 3x3, stride 2, padding 1.
@@ -405,11 +365,62 @@ impl Arch {
             .collect()
     }
 
-    /// Channels after layer3 and after layer4 (the pooled features).
-    pub fn layer3_channels(&self) -> usize {
-        4 * self.width * self.net.block_kind().expansion()
+    /// `ResNet._forward_impl` from the start of stage `from` to the end of stage
+    /// `to` (0 is the stem: conv1, bn1, ReLU, max pooling; k is layerk).
+    pub fn forward<L: Lowering>(&self, l: &mut L, x: L::Map, from: usize, to: usize) -> L::Map {
+        let mut x = x;
+        for stage in from..=to {
+            if stage == 0 {
+                let stem = l.conv_bn(&self.stem(), &x);
+                let stem = l.relu(&stem);
+                x = l.max_pool(&stem, STEM_POOL);
+                continue;
+            }
+            x = l.begin_stage(stage, x);
+            for block in self.layer(stage) {
+                x = block.forward(l, &x);
+            }
+        }
+        x
     }
 
+    /// From stage `from` through layer4 and the global average pool: `[N, 8w]`.
+    pub fn pooled<L: Lowering>(&self, l: &mut L, x: L::Map, from: usize) -> L::Map {
+        let x = self.forward(l, x, from, 4);
+        l.global_average_pool(&x)
+    }
+
+    /// The channels and edge of stage `stage`'s input (0: the image).
+    pub fn stage_input(&self, stage: usize) -> (usize, usize) {
+        let expansion = self.net.block_kind().expansion();
+        match stage {
+            0 => (3, self.image_size),
+            1 => (self.width, self.sizes()[0]),
+            k => ((self.width << (k - 2)) * expansion, self.sizes()[k - 1]),
+        }
+    }
+
+    /// What phase 2 reads per image when it trains from `unfreeze`: the frozen
+    /// layers' output `[C, H, W]`, or the image.
+    pub fn frozen_shape(&self, unfreeze: Unfreeze) -> [usize; 3] {
+        let (c, s) = self.stage_input(unfreeze.first_stage());
+        [c, s, s]
+    }
+
+    /// Every convolution of the stages from `unfreeze` on, in forward order.
+    pub fn trained_convs(&self, unfreeze: Unfreeze) -> Vec<ConvSpec> {
+        let first = unfreeze.first_stage();
+        let mut convs = Vec::new();
+        if first == 0 {
+            convs.push(self.stem());
+        }
+        for stage in first.max(1)..=4 {
+            convs.extend(self.layer(stage).iter().flat_map(Block::convs));
+        }
+        convs
+    }
+
+    /// Channels after layer4: the pooled features.
     pub fn features(&self) -> usize {
         8 * self.width * self.net.block_kind().expansion()
     }
@@ -422,16 +433,6 @@ impl Arch {
         let l3 = (l2 - 1) / 2 + 1;
         let l4 = (l3 - 1) / 2 + 1;
         [after_pool, after_pool, l2, l3, l4]
-    }
-
-    pub fn layer3_size(&self) -> usize {
-        self.sizes()[3]
-    }
-
-    /// layer3's output per image: `[4w, S/16, S/16]`.
-    pub fn layer3_shape(&self) -> [usize; 3] {
-        let s = self.layer3_size();
-        [self.layer3_channels(), s, s]
     }
 
     /// Every convolution with its BatchNorm, stem first, in forward order.
@@ -452,37 +453,36 @@ impl Arch {
     }
 
     /// A head for `classes` classes.
-    pub fn head_shapes(&self, classes: usize) -> Shapes {
-        vec![
+    pub fn head_shapes(&self, classes: usize) -> [(String, Vec<usize>); 2] {
+        [
             (fc().tensor("weight"), vec![classes, self.features()]),
             (fc().tensor("bias"), vec![classes]),
         ]
     }
 
-    /// What phase 2 trains: layer4's convolution weights and BatchNorm scale and
-    /// shift, then the head.
-    pub fn finetune_params(&self) -> Shapes {
+    /// What phase 2 trains from `unfreeze`: every trained convolution's weight and
+    /// BatchNorm scale and shift, in forward order, then the head.
+    pub fn finetune_params(&self, unfreeze: Unfreeze) -> Shapes {
         let mut params: Shapes = self
-            .layer(4)
+            .trained_convs(unfreeze)
             .iter()
-            .flat_map(Block::convs)
             .flat_map(|conv| conv.shapes(&BnTensor::PARAMS))
             .collect();
         params.extend(self.head_shapes(self.classes));
         params
     }
 
-    /// layer4's BatchNorm running statistics, which phase 2 updates.
-    pub fn finetune_buffers(&self) -> Shapes {
-        self.layer(4)
+    /// The trained stages' BatchNorm running statistics, which phase 2 updates.
+    pub fn finetune_buffers(&self, unfreeze: Unfreeze) -> Shapes {
+        self.trained_convs(unfreeze)
             .iter()
-            .flat_map(Block::convs)
             .flat_map(|conv| BnTensor::BUFFERS.map(|t| (conv.bn_tensor(t), vec![conv.cout])))
             .collect()
     }
 
-    /// Learned parameters (BatchNorm statistics are not parameters), as PyTorch counts.
-    pub fn param_counts(&self) -> ParamCounts {
+    /// Learned parameters (BatchNorm statistics are not parameters), as PyTorch
+    /// counts, phase 2 training from `unfreeze`.
+    pub fn param_counts(&self, unfreeze: Unfreeze) -> ParamCounts {
         let buffers: Vec<String> = self
             .all_convs()
             .iter()
@@ -495,11 +495,11 @@ impl Arch {
                 .map(|(_, s)| s.iter().product::<usize>())
                 .sum()
         };
-        let head = count(&self.head_shapes(self.classes));
+        let head = count(&self.head_shapes(self.classes).to_vec());
         ParamCounts {
             total: count(&self.backbone_shapes()) + head,
             head,
-            finetune: count(&self.finetune_params()),
+            finetune: count(&self.finetune_params(unfreeze)),
         }
     }
 }
@@ -510,7 +510,7 @@ pub struct ParamCounts {
     pub total: usize,
     /// Trainable in phase 1 (the head).
     pub head: usize,
-    /// Trainable in phase 2 (layer4 and the head).
+    /// Trainable in phase 2 (the trained stages and the head).
     pub finetune: usize,
 }
 
@@ -527,7 +527,7 @@ mod tests {
             classes: 3,
         };
         assert_eq!(
-            arch.param_counts(),
+            arch.param_counts(Unfreeze::Layer4),
             ParamCounts {
                 total: 11_178_051,
                 head: 1_539,
@@ -535,6 +535,21 @@ mod tests {
             }
         );
         assert_eq!(arch.sizes(), [56, 56, 28, 14, 7]);
+        // Nothing frozen: every parameter trains.
+        assert_eq!(arch.param_counts(Unfreeze::All).finetune, 11_178_051);
+        // layer3 (2,099,712 parameters: convolutions and BatchNorm) joins layer4.
+        assert_eq!(arch.param_counts(Unfreeze::Layer3).finetune, 10_494_979);
+        let shapes: Vec<[usize; 3]> = Unfreeze::ALL.map(|u| arch.frozen_shape(u)).to_vec();
+        assert_eq!(
+            shapes,
+            [
+                [3, 224, 224],
+                [64, 56, 56],
+                [64, 56, 56],
+                [128, 28, 28],
+                [256, 14, 14]
+            ]
+        );
     }
 
     #[test]
@@ -551,7 +566,12 @@ mod tests {
                 image_size: 224,
                 classes: 1000,
             };
-            assert_eq!(arch.param_counts().total, total, "{}", net.name());
+            assert_eq!(
+                arch.param_counts(Unfreeze::Layer4).total,
+                total,
+                "{}",
+                net.name()
+            );
         }
     }
 
@@ -563,7 +583,10 @@ mod tests {
             image_size: 224,
             classes: 3,
         };
-        assert_eq!((arch.layer3_channels(), arch.features()), (1024, 2048));
+        assert_eq!(
+            (arch.frozen_shape(Unfreeze::Layer4)[0], arch.features()),
+            (1024, 2048)
+        );
         let layer4 = arch.layer(4);
         assert_eq!(layer4.len(), 3);
         let first: Vec<_> = layer4[0].convs().iter().map(|c| c.weight_shape()).collect();

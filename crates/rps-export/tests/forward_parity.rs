@@ -3,7 +3,7 @@
 mod common;
 
 use common::{Input, assert_matches, run, session};
-use rps_core::names;
+use rps_core::{Unfreeze, names};
 use rps_export::resnet::{Arch, Net};
 use rps_export::{infer, weights};
 use rps_fixtures::{arch_reference, reference};
@@ -20,12 +20,15 @@ fn check_forward(net: Net, weights_file: &Path, forward_file: &Path, width: usiz
     let mut reference = rps_core::npy::Npz::open(forward_file).unwrap();
     let input = reference.get::<f32>("input").unwrap();
 
-    let mut backbone = session(&infer::backbone(&arch, &tensors), "backbone");
+    let mut backbone = session(
+        &infer::backbone(&arch, &tensors, Unfreeze::Layer4),
+        "backbone",
+    );
     let out = run(
         &mut backbone,
         vec![(names::IMAGES.into(), Input::F32(input.clone()))],
     );
-    assert_matches(&mut reference, "layer3", &out[names::LAYER3], 1e-4);
+    assert_matches(&mut reference, "layer3", &out[names::FROZEN], 1e-4);
     assert_matches(&mut reference, "pooled", &out[names::POOLED], 1e-4);
 
     let mut imagenet = session(&infer::classifier(&arch, &tensors, "imagenet"), "imagenet");

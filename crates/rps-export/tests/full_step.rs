@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{first_step_inputs, run, session};
-use rps_core::names;
+use common::{Input, first_step_inputs, run, session};
 use rps_core::npy::Npz;
+use rps_core::{Unfreeze, names};
 use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
 use rps_export::weights;
@@ -33,20 +33,21 @@ fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
     }
     let features = npz.get::<f32>("features").unwrap();
     let labels = npz.get::<i64>("labels").unwrap();
-    let mut inputs = first_step_inputs(&ARCH, &features, 1e-3, &values);
+    let mut inputs =
+        first_step_inputs(&ARCH, Unfreeze::Layer4, Input::F32(features), 1e-3, &values);
     for (name, input) in &mut inputs {
         if name == names::LABELS {
-            *input = common::Input::I64(labels.clone());
+            *input = Input::I64(labels.clone());
         }
     }
-    let graph = train::finetune_step(&ARCH, convolutions);
+    let graph = train::finetune_step(&ARCH, Unfreeze::Layer4, convolutions);
     let out = run(&mut session(&graph, "finetune_step"), inputs);
     let mut errors = Vec::new();
     for (key, want) in [(names::LOSS, "step1:loss"), (names::LOGITS, "step1:logits")] {
         let want = npz.get::<f32>(want).unwrap();
         errors.push((key.to_string(), rel_err(&out[key], &want), 1e-5));
     }
-    for (name, _) in ARCH.finetune_params() {
+    for (name, _) in ARCH.finetune_params(Unfreeze::Layer4) {
         let want = npz.get::<f32>(&format!("step1:grad:{name}")).unwrap();
         let torch = npz.get::<f64>(&format!("torch_f32_rel:{name}")).unwrap();
         let bound = (10.0 * torch.sum()).max(1e-5);

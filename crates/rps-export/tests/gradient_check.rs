@@ -6,11 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{first_step_inputs, run, session};
+use common::{Input, first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rps_core::names;
+use rps_core::{Unfreeze, names};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
 
@@ -27,9 +27,18 @@ fn loss_and_grads(
     features: &ArrayD<f32>,
     values: &BTreeMap<String, ArrayD<f32>>,
 ) -> (f64, BTreeMap<String, ArrayD<f32>>) {
-    let out = run(session, first_step_inputs(arch, features, 0.0, values));
+    let out = run(
+        session,
+        first_step_inputs(
+            arch,
+            Unfreeze::Layer4,
+            Input::F32(features.clone()),
+            0.0,
+            values,
+        ),
+    );
     let grads = arch
-        .finetune_params()
+        .finetune_params(Unfreeze::Layer4)
         .into_iter()
         .map(|(n, _)| (n.clone(), out[&names::grad(&n)].clone()))
         .collect();
@@ -68,10 +77,10 @@ fn bottleneck_gradients_match_central_differences() {
 
 fn check_gradients(arch: &Arch) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let s = arch.layer3_size();
-    let features = random(&mut rng, &[BATCH, arch.layer3_channels(), s, s], 4.0);
+    let [c, s, _] = arch.frozen_shape(Unfreeze::Layer4);
+    let features = random(&mut rng, &[BATCH, c, s, s], 4.0);
     let mut params: BTreeMap<String, ArrayD<f32>> = arch
-        .finetune_params()
+        .finetune_params(Unfreeze::Layer4)
         .into_iter()
         .map(|(name, shape)| {
             let value = if name.contains(".bn") || name.contains("downsample.1") {
@@ -87,17 +96,17 @@ fn check_gradients(arch: &Arch) {
         })
         .collect();
     // Train-mode BatchNorm only updates its running statistics: any values do.
-    for (name, shape) in arch.finetune_buffers() {
+    for (name, shape) in arch.finetune_buffers(Unfreeze::Layer4) {
         params.insert(name, ArrayD::ones(IxDyn(&shape)));
     }
     let mut session = session(
-        &train::finetune_step(arch, Convolutions::Fastest),
+        &train::finetune_step(arch, Unfreeze::Layer4, Convolutions::Fastest),
         "finetune_step",
     );
     let (_, grads) = loss_and_grads(arch, &mut session, &features, &params);
     let h = 2e-3f32;
     let mut checked = 0;
-    for (name, _) in arch.finetune_params() {
+    for (name, _) in arch.finetune_params(Unfreeze::Layer4) {
         // The largest-gradient entries of each parameter, where f32 differences are reliable.
         let mut order: Vec<usize> = (0..grads[&name].len()).collect();
         let flat = grads[&name].as_slice().unwrap().to_vec();
@@ -119,5 +128,5 @@ fn check_gradients(arch: &Arch) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2 * arch.finetune_params().len());
+    assert_eq!(checked, 2 * arch.finetune_params(Unfreeze::Layer4).len());
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use common::{Input, assert_matches, run, session};
 use ndarray::{ArrayD, IxDyn, arr0};
+use rps_core::Unfreeze;
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
 use rps_export::resnet::{Arch, Net};
@@ -145,18 +146,18 @@ fn check_phase(net: Net, finetune: bool) {
     let (arch, tag) = mini(net);
     let (step, eval, phase, params, buffers) = if finetune {
         (
-            train::finetune_step(&arch, Convolutions::Fastest),
-            train::finetune_eval(&arch, Convolutions::Fastest),
+            train::finetune_step(&arch, Unfreeze::Layer4, Convolutions::Fastest),
+            train::finetune_eval(&arch, Unfreeze::Layer4, Convolutions::Fastest),
             "layer4",
-            arch.finetune_params(),
-            arch.finetune_buffers(),
+            arch.finetune_params(Unfreeze::Layer4),
+            arch.finetune_buffers(Unfreeze::Layer4),
         )
     } else {
         (
             train::head_step(&arch),
             train::head_eval(&arch),
             "head",
-            arch.head_shapes(3),
+            arch.head_shapes(3).to_vec(),
             vec![],
         )
     };

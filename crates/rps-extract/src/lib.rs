@@ -1,6 +1,7 @@
 //! rps-extract: runs `backbone.onnx` once over every cached image, so training never
-//! touches the frozen layers again. Writes per split `layer3` and `pooled` features
-//! (f32 `.npy`) and the labels to `DATA/features/`.
+//! touches the frozen layers again. Writes per split the frozen layers' output
+//! (`frozen`, unless phase 2 trains the whole network and reads the cached images)
+//! and the `pooled` features (f32 `.npy`), and the labels, to `DATA/features/`.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -36,9 +37,10 @@ pub struct Report {
     pub splits: Vec<(Split, usize, f64)>,
 }
 
-/// The backbone's per-image output shapes, read off its graph.
+/// The backbone's per-image output shapes, read off its graph: the frozen layers'
+/// output when it has one, and the pooled features.
 struct Outputs {
-    layer3: Vec<usize>,
+    frozen: Option<Vec<usize>>,
     pooled: Vec<usize>,
 }
 
@@ -57,8 +59,12 @@ pub fn run(config: &Config) -> Result<Report> {
     let graph = layout.graph(GraphFile::Backbone);
     let (mut session, device) =
         Runtime::get()?.exported(layout, GraphFile::Backbone, config.session)?;
+    let has_frozen = session.outputs().iter().any(|o| o.name() == names::FROZEN);
     let outputs = Outputs {
-        layer3: fixed_dims(&session, names::LAYER3, &graph, 1)?,
+        frozen: match has_frozen {
+            true => Some(fixed_dims(&session, names::FROZEN, &graph, 1)?),
+            false => None,
+        },
         pooled: fixed_dims(&session, names::POOLED, &graph, 1)?,
     };
     eprintln!("extract: running {} on {device}", graph.display());
@@ -68,10 +74,10 @@ pub fn run(config: &Config) -> Result<Report> {
     }
     let bytes = outputs.bytes_per_row() * rows as u64;
     eprintln!(
-        "extract: {rows} images -> {:.2} GB of features (f32 layer3 {:?} and pooled {:?} each)",
+        "extract: {rows} images -> {:.2} GB of features ({} each; UNFREEZE={})",
         bytes as f64 / 1e9,
-        outputs.layer3,
-        outputs.pooled
+        outputs.describe(),
+        upstream.export.settings.unfreeze
     );
     check_free_space(layout.root(), bytes)?;
     let batch = config.batch.unwrap_or(match device {
@@ -105,11 +111,7 @@ pub fn run(config: &Config) -> Result<Report> {
     }
     let settings = ExtractSettings {
         batch,
-        storage: format!(
-            "f32 .npy: layer3 [N,{}], pooled [N,{}]; rows as in cache/index.csv",
-            dims_text(&outputs.layer3),
-            dims_text(&outputs.pooled)
-        ),
+        storage: format!("{}; rows as in cache/index.csv", outputs.describe()),
     };
     let rates: BTreeMap<Split, SplitRate> = splits
         .iter()
@@ -140,11 +142,22 @@ pub fn run(config: &Config) -> Result<Report> {
 impl Outputs {
     /// Bytes of features one image adds (the labels are noise beside them).
     fn bytes_per_row(&self) -> u64 {
-        let elements: usize = [&self.layer3, &self.pooled]
+        let elements: usize = self
+            .frozen
             .iter()
+            .chain([&self.pooled])
             .map(|dims| dims.iter().product::<usize>())
             .sum();
         (elements * std::mem::size_of::<f32>()) as u64
+    }
+
+    /// What is stored per image: `f32 .npy: frozen [N,256,14,14], pooled [N,512]`.
+    fn describe(&self) -> String {
+        let frozen = match &self.frozen {
+            Some(dims) => format!("frozen [N,{}], ", dims_text(dims)),
+            None => "no frozen layers (phase 2 reads cache/), ".into(),
+        };
+        format!("f32 .npy: {frozen}pooled [N,{}]", dims_text(&self.pooled))
     }
 }
 
@@ -264,10 +277,13 @@ impl SplitJob<'_> {
         let n = cache_dims(self.pixels)?[0];
         let s = self.image_size;
         let rows_of = |dims: &[usize]| [&[n][..], dims].concat();
-        let mut layer3 = RowWriter::create::<f32>(
-            &self.out_path(Feature::Layer3),
-            &rows_of(&self.outputs.layer3),
-        )?;
+        let mut frozen = match &self.outputs.frozen {
+            Some(dims) => Some(RowWriter::create::<f32>(
+                &self.out_path(Feature::Frozen),
+                &rows_of(dims),
+            )?),
+            None => None,
+        };
         let mut pooled = RowWriter::create::<f32>(
             &self.out_path(Feature::Pooled),
             &rows_of(&self.outputs.pooled),
@@ -296,14 +312,18 @@ impl SplitJob<'_> {
             for (rows, input) in receive {
                 let tensor = Tensor::from_array(([rows, 3, s, s], input))?;
                 let outputs = session.run(ort::inputs![names::IMAGES => tensor])?;
-                layer3.write(outputs[names::LAYER3].try_extract_tensor::<f32>()?.1)?;
+                if let Some(frozen) = &mut frozen {
+                    frozen.write(outputs[names::FROZEN].try_extract_tensor::<f32>()?.1)?;
+                }
                 pooled.write(outputs[names::POOLED].try_extract_tensor::<f32>()?.1)?;
                 progress.inc(rows as u64);
             }
             Ok(())
         })?;
         drop(progress);
-        layer3.finish()?;
+        if let Some(frozen) = frozen {
+            frozen.finish()?;
+        }
         pooled.finish()?;
         Ok(n)
     }

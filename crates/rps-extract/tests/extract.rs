@@ -4,14 +4,23 @@ use std::process::Command;
 
 use ndarray::{ArrayD, IxDyn};
 use rps_core::sidecar::ExtractMeta;
-use rps_core::{CacheFile, ClassList, Device, Feature, Folder, Layout, Split, npy};
+use rps_core::{CacheFile, ClassList, Device, Feature, Folder, Layout, Split, Unfreeze, npy};
 use rps_export::export::{self, Source};
 use rps_export::resnet::{Arch, Net};
 use rps_fixtures::{assert_close, reference, write_cache_sidecars};
 
 /// A temporary DATA with the graphs of reference `weights` at `width`, for
-/// `image_size`-pixel images and three classes.
+/// `image_size`-pixel images and three classes, phase 2 training from layer4.
 fn exported(weights: &str, width: usize, image_size: u32) -> (tempfile::TempDir, Layout) {
+    exported_from(weights, width, image_size, Unfreeze::Layer4)
+}
+
+fn exported_from(
+    weights: &str,
+    width: usize,
+    image_size: u32,
+    unfreeze: Unfreeze,
+) -> (tempfile::TempDir, Layout) {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
     let arch = Arch {
@@ -21,7 +30,7 @@ fn exported(weights: &str, width: usize, image_size: u32) -> (tempfile::TempDir,
         classes: 3,
     };
     let source = Source::File(reference(weights));
-    export::run(&export::Config::for_arch(&layout, source, &arch)).unwrap();
+    export::run(&export::Config::for_arch(&layout, source, &arch, unfreeze)).unwrap();
     (dir, layout)
 }
 
@@ -68,7 +77,7 @@ fn check_parity(weights: &str, forward: &str, width: usize, size: u32, batch: us
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("device: cpu"));
     for split in Split::ALL {
-        let layer3 = npy::read::<f32>(&layout.features(split, Feature::Layer3)).unwrap();
+        let layer3 = npy::read::<f32>(&layout.features(split, Feature::Frozen)).unwrap();
         let pooled = npy::read::<f32>(&layout.features(split, Feature::Pooled)).unwrap();
         let mut want = |key: &str| reference_values.get::<f32>(key).unwrap();
         assert_close("layer3", &layer3, &want("layer3"), 1e-4);
@@ -99,6 +108,42 @@ fn mini_features_match_pytorch_with_a_partial_last_batch() {
         64,
         3,
     );
+}
+
+#[test]
+fn every_depth_cuts_the_backbone_where_phase_2_starts() {
+    let mut reference_values = npy::Npz::open(&reference("mini_w8_s64_seed0_forward.npz")).unwrap();
+    let (images, pooled_want) = (
+        reference_values.get::<f32>("input").unwrap(),
+        reference_values.get::<f32>("pooled").unwrap(),
+    );
+    // Width 8 at 64 pixels: the stem's output [8, 16, 16], layer2's [16, 8, 8].
+    for (unfreeze, frozen) in [
+        (Unfreeze::All, None),
+        (Unfreeze::Layer1, Some([8, 8, 16, 16])),
+        (Unfreeze::Layer3, Some([8, 16, 8, 8])),
+    ] {
+        let (_dir, layout) = exported_from("mini_w8_s64_seed0.pth", 8, 64, unfreeze);
+        write_cache(&layout, 64, &images);
+        let out = extract(&layout, 3);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pooled = npy::read::<f32>(&layout.features(Split::Test, Feature::Pooled)).unwrap();
+        assert_close("pooled", &pooled, &pooled_want, 1e-4);
+        let path = layout.features(Split::Test, Feature::Frozen);
+        match frozen {
+            Some(shape) => assert_eq!(npy::read::<f32>(&path).unwrap().shape(), shape),
+            None => assert!(!path.exists(), "{unfreeze}: nothing is frozen"),
+        }
+        let meta = ExtractMeta::read(&layout.features_meta()).unwrap();
+        assert_eq!(
+            frozen.is_none(),
+            meta.settings.storage.contains("no frozen layers")
+        );
+    }
 }
 
 #[test]

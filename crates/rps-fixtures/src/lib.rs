@@ -27,6 +27,23 @@ pub fn arch_reference(file: &str) -> PathBuf {
         .join(file)
 }
 
+/// PyTorch's own float32 error on the `../shared/` reference `file`, the worst of
+/// several summation orders, by key (`grad:NAME`, `param:NAME`, `buffer:NAME`,
+/// `loss`, `logits`, `eval_logits`): `f32_spread.json`, made by
+/// `scripts/make_f32_spread.py`.
+pub fn f32_spread(file: &str) -> std::collections::BTreeMap<String, f64> {
+    let path = arch_reference("f32_spread.json");
+    let text = std::fs::read_to_string(&path).expect("the committed f32_spread.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let errors = json["files"][file]
+        .as_object()
+        .unwrap_or_else(|| panic!("{}: no entry for {file}", path.display()));
+    errors
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_f64().expect("a number")))
+        .collect()
+}
+
 /// Relative L2 error of `got` against `want`.
 pub fn rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
     assert_eq!(got.shape(), want.shape(), "shapes differ");

@@ -1,37 +1,104 @@
-//! The extracted features of a split.
+//! The extracted features of a split, and a batch of them as a graph input.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
 use ndarray::{Array2, ArrayD, Axis, Ix2};
+use ort::session::SessionInputValue;
+use ort::value::TensorRef;
 use rps_core::npy::{self, Mapped};
-use rps_core::{Feature, Layout, Split};
+use rps_core::{Feature, Layout, Split, Unfreeze};
 
-/// One split's features: pooled in memory, layer3 memory-mapped.
+/// One split's features: pooled in memory; what phase 2 reads memory-mapped (the
+/// frozen layers' output, or the cached u8 images when nothing is frozen).
 pub struct Features {
     pub pooled: Array2<f32>,
-    layer3: Mapped,
+    frozen: Frozen,
     pub labels: Vec<i64>,
     /// Rows per image (augmented views); rows are image-major.
     pub views: usize,
 }
 
+/// Phase 2's input rows.
+enum Frozen {
+    /// f32 `features/<split>_frozen.npy`.
+    Features(Mapped),
+    /// The cache's u8 images: rows as extract read them.
+    Pixels(Mapped),
+}
+
+/// Rows of features, as a graph takes them.
+pub enum Batch {
+    F32(ArrayD<f32>),
+    U8(ArrayD<u8>),
+}
+
+impl Batch {
+    /// The `features` input of a graph.
+    pub fn input(&self) -> Result<SessionInputValue<'_>> {
+        Ok(match self {
+            Batch::F32(a) => TensorRef::from_array_view(a.view())?.into(),
+            Batch::U8(a) => TensorRef::from_array_view(a.view())?.into(),
+        })
+    }
+}
+
+impl Frozen {
+    fn open(layout: &Layout, split: Split, unfreeze: Unfreeze) -> Result<Self> {
+        if !unfreeze.from_images() {
+            let mapped = Mapped::open(&layout.features(split, Feature::Frozen))?;
+            mapped.view::<f32>()?;
+            return Ok(Frozen::Features(mapped));
+        }
+        let mapped = Mapped::open(&layout.cache_tensor(split))?;
+        if mapped.view::<u8>().is_err() {
+            bail!(
+                "{}: UNFREEZE=all trains from the cached u8 images, and this cache holds \
+                 none: `make preprocess` remakes it",
+                mapped.path().display()
+            );
+        }
+        Ok(Frozen::Pixels(mapped))
+    }
+
+    fn mapped(&self) -> &Mapped {
+        match self {
+            Frozen::Features(m) | Frozen::Pixels(m) => m,
+        }
+    }
+
+    /// The shape of the rows, the row count first.
+    fn shape(&self) -> Result<Vec<usize>> {
+        Ok(match self {
+            Frozen::Features(m) => m.view::<f32>()?.shape().to_vec(),
+            Frozen::Pixels(m) => m.view::<u8>()?.shape().to_vec(),
+        })
+    }
+
+    fn rows(&self, rows: &[usize]) -> Result<Batch> {
+        Ok(match self {
+            Frozen::Features(m) => Batch::F32(m.view::<f32>()?.select(Axis(0), rows)),
+            Frozen::Pixels(m) => Batch::U8(m.view::<u8>()?.select(Axis(0), rows)),
+        })
+    }
+}
+
 impl Features {
-    /// Loads a split; its files must agree in length.
-    pub fn load(layout: &Layout, split: Split, views: usize) -> Result<Self> {
+    /// Loads a split for training from `unfreeze`; its files must agree in length.
+    pub fn load(layout: &Layout, split: Split, views: usize, unfreeze: Unfreeze) -> Result<Self> {
         let pooled_path = layout.features(split, Feature::Pooled);
         let pooled = npy::read::<f32>(&pooled_path)?.into_dimensionality::<Ix2>()?;
         let labels_path = layout.features(split, Feature::Labels);
         let labels: Vec<i64> = npy::read::<i64>(&labels_path)?.iter().copied().collect();
-        let layer3 = Mapped::open(&layout.features(split, Feature::Layer3))?;
-        let layer3_shape = layer3.view::<f32>()?.shape().to_vec();
+        let frozen = Frozen::open(layout, split, unfreeze)?;
+        let frozen_rows = frozen.shape()?[0];
         let rows = pooled.nrows();
-        if labels.len() != rows || layer3_shape[0] != rows {
+        if labels.len() != rows || frozen_rows != rows {
             bail!(
                 "{split} features disagree in length: {} has {rows} rows, {} has {}, {} has {} labels",
                 pooled_path.display(),
-                layer3.path().display(),
-                layer3_shape[0],
+                frozen.mapped().path().display(),
+                frozen_rows,
                 labels_path.display(),
                 labels.len()
             );
@@ -44,7 +111,7 @@ impl Features {
         }
         Ok(Self {
             pooled,
-            layer3,
+            frozen,
             labels,
             views,
         })
@@ -55,7 +122,7 @@ impl Features {
     pub fn check_fits(&self, feature: Feature, graph_dims: &[i64], graph: &Path) -> Result<()> {
         let ours: Vec<usize> = match feature {
             Feature::Pooled => vec![self.pooled.ncols()],
-            Feature::Layer3 => self.layer3.view::<f32>()?.shape()[1..].to_vec(),
+            Feature::Frozen => self.frozen.shape()?[1..].to_vec(),
             Feature::Labels => bail!("labels are no graph's features"),
         };
         let fits = graph_dims.len() == ours.len() + 1
@@ -95,10 +162,10 @@ impl Features {
     }
 
     /// The `feature` values of `rows`.
-    pub fn rows(&self, feature: Feature, rows: &[usize]) -> Result<ArrayD<f32>> {
+    pub fn rows(&self, feature: Feature, rows: &[usize]) -> Result<Batch> {
         match feature {
-            Feature::Pooled => Ok(self.pooled.select(Axis(0), rows).into_dyn()),
-            Feature::Layer3 => Ok(self.layer3.view::<f32>()?.select(Axis(0), rows)),
+            Feature::Pooled => Ok(Batch::F32(self.pooled.select(Axis(0), rows).into_dyn())),
+            Feature::Frozen => self.frozen.rows(rows),
             Feature::Labels => bail!("labels are no graph's features"),
         }
     }

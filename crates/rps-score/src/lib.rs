@@ -6,5 +6,5 @@
 mod features;
 mod scorer;
 
-pub use features::Features;
+pub use features::{Batch, Features};
 pub use scorer::{BatchOutput, Scorer, output, predictions, softmax};

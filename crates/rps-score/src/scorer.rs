@@ -3,11 +3,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use ndarray::{Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Ix2};
+use ndarray::{Array2, ArrayView2, ArrayViewD, Axis, Ix2};
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
 use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions, Tensors};
+
+use crate::Batch;
 
 /// Loss and logits of one step or one scored batch.
 pub struct BatchOutput {
@@ -119,15 +121,12 @@ impl Scorer {
     /// Scores one batch with `weights` (which must hold every weight the graph takes).
     pub fn score(
         &mut self,
-        features: &ArrayD<f32>,
+        features: &Batch,
         labels: &[i64],
         weights: &Tensors,
     ) -> Result<BatchOutput> {
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
-            (
-                names::FEATURES.into(),
-                TensorRef::from_array_view(features.view())?.into(),
-            ),
+            (names::FEATURES.into(), features.input()?),
             (
                 names::LABELS.into(),
                 Tensor::from_array(([labels.len()], labels.to_vec()))?.into(),

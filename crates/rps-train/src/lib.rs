@@ -65,7 +65,7 @@ impl Phase {
             Phase::Finetune => (
                 GraphFile::FinetuneStep,
                 GraphFile::FinetuneEval,
-                Feature::Layer3,
+                Feature::Frozen,
             ),
         }
     }
@@ -130,8 +130,14 @@ pub fn run(config: &Config) -> Result<Report> {
     let layout = &config.layout;
     let settings = &config.settings;
     let upstream = Upstream::read(layout)?;
-    let train = Features::load(layout, Split::Train, upstream.cache.settings.views)?;
-    let test = Features::load(layout, Split::Test, 1)?;
+    let unfreeze = upstream.export.settings.unfreeze;
+    let train = Features::load(
+        layout,
+        Split::Train,
+        upstream.cache.settings.views,
+        unfreeze,
+    )?;
+    let test = Features::load(layout, Split::Test, 1, unfreeze)?;
     check_labels(&train, &test, upstream.classes.len())?;
     let (train_images, val_images) =
         data::split_validation(&train, settings.val_fraction, settings.seed);

@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
-use ndarray::{Array2, ArrayD};
+use ndarray::Array2;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
 use rps_core::runtime::fixed_dims;
 use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions};
-use rps_score::BatchOutput;
+use rps_score::{Batch, BatchOutput};
 
 use crate::state::TrainState;
 
@@ -81,7 +81,7 @@ impl StepRunner {
     pub fn step(
         &mut self,
         state: &mut TrainState,
-        features: &ArrayD<f32>,
+        features: &Batch,
         labels: &[i64],
         mask: &Array2<f32>,
         lr: f32,
@@ -93,10 +93,7 @@ impl StepRunner {
             (names::WEIGHT_DECAY, self.weight_decay),
         ];
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
-            (
-                names::FEATURES.into(),
-                TensorRef::from_array_view(features.view())?.into(),
-            ),
+            (names::FEATURES.into(), features.input()?),
             (
                 names::LABELS.into(),
                 Tensor::from_array(([labels.len()], labels.to_vec()))?.into(),

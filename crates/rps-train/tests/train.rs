@@ -5,7 +5,7 @@ use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::sidecar::{TrainMeta, TrainSettings};
 use rps_core::{
     CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, SessionOptions, Split, Tensors,
-    npy, table,
+    Unfreeze, npy, table,
 };
 use rps_export::export::{self, Source};
 use rps_export::resnet::{Arch, Net};
@@ -25,7 +25,13 @@ const VIEWS: usize = 2;
 fn dataset() -> (tempfile::TempDir, Layout) {
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
-    export::run(&export::Config::for_arch(&layout, Source::Random(0), &ARCH)).unwrap();
+    export::run(&export::Config::for_arch(
+        &layout,
+        Source::Random(0),
+        &ARCH,
+        Unfreeze::Layer4,
+    ))
+    .unwrap();
     write_cache_sidecars(&layout, ARCH.image_size as u32, VIEWS, &["a", "b", "c"]).unwrap();
     std::fs::create_dir_all(layout.dir(Folder::Features)).unwrap();
     for (split, images, views) in [(Split::Train, 60, VIEWS), (Split::Test, 30, 1)] {
@@ -40,8 +46,8 @@ fn dataset() -> (tempfile::TempDir, Layout) {
                     0.0
                 }
         });
-        let s = ARCH.layer3_size();
-        let layer3 = ArrayD::from_shape_fn(IxDyn(&[rows, ARCH.layer3_channels(), s, s]), |i| {
+        let [c, s, _] = ARCH.frozen_shape(Unfreeze::Layer4);
+        let layer3 = ArrayD::from_shape_fn(IxDyn(&[rows, c, s, s]), |i| {
             wiggle(i.slice())
                 + if i[1] % 3 == label(i[0]) as usize {
                     1.0
@@ -50,7 +56,7 @@ fn dataset() -> (tempfile::TempDir, Layout) {
                 }
         });
         npy::write(&layout.features(split, Feature::Pooled), &pooled).unwrap();
-        npy::write(&layout.features(split, Feature::Layer3), &layer3).unwrap();
+        npy::write(&layout.features(split, Feature::Frozen), &layer3).unwrap();
         npy::write(
             &layout.features(split, Feature::Labels),
             &Array1::from_iter((0..rows).map(label)),
@@ -126,7 +132,10 @@ fn loss_falls_on_a_separable_set_and_outputs_are_written() {
             .all(|r| (0.0..=1.0).contains(&r.train_acc) && r.val_loss.is_none())
     );
     let params: Vec<ParamsRow> = table::read(&layout.result(ResultFile::Params)).unwrap();
-    assert_eq!(params[1].trainable, ARCH.param_counts().finetune);
+    assert_eq!(
+        params[1].trainable,
+        ARCH.param_counts(Unfreeze::Layer4).finetune
+    );
     assert!(layout.result(ResultFile::Model).exists());
 }
 
@@ -219,7 +228,8 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
         classes: 3,
     };
     let weights = Source::File(reference("mini_w8_s64_seed0.pth"));
-    export::run(&export::Config::for_arch(&layout, weights, &mini)).unwrap();
+    let config = export::Config::for_arch(&layout, weights, &mini, Unfreeze::Layer4);
+    export::run(&config).unwrap();
     let options = SessionOptions::cpu(2);
     let mut runner = StepRunner::open(&layout, GraphFile::FinetuneStep, options, 0.0).unwrap();
     let params = runner.state_shapes(StateKind::Param).unwrap();
@@ -233,7 +243,7 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
         }
     }
     let mut state = TrainState::fresh(&initial, &params, &buffers).unwrap();
-    let features = npz.get::<f32>("features").unwrap();
+    let features = rps_score::Batch::F32(npz.get::<f32>("features").unwrap());
     let labels: Vec<i64> = npz.get::<i64>("labels").unwrap().iter().copied().collect();
     let lr = npz.get::<f32>("lr").unwrap().sum();
     let mask = ndarray::Array2::ones((labels.len(), 64));

@@ -7,7 +7,7 @@ use ndarray::{ArrayD, IxDyn, arr0};
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::npy::Npz;
-use rps_core::{Runtime, SessionOptions, names};
+use rps_core::{Runtime, SessionOptions, Unfreeze, names};
 use rps_export::resnet::Arch;
 
 use rps_fixtures::assert_close;
@@ -20,24 +20,39 @@ pub fn session(graph: &[u8], label: &str) -> Session {
         .0
 }
 
-/// A graph input: float or int64.
+/// A graph input: float, int64 or u8 (pixels).
+#[derive(Clone)]
 pub enum Input {
     F32(ArrayD<f32>),
     I64(ArrayD<i64>),
+    U8(ArrayD<u8>),
 }
 
-/// The inputs of a fine-tune step's first step (step 1, zero Adam moments, dropout
-/// off, labels `i % 3`) at `lr`; `values` holds every parameter and buffer by name.
+impl Input {
+    /// The first dimension.
+    pub fn batch(&self) -> usize {
+        match self {
+            Input::F32(a) => a.shape()[0],
+            Input::I64(a) => a.shape()[0],
+            Input::U8(a) => a.shape()[0],
+        }
+    }
+}
+
+/// The inputs of a fine-tune step's first step from `unfreeze` (step 1, zero Adam
+/// moments, dropout off, labels `i % 3`) at `lr`; `values` holds every parameter and
+/// buffer by name.
 pub fn first_step_inputs(
     arch: &Arch,
-    features: &ArrayD<f32>,
+    unfreeze: Unfreeze,
+    features: Input,
     lr: f32,
     values: &BTreeMap<String, ArrayD<f32>>,
 ) -> Vec<(String, Input)> {
-    let batch = features.shape()[0];
+    let batch = features.batch();
     let scalar = |v: f32| Input::F32(arr0(v).into_dyn());
     let mut inputs = vec![
-        (names::FEATURES.to_string(), Input::F32(features.clone())),
+        (names::FEATURES.to_string(), features),
         (
             names::LABELS.into(),
             Input::I64(ArrayD::from_shape_fn(IxDyn(&[batch]), |i| {
@@ -52,13 +67,13 @@ pub fn first_step_inputs(
         (names::LR.into(), scalar(lr)),
         (names::WEIGHT_DECAY.into(), scalar(0.0)),
     ];
-    for (name, shape) in arch.finetune_params() {
+    for (name, shape) in arch.finetune_params(unfreeze) {
         inputs.push((names::param(&name), Input::F32(values[&name].clone())));
         for key in [names::adam_m(&name), names::adam_v(&name)] {
             inputs.push((key, Input::F32(ArrayD::zeros(IxDyn(&shape)))));
         }
     }
-    for (name, _) in arch.finetune_buffers() {
+    for (name, _) in arch.finetune_buffers(unfreeze) {
         inputs.push((names::buffer(&name), Input::F32(values[&name].clone())));
     }
     inputs
@@ -72,6 +87,7 @@ pub fn run(session: &mut Session, inputs: Vec<(String, Input)>) -> BTreeMap<Stri
             let value = match input {
                 Input::F32(a) => Tensor::from_array(a).unwrap().into_dyn(),
                 Input::I64(a) => Tensor::from_array(a).unwrap().into_dyn(),
+                Input::U8(a) => Tensor::from_array(a).unwrap().into_dyn(),
             };
             (name, value)
         })

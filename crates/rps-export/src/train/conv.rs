@@ -1,0 +1,391 @@
+//! How a train graph computes a convolution on `[C, H*W, N]` maps, weights fed as
+//! inputs (ONNX Runtime's `Conv` loses its fast path then), and that computation's
+//! backward. Chosen per convolution by its shape and map size ([`Algorithm::choose`]):
+//! - a gathered patch matrix and one product (strided, 1x1, the stem's 7x7, and 3x3
+//!   on maps too large for dense Winograd transforms); the patches serve the weight
+//!   gradient, and the input gradient gathers the output gradient phase by phase;
+//! - Winograd F(4x4, 3x3) by dense transforms over the map's positions
+//!   ([`winograd::Transforms`]), for stride-1 3x3 convolutions on maps of a tile up
+//!   to [`DENSE_WINOGRAD_MAX`]: in eval graphs forward and back, in train steps the
+//!   backward only (see [`super::Convolutions::Fastest`]).
+
+use crate::graph::{GradPhase, Graph, Transposed, Value, Window};
+use crate::resnet::ConvSpec;
+use crate::winograd;
+
+use super::Convolutions;
+
+/// The largest map edge for dense Winograd transforms: their size grows with the
+/// square of the map's positions (fine at 7x7 and 14x14; at 28x28 the transforms
+/// cost more than the products they save).
+pub const DENSE_WINOGRAD_MAX: usize = 14;
+
+/// How one convolution is computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Patches,
+    /// Winograd forward and backward (eval graphs).
+    Winograd,
+    /// Patches forward, the adjoint of Winograd's forward backward (train steps).
+    PatchesThenWinograd,
+}
+
+impl Algorithm {
+    pub fn choose(
+        convolutions: Convolutions,
+        training: bool,
+        spec: &ConvSpec,
+        size: usize,
+    ) -> Self {
+        let winograd = convolutions == Convolutions::Fastest
+            && winograd::suits(spec, size)
+            && size <= DENSE_WINOGRAD_MAX;
+        match (winograd, training) {
+            (false, _) => Algorithm::Patches,
+            (true, false) => Algorithm::Winograd,
+            (true, true) => Algorithm::PatchesThenWinograd,
+        }
+    }
+}
+
+/// What the backward multiplies with.
+pub enum Saved {
+    /// The patch matrix `[Cin*K, P_out*N]`.
+    Patches(Value),
+    /// Each group's transforms and transformed values.
+    Winograd(Vec<WinogradGroup>),
+}
+
+/// `[Cin, P_in, N]` -> `[Cout, P_out, N]` by `algorithm`, and what its backward needs.
+pub fn forward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    in_size: usize,
+    algorithm: Algorithm,
+) -> (Saved, Value) {
+    match algorithm {
+        Algorithm::Patches => {
+            let (patches, y) = patches_forward(g, spec, weight, x, in_size);
+            (Saved::Patches(patches), y)
+        }
+        Algorithm::Winograd => {
+            let groups = winograd_transforms(g, spec, weight, x, in_size, KernelFor::Forward);
+            let y = winograd_forward(g, &groups, in_size, spec.cout as i64);
+            (Saved::Winograd(groups), y)
+        }
+        Algorithm::PatchesThenWinograd => {
+            let y = patches_forward(g, spec, weight, x, in_size).1;
+            let groups = winograd_transforms(g, spec, weight, x, in_size, KernelFor::InputGradient);
+            (Saved::Winograd(groups), y)
+        }
+    }
+}
+
+/// The weight's gradient `[Cout, Cin, k, k]`, and the input's when asked.
+pub fn backward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    saved: &Saved,
+    weight: &Value,
+    dy: &Value,
+    in_size: usize,
+    input_grad: bool,
+) -> (Value, Option<Value>) {
+    let (dw, dx) = match saved {
+        Saved::Patches(patches) => {
+            let dw = patches_weight_grad(g, spec, patches, dy);
+            let dx = input_grad.then(|| patches_input_grad(g, spec, weight, dy, in_size));
+            (dw, dx)
+        }
+        Saved::Winograd(groups) => winograd_backward(g, spec, groups, dy, in_size, input_grad),
+    };
+    let shape: Vec<i64> = spec.weight_shape().iter().map(|&d| d as i64).collect();
+    (g.reshape(&dw, &shape), dx)
+}
+
+/// A Winograd convolution's values the backward needs, for one group of transformed
+/// positions.
+pub struct WinogradGroup {
+    /// The constants of [`winograd::Group`].
+    input: Value,
+    output: Value,
+    kernel: Value,
+    positions: i64,
+    tiles: i64,
+    /// The transformed kernel, `[positions, 1, Cout, Cin]`, or with its channel axes
+    /// swapped for the input gradient (see [`KernelFor`]).
+    u: Value,
+    /// The transformed input, `[positions, tiles, Cin, N]`.
+    x_tiles: Value,
+}
+
+/// Which product a Winograd convolution's transformed kernel serves.
+#[derive(Clone, Copy)]
+enum KernelFor {
+    /// `U`, `[positions, 1, Cout, Cin]`.
+    Forward,
+    /// `Uᵀ`, `[positions, 1, Cin, Cout]`, transformed from the weight with its channel
+    /// axes swapped: a ninth of the values to move that swapping `U` would.
+    InputGradient,
+}
+
+/// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]`, which the backward
+/// reuses, and `[Cout, P_out, N]`.
+fn patches_forward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    in_size: usize,
+) -> (Value, Value) {
+    let taps = spec.window.taps();
+    let out_size = spec.out_size(in_size);
+    let patches = if spec.is_pointwise() {
+        g.reshape(x, &[spec.cin as i64, -1])
+    } else {
+        let forward_idx = spec.window.tap_indices(in_size);
+        let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
+        let gathered = gather_padded(g, x, &forward_indices);
+        g.reshape(&gathered, &[(spec.cin * taps) as i64, -1])
+    };
+    let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
+    let y = g.matmul(&wm, &patches);
+    let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);
+    (patches, y)
+}
+
+/// `[Cout, Cin*K]`: the forward's patches reused.
+fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &Value, dy: &Value) -> Value {
+    let dym = g.reshape(dy, &[spec.cout as i64, -1]);
+    g.gemm(&dym, patches, None, Transposed { a: false, b: true })
+}
+
+/// The patch convolution run backwards, phase by phase of the input positions
+/// ([`crate::graph::Window::input_grad_phases`]): gather `dy` by what each tap read
+/// there, multiply by the phase's taps of the weight with its channel axes swapped,
+/// then put the positions back in raster order (zero where no tap reaches).
+fn patches_input_grad(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    dy: &Value,
+    in_size: usize,
+) -> Value {
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    if spec.is_pointwise() {
+        let w = g.reshape(weight, &[cout, cin]);
+        let dym = g.reshape(dy, &[cout, -1]);
+        let dx = g.gemm(&w, &dym, None, Transposed { a: true, b: false });
+        return g.reshape(&dx, &[cin, (in_size * in_size) as i64, -1]);
+    }
+    let taps = spec.window.taps();
+    let w3 = g.reshape(weight, &[cout, cin, taps as i64]);
+    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
+    scatter_by_phase(g, spec.window, in_size, |g, phase| {
+        let (phase_taps, n) = (&phase.taps, phase.positions.len());
+        let t = phase_taps.len() as i64;
+        let indices = g.int_constant(&[phase_taps.len(), n], &phase.indices);
+        let gathered = g.gather(&padded_dy, &indices, 1);
+        let gathered = g.reshape(&gathered, &[cout * t, -1]);
+        let w_phase = if phase_taps.len() == taps {
+            w3.clone()
+        } else {
+            let list: Vec<i64> = phase_taps.iter().map(|&k| k as i64).collect();
+            let list = g.int_constant(&[phase_taps.len()], &list);
+            g.gather(&w3, &list, 2)
+        };
+        let wt = g.transpose(&w_phase, &[1, 0, 2]);
+        let wt = g.reshape(&wt, &[cin, cout * t]);
+        let dx = g.matmul(&wt, &gathered);
+        g.reshape(&dx, &[cin, n as i64, -1])
+    })
+}
+
+/// The gradient of a windowed layer's input `[C, P_in, N]`, built phase by phase of
+/// the input positions: `phase_grad` returns a phase's `[C, n, N]` (its n positions
+/// in raster order); the phases are joined and put back in raster order, zero where no tap
+/// reaches.
+pub fn scatter_by_phase(
+    g: &mut Graph,
+    window: Window,
+    in_size: usize,
+    mut phase_grad: impl FnMut(&mut Graph, &GradPhase) -> Value,
+) -> Value {
+    let p_in = in_size * in_size;
+    let mut parts = Vec::new();
+    // For each input position, its row among the phases' results.
+    let mut rows = vec![None; p_in];
+    let mut next_row = 0;
+    for phase in window.input_grad_phases(in_size) {
+        if phase.taps.is_empty() {
+            continue;
+        }
+        parts.push(phase_grad(g, &phase));
+        for &i in &phase.positions {
+            rows[i] = Some(next_row);
+            next_row += 1;
+        }
+    }
+    let joined = match parts.as_slice() {
+        [one] => one.clone(),
+        _ => g.concat(&parts, 1),
+    };
+    let order: Vec<i64> = rows
+        .iter()
+        .map(|row| row.unwrap_or(next_row) as i64)
+        .collect();
+    if order.iter().enumerate().all(|(i, &row)| row == i as i64) {
+        return joined;
+    }
+    // Row `next_row` of the padded result is the zero gradient of unreached positions.
+    let padded = g.pad(&joined, &[0, 0, 0, 0, 1, 0]);
+    let order = g.int_constant(&[p_in], &order);
+    g.gather(&padded, &order, 1)
+}
+
+/// The image and the kernel in the tile domain of Winograd F(4x4, 3x3), for each
+/// group of transformed positions.
+fn winograd_transforms(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    size: usize,
+    kernel_for: KernelFor,
+) -> Vec<WinogradGroup> {
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    let taps = winograd::TAPS as i64;
+    let (w, u_shape) = match kernel_for {
+        KernelFor::Forward => (g.reshape(weight, &[cout * cin, taps]), [1, cout, cin]),
+        KernelFor::InputGradient => {
+            let w = g.reshape(weight, &[cout, cin, taps]);
+            let swapped = g.transpose(&w, &[1, 0, 2]);
+            (g.reshape(&swapped, &[cin * cout, taps]), [1, cin, cout])
+        }
+    };
+    let x_rows = by_position(g, x);
+    let mut groups = Vec::new();
+    for group in winograd::Transforms::new(size).groups {
+        let (positions, tiles) = (group.positions() as i64, group.tiles as i64);
+        let input = g.matrix(&group.input);
+        let output = g.matrix(&group.output);
+        let kernel = g.matrix(&group.kernel);
+        let u = g.gemm(&kernel, &w, None, Transposed { a: false, b: true });
+        let u = g.reshape(&u, &[&[positions][..], &u_shape].concat());
+        let x_tiles = g.matmul(&input, &x_rows);
+        let x_tiles = g.reshape(&x_tiles, &[positions, tiles, cin, -1]);
+        groups.push(WinogradGroup {
+            input,
+            output,
+            kernel,
+            positions,
+            tiles,
+            u,
+            x_tiles,
+        });
+    }
+    groups
+}
+
+/// `[Cout, P, N]` by Winograd from the transforms: for each group one batched channel
+/// product (the kernel broadcast over tiles) and back; the groups' images add up to
+/// the convolution.
+fn winograd_forward(g: &mut Graph, groups: &[WinogradGroup], size: usize, cout: i64) -> Value {
+    let terms: Vec<_> = groups
+        .iter()
+        .map(|group| {
+            let m = g.matmul(&group.u, &group.x_tiles);
+            let m = g.reshape(&m, &[group.positions * group.tiles, -1]);
+            (group.output.clone(), m)
+        })
+        .collect();
+    let y = gemm_sum(g, &terms, false);
+    from_positions(g, &y, size, cout)
+}
+
+/// Gradients of a Winograd convolution, as the adjoint of its forward, summed over
+/// groups: `dX = Σ inputᵀ · (Uᵀ ⊙ (outputᵀ · dY))`, `dU = Σ (outputᵀ · dY) ⊗
+/// (input · X)` over tiles and batch, `dW = Σ kernelᵀ · dU`. Returns
+/// `([Cout, Cin, 9], dX)`.
+fn winograd_backward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    groups: &[WinogradGroup],
+    dy: &Value,
+    size: usize,
+    input_grad: bool,
+) -> (Value, Option<Value>) {
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    let dy_rows = by_position(g, dy);
+    let mut dw_terms = Vec::new();
+    let mut dx_terms = Vec::new();
+    for group in groups {
+        let (positions, tiles) = (group.positions, group.tiles);
+        let dy_tiles = g.gemm(
+            &group.output,
+            &dy_rows,
+            None,
+            Transposed { a: true, b: false },
+        );
+        let dy_tiles = g.reshape(&dy_tiles, &[positions, tiles, cout, -1]);
+        // dU [positions, Cout, Cin]: contract over (tile, batch).
+        let dy_by_channel = g.transpose(&dy_tiles, &[0, 2, 1, 3]);
+        let dy_by_channel = g.reshape(&dy_by_channel, &[positions, cout, -1]);
+        let x_by_sample = g.transpose(&group.x_tiles, &[0, 1, 3, 2]);
+        let x_by_sample = g.reshape(&x_by_sample, &[positions, -1, cin]);
+        let du = g.matmul(&dy_by_channel, &x_by_sample);
+        dw_terms.push((
+            group.kernel.clone(),
+            g.reshape(&du, &[positions, cout * cin]),
+        ));
+        if input_grad {
+            let dx_tiles = g.matmul(&group.u, &dy_tiles);
+            let dx_tiles = g.reshape(&dx_tiles, &[positions * tiles, -1]);
+            dx_terms.push((group.input.clone(), dx_tiles));
+        }
+    }
+    // kernelᵀ · dU then a transpose run faster in ONNX Runtime than one Gemm reading
+    // dU transposed; the 3-D transpose keeps ORT from fusing them into that Gemm.
+    let dw = gemm_sum(g, &dw_terms, true);
+    let dw = g.reshape(&dw, &[winograd::TAPS as i64, cout, cin]);
+    let dw = g.transpose(&dw, &[1, 2, 0]);
+    let dx = input_grad.then(|| {
+        let dx = gemm_sum(g, &dx_terms, true);
+        from_positions(g, &dx, size, cin)
+    });
+    (dw, dx)
+}
+
+/// `Σ a · b` over `terms` (each `a` transposed when asked), chained through Gemm's
+/// addend.
+fn gemm_sum(g: &mut Graph, terms: &[(Value, Value)], trans_a: bool) -> Value {
+    let mut sum: Option<Value> = None;
+    for (a, b) in terms {
+        let t = Transposed {
+            a: trans_a,
+            b: false,
+        };
+        sum = Some(g.gemm(a, b, sum.as_ref(), t));
+    }
+    sum.expect("at least one term")
+}
+
+/// `[C, P, N]` -> `[P, C*N]`: positions as rows, for the transforms.
+fn by_position(g: &mut Graph, x: &Value) -> Value {
+    let transposed = g.transpose(x, &[1, 0, 2]);
+    g.reshape(&transposed, &[0, -1])
+}
+
+/// `[P, C*N]` -> `[C, P, N]`.
+fn from_positions(g: &mut Graph, rows: &Value, size: usize, channels: i64) -> Value {
+    let image = g.reshape(rows, &[(size * size) as i64, channels, -1]);
+    g.transpose(&image, &[1, 0, 2])
+}
+
+/// `[C, P, N]` -> `[C, len(indices), N]`; index P reads the appended zero row.
+pub fn gather_padded(g: &mut Graph, x: &Value, indices: &Value) -> Value {
+    let padded = g.pad(x, &[0, 0, 0, 0, 1, 0]);
+    g.gather(&padded, indices, 1)
+}

@@ -1,0 +1,442 @@
+//! The graphs training runs, all with the trained weights as inputs (`param:NAME`,
+//! `buffer:NAME`), so one session serves a whole phase:
+//! - train steps: forward, backward and the Adam update in standard ONNX ops, run by
+//!   plain ONNX Runtime; Adam moments are inputs too, and every updated value is an
+//!   output named `new_<input>`;
+//! - eval graphs: the same forward with BatchNorm in eval mode, scoring a batch.
+//!
+//! The forward is the model's one definition ([`crate::resnet`]) lowered by
+//! [`Builder`]: each layer kind ([`layers`]) emits its forward and, in a train step,
+//! pushes what its backward needs onto the [`tape`], whose reverse replay is the
+//! step's backward. Activations are laid out channel-major, `[C, H*W, N]`, batch
+//! last, and each convolution is a few big matrix products chosen by its shape and
+//! map size ([`conv`]). Phase 2 trains from the stage `UNFREEZE` names: its input is
+//! the frozen layers' output, or the u8 images when nothing is frozen.
+
+mod adam;
+mod conv;
+mod layers;
+mod tape;
+
+use rps_core::{Unfreeze, names};
+
+use crate::graph::{Dim, Elem, Graph, Value, Window};
+use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
+
+use adam::AdamScalars;
+use conv::Algorithm;
+use layers::{
+    Add, BatchNormTrain, BnInputs, Conv, Dropout, GlobalAveragePool, Linear, MaxPool, Relu,
+};
+use tape::{Act, Backward, Gradient, Tape};
+
+pub use conv::DENSE_WINOGRAD_MAX;
+
+/// How a graph computes its convolutions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Convolutions {
+    /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of one 4x4
+    /// tile up to [`DENSE_WINOGRAD_MAX`], patches for the rest. A train step's forward
+    /// still multiplies directly and only its backward uses Winograd: the forward's
+    /// rounding (about 1e-6 of the values) would flip ReLUs whose input lies within it
+    /// of zero, and each flipped element moves a gradient by about one over the square
+    /// root of its element count (1e-3 at full size), a hundred times PyTorch's own
+    /// float32 error. The backward has no such thresholds.
+    Fastest,
+    /// Every convolution through a gathered patch matrix: the plain formulation,
+    /// for comparison.
+    Patches,
+}
+
+/// Phase 1: pooled `features` `[N,8w]` -> the head's step.
+pub fn head_step(arch: &Arch) -> Vec<u8> {
+    let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Train);
+    let features = b.pooled_features_input();
+    let logits = b.head(&features, true);
+    b.finish_step(&logits, &arch.head_shapes(arch.classes).to_vec());
+    b.g.to_bytes("head_step")
+}
+
+/// Phase 1 scoring: pooled `features`, `labels` and the head -> `logits`, `probs`,
+/// mean `loss`.
+pub fn head_eval(arch: &Arch) -> Vec<u8> {
+    let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Eval);
+    let features = b.pooled_features_input();
+    let logits = b.head(&features, false);
+    b.finish_eval(&logits);
+    b.g.to_bytes("head_eval")
+}
+
+/// Phase 2: the frozen layers' output (or u8 images for [`Unfreeze::All`]) -> every
+/// stage from `unfreeze` on (BatchNorm in train mode) and the head's step.
+pub fn finetune_step(arch: &Arch, unfreeze: Unfreeze, convolutions: Convolutions) -> Vec<u8> {
+    let mut b = Builder::new(arch, convolutions, BatchNorm::Train);
+    let x = b.frozen_input(unfreeze);
+    let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
+    let logits = b.head(&pooled, true);
+    b.finish_step(&logits, &arch.finetune_params(unfreeze));
+    b.g.to_bytes("finetune_step")
+}
+
+/// Phase 2 scoring: the same `features`, `labels`, the trained stages' weights and
+/// running statistics and the head -> `logits`, `probs`, mean `loss`.
+pub fn finetune_eval(arch: &Arch, unfreeze: Unfreeze, convolutions: Convolutions) -> Vec<u8> {
+    let mut b = Builder::new(arch, convolutions, BatchNorm::Eval);
+    let x = b.frozen_input(unfreeze);
+    let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
+    let logits = b.head(&pooled, false);
+    b.finish_eval(&logits);
+    b.g.to_bytes("finetune_eval")
+}
+
+/// Which statistics BatchNorm normalizes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BatchNorm {
+    /// The batch's, updating the running statistics (PyTorch's train mode): train
+    /// steps, which record the forward for the backward.
+    Train,
+    /// The running statistics (eval mode): eval graphs, which have no backward.
+    Eval,
+}
+
+/// A train graph being built: the lowering of the model's layers, and what a step
+/// gathers as it goes (the tape, and each running statistic's new value).
+struct Builder {
+    g: Graph,
+    arch: Arch,
+    convolutions: Convolutions,
+    batch_norm: BatchNorm,
+    labels: Value,
+    /// The forward's record, in train steps.
+    tape: Option<Tape>,
+    /// `(input, new value, channels)` of each BatchNorm statistic.
+    buffers: Vec<(String, Value, usize)>,
+}
+
+impl Builder {
+    fn new(arch: &Arch, convolutions: Convolutions, batch_norm: BatchNorm) -> Self {
+        let mut g = Graph::new();
+        let labels = g.input(names::LABELS, Elem::I64, &[Dim::Batch]);
+        Self {
+            g,
+            arch: *arch,
+            convolutions,
+            batch_norm,
+            labels,
+            tape: (batch_norm == BatchNorm::Train).then(Tape::default),
+            buffers: Vec::new(),
+        }
+    }
+
+    /// The `features` input of phase 1 graphs: pooled values `[N,8w]`.
+    fn pooled_features_input(&mut self) -> Act {
+        let channels = self.arch.features();
+        let dims = [Dim::Batch, Dim::Fixed(channels)];
+        Act {
+            value: self.g.input(names::FEATURES, Elem::F32, &dims),
+            size: 1,
+            channels,
+            var: None,
+        }
+    }
+
+    /// The `features` input of phase 2 graphs, as a `[C, H*W, N]` map: the frozen
+    /// layers' output `[N,C,H,W]`, or u8 pixels `[N,3,S,S]` normalized here.
+    fn frozen_input(&mut self, unfreeze: Unfreeze) -> Act {
+        let [c, s, _] = self.arch.frozen_shape(unfreeze);
+        let dims = Dim::batch_of(&[c, s, s]);
+        let value = if unfreeze.from_images() {
+            let pixels = self.g.input(names::FEATURES, Elem::U8, &dims);
+            layers::normalized_pixels(&mut self.g, &pixels, s)
+        } else {
+            let features = self.g.input(names::FEATURES, Elem::F32, &dims);
+            let x = self.g.transpose(&features, &[1, 2, 3, 0]);
+            self.g.reshape(&x, &[c as i64, (s * s) as i64, -1])
+        };
+        Act {
+            value,
+            size: s,
+            channels: c,
+            var: None,
+        }
+    }
+
+    fn param(&mut self, name: &str, shape: &[usize]) -> Value {
+        self.g
+            .input(&names::param(name), Elem::F32, &Dim::fixed(shape))
+    }
+
+    /// `value`, the output of `layer` on `inputs`, on the tape when there is one.
+    fn record(
+        &mut self,
+        inputs: &[&Act],
+        layer: impl Backward + 'static,
+        value: Value,
+        (size, channels): (usize, usize),
+    ) -> Act {
+        let var = self
+            .tape
+            .as_mut()
+            .map(|tape| tape.push(inputs, Box::new(layer)));
+        Act {
+            value,
+            size,
+            channels,
+            var,
+        }
+    }
+
+    /// A BatchNorm's scale, shift and running statistics inputs.
+    fn bn_inputs(&mut self, spec: &ConvSpec) -> BnInputs {
+        let c = spec.cout;
+        let [gamma, beta] = BnTensor::PARAMS.map(|t| self.param(&spec.bn_tensor(t), &[c]));
+        let running = BnTensor::BUFFERS.map(|t| {
+            let name = names::buffer(&spec.bn_tensor(t));
+            self.g.input(&name, Elem::F32, &[Dim::Fixed(c)])
+        });
+        BnInputs {
+            gamma,
+            beta,
+            running,
+        }
+    }
+
+    /// Dropout (by the mask input, in train steps) then Linear, on `[N, 8w]` features.
+    fn head(&mut self, features: &Act, dropout: bool) -> Act {
+        let (c, classes) = (self.arch.features(), self.arch.classes);
+        let [weight, bias] = self.arch.head_shapes(classes).map(|(name, shape)| {
+            let value = self.param(&name, &shape);
+            (name, shape, value)
+        });
+        let dropped = if dropout {
+            let dims = [Dim::Batch, Dim::Fixed(c)];
+            let mask = self.g.input(names::DROPOUT_MASK, Elem::F32, &dims);
+            let (layer, value) = Dropout::forward(&mut self.g, &features.value, &mask);
+            self.record(&[features], layer, value, (1, c))
+        } else {
+            features.clone()
+        };
+        let (layer, logits) = Linear::forward(&mut self.g, &dropped.value, weight, bias);
+        self.record(&[&dropped], layer, logits, (1, classes))
+    }
+
+    fn logits_dims(&self) -> [Dim; 2] {
+        [Dim::Batch, Dim::Fixed(self.arch.classes)]
+    }
+
+    /// The loss, logits and softmax probabilities of an eval graph.
+    fn finish_eval(&mut self, logits: &Act) {
+        let dims = self.logits_dims();
+        let loss = self.g.cross_entropy(&logits.value, &self.labels);
+        let probs = self.g.softmax(&logits.value, -1);
+        self.g
+            .output(&logits.value, names::LOGITS, Elem::F32, &dims);
+        self.g.output(&probs, names::PROBS, Elem::F32, &dims);
+        self.g.output(&loss, names::LOSS, Elem::F32, &[]);
+    }
+
+    /// The loss and its gradient, the backward by the tape, Adam on every gradient in
+    /// the order of `params`, then the graph outputs.
+    fn finish_step(&mut self, logits: &Act, params: &Shapes) {
+        let dims = self.logits_dims();
+        let (loss, dlogits) = self.loss_and_gradient(&logits.value);
+        let g = &mut self.g;
+        g.output(&loss, names::LOSS, Elem::F32, &[]);
+        g.output(&logits.value, names::LOGITS, Elem::F32, &dims);
+        let tape = self
+            .tape
+            .as_ref()
+            .expect("a train step records its forward");
+        let output = logits.var.expect("the logits depend on the head");
+        let mut grads = tape.backward(g, output, dlogits).0;
+        grads.sort_by_key(|grad| params.iter().position(|(n, _)| *n == grad.name));
+        let adam = AdamScalars::new(g);
+        for Gradient {
+            name,
+            shape,
+            param,
+            grad,
+        } in &grads
+        {
+            let dims = Dim::fixed(shape);
+            let m = g.input(&names::adam_m(name), Elem::F32, &dims);
+            let v = g.input(&names::adam_v(name), Elem::F32, &dims);
+            let (new_p, new_m, new_v) = adam.update(g, shape, [param, grad, &m, &v]);
+            for (value, input) in [
+                (&new_p, names::param(name)),
+                (&new_m, names::adam_m(name)),
+                (&new_v, names::adam_v(name)),
+            ] {
+                g.output(value, &names::updated(&input), Elem::F32, &dims);
+            }
+            g.output(grad, &names::grad(name), Elem::F32, &dims);
+        }
+        for (input, value, c) in &self.buffers {
+            g.output(value, &names::updated(input), Elem::F32, &[Dim::Fixed(*c)]);
+        }
+    }
+
+    /// Mean cross-entropy and its gradient with respect to the logits.
+    fn loss_and_gradient(&mut self, logits: &Value) -> (Value, Value) {
+        let g = &mut self.g;
+        let (loss, log_prob) = g.cross_entropy_with_log_prob(logits, &self.labels);
+        let probs = g.exp(&log_prob);
+        let depth = g.ints(&[self.arch.classes as i64]);
+        let values = g.constant(&[2], &[0.0, 1.0]);
+        let one_hot = g.one_hot(&self.labels, &depth, &values);
+        let diff = g.sub(&probs, &one_hot);
+        let batch = batch_size(g, logits);
+        (loss, g.div(&diff, &batch))
+    }
+}
+
+impl Lowering for Builder {
+    type Map = Act;
+
+    fn conv_bn(&mut self, spec: &ConvSpec, x: &Act) -> Act {
+        let weight = self.param(&spec.weight(), &spec.weight_shape());
+        let training = self.batch_norm == BatchNorm::Train;
+        let algorithm = Algorithm::choose(self.convolutions, training, spec, x.size);
+        let (layer, y) = Conv::forward(&mut self.g, spec, &weight, &x.value, x.size, algorithm);
+        let shape = (spec.out_size(x.size), spec.cout);
+        let y = self.record(&[x], layer, y, shape);
+        let inputs = self.bn_inputs(spec);
+        match self.batch_norm {
+            BatchNorm::Train => {
+                let (layer, out, updates) =
+                    BatchNormTrain::forward(&mut self.g, spec, &inputs, &y.value, y.size);
+                for (tensor, value) in updates {
+                    let input = names::buffer(&spec.bn_tensor(tensor));
+                    self.buffers.push((input, value, spec.cout));
+                }
+                self.record(&[&y], layer, out, shape)
+            }
+            BatchNorm::Eval => Act {
+                value: layers::batch_norm_eval(&mut self.g, spec, &inputs, &y.value),
+                ..y
+            },
+        }
+    }
+
+    fn relu(&mut self, x: &Act) -> Act {
+        let (layer, out) = Relu::forward(&mut self.g, &x.value);
+        self.record(&[x], layer, out, (x.size, x.channels))
+    }
+
+    fn add(&mut self, a: &Act, b: &Act) -> Act {
+        let (layer, sum) = Add::forward(&mut self.g, &a.value, &b.value);
+        self.record(&[a, b], layer, sum, (a.size, a.channels))
+    }
+
+    fn max_pool(&mut self, x: &Act, window: Window) -> Act {
+        let (layer, out) = MaxPool::forward(&mut self.g, &x.value, x.size, x.channels, window);
+        self.record(&[x], layer, out, (window.out_size(x.size), x.channels))
+    }
+
+    fn global_average_pool(&mut self, x: &Act) -> Act {
+        let (layer, pooled) = GlobalAveragePool::forward(&mut self.g, &x.value, x.size);
+        self.record(&[x], layer, pooled, (1, x.channels))
+    }
+}
+
+/// The batch size as a float scalar.
+fn batch_size(g: &mut Graph, x: &Value) -> Value {
+    let shape = g.shape(x);
+    let zero = g.int_constant(&[], &[0]);
+    let n = g.gather(&shape, &zero, 0);
+    g.cast(&n, Elem::F32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resnet::Net;
+
+    #[test]
+    fn indices_of_a_strided_3x3_convolution() {
+        let spec = strided_3x3();
+        let fwd = spec.window.tap_indices(4);
+        // Output (0,0), tap (0,0) reads padding; tap (1,1) reads input (0,0).
+        assert_eq!(fwd[0], 16);
+        assert_eq!(fwd[4 * 4], 0);
+        // Output (1,1), tap (2,2) reads input (2*1+2-1, ..) = (3,3) = 15.
+        assert_eq!(fwd[8 * 4 + 3], 15);
+    }
+
+    #[test]
+    fn input_grad_phases_invert_the_forward_indices() {
+        for window in [strided_3x3().window, strided_1x1().window] {
+            let (in_size, p_out) = (4, 4);
+            let fwd = window.tap_indices(in_size);
+            let phases = window.input_grad_phases(in_size);
+            let taps: Vec<usize> = phases.iter().map(|p| p.taps.len()).collect();
+            let expected: &[usize] = if window.kernel == 3 {
+                &[1, 2, 2, 4]
+            } else {
+                &[1, 0, 0, 0]
+            };
+            assert_eq!(taps, expected);
+            let mut seen = vec![0; in_size * in_size];
+            for phase in &phases {
+                phase.positions.iter().for_each(|&i| seen[i] += 1);
+                for (t, &tap) in phase.taps.iter().enumerate() {
+                    for (at, &i) in phase.positions.iter().enumerate() {
+                        let o = phase.indices[t * phase.positions.len() + at];
+                        if o < p_out as i64 {
+                            assert_eq!(fwd[tap * p_out + o as usize], i as i64);
+                        }
+                    }
+                }
+            }
+            assert!(seen.iter().all(|&n| n == 1), "each position in one phase");
+            // Every (tap, output) read of an input lands in its phase's table.
+            let reads = fwd.iter().filter(|&&i| i < 16).count();
+            let listed: usize = phases
+                .iter()
+                .map(|p| p.indices.iter().filter(|&&o| o < p_out as i64).count())
+                .sum();
+            assert_eq!(reads, listed);
+        }
+    }
+
+    #[test]
+    fn dense_winograd_stops_where_maps_grow_large() {
+        let arch = Arch {
+            net: Net::ResNet18,
+            width: 64,
+            image_size: 224,
+            classes: 3,
+        };
+        // A second block's first convolution: 3x3, stride 1, on the stage's maps.
+        let choose = |stage: usize| {
+            let size = arch.sizes()[stage];
+            let conv = arch.layer(stage)[1].main_path()[0].clone();
+            Algorithm::choose(Convolutions::Fastest, true, &conv, size)
+        };
+        assert_eq!(choose(1), Algorithm::Patches);
+        assert_eq!(choose(2), Algorithm::Patches);
+        assert_eq!(choose(3), Algorithm::PatchesThenWinograd);
+        assert_eq!(choose(4), Algorithm::PatchesThenWinograd);
+    }
+
+    fn small_arch() -> Arch {
+        Arch {
+            net: Net::ResNet18,
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        }
+    }
+
+    /// layer4.0.conv1 of a 64-px model: 3x3, stride 2, pad 1.
+    fn strided_3x3() -> ConvSpec {
+        small_arch().layer(4)[0].main_path()[0].clone()
+    }
+
+    /// layer4.0.downsample: 1x1, stride 2.
+    fn strided_1x1() -> ConvSpec {
+        small_arch().layer(4)[0]
+            .downsample()
+            .expect("layer4 downsamples")
+    }
+}
