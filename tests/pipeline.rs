@@ -2,6 +2,7 @@
 //! 32 pixels, 1 + 1 epochs, 2 views), the archives served from 127.0.0.1; then
 //! incremental reruns. Uses the debug binaries `cargo test` has just built.
 
+use rps_core::npy;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -413,4 +414,71 @@ fn an_interrupted_stage_removes_its_temporaries_at_once() {
     std::fs::remove_dir_all(data.join("features")).unwrap();
     interrupt_midway(data, &base, &extra, || part_exists(data, "features"), "INT");
     assert_no_temporaries(data, "SIGINT to extract");
+}
+
+#[test]
+fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
+    let base = serve_shared_archives();
+    for (unfreeze, trained) in [("all", "conv1.weight"), ("layer2", "layer2.0.conv1.weight")] {
+        let extra = [
+            "HEAD_EPOCHS=1",
+            "FT_EPOCHS=3",
+            &format!("UNFREEZE={unfreeze}"),
+        ];
+        let reference = tempfile::tempdir().unwrap();
+        make(reference.path(), &base, &extra);
+        let results = reference.path().join("results");
+        let want_epochs = without_seconds(&results.join("epochs.csv"));
+        let want_predictions = rows(&results.join("predictions.csv"));
+        assert_eq!(want_epochs.len(), 4, "{unfreeze}");
+        // Phase 2 moved the first trained stage, and model.onnx carries it.
+        let exported = npy::read_tensors(&reference.path().join("graphs/weights.npz")).unwrap();
+        let weights = npy::read_tensors(&results.join("weights.npz")).unwrap();
+        assert_ne!(exported[trained], weights[trained], "{unfreeze}: {trained}");
+        let model = rps_onnx::ModelFile::read(&results.join("model.onnx")).unwrap();
+        assert_eq!(
+            model.initializer(trained).unwrap(),
+            weights[trained].iter().copied().collect::<Vec<f32>>(),
+            "{unfreeze}: model.onnx holds the trained {trained}"
+        );
+        let report = std::fs::read_to_string(results.join("report.html")).unwrap();
+        assert!(
+            report.contains(unfreeze),
+            "{unfreeze}: the report states the depth"
+        );
+
+        // Killed in phase 2, it resumes to the same epochs and predictions.
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let progress = data.join("results/checkpoint/progress.json");
+        let in_phase_2 =
+            || std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"finetune\""));
+        interrupt_midway(data, &base, &extra, in_phase_2, "KILL");
+        make(data, &base, &extra);
+        assert_eq!(
+            without_seconds(&data.join("results/epochs.csv")),
+            want_epochs
+        );
+        assert_eq!(
+            rows(&data.join("results/predictions.csv")),
+            want_predictions
+        );
+        assert_no_temporaries(data, unfreeze);
+
+        // Another depth reruns export, extract and train, never preprocess.
+        let other = if unfreeze == "all" { "layer4" } else { "all" };
+        let said = make(
+            data,
+            &base,
+            &["HEAD_EPOCHS=1", "FT_EPOCHS=3", &format!("UNFREEZE={other}")],
+        );
+        let said = String::from_utf8_lossy(&said.stdout);
+        for stage in ["rps-export", "rps-extract", "rps-train", "rps-evaluate"] {
+            assert!(
+                said.contains(stage),
+                "UNFREEZE={other}: {stage} did not rerun:\n{said}"
+            );
+        }
+        assert!(!said.contains("rps-preprocess"), "{said}");
+    }
 }

@@ -101,6 +101,21 @@ impl ModelFile {
         Ok(())
     }
 
+    /// The values of the float initializer `name` (stored raw, as
+    /// [`float_tensor`] writes them), if the graph has one.
+    pub fn initializer(&self, name: &str) -> Option<Vec<f32>> {
+        let graph = self.model.graph.as_ref().expect("checked on reading");
+        let tensor = graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == name && t.data_type == Some(DataType::Float as i32))?;
+        let raw = tensor.raw_data.as_deref()?;
+        let values = raw
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+        Some(values.collect())
+    }
+
     /// Sets (or replaces) the metadata entry `key`.
     pub fn set_metadata(&mut self, key: &str, value: &str) {
         let props = &mut self.model.metadata_props;
