@@ -18,7 +18,8 @@ pub const DROPOUT: f64 = 0.2;
 /// Phase 1 (head) epochs and Adam learning rate (`HEAD_EPOCHS`, `HEAD_LR`).
 pub const HEAD_EPOCHS: usize = 20;
 pub const HEAD_LR: f64 = 1e-4;
-/// Phase 2 (layer4 and head) epochs and Adam learning rate (`FT_EPOCHS`, `FT_LR`).
+/// Phase 2 (the stages from `UNFREEZE` and the head) epochs and Adam learning rate
+/// (`FT_EPOCHS`, `FT_LR`).
 pub const FT_EPOCHS: usize = 20;
 pub const FT_LR: f64 = 1e-7;
 /// Decoupled (AdamW) weight decay; the recipe's plain Adam has none.

@@ -6,7 +6,8 @@ use rps_extract::Config;
 use std::process::ExitCode;
 
 /// Runs the frozen backbone (DATA/graphs/backbone.onnx) over the cached images
-/// (DATA/cache/) and writes layer3 and pooled features to DATA/features/.
+/// (DATA/cache/) and writes the frozen layers' output (phase 2's input; none with
+/// UNFREEZE=all) and the pooled features to DATA/features/.
 #[derive(Parser)]
 #[command(version, allow_negative_numbers = true)]
 struct Args {

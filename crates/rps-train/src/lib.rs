@@ -1,7 +1,8 @@
 //! rps-train: the recipe's two phases on extracted features, run with the graphs
 //! rps-export wrote. Phase 1 trains a new head on pooled features
-//! (`head_step.onnx`); phase 2 trains layer4 (BatchNorm in train mode) and the head on
-//! layer3 features with a fresh Adam (`finetune_step.onnx`). Every epoch scores the
+//! (`head_step.onnx`); phase 2 trains the stages from `UNFREEZE` on (layer4 by
+//! default; BatchNorm in train mode) and the head on the frozen layers' output (or
+//! the cached images) with a fresh Adam (`finetune_step.onnx`). Every epoch scores the
 //! test split with the phase's eval graph and appends a row to `epochs.csv`; a
 //! checkpoint after every epoch makes `--resume` continue exactly where a killed run
 //! stopped. Last, `model.onnx`: the exported classifier with the trained weights.

@@ -8,7 +8,7 @@ use rps_train::Config;
 use std::process::ExitCode;
 
 /// Trains the recipe's two phases on DATA/features/ with the graphs in DATA/graphs/:
-/// the new head (phase 1), then layer4 and the head (phase 2). Writes
+/// the new head (phase 1), then the stages export's UNFREEZE names and the head (phase 2). Writes
 /// DATA/results/epochs.csv (row by row), params.csv, weights.npz, train.json, a
 /// checkpoint after every epoch, and last model.onnx (image -> class probabilities).
 #[derive(Parser)]
@@ -28,7 +28,7 @@ struct Args {
     /// Phase 1 Adam learning rate, in [0, 10].
     #[arg(long, default_value_t = defaults::HEAD_LR, value_parser = number(ranges::LR))]
     head_lr: f64,
-    /// Phase 2 epochs (layer4 and head), 0 to 100000.
+    /// Phase 2 epochs (the trained stages and the head), 0 to 100000.
     #[arg(long, default_value_t = defaults::FT_EPOCHS, value_parser = whole::<usize>(ranges::EPOCHS))]
     ft_epochs: usize,
     /// Phase 2 Adam learning rate (a fresh optimizer), in [0, 10].
