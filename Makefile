@@ -49,28 +49,39 @@ HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPO
   DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON
 
+# Make cannot name a file whose path holds a space: refuse one here, clearly.
+ifneq ($(words $(DATA)),1)
+  $(error DATA='$(DATA)': make cannot work in a folder whose path holds a space; choose another DATA)
+endif
+
+# quote(value): one shell word, whatever the value holds (a ' too).
+quote = '$(subst ','\'',$(1))'
+
 # ---- Tools --------------------------------------------------------------------
 ORT_DIR  := $(CURDIR)/.ort
 ORT_LIB  := $(ORT_DIR)/libonnxruntime.so
 BIN      ?= $(CURDIR)/target/release
 CARGO    ?= cargo
-export ORT_DYLIB_PATH ?= $(ORT_LIB)
-# The CUDA build's provider finds its CUDA libraries beside it.
-export LD_LIBRARY_PATH := $(ORT_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH))
+ORT_DYLIB_PATH ?= $(ORT_LIB)
+# Given only to the commands that load ONNX Runtime; the CUDA build's provider finds
+# its CUDA libraries beside it, which must not shadow the system's for other tools.
+ORT_ENV = ORT_DYLIB_PATH=$(call quote,$(ORT_DYLIB_PATH)) \
+  LD_LIBRARY_PATH=$(call quote,$(ORT_DIR)$(if $(LD_LIBRARY_PATH),:$(LD_LIBRARY_PATH)))
 
-ORT_FLAGS := --device $(DEVICE) $(if $(THREADS),--threads $(THREADS))
-FROM_FLAG := $(if $(FROM),--from $(FROM))
+ORT_FLAGS = --device $(call quote,$(DEVICE)) $(if $(THREADS),--threads $(call quote,$(THREADS)))
+FROM_FLAG = $(if $(FROM),--from $(call quote,$(FROM)))
+Q_DATA    = $(call quote,$(DATA))
 RAW       := $(DATA)/raw
 DEFAULT_WEIGHTS := $(RAW)/$(notdir $(WEIGHTS_URL))
 ifeq ($(WEIGHTS),default)
   WEIGHTS_FILE := $(DEFAULT_WEIGHTS)
-  WEIGHTS_FLAG := --weights $(WEIGHTS_FILE)
+  WEIGHTS_FLAG := --weights $(call quote,$(WEIGHTS_FILE))
 else ifeq ($(WEIGHTS),random)
   WEIGHTS_FILE :=
   WEIGHTS_FLAG := --random-init 0
 else
   WEIGHTS_FILE := $(WEIGHTS)
-  WEIGHTS_FLAG := --weights $(WEIGHTS_FILE)
+  WEIGHTS_FLAG := --weights $(call quote,$(WEIGHTS_FILE))
 endif
 
 # ---- Outputs ------------------------------------------------------------------
@@ -82,15 +93,33 @@ FEATURES  := $(DATA)/features/meta.json
 MODEL     := $(DATA)/results/model.onnx
 METRICS   := $(DATA)/results/summary.csv
 
-# stamp(name, settings): rewrites $(STAMPS)/name only when the settings change, so
-# make sees it as new only then.
-stamp = $(shell mkdir -p $(STAMPS) && { printf '%s\n' '$(2)' | cmp -s - $(STAMPS)/$(1) || printf '%s\n' '$(2)' > $(STAMPS)/$(1); } && echo $(STAMPS)/$(1))
+# Each stage's settings, and its stamp $(STAMPS)/NAME holding them. While make reads
+# this file it only reads a stamp; the stamp's recipe rewrites it, and only when the
+# settings differ from what it holds, so make sees it as new only then, and a dry
+# run (`make -n`) or `make help` changes nothing.
+FETCH_SETTINGS      = $(TRAIN_URL) $(TEST_URL)
+EXPORT_SETTINGS     = $(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(UNFREEZE)
+PREPROCESS_SETTINGS = $(IMAGE_SIZE) $(VIEWS) $(SEED)
+EXTRACT_SETTINGS    = $(EXTRACT_BATCH)
+TRAIN_SETTINGS      = $(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION)
 
-FETCH_STAMP  := $(call stamp,fetch,$(TRAIN_URL) $(TEST_URL))
-EXPORT_STAMP := $(call stamp,export,$(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(UNFREEZE))
-PREPROCESS_STAMP := $(call stamp,preprocess,$(IMAGE_SIZE) $(VIEWS) $(SEED))
-EXTRACT_STAMP    := $(call stamp,extract,$(EXTRACT_BATCH))
-TRAIN_STAMP      := $(call stamp,train,$(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION))
+# stamp_rule(name, VARIABLE): the stamp's rule; values stay in their variable, so
+# no character in them is read as make syntax.
+define stamp_rule
+ifneq ($$(file <$(STAMPS)/$(1)),$$(strip $$($(2))))
+$(STAMPS)/$(1): FORCE
+endif
+$(STAMPS)/$(1):
+	@mkdir -p $(STAMPS) && printf '%s\n' $$(call quote,$$(strip $$($(2)))) > $$@
+endef
+$(foreach stage,fetch export preprocess extract train,\
+  $(eval $(call stamp_rule,$(stage),$(shell echo $(stage) | tr a-z A-Z)_SETTINGS)))
+
+FETCH_STAMP      := $(STAMPS)/fetch
+EXPORT_STAMP     := $(STAMPS)/export
+PREPROCESS_STAMP := $(STAMPS)/preprocess
+EXTRACT_STAMP    := $(STAMPS)/extract
+TRAIN_STAMP      := $(STAMPS)/train
 
 .PHONY: all setup fetch export preprocess extract train evaluate predict demo bench test clean help FORCE
 
@@ -108,29 +137,38 @@ help: ## List targets and variables
 
 # ---- Bootstrap ----------------------------------------------------------------
 setup: $(ORT_LIB) ## Put ONNX Runtime into .ort/ (ORT_FLAVOR=cpu|gpu)
+	@echo "setup: .ort/ holds ONNX Runtime's $$(cat $(ORT_DIR)/FLAVOR 2>/dev/null || echo unknown) build"
 
+# Another flavor than the one installed installs that one.
+ifneq ($(firstword $(file <$(ORT_DIR)/FLAVOR)),$(ORT_FLAVOR))
+$(ORT_LIB): FORCE
+endif
 $(ORT_LIB): scripts/setup-ort.sh scripts/ort-$(ORT_FLAVOR).txt
-	ORT_FLAVOR=$(ORT_FLAVOR) scripts/setup-ort.sh $(ORT_DIR)
+	ORT_FLAVOR=$(call quote,$(ORT_FLAVOR)) scripts/setup-ort.sh $(call quote,$(ORT_DIR))
 
-# Cargo decides whether a binary is stale; its mtime changes only when rebuilt.
-$(BIN)/rps-%: FORCE
+# A binary depends on the sources cargo last built it from (its dep-info file) and
+# Cargo.lock, so make rebuilds it only when one changed, and `make -n` on an
+# up-to-date tree lists nothing.
+-include $(wildcard $(BIN)/rps-*.d)
+$(BIN)/rps-%: Cargo.lock
 	@$(CARGO) build --release --quiet --bin rps-$*
 
 # ---- Pipeline -----------------------------------------------------------------
 fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
 
 $(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP)
-	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) dataset --train-url $(TRAIN_URL) --test-url $(TEST_URL)
+	$(BIN)/rps-fetch --data $(Q_DATA) $(FROM_FLAG) dataset --train-url $(call quote,$(TRAIN_URL)) --test-url $(call quote,$(TEST_URL))
 
 $(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
-	$(BIN)/rps-fetch --data $(DATA) $(FROM_FLAG) file $(WEIGHTS_URL)
+	$(BIN)/rps-fetch --data $(Q_DATA) $(FROM_FLAG) file $(call quote,$(WEIGHTS_URL))
 
 # Without CLASSES, export counts the classes of the fetched dataset.
-EXPORT_COMMAND = $(BIN)/rps-export --data $(DATA) $(WEIGHTS_FLAG) --arch $(ARCH) --width $(WIDTH) \
-	  --image-size $(IMAGE_SIZE) --unfreeze $(UNFREEZE) $(if $(CLASSES),--classes $(CLASSES))
+EXPORT_COMMAND = $(BIN)/rps-export --data $(Q_DATA) $(WEIGHTS_FLAG) --arch $(call quote,$(ARCH)) \
+	  --width $(call quote,$(WIDTH)) --image-size $(call quote,$(IMAGE_SIZE)) --unfreeze $(call quote,$(UNFREEZE)) \
+	  $(if $(CLASSES),--classes $(call quote,$(CLASSES)))
 
 export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was changed since)
-	@$(BIN)/rps-export --data $(DATA) --verify || $(EXPORT_COMMAND)
+	@$(BIN)/rps-export --data $(Q_DATA) --verify || $(EXPORT_COMMAND)
 
 $(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(DATASET))
 	$(EXPORT_COMMAND)
@@ -138,36 +176,39 @@ $(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(
 preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
 
 $(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP)
-	$(BIN)/rps-preprocess --data $(DATA) --image-size $(IMAGE_SIZE) --views $(VIEWS) --seed $(SEED)
+	$(BIN)/rps-preprocess --data $(Q_DATA) --image-size $(call quote,$(IMAGE_SIZE)) --views $(call quote,$(VIEWS)) \
+	  --seed $(call quote,$(SEED))
 
 extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/features/
 
 $(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) | $(ORT_LIB)
-	$(BIN)/rps-extract --data $(DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(EXTRACT_BATCH))
+	$(ORT_ENV) $(BIN)/rps-extract --data $(Q_DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(call quote,$(EXTRACT_BATCH)))
 
 train: $(MODEL) ## Train the head, then the stages from UNFREEZE on; writes DATA/results/
 
 # A run killed midway resumes from its last checkpoint when its settings are unchanged.
 $(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
-	$(BIN)/rps-train --data $(DATA) $(ORT_FLAGS) --batch $(BATCH) --dropout $(DROPOUT) \
-	  --head-epochs $(HEAD_EPOCHS) --head-lr $(HEAD_LR) --ft-epochs $(FT_EPOCHS) --ft-lr $(FT_LR) \
-	  --seed $(SEED) --val-fraction $(VAL_FRACTION) \
-	  $(if $(shell [ $(DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(DATA)/results/checkpoint -nt $(FEATURES) ] && echo yes),--resume)
+	$(ORT_ENV) $(BIN)/rps-train --data $(Q_DATA) $(ORT_FLAGS) --batch $(call quote,$(BATCH)) \
+	  --dropout $(call quote,$(DROPOUT)) --head-epochs $(call quote,$(HEAD_EPOCHS)) --head-lr $(call quote,$(HEAD_LR)) \
+	  --ft-epochs $(call quote,$(FT_EPOCHS)) --ft-lr $(call quote,$(FT_LR)) --seed $(call quote,$(SEED)) \
+	  --val-fraction $(call quote,$(VAL_FRACTION)) \
+	  $$([ $(Q_DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(Q_DATA)/results/checkpoint -nt $(FEATURES) ] && echo --resume)
 
 evaluate: $(METRICS) ## Score the test split: CSV metrics and plots in DATA/results/
 
 $(METRICS): $(BIN)/rps-evaluate $(MODEL) | $(ORT_LIB)
-	$(BIN)/rps-evaluate --data $(DATA) $(ORT_FLAGS)
+	$(ORT_ENV) $(BIN)/rps-evaluate --data $(Q_DATA) $(ORT_FLAGS)
 
 predict: $(BIN)/rps-predict | $(ORT_LIB) ## Classify IMAGE=photo.jpg (add IMAGENET=1 for the base model's top 5)
 	@test -n "$(IMAGE)" || { echo "usage: make predict IMAGE=path/to/photo.jpg [IMAGENET=1] [PLOT=out.png]"; exit 2; }
-	$(BIN)/rps-predict --data $(DATA) $(ORT_FLAGS) $(if $(IMAGENET),--imagenet) $(if $(PLOT),--plot $(PLOT)) $(IMAGE)
+	$(ORT_ENV) $(BIN)/rps-predict --data $(Q_DATA) $(ORT_FLAGS) $(if $(IMAGENET),--imagenet) \
+	  $(if $(PLOT),--plot $(call quote,$(PLOT))) $(call quote,$(IMAGE))
 
 $(if $(IMAGENET),predict: $(GRAPHS),predict: $(MODEL))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
-	$(CARGO) test --workspace --quiet
+	$(ORT_ENV) $(CARGO) test --workspace --quiet
 
 SHARED ?= ../shared
 demo: ## Full size (width 64, 224 px) offline: shared archives, reference weights, short epochs
@@ -181,7 +222,7 @@ $(VENV)/bin/python:
 
 bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling and PyTorch; the whole pipeline beside PyTorch's
 	$(CARGO) build --release --quiet --bins
-	$(BIN)/rps-bench $(if $(THREADS),--threads $(THREADS)) \
+	$(ORT_ENV) $(BIN)/rps-bench $(if $(THREADS),--threads $(call quote,$(THREADS))) \
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
 	  --arch $(ARCH) --unfreeze $(UNFREEZE) --archives $(SHARED)/data \
 	  --weights $(if $(filter resnet18,$(ARCH)),$(SHARED)/reference/resnet18_seed0.pth,random)

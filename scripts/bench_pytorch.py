@@ -171,8 +171,9 @@ def frozen_shape(net, unfreeze):
         return (3, IMAGE_SIZE, IMAGE_SIZE)
     if first == 1:
         return (net.conv1.out_channels, 56, 56)
-    block = getattr(net, f"layer{first}")[0]
-    return (block.conv1.in_channels, 56 >> (first - 1), 56 >> (first - 1))
+    # layer1 keeps the stem's 56x56; each later stage halves it.
+    size = 56 >> (first - 2)
+    return (getattr(net, f"layer{first}")[0].conv1.in_channels, size, size)
 
 
 def median_rate(images, runs, fn):

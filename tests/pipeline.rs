@@ -177,6 +177,7 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
 
     // What training varies enters the graphs as inputs: no setting of it reruns export.
     let graphs = modified_files(&data.join("graphs"));
+    assert!(graphs.len() > 5, "{graphs:?}");
     for setting in ["HEAD_LR=3e-4", "BATCH=32", "DROPOUT=0.3", "SEED=4"] {
         let said = String::from_utf8_lossy(&make(data, &base, &[setting]).stdout).to_string();
         assert!(
@@ -197,7 +198,6 @@ fn modified_files(dir: &Path) -> Vec<(std::ffi::OsString, SystemTime)> {
         })
         .collect();
     files.sort();
-    assert!(files.len() > 5, "{files:?}");
     files
 }
 
@@ -481,4 +481,98 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
         }
         assert!(!said.contains("rps-preprocess"), "{said}");
     }
+}
+
+#[test]
+fn a_dry_run_or_help_changes_nothing_and_an_up_to_date_tree_lists_nothing() {
+    let (dir, base) = made();
+    let data = dir.path();
+    let stamps = modified_files(&data.join(".stamps"));
+    assert_eq!(stamps.len(), 5, "{stamps:?}");
+    for (target, dry) in [("all", "-n"), ("help", "HEAD_EPOCHS=7")] {
+        let out = make_command(target, data, &base, &[dry, "HEAD_LR=3e-4", "UNFREEZE=all"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            modified_files(&data.join(".stamps")),
+            stamps,
+            "make {dry} {target}"
+        );
+    }
+    let dry = make_command("all", data, &base, &["-n"]).output().unwrap();
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        !said.contains("rps-") && !said.contains("printf"),
+        "make -n all on an up-to-date tree:\n{said}"
+    );
+    let again = make(data, &base, &[]);
+    let said = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        !said.contains("rps-"),
+        "a dry run with other settings made this rerun:\n{said}"
+    );
+    assert_eq!(modified_files(&data.join(".stamps")), stamps);
+}
+
+#[test]
+fn paths_with_quotes_and_spaces_work_and_a_data_folder_with_a_space_is_refused() {
+    let base = serve_shared_archives();
+    let dir = tempfile::tempdir().unwrap();
+    let from = dir.path().join("it's my archives");
+    std::fs::create_dir(&from).unwrap();
+    for zip in ["rps.zip", "rps-test-set.zip"] {
+        std::fs::copy(
+            rps_fixtures::shared().join("data").join(zip),
+            from.join(zip),
+        )
+        .unwrap();
+    }
+    let data = dir.path().join("data");
+    let from_setting = format!("FROM={}", from.display());
+    let out = make_command("fetch", &data, &base, &[&from_setting])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(data.join("rps/summary.csv").exists());
+
+    let spaced = dir.path().join("my data");
+    let out = make_command("fetch", &spaced, &base, &[]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DATA=") && err.contains("space"), "{err}");
+    assert!(!spaced.exists());
+}
+
+#[test]
+fn another_onnx_runtime_flavor_is_installed_and_the_same_one_is_kept() {
+    let dry_setup = |flavor: &str| {
+        let out = Command::new("make")
+            .current_dir(repo())
+            .args(["-n", "setup", &format!("ORT_FLAVOR={flavor}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let installed = std::fs::read_to_string(repo().join(".ort/FLAVOR")).unwrap();
+    let (same, other) = match installed.split_whitespace().next() {
+        Some("gpu") => ("gpu", "cpu"),
+        _ => ("cpu", "gpu"),
+    };
+    assert!(
+        !dry_setup(same).contains("setup-ort.sh"),
+        "{same} is installed already"
+    );
+    assert!(
+        dry_setup(other).contains("setup-ort.sh"),
+        "{other} would not be installed"
+    );
 }

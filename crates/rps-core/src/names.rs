@@ -27,6 +27,11 @@ pub const LOGITS: &str = "logits";
 /// `[N,classes]` softmax probabilities.
 pub const PROBS: &str = "probs";
 
+/// The new head's weight `[classes, features]` and bias `[classes]`, by PyTorch name
+/// (torchvision's `fc`; rps-export's model checks it names them so).
+pub const HEAD_WEIGHT: &str = "fc.weight";
+pub const HEAD_BIAS: &str = "fc.bias";
+
 /// Metadata of classifier graphs: the class names, one a line.
 pub const META_CLASSES: &str = "classes";
 /// Metadata of classifier graphs: the input image size in pixels.

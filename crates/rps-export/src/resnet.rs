@@ -556,6 +556,21 @@ mod tests {
     }
 
     #[test]
+    fn the_head_has_the_names_later_stages_take_it_by() {
+        let [(weight, _), (bias, _)] = Arch {
+            net: Net::ResNet18,
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        }
+        .head_shapes(3);
+        assert_eq!(
+            (weight.as_str(), bias.as_str()),
+            (rps_core::names::HEAD_WEIGHT, rps_core::names::HEAD_BIAS)
+        );
+    }
+
+    #[test]
     fn counts_match_torchvision_for_every_net() {
         // torchvision's models with their 1000-class fc, as `sum(p.numel())` counts.
         for (net, total) in [

@@ -417,17 +417,27 @@ const HEAD_STREAM: u64 = 0x6865_6164;
 /// A fresh head, drawn as `nn.Linear` draws one: the head step's parameters, a weight
 /// `[classes, features]` and a bias `[classes]`.
 fn new_head(params: &Shapes, seed: u64) -> Result<Tensors> {
-    let of_rank = |rank: usize| {
+    let shape = |name: &str| {
         params
             .iter()
-            .find(|(_, shape)| shape.len() == rank)
-            .context("the head step takes no Linear layer's weight and bias")
+            .find(|(n, _)| n == name)
+            .map(|(_, shape)| shape)
+            .with_context(|| format!("the head step takes no {name}"))
     };
-    let (weight, shape) = of_rank(2)?;
-    let (bias, _) = of_rank(1)?;
+    let weight = shape(names::HEAD_WEIGHT)?;
+    if weight.len() != 2 || shape(names::HEAD_BIAS)? != &[weight[0]] {
+        bail!(
+            "the head step's {} and {} do not make a Linear layer",
+            names::HEAD_WEIGHT,
+            names::HEAD_BIAS
+        );
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ HEAD_STREAM);
-    let (w, b) = rps_core::init::linear(shape[1], shape[0], &mut rng);
-    Ok(Tensors::from([(weight.clone(), w), (bias.clone(), b)]))
+    let (w, b) = rps_core::init::linear(weight[1], weight[0], &mut rng);
+    Ok(Tensors::from([
+        (names::HEAD_WEIGHT.to_string(), w),
+        (names::HEAD_BIAS.to_string(), b),
+    ]))
 }
 
 fn check_labels(train: &Features, test: &Features, classes: usize) -> Result<()> {

@@ -112,9 +112,8 @@ impl StepRunner {
         let outputs = self.session.run_with_options(inputs, &self.outputs)?;
         let result = BatchOutput::read(&outputs, &self.graph)?;
         // Into the state's own arrays: fresh ones each step would cost page faults.
-        let inputs: Vec<String> = state.inputs().map(|(name, _)| name).collect();
-        for (input, (_, slot)) in inputs.iter().zip(state.slots()) {
-            let name = names::updated(input);
+        for (input, slot) in state.slots() {
+            let name = names::updated(&input);
             let value = rps_score::output(&outputs, &name, &self.graph)?;
             if value.shape() != slot.shape() {
                 bail!(

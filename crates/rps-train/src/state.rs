@@ -65,40 +65,42 @@ impl TrainState {
         }
     }
 
-    fn tensors(&self, kind: StateKind) -> &Tensors {
-        match kind {
-            StateKind::Param => &self.params,
-            StateKind::AdamM => &self.adam_m,
-            StateKind::AdamV => &self.adam_v,
-            StateKind::Buffer => &self.buffers,
-        }
+    /// Each kind's tensors: the one place a kind meets its field.
+    fn by_kind(&self) -> [(StateKind, &Tensors); 4] {
+        [
+            (StateKind::Param, &self.params),
+            (StateKind::AdamM, &self.adam_m),
+            (StateKind::AdamV, &self.adam_v),
+            (StateKind::Buffer, &self.buffers),
+        ]
     }
 
-    fn tensors_mut(&mut self, kind: StateKind) -> &mut Tensors {
-        match kind {
-            StateKind::Param => &mut self.params,
-            StateKind::AdamM => &mut self.adam_m,
-            StateKind::AdamV => &mut self.adam_v,
-            StateKind::Buffer => &mut self.buffers,
-        }
+    fn by_kind_mut(&mut self) -> [(StateKind, &mut Tensors); 4] {
+        [
+            (StateKind::Param, &mut self.params),
+            (StateKind::AdamM, &mut self.adam_m),
+            (StateKind::AdamV, &mut self.adam_v),
+            (StateKind::Buffer, &mut self.buffers),
+        ]
     }
 
     /// Every state tensor under its graph input name.
     pub fn inputs(&self) -> impl Iterator<Item = (String, &ArrayD<f32>)> {
-        StateKind::ALL.into_iter().flat_map(move |kind| {
-            self.tensors(kind)
+        self.by_kind().into_iter().flat_map(|(kind, tensors)| {
+            tensors
                 .iter()
                 .map(move |(name, value)| (kind.input(name), value))
         })
     }
 
-    /// The state's tensors in the order of [`TrainState::inputs`], mutably.
-    pub fn slots(&mut self) -> impl Iterator<Item = (&String, &mut ArrayD<f32>)> {
-        self.params
-            .iter_mut()
-            .chain(self.adam_m.iter_mut())
-            .chain(self.adam_v.iter_mut())
-            .chain(self.buffers.iter_mut())
+    /// Every state tensor under its graph input name, mutably: a step writes each
+    /// input's `new_` output into it.
+    pub fn slots(&mut self) -> impl Iterator<Item = (String, &mut ArrayD<f32>)> {
+        self.by_kind_mut().into_iter().flat_map(|(kind, tensors)| {
+            tensors
+                .iter_mut()
+                .map(move |(name, value)| (kind.input(name), value))
+        })
     }
 
     pub fn save(&self, path: &Path) -> Result<()> {
@@ -113,7 +115,14 @@ impl TrainState {
         let mut state = Self::empty();
         for (key, value) in npy::read_tensors(path)? {
             match StateKind::parse(&key) {
-                Some((kind, name)) => drop(state.tensors_mut(kind).insert(name.into(), value)),
+                Some((kind, name)) => {
+                    let (_, tensors) = state
+                        .by_kind_mut()
+                        .into_iter()
+                        .find(|(k, _)| *k == kind)
+                        .expect("every kind has its field");
+                    tensors.insert(name.into(), value);
+                }
                 None if key == STEP => {
                     state.step = value.iter().next().copied().unwrap_or(0.0) as u64
                 }
@@ -121,5 +130,57 @@ impl TrainState {
             }
         }
         Ok(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A state whose every tensor holds a value of its own.
+    fn distinct() -> TrainState {
+        let params = vec![
+            ("fc.weight".to_string(), vec![3, 2]),
+            ("fc.bias".to_string(), vec![3]),
+        ];
+        let buffers = vec![("bn1.running_var".to_string(), vec![2])];
+        let mut weights = Tensors::new();
+        for (i, (name, shape)) in params.iter().chain(&buffers).enumerate() {
+            weights.insert(name.clone(), ArrayD::from_elem(IxDyn(shape), i as f32));
+        }
+        let mut state = TrainState::fresh(&weights, &params, &buffers).unwrap();
+        for (i, (_, slot)) in state.slots().enumerate() {
+            slot.fill(100.0 + i as f32);
+        }
+        state
+    }
+
+    #[test]
+    fn slots_and_inputs_name_the_same_tensors() {
+        let mut state = distinct();
+        let inputs: Vec<(String, ArrayD<f32>)> =
+            state.inputs().map(|(n, v)| (n, v.clone())).collect();
+        let slots: Vec<(String, ArrayD<f32>)> =
+            state.slots().map(|(n, v)| (n, v.clone())).collect();
+        assert_eq!(inputs, slots);
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"adam_v:fc.bias") && names.contains(&"buffer:bn1.running_var"));
+        // Writing through a slot changes the input of that name and no other.
+        for (name, slot) in state.slots() {
+            if name == "adam_m:fc.weight" {
+                slot.fill(-1.0);
+            }
+        }
+        assert!(state.adam_m["fc.weight"].iter().all(|&v| v == -1.0));
+        assert!(state.params["fc.weight"].iter().all(|&v| v != -1.0));
+    }
+
+    #[test]
+    fn a_saved_state_loads_back_equal() {
+        let state = distinct();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.npz");
+        state.save(&path).unwrap();
+        assert_eq!(TrainState::load(&path).unwrap(), state);
     }
 }
