@@ -146,10 +146,12 @@ endif
 $(ORT_LIB): scripts/setup-ort.sh scripts/ort-$(ORT_FLAVOR).txt
 	ORT_FLAVOR=$(call quote,$(ORT_FLAVOR)) scripts/setup-ort.sh $(call quote,$(ORT_DIR))
 
-# A binary depends on the sources cargo last built it from (its dep-info file) and
-# Cargo.lock, so make rebuilds it only when one changed, and `make -n` on an
-# up-to-date tree lists nothing.
--include $(wildcard $(BIN)/rps-*.d)
+# A binary depends on the sources cargo last built it from (its dep-info file, of
+# which the files that still exist: one moved away is no error) and Cargo.lock, so
+# make rebuilds it only when one changed, and `make -n` on an up-to-date tree lists
+# nothing.
+$(foreach d,$(wildcard $(BIN)/rps-*.d),\
+  $(eval $(d:.d=): $(wildcard $(wordlist 2,100000,$(file <$(d))))))
 $(BIN)/rps-%: Cargo.lock
 	@$(CARGO) build --release --quiet --bin rps-$*
 

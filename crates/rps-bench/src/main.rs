@@ -13,10 +13,11 @@ use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::whole;
 use rps_core::defaults::ranges;
-use rps_core::{GraphFile, Layout, Runtime, SessionOptions, Unfreeze};
+use rps_core::{GraphFile, Layout, SessionOptions, Unfreeze};
 use rps_export::export::{self, Source};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self as graphs, Convolutions};
+use rps_runtime::Runtime;
 
 use crate::pipeline::{Projection, Recipe, RunTimes};
 use crate::python::Python;

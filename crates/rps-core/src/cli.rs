@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use clap::builder::TypedValueParser;
 
 use crate::defaults;
+use crate::device::{DeviceChoice, SessionOptions};
 use crate::layout::Layout;
-use crate::runtime::{DeviceChoice, SessionOptions};
 
 /// `--data`: the pipeline's data folder.
 #[derive(Debug, Clone, clap::Args)]

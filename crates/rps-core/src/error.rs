@@ -28,19 +28,8 @@ pub enum Error {
     },
     #[error("{}: {message}", path.display())]
     Invalid { path: PathBuf, message: String },
-    #[error(
-        "ONNX Runtime library not found; tried:\n{}\nrun `make setup` (or set ORT_DYLIB_PATH to a libonnxruntime.so)",
-        list_paths(tried)
-    )]
-    OrtMissing { tried: Vec<PathBuf> },
-    #[error("loading ONNX Runtime from {}: {message}", path.display())]
-    OrtLoad { path: PathBuf, message: String },
-    #[error("{context}: {source}")]
-    Ort { context: String, source: ort::Error },
     #[error("{source} (`make {stage}` makes it)")]
     Upstream { stage: String, source: Box<Error> },
-    #[error("CUDA was asked for but cannot run: {0}")]
-    CudaUnavailable(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -53,14 +42,6 @@ impl Error {
             source: Box::new(self),
         }
     }
-}
-
-fn list_paths(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|p| format!("  {}", p.display()))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 /// Attaches the action and path to an I/O error.

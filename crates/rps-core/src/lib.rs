@@ -1,23 +1,23 @@
 //! What every rps-transfer stage shares: where files live ([`Layout`]), how they are
 //! written (atomically: [`atomic`]), their formats ([`npy`], [`table`], [`sidecar`],
 //! [`classes`]), the names graphs use ([`names`]), the recipe's defaults
-//! ([`defaults`]) and flags ([`cli`]), and how ONNX Runtime is loaded and put on a
-//! device ([`runtime`]).
+//! ([`defaults`]) and flags ([`cli`]), and where sessions run ([`device`]). Loading
+//! ONNX Runtime is `rps-runtime`'s, plotting `rps-plot`'s: a stage that does neither
+//! links neither.
 
 pub mod atomic;
 pub mod classes;
 pub mod cli;
 pub mod defaults;
+pub mod device;
 pub mod error;
 pub mod imagenet;
 pub mod init;
 pub mod layout;
 pub mod names;
 pub mod npy;
-pub mod plot;
 pub mod progress;
 pub mod rows;
-pub mod runtime;
 pub mod sidecar;
 pub mod table;
 pub mod text;
@@ -25,12 +25,12 @@ pub mod unfreeze;
 pub mod upstream;
 
 pub use classes::ClassList;
+pub use device::{Device, DeviceChoice, SessionOptions};
 pub use error::{Error, Result};
 pub use layout::{
     CacheFile, CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, Split,
 };
 pub use npy::Tensors;
-pub use runtime::{Device, DeviceChoice, Runtime, SessionOptions};
 pub use unfreeze::Unfreeze;
 
 #[cfg(test)]

@@ -12,7 +12,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
 use plotters::style::RGBColor;
-use rps_core::plot::Tile;
 use rps_core::rows::{EpochRow, IndexRow};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
 use rps_core::text::cell;
@@ -21,6 +20,7 @@ use rps_core::{
     CacheFile, ClassList, Device, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split,
     Tensors, Unfreeze, npy, table,
 };
+use rps_plot::Tile;
 use rps_score::{Features, Scorer, predictions, softmax};
 use serde::Serialize;
 
@@ -386,7 +386,7 @@ fn error_grid(
             caption: vec!["no errors".into()],
         };
         let title = format!("0 of {count} test images misclassified");
-        rps_core::plot::image_grid(&path, Some(&title), &[tile], 1, 300)?;
+        rps_plot::image_grid(&path, Some(&title), &[tile], 1, 300)?;
     } else {
         let shown = if wrong.len() > tiles.len() {
             format!(", the {} most confidently wrong shown", tiles.len())
@@ -397,7 +397,7 @@ fn error_grid(
             "{} of {count} test images misclassified{shown}",
             wrong.len()
         );
-        rps_core::plot::image_grid(&path, Some(&title), &tiles, 4, 200)?;
+        rps_plot::image_grid(&path, Some(&title), &tiles, 4, 200)?;
     }
     Ok(())
 }

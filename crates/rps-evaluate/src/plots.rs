@@ -1,6 +1,6 @@
 //! The pictures: loss and accuracy per epoch, the confusion heat map, the top-5 bar
 //! chart beside its photo, and a photo titled with its prediction. Every string goes
-//! through `rps_core::plot::drawable` (the embedded font's glyphs only).
+//! through `rps_plot::drawable` (the embedded font's glyphs only).
 
 use std::path::Path;
 
@@ -9,7 +9,7 @@ use image::RgbImage;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
-use rps_core::plot::{FONT, Tile, draw_picture, drawable, render_png, text_style};
+use rps_plot::{FONT, Tile, draw_picture, drawable, render_png, text_style};
 
 use crate::metrics::Confusion;
 
@@ -211,7 +211,7 @@ pub fn titled_image(path: &Path, picture: &RgbImage, title: &str) -> Result<()> 
         picture: picture.clone(),
         caption: vec![title.to_string()],
     };
-    rps_core::plot::image_grid(path, None, &[tile], 1, 400)?;
+    rps_plot::image_grid(path, None, &[tile], 1, 400)?;
     Ok(())
 }
 

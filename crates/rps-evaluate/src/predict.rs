@@ -9,8 +9,9 @@ use image::RgbImage;
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::names as graph_names;
-use rps_core::{Device, Runtime, SessionOptions, imagenet};
+use rps_core::{Device, SessionOptions, imagenet};
 use rps_image as transform;
+use rps_runtime::Runtime;
 
 pub struct Classifier {
     session: Session,

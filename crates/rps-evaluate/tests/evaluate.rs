@@ -247,13 +247,13 @@ fn every_plotted_string_has_its_glyphs() {
     let plot = dir.path().join("top5.png");
     rps_evaluate::plots::bar_chart(&plot, "ImageNet top 5: cat.jpg", &photo, &top5).unwrap();
     rps_evaluate::plots::titled_image(&plot, &photo, "rock (97.0%)").unwrap();
-    let drawn = rps_core::plot::drawn();
+    let drawn = rps_plot::drawn();
     assert!(
         drawn.iter().any(|s| s.contains("misclassified")),
         "{drawn:?}"
     );
     for text in drawn {
-        let missing = rps_core::plot::missing_glyphs(&text);
+        let missing = rps_plot::missing_glyphs(&text);
         assert!(missing.is_empty(), "{text:?} has no glyph for {missing:?}");
     }
 }

@@ -14,13 +14,14 @@ use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::npy::{Mapped, RowWriter};
 use rps_core::progress::{Progress, Units};
-use rps_core::runtime::fixed_dims;
 use rps_core::sidecar::{ExtractDetails, ExtractMeta, ExtractSettings, SplitRate, Stage};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    Device, Feature, Folder, GraphFile, Layout, Runtime, SessionOptions, Split, atomic::TempDir,
-    defaults, imagenet, names, npy,
+    Device, Feature, Folder, GraphFile, Layout, SessionOptions, Split, atomic::TempDir, defaults,
+    imagenet, names, npy,
 };
+use rps_runtime::Runtime;
+use rps_runtime::fixed_dims;
 
 #[derive(Debug, Clone)]
 pub struct Config {

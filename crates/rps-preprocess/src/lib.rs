@@ -11,12 +11,12 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::classes::class_folders;
 use rps_core::npy::RowWriter;
-use rps_core::plot::Tile;
 use rps_core::progress::{Progress, Units};
 use rps_core::rows::IndexRow;
 use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
 use rps_core::text::exact_name;
 use rps_core::{CacheFile, ClassList, Folder, Layout, Split, atomic::TempDir, npy, table};
+use rps_plot::Tile;
 
 use rps_image::{self as transform, Augmentation};
 
@@ -83,7 +83,7 @@ pub fn run(config: &Config) -> Result<Report> {
         &tmp.path()
             .join(file_name(&config.layout.cache(CacheFile::Classes))),
     )?;
-    rps_core::plot::image_grid(
+    rps_plot::image_grid(
         &tmp.path()
             .join(file_name(&config.layout.cache(CacheFile::Samples))),
         Some("Training images as augmented (view 0)"),

@@ -7,7 +7,8 @@ use ndarray::{Array2, ArrayView2, ArrayViewD, Axis, Ix2};
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
-use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions, Tensors};
+use rps_core::{Device, GraphFile, Layout, SessionOptions, Tensors};
+use rps_runtime::Runtime;
 
 use crate::Batch;
 
@@ -111,7 +112,7 @@ impl Scorer {
 
     /// The dimensions of the graph's `features` input.
     pub fn features_dims(&self) -> Result<Vec<i64>> {
-        Ok(rps_core::runtime::dims(
+        Ok(rps_runtime::dims(
             &self.session,
             names::FEATURES,
             &self.graph,

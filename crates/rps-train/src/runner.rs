@@ -8,8 +8,9 @@ use ndarray::Array2;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, StateKind};
-use rps_core::runtime::fixed_dims;
-use rps_core::{Device, GraphFile, Layout, Runtime, SessionOptions};
+use rps_core::{Device, GraphFile, Layout, SessionOptions};
+use rps_runtime::Runtime;
+use rps_runtime::fixed_dims;
 use rps_score::{Batch, BatchOutput};
 
 use crate::state::TrainState;
@@ -70,7 +71,7 @@ impl StepRunner {
 
     /// The dimensions of the graph's input `name` (-1 where dynamic).
     pub fn dims(&self, name: &str) -> Result<Vec<i64>> {
-        Ok(rps_core::runtime::dims(&self.session, name, &self.graph)?)
+        Ok(rps_runtime::dims(&self.session, name, &self.graph)?)
     }
 
     pub fn graph(&self) -> &Path {

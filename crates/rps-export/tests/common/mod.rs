@@ -7,8 +7,9 @@ use ndarray::{ArrayD, IxDyn, arr0};
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::npy::Npz;
-use rps_core::{Runtime, SessionOptions, Unfreeze, names};
+use rps_core::{SessionOptions, Unfreeze, names};
 use rps_export::resnet::Arch;
+use rps_runtime::Runtime;
 
 use rps_fixtures::assert_close;
 

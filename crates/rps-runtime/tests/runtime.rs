@@ -1,7 +1,7 @@
 //! Loads ONNX Runtime through the same code the binaries use.
 
-use rps_core::runtime::SessionOptions;
-use rps_core::{Device, DeviceChoice, Runtime};
+use rps_core::{Device, DeviceChoice, SessionOptions};
+use rps_runtime::Runtime;
 
 #[test]
 fn library_loads_and_reports_its_version() {

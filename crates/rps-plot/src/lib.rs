@@ -1,4 +1,5 @@
-//! Plot helpers: an embedded font (Ubuntu Light, from `epaint_default_fonts`), so text
+//! rps-plot: plot helpers for the stages that draw (preprocess's samples, evaluate's
+//! charts and grids): an embedded font (Ubuntu Light, from `epaint_default_fonts`), so text
 //! renders on machines without system fonts; every string drawn passes through
 //! [`drawable`], which shows a character the font lacks as `?` rather than a
 //! missing-glyph box; PNG output written atomically.
@@ -13,8 +14,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::atomic;
-use crate::error::{Error, Result};
+use rps_core::atomic;
+use rps_core::error::{Error, Result};
 
 /// The family name plots use.
 pub const FONT: &str = "sans-serif";
@@ -168,7 +169,8 @@ mod tests {
 
     #[test]
     fn grid_has_the_expected_size_and_text() {
-        let (_dir, path) = crate::testing::temp_path("grid.png");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grid.png");
         let red = RgbImage::from_pixel(10, 10, image::Rgb([255, 0, 0]));
         let tiles: Vec<_> = (0..5)
             .map(|i| Tile {
@@ -206,5 +208,13 @@ mod tests {
         assert!(missing_glyphs("rock, predicted paper: p 0.87").is_empty());
         assert_eq!(drawable("a → b"), "a ? b");
         assert!(drawn().contains(&"a → b".to_string()));
+    }
+
+    #[test]
+    fn every_imagenet_class_name_has_its_glyphs() {
+        for name in rps_core::imagenet::class_names() {
+            let missing = missing_glyphs(&name);
+            assert!(missing.is_empty(), "{name}: no glyph for {missing:?}");
+        }
     }
 }

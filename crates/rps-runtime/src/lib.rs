@@ -1,5 +1,6 @@
-//! Loading ONNX Runtime (the library `make setup` puts in `.ort/`) and opening
-//! sessions on the device a person asked for.
+//! rps-runtime: loading ONNX Runtime (the library `make setup` puts in `.ort/`) and
+//! opening sessions on the device a person asked for. Only the stages that run
+//! graphs depend on it, so the others never link ONNX Runtime.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -9,8 +10,47 @@ use ort::ep;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
-use crate::error::{Error, Result};
-use crate::{GraphFile, Layout};
+use rps_core::{Device, DeviceChoice, GraphFile, Layout, SessionOptions};
+
+/// What can go wrong loading the library or opening a session; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "ONNX Runtime library not found; tried:\n{}\nrun `make setup` (or set ORT_DYLIB_PATH to a libonnxruntime.so)",
+        list_paths(tried)
+    )]
+    OrtMissing { tried: Vec<PathBuf> },
+    #[error("loading ONNX Runtime from {}: {message}", path.display())]
+    OrtLoad { path: PathBuf, message: String },
+    #[error("{context}: {source}")]
+    Ort { context: String, source: ort::Error },
+    #[error("CUDA was asked for but cannot run: {0}")]
+    CudaUnavailable(String),
+    #[error("{}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+    #[error("{source} (`make {stage}` makes it)")]
+    Upstream { stage: String, source: Box<Error> },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// This error about a file, with the stage whose target makes that file.
+    fn made_by(self, stage: &str) -> Self {
+        Error::Upstream {
+            stage: stage.into(),
+            source: Box::new(self),
+        }
+    }
+}
+
+fn list_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("  {}", p.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
 
 /// Overrides where the library is looked for.
 pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
@@ -29,58 +69,6 @@ pub fn library_candidates() -> Vec<PathBuf> {
     dirs.push(built_in.canonicalize().unwrap_or(built_in));
     dirs.dedup();
     dirs.into_iter().map(|dir| dir.join(DYLIB_NAME)).collect()
-}
-
-/// What `--device` asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceChoice {
-    /// CUDA when a session really runs on the GPU, else CPU.
-    Auto,
-    Cpu,
-    /// CUDA, or an error saying why it cannot run.
-    Cuda,
-}
-
-/// The device a session runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Device {
-    Cpu,
-    Cuda,
-}
-
-impl Device {
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Cuda => "cuda",
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Where sessions run and with how many CPU threads: what `--device` and `--threads`
-/// resolve to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionOptions {
-    pub device: DeviceChoice,
-    pub threads: usize,
-}
-
-impl SessionOptions {
-    /// The CPU with `threads` threads (tests and benchmarks).
-    pub fn cpu(threads: usize) -> Self {
-        Self {
-            device: DeviceChoice::Cpu,
-            threads,
-        }
-    }
 }
 
 /// The loaded library and its one environment (ONNX Runtime allows one a process).

@@ -1,0 +1,139 @@
+//! The architecture's rules, checked: every crate's normal `[dependencies]` against
+//! the table in docs/ARCHITECTURE.md, and rps-onnx's graph types used only where
+//! graphs are built.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// What a crate may use, by crate: `None` for anything.
+type Rules = BTreeMap<String, Option<Vec<String>>>;
+
+/// The table under "Which crate may depend on which" in docs/ARCHITECTURE.md.
+fn rules() -> Rules {
+    let text = std::fs::read_to_string(repo().join("docs/ARCHITECTURE.md")).unwrap();
+    let table = text
+        .split("Which crate may depend on which")
+        .nth(1)
+        .expect("docs/ARCHITECTURE.md has the dependency table");
+    let mut rules = Rules::new();
+    for line in table.lines().skip_while(|l| !l.starts_with('|')) {
+        let Some(row) = line.strip_prefix('|') else {
+            break;
+        };
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        if cells[0] == "crate" || cells[0].starts_with("---") {
+            continue;
+        }
+        let allowed = cells[1].split(" (").next().unwrap();
+        let allowed = match allowed {
+            "anything" => None,
+            "no rps crate" => Some(Vec::new()),
+            list => Some(list.split(',').map(|c| c.trim().to_string()).collect()),
+        };
+        for name in cells[0].split(',') {
+            rules.insert(name.trim().to_string(), allowed.clone());
+        }
+    }
+    rules
+}
+
+/// Every workspace crate's manifest: `crates/*` and `tests/`.
+fn manifests() -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(repo().join("crates"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("Cargo.toml"))
+        .filter(|p| p.exists())
+        .collect();
+    paths.push(repo().join("tests/Cargo.toml"));
+    paths.sort();
+    paths
+}
+
+/// The package name and the rps crates of `[dependencies]` of a manifest.
+fn rps_dependencies(manifest: &Path) -> (String, Vec<String>) {
+    let text = std::fs::read_to_string(manifest).unwrap();
+    let mut name = None;
+    let mut deps = Vec::new();
+    let mut section = "";
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+            continue;
+        }
+        let key = line.split(['=', '.', ' ']).next().unwrap_or("");
+        match section {
+            "[package]" if key == "name" => {
+                name = line.split('"').nth(1).map(String::from);
+            }
+            "[dependencies]" if key.starts_with("rps-") => deps.push(key.to_string()),
+            _ => {}
+        }
+    }
+    (name.expect("a package name"), deps)
+}
+
+#[test]
+fn every_crate_keeps_to_the_dependency_table() {
+    let rules = rules();
+    let mut broken = Vec::new();
+    for manifest in manifests() {
+        let (name, deps) = rps_dependencies(&manifest);
+        let Some(allowed) = rules.get(&name) else {
+            broken.push(format!("{name}: not in docs/ARCHITECTURE.md's table"));
+            continue;
+        };
+        for dep in deps {
+            if allowed.as_ref().is_some_and(|list| !list.contains(&dep)) {
+                broken.push(format!(
+                    "{name} depends on {dep}, which the table does not allow"
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
+}
+
+#[test]
+fn the_table_is_read_and_names_real_crates() {
+    let rules = rules();
+    assert_eq!(rules["rps-fetch"], Some(vec!["rps-core".to_string()]));
+    assert_eq!(rules["rps-bench"], None);
+    let crates: Vec<String> = manifests().iter().map(|m| rps_dependencies(m).0).collect();
+    for name in rules.keys() {
+        assert!(
+            crates.contains(name),
+            "the table names {name}, which is no crate"
+        );
+    }
+}
+
+#[test]
+fn only_rps_export_builds_graphs_from_rps_onnx_types() {
+    let mut offenders = Vec::new();
+    let mut folders = vec![repo().join("crates"), repo().join("tests")];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
+            let path = entry.path();
+            let inside = |c: &str| path.starts_with(repo().join("crates").join(c));
+            if inside("rps-export") || inside("rps-onnx") || path.ends_with("target") {
+                continue;
+            }
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if text.contains(concat!("rps_onnx::", "proto")) {
+                    offenders.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "rps-onnx's graph types used in {offenders:?}"
+    );
+}
