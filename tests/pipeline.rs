@@ -543,6 +543,22 @@ fn paths_with_quotes_and_spaces_work_and_a_data_folder_with_a_space_is_refused()
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(data.join("rps/summary.csv").exists());
+    // URLs holding a ' and spaces reach the stage as they are.
+    let url = |zip: &str| format!("file://{}", from.join(zip).display());
+    let urls = [
+        format!("TRAIN_URL={}", url("rps.zip")),
+        format!("TEST_URL={}", url("rps-test-set.zip")),
+    ];
+    let by_url = dir.path().join("by_url");
+    let out = make_command("fetch", &by_url, &base, &[&urls[0], &urls[1]])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(by_url.join("rps/summary.csv").exists());
 
     let spaced = dir.path().join("my data");
     let out = make_command("fetch", &spaced, &base, &[]).output().unwrap();
@@ -550,6 +566,23 @@ fn paths_with_quotes_and_spaces_work_and_a_data_folder_with_a_space_is_refused()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DATA=") && err.contains("space"), "{err}");
     assert!(!spaced.exists());
+}
+
+#[test]
+fn only_the_commands_that_load_onnx_runtime_are_given_its_library_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = make_command("all", dir.path(), "http://127.0.0.1:9", &["-n"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    for line in said.lines().filter(|l| l.contains("/rps-")) {
+        let loads = ["rps-extract", "rps-train", "rps-evaluate"]
+            .iter()
+            .any(|s| line.contains(s));
+        assert_eq!(line.contains("LD_LIBRARY_PATH="), loads, "{line}");
+        assert_eq!(line.contains("ORT_DYLIB_PATH="), loads, "{line}");
+    }
+    assert!(said.contains("rps-extract"), "{said}");
 }
 
 #[test]
@@ -575,4 +608,51 @@ fn another_onnx_runtime_flavor_is_installed_and_the_same_one_is_kept() {
         dry_setup(other).contains("setup-ort.sh"),
         "{other} would not be installed"
     );
+}
+
+#[test]
+fn model_onnx_holds_the_trained_weights_and_scores_as_evaluate_did() {
+    let (dir, _) = made();
+    let data = dir.path();
+    let weights = npy::read_tensors(&data.join("results/weights.npz")).unwrap();
+    let model_path = data.join("results/model.onnx");
+    let model = rps_onnx::ModelFile::read(&model_path).unwrap();
+    for (name, value) in &weights {
+        let stored = model
+            .initializer(name)
+            .unwrap_or_else(|| panic!("no {name}"));
+        assert_eq!(
+            stored,
+            value.iter().copied().collect::<Vec<f32>>(),
+            "{name}"
+        );
+    }
+    // The deployable model on the cached test images gives the probabilities
+    // evaluate computed with the eval graph on the extracted features.
+    let pixels = npy::read::<u8>(&data.join("cache/test_images.npy")).unwrap();
+    let mut images = vec![0.0f32; pixels.len()];
+    let per_image = pixels.len() / pixels.shape()[0];
+    let raw = pixels.as_slice().unwrap();
+    for (src, dst) in raw.chunks(per_image).zip(images.chunks_mut(per_image)) {
+        rps_core::imagenet::normalize_chw(src, dst);
+    }
+    let runtime = rps_runtime::Runtime::get().unwrap();
+    let options = rps_core::SessionOptions::cpu(2);
+    let (mut session, _) = runtime.session(&model_path, options).unwrap();
+    let input = ort::value::Tensor::from_array((pixels.shape().to_vec(), images)).unwrap();
+    let outputs = session
+        .run(ort::inputs![rps_core::names::IMAGES => input])
+        .unwrap();
+    let (_, probs) = outputs[rps_core::names::PROBS]
+        .try_extract_tensor::<f32>()
+        .unwrap();
+    let predictions = rows(&data.join("results/predictions.csv"));
+    assert_eq!(predictions.len() * 3, probs.len());
+    let mut worst = 0.0f32;
+    for (row, probs) in predictions.iter().zip(probs.chunks(3)) {
+        for (cell, p) in row[3..6].iter().zip(probs) {
+            worst = worst.max((cell.parse::<f32>().unwrap() - p).abs());
+        }
+    }
+    assert!(worst < 1e-5, "model.onnx's probabilities differ by {worst}");
 }

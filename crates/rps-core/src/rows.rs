@@ -56,3 +56,22 @@ pub struct ParamsRow {
     pub total: usize,
     pub trainable: usize,
 }
+
+/// `results/summary.csv`: one metric of the test split a row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub metric: String,
+    #[serde(with = "crate::text::text_cell")]
+    pub value: String,
+}
+
+/// `results/per_class.csv`: each class's scores on the test split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PerClassRow {
+    #[serde(with = "crate::text::text_cell")]
+    pub class: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub support: usize,
+}

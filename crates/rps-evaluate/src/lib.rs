@@ -12,7 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
 use plotters::style::RGBColor;
-use rps_core::rows::{EpochRow, IndexRow};
+use rps_core::rows::{EpochRow, IndexRow, MetricRow, PerClassRow};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
 use rps_core::text::cell;
 use rps_core::upstream::Upstream;
@@ -22,7 +22,6 @@ use rps_core::{
 };
 use rps_plot::Tile;
 use rps_score::{Features, Scorer, predictions, softmax};
-use serde::Serialize;
 
 use metrics::Confusion;
 
@@ -32,25 +31,6 @@ pub struct Config {
     /// Images per scoring call.
     pub batch: usize,
     pub session: SessionOptions,
-}
-
-/// `summary.csv`: one metric a row.
-#[derive(Debug, Serialize)]
-pub struct MetricRow {
-    pub metric: String,
-    #[serde(with = "rps_core::text::text_cell")]
-    pub value: String,
-}
-
-/// `per_class.csv`.
-#[derive(Debug, Serialize)]
-pub struct PerClassRow {
-    #[serde(with = "rps_core::text::text_cell")]
-    pub class: String,
-    pub precision: f64,
-    pub recall: f64,
-    pub f1: f64,
-    pub support: usize,
 }
 
 pub struct Report {

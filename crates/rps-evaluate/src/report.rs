@@ -11,7 +11,7 @@ use rps_core::{ClassList, GraphFile, Layout, ResultFile, atomic};
 use serde::Serialize;
 
 use crate::metrics::Confusion;
-use crate::{MetricRow, PerClassRow};
+use rps_core::rows::{MetricRow, PerClassRow};
 
 /// What the page shows besides the files it reads.
 pub struct Tables<'a> {

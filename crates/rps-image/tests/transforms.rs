@@ -26,11 +26,11 @@ fn max_diff_from_pillow(image: &str) -> u8 {
 }
 
 #[test]
-fn png_resize_matches_pillow_within_2_of_255() {
+fn png_resize_matches_pillow_within_1_of_255() {
     for image in ["rgba.png", "palette.png", "gray16.png", "large.png"] {
         let diff = max_diff_from_pillow(image);
         eprintln!("{image}: largest difference from Pillow {diff}/255");
-        assert!(diff <= 2, "{image}: differs from Pillow by {diff}/255");
+        assert!(diff <= 1, "{image}: differs from Pillow by {diff}/255");
     }
 }
 
@@ -39,7 +39,7 @@ fn jpeg_resize_is_close_to_pillow() {
     // JPEG decoders differ slightly (zune-jpeg here, libjpeg in Pillow).
     let diff = max_diff_from_pillow("photo.jpg");
     eprintln!("photo.jpg: largest difference from Pillow {diff}/255");
-    assert!(diff <= 6, "photo.jpg: differs from Pillow by {diff}/255");
+    assert!(diff <= 2, "photo.jpg: differs from Pillow by {diff}/255");
 }
 
 #[test]

@@ -59,16 +59,41 @@ const DYLIB_NAME: &str = "libonnxruntime.so";
 /// Where the library is looked for, in order: `ORT_DYLIB_PATH` alone when set, else
 /// `.ort/` in the current folder, then `.ort/` in the workspace this was built from.
 pub fn library_candidates() -> Vec<PathBuf> {
-    if let Some(path) = std::env::var_os(DYLIB_ENV) {
-        return vec![PathBuf::from(path)];
-    }
+    let cwd = std::env::current_dir().ok();
     let built_in = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ort");
-    let mut dirs: Vec<PathBuf> = std::env::current_dir()
-        .map(|cwd| vec![cwd.join(".ort")])
-        .unwrap_or_default();
-    dirs.push(built_in.canonicalize().unwrap_or(built_in));
+    let built_in = built_in.canonicalize().unwrap_or(built_in);
+    candidates(
+        std::env::var_os(DYLIB_ENV).map(PathBuf::from),
+        cwd,
+        built_in,
+    )
+}
+
+/// [`library_candidates`] from its inputs: the override, the current folder, the
+/// workspace's `.ort/`.
+fn candidates(
+    overridden: Option<PathBuf>,
+    cwd: Option<PathBuf>,
+    built_in: PathBuf,
+) -> Vec<PathBuf> {
+    if let Some(path) = overridden {
+        return vec![path];
+    }
+    let mut dirs: Vec<PathBuf> = cwd.map(|cwd| cwd.join(".ort")).into_iter().collect();
+    dirs.push(built_in);
     dirs.dedup();
     dirs.into_iter().map(|dir| dir.join(DYLIB_NAME)).collect()
+}
+
+/// The first of `tried` that exists, or the error listing them all and the fix.
+fn find_library(tried: &[PathBuf]) -> Result<PathBuf> {
+    tried
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| Error::OrtMissing {
+            tried: tried.to_vec(),
+        })
 }
 
 /// The loaded library and its one environment (ONNX Runtime allows one a process).
@@ -92,15 +117,7 @@ impl Runtime {
     }
 
     fn load() -> Result<Self> {
-        let tried = library_candidates();
-        let library =
-            tried
-                .iter()
-                .find(|p| p.exists())
-                .cloned()
-                .ok_or_else(|| Error::OrtMissing {
-                    tried: tried.clone(),
-                })?;
+        let library = find_library(&library_candidates())?;
         let load_err = |message: String| Error::OrtLoad {
             path: library.clone(),
             message,
@@ -261,23 +278,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn candidates_end_with_the_library_name() {
-        for path in library_candidates() {
-            assert!(path.ends_with(DYLIB_NAME) || std::env::var_os(DYLIB_ENV).is_some());
-        }
+    fn an_override_alone_is_tried_else_the_current_folder_then_the_workspace() {
+        let (cwd, built_in) = (PathBuf::from("/work"), PathBuf::from("/repo/.ort"));
+        assert_eq!(
+            candidates(
+                Some("/x/lib.so".into()),
+                Some(cwd.clone()),
+                built_in.clone()
+            ),
+            [PathBuf::from("/x/lib.so")]
+        );
+        assert_eq!(
+            candidates(None, Some(cwd), built_in.clone()),
+            [
+                PathBuf::from("/work/.ort/libonnxruntime.so"),
+                PathBuf::from("/repo/.ort/libonnxruntime.so")
+            ]
+        );
+        // Run from the repository, both folders are one.
+        assert_eq!(candidates(None, Some("/repo".into()), built_in).len(), 1);
     }
 
     #[test]
-    fn missing_library_error_lists_paths_and_the_fix() {
-        let err = Error::OrtMissing {
-            tried: vec![
-                "/a/.ort/libonnxruntime.so".into(),
-                "/b/.ort/libonnxruntime.so".into(),
-            ],
+    fn a_missing_library_is_an_error_listing_what_was_tried_and_the_fix() {
+        let dir = tempfile::tempdir().unwrap();
+        let tried = [dir.path().join("a.so"), dir.path().join("b.so")];
+        let err = find_library(&tried).unwrap_err().to_string();
+        for path in &tried {
+            assert!(err.contains(&path.display().to_string()), "{err}");
         }
-        .to_string();
-        assert!(err.contains("/a/.ort/libonnxruntime.so"));
-        assert!(err.contains("/b/.ort/libonnxruntime.so"));
-        assert!(err.contains("make setup"));
+        assert!(err.contains("make setup"), "{err}");
+        std::fs::write(&tried[1], b"").unwrap();
+        assert_eq!(find_library(&tried).unwrap(), tried[1]);
     }
 }
