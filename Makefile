@@ -130,7 +130,7 @@ help: ## List targets and variables
 	@echo "Targets:"
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | awk -F'\t' '{printf "  %-11s %s\n", $$1, $$2}'
 	@echo "Variables (current value):"
-	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' '$(or $($(v)),(unset))';)
+	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' $(call quote,$(or $($(v)),(unset)));)
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
 	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
 	@echo "  UNFREEZE: the first stage phase 2 trains: layer4 (the recipe), layer3, layer2, layer1 or all"

@@ -9,7 +9,7 @@
 //! "PyTorch's own float32 error" is the worst of its runs in three summation orders
 //! (`rps_fixtures::f32_spread`), not the one run the reference file records: at
 //! these depths a float32 step that sums in another order flips other near-zero
-//! ReLUs, and PyTorch's own channels_last run misses the one-run bound by 100x. Each
+//! ReLUs, and PyTorch's own runs in those orders miss the one-run bound by up to 600x. Each
 //! fixed bound above widens to ten times that spread where the spread is larger.
 
 mod common;

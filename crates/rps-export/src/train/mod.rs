@@ -70,10 +70,7 @@ pub fn head_eval(arch: &Arch) -> Vec<u8> {
 /// Phase 2: the frozen layers' output (or u8 images for [`Unfreeze::All`]) -> every
 /// stage from `unfreeze` on (BatchNorm in train mode) and the head's step.
 pub fn finetune_step(arch: &Arch, unfreeze: Unfreeze, convolutions: Convolutions) -> Vec<u8> {
-    let mut b = Builder::new(arch, convolutions, BatchNorm::Train);
-    let x = b.frozen_input(unfreeze);
-    let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
-    let logits = b.head(&pooled, true);
+    let (mut b, logits) = finetune_logits(arch, unfreeze, convolutions, BatchNorm::Train);
     b.finish_step(&logits, &arch.finetune_params(unfreeze));
     b.g.to_bytes("finetune_step")
 }
@@ -81,12 +78,24 @@ pub fn finetune_step(arch: &Arch, unfreeze: Unfreeze, convolutions: Convolutions
 /// Phase 2 scoring: the same `features`, `labels`, the trained stages' weights and
 /// running statistics and the head -> `logits`, `probs`, mean `loss`.
 pub fn finetune_eval(arch: &Arch, unfreeze: Unfreeze, convolutions: Convolutions) -> Vec<u8> {
-    let mut b = Builder::new(arch, convolutions, BatchNorm::Eval);
-    let x = b.frozen_input(unfreeze);
-    let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
-    let logits = b.head(&pooled, false);
+    let (mut b, logits) = finetune_logits(arch, unfreeze, convolutions, BatchNorm::Eval);
     b.finish_eval(&logits);
     b.g.to_bytes("finetune_eval")
+}
+
+/// Phase 2's network from its `features` input to the logits: the stages from
+/// `unfreeze` on, pooling, and the head (dropout in train steps only).
+fn finetune_logits(
+    arch: &Arch,
+    unfreeze: Unfreeze,
+    convolutions: Convolutions,
+    batch_norm: BatchNorm,
+) -> (Builder, Act) {
+    let mut b = Builder::new(arch, convolutions, batch_norm);
+    let x = b.frozen_input(unfreeze);
+    let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
+    let logits = b.head(&pooled, batch_norm == BatchNorm::Train);
+    (b, logits)
 }
 
 /// Which statistics BatchNorm normalizes with.
