@@ -222,3 +222,72 @@ fn frozen_shapes_are_the_references_inputs() {
         assert_eq!(features.shape(), [&[16][..], &shape].concat(), "{file}");
     }
 }
+
+/// Images with flat regions (a white band, a black corner, one image flat all over)
+/// make max pooling's windows hold their largest value more than once; PyTorch
+/// routes the gradient to the first. `scripts/make_tie_reference.py` made the
+/// reference (width 4, 224 pixels, the whole network trained from u8 pixels).
+#[test]
+fn max_pooling_ties_route_the_gradient_as_pytorch_does() {
+    let arch = Arch {
+        net: Net::ResNet18,
+        width: 4,
+        image_size: 224,
+        classes: 3,
+    };
+    let file = rps_fixtures::arch_reference("resnet18_w4_ties_train_from_conv1.npz");
+    let mut npz = Npz::open(&file).unwrap();
+    let mut values = BTreeMap::new();
+    for (kind, list) in [
+        ("param", arch.finetune_params(Unfreeze::All)),
+        ("buffer", arch.finetune_buffers(Unfreeze::All)),
+    ] {
+        for (name, _) in list {
+            values.insert(
+                name.clone(),
+                npz.get(&format!("init:{kind}:{name}")).unwrap(),
+            );
+        }
+    }
+    let pixels = Input::U8(npz.get("pixels").unwrap());
+    let mut inputs = first_step_inputs(&arch, Unfreeze::All, pixels, 1e-3, &values);
+    set(
+        &mut inputs,
+        names::LABELS,
+        Input::I64(npz.get("labels").unwrap()),
+    );
+    let graph = train::finetune_step(&arch, Unfreeze::All, Convolutions::Fastest);
+    let out = run(&mut session(&graph, "ties"), inputs);
+    let spreads: BTreeMap<String, f64> = arch
+        .finetune_params(Unfreeze::All)
+        .into_iter()
+        .map(|(name, _)| {
+            let key = format!("f32_spread:grad:{name}");
+            (name, npz.get::<f64>(&key).unwrap().sum())
+        })
+        .collect();
+    let mut over = Vec::new();
+    let mut check = |what: &str, got: &ArrayD<f32>, key: &str, bound: f64| {
+        let error = rel_err(got, &npz.get::<f32>(key).unwrap());
+        if error >= bound {
+            over.push(format!("{what}: {error:.2e} (bound {bound:.1e})"));
+        }
+    };
+    check("loss", &out[names::LOSS], "step1:loss", 1e-5);
+    check("logits", &out[names::LOGITS], "step1:logits", 1e-5);
+    for (name, _) in arch.finetune_params(Unfreeze::All) {
+        let spread = spreads[&name];
+        let key = format!("step1:grad:{name}");
+        check(
+            &name,
+            &out[&names::grad(&name)],
+            &key,
+            (10.0 * spread).max(1e-5),
+        );
+    }
+    for (name, _) in arch.finetune_buffers(Unfreeze::All) {
+        let updated = &out[&names::updated(&names::buffer(&name))];
+        check(&name, updated, &format!("step1:buffer:{name}"), 1e-4);
+    }
+    assert!(over.is_empty(), "over the bound:\n{}", over.join("\n"));
+}
