@@ -112,8 +112,11 @@ endif
 $(STAMPS)/$(1):
 	@mkdir -p $(STAMPS) && printf '%s\n' $$(call quote,$$(strip $$($(2)))) > $$@
 endef
-$(foreach stage,fetch export preprocess extract train,\
-  $(eval $(call stamp_rule,$(stage),$(shell echo $(stage) | tr a-z A-Z)_SETTINGS)))
+$(eval $(call stamp_rule,fetch,FETCH_SETTINGS))
+$(eval $(call stamp_rule,export,EXPORT_SETTINGS))
+$(eval $(call stamp_rule,preprocess,PREPROCESS_SETTINGS))
+$(eval $(call stamp_rule,extract,EXTRACT_SETTINGS))
+$(eval $(call stamp_rule,train,TRAIN_SETTINGS))
 
 FETCH_STAMP      := $(STAMPS)/fetch
 EXPORT_STAMP     := $(STAMPS)/export

@@ -54,7 +54,12 @@ fn serve_shared_archives() -> String {
 
 /// `make all` with the small configuration, which must succeed.
 fn make(data: &Path, base: &str, extra: &[&str]) -> Output {
-    let out = make_command("all", data, base, extra).output().unwrap();
+    make_target("all", data, base, extra)
+}
+
+/// `make TARGET` with the small configuration, which must succeed.
+fn make_target(target: &str, data: &Path, base: &str, extra: &[&str]) -> Output {
+    let out = make_command(target, data, base, extra).output().unwrap();
     assert!(
         out.status.success(),
         "make failed:\n{}\n{}",
@@ -490,14 +495,7 @@ fn a_dry_run_or_help_changes_nothing_and_an_up_to_date_tree_lists_nothing() {
     let stamps = modified_files(&data.join(".stamps"));
     assert_eq!(stamps.len(), 5, "{stamps:?}");
     for (target, dry) in [("all", "-n"), ("help", "HEAD_EPOCHS=7")] {
-        let out = make_command(target, data, &base, &[dry, "HEAD_LR=3e-4", "UNFREEZE=all"])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        make_target(target, data, &base, &[dry, "HEAD_LR=3e-4", "UNFREEZE=all"]);
         assert_eq!(
             modified_files(&data.join(".stamps")),
             stamps,
@@ -534,14 +532,7 @@ fn paths_with_quotes_and_spaces_work_and_a_data_folder_with_a_space_is_refused()
     }
     let data = dir.path().join("data");
     let from_setting = format!("FROM={}", from.display());
-    let out = make_command("fetch", &data, &base, &[&from_setting])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    make_target("fetch", &data, &base, &[&from_setting]);
     assert!(data.join("rps/summary.csv").exists());
     // URLs holding a ' and spaces reach the stage as they are.
     let url = |zip: &str| format!("file://{}", from.join(zip).display());
@@ -550,14 +541,7 @@ fn paths_with_quotes_and_spaces_work_and_a_data_folder_with_a_space_is_refused()
         format!("TEST_URL={}", url("rps-test-set.zip")),
     ];
     let by_url = dir.path().join("by_url");
-    let out = make_command("fetch", &by_url, &base, &[&urls[0], &urls[1]])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    make_target("fetch", &by_url, &base, &[&urls[0], &urls[1]]);
     assert!(by_url.join("rps/summary.csv").exists());
 
     let spaced = dir.path().join("my data");

@@ -62,7 +62,7 @@ struct Args {
     arch: Net,
     /// The first stage the phase 2 step trains: all, layer1, layer2, layer3 or
     /// layer4 (the whole-pipeline rows keep the recipe's layer4).
-    #[arg(long, default_value = rps_core::defaults::UNFREEZE, value_parser = unfreeze)]
+    #[arg(long, default_value = rps_core::defaults::UNFREEZE, value_parser = Unfreeze::flag)]
     unfreeze: Unfreeze,
 }
 
@@ -100,11 +100,6 @@ fn net(name: &str) -> Result<Net, String> {
         let names: Vec<&str> = Net::ALL.iter().map(|n| n.name()).collect();
         format!("expected one of {}", names.join(", "))
     })
-}
-
-/// `--unfreeze`'s value, or the choices.
-fn unfreeze(name: &str) -> Result<Unfreeze, String> {
-    Unfreeze::parse(name).ok_or_else(|| format!("expected one of {}", Unfreeze::choices()))
 }
 
 /// The benchmarked model: full width and size, the recipe's three classes.

@@ -47,6 +47,11 @@ impl Unfreeze {
         Self::ALL.map(Unfreeze::name).join(", ")
     }
 
+    /// `--unfreeze`'s value, or the choices: every binary's flag parser.
+    pub fn flag(name: &str) -> Result<Unfreeze, String> {
+        Self::parse(name).ok_or_else(|| format!("expected one of {}", Self::choices()))
+    }
+
     /// The first trained stage: 0 is the stem (conv1, bn1, max pooling), k is layerk.
     pub fn first_stage(self) -> usize {
         self as usize
@@ -74,6 +79,11 @@ mod tests {
             assert_eq!(Unfreeze::parse(u.name()), Some(u));
         }
         assert_eq!(Unfreeze::parse("layer5"), None);
+        let refused = Unfreeze::flag("layer5").unwrap_err();
+        assert!(
+            refused.contains("all, layer1, layer2, layer3, layer4"),
+            "{refused}"
+        );
         let stages: Vec<usize> = Unfreeze::ALL.map(Unfreeze::first_stage).to_vec();
         assert_eq!(stages, [0, 1, 2, 3, 4]);
         assert_eq!(

@@ -122,26 +122,6 @@ impl<'a> FrozenGraph<'a> {
         }
     }
 
-    fn convolved(&mut self, spec: &ConvSpec, x: &Map) -> Map {
-        let size = spec.out_size(x.size);
-        let value = if !x.by_position {
-            let w = self.weight(&spec.weight());
-            let y = self.g.conv(&x.value, &w, spec.window);
-            let [scale, bias, mean, var] = BnTensor::ALL.map(|t| self.weight(&spec.bn_tensor(t)));
-            self.g.batch_norm(&y, [&scale, &bias, &mean, &var], BN_EPS)
-        } else if winograd::suits(spec, x.size) {
-            self.winograd_conv(spec, x)
-        } else {
-            self.patches_conv(spec, x)
-        };
-        Map {
-            value,
-            size,
-            channels: spec.cout,
-            by_position: x.by_position,
-        }
-    }
-
     /// NCHW -> `[N, H*W, C]`.
     fn by_position(&mut self, x: &Map) -> Map {
         let flat = self.g.reshape(&x.value, &[0, x.channels as i64, -1]);
@@ -271,8 +251,24 @@ impl<'a> FrozenGraph<'a> {
 impl Lowering for FrozenGraph<'_> {
     type Map = Map;
 
-    fn conv_bn(&mut self, conv: &ConvSpec, x: &Map) -> Map {
-        self.convolved(conv, x)
+    fn conv_bn(&mut self, spec: &ConvSpec, x: &Map) -> Map {
+        let size = spec.out_size(x.size);
+        let value = if !x.by_position {
+            let w = self.weight(&spec.weight());
+            let y = self.g.conv(&x.value, &w, spec.window);
+            let [scale, bias, mean, var] = BnTensor::ALL.map(|t| self.weight(&spec.bn_tensor(t)));
+            self.g.batch_norm(&y, [&scale, &bias, &mean, &var], BN_EPS)
+        } else if winograd::suits(spec, x.size) {
+            self.winograd_conv(spec, x)
+        } else {
+            self.patches_conv(spec, x)
+        };
+        Map {
+            value,
+            size,
+            channels: spec.cout,
+            by_position: x.by_position,
+        }
     }
 
     fn relu(&mut self, x: &Map) -> Map {

@@ -45,7 +45,7 @@ struct Args {
     classes: Option<usize>,
     /// The first stage phase 2 trains: all, layer1, layer2, layer3 or layer4. The
     /// stages before it are frozen and run once, in extract.
-    #[arg(long, default_value = defaults::UNFREEZE, value_parser = unfreeze)]
+    #[arg(long, default_value = defaults::UNFREEZE, value_parser = Unfreeze::flag)]
     unfreeze: Unfreeze,
     /// Only check the files in DATA/graphs/ against export.json: exit 1, naming
     /// them, if any is missing, cut or changed.
@@ -59,11 +59,6 @@ fn net(name: &str) -> Result<Net, String> {
         let names: Vec<&str> = Net::ALL.iter().map(|n| n.name()).collect();
         format!("expected one of {}", names.join(", "))
     })
-}
-
-/// `--unfreeze`'s value, or the choices.
-fn unfreeze(name: &str) -> Result<Unfreeze, String> {
-    Unfreeze::parse(name).ok_or_else(|| format!("expected one of {}", Unfreeze::choices()))
 }
 
 fn main() -> ExitCode {

@@ -437,11 +437,7 @@ impl Arch {
 
     /// Every convolution with its BatchNorm, stem first, in forward order.
     pub fn all_convs(&self) -> Vec<ConvSpec> {
-        let mut convs = vec![self.stem()];
-        for stage in 1..=4 {
-            convs.extend(self.layer(stage).iter().flat_map(Block::convs));
-        }
-        convs
+        self.trained_convs(Unfreeze::All)
     }
 
     /// Every backbone tensor with its shape, BatchNorm statistics included.

@@ -16,7 +16,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{Input, first_step_inputs, run, session};
+use common::{Input, first_step_inputs, run, session, set};
 use ndarray::ArrayD;
 use rps_core::npy::Npz;
 use rps_core::{Unfreeze, names};
@@ -139,14 +139,6 @@ fn errors(case: &Case) -> Vec<(String, f64, f64)> {
         widened("eval_logits", 1e-4),
     );
     errors
-}
-
-fn set(inputs: &mut [(String, Input)], name: &str, value: Input) {
-    let slot = inputs
-        .iter_mut()
-        .find(|(n, _)| n == name)
-        .expect("an input");
-    slot.1 = value;
 }
 
 fn check(case: Case) {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Input, first_step_inputs, run, session};
+use common::{Input, first_step_inputs, run, session, set};
 use rps_core::npy::Npz;
 use rps_core::{Unfreeze, names};
 use rps_export::resnet::{Arch, Net, fc};
@@ -35,11 +35,7 @@ fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
     let labels = npz.get::<i64>("labels").unwrap();
     let mut inputs =
         first_step_inputs(&ARCH, Unfreeze::Layer4, Input::F32(features), 1e-3, &values);
-    for (name, input) in &mut inputs {
-        if name == names::LABELS {
-            *input = Input::I64(labels.clone());
-        }
-    }
+    set(&mut inputs, names::LABELS, Input::I64(labels));
     let graph = train::finetune_step(&ARCH, Unfreeze::Layer4, convolutions);
     let out = run(&mut session(&graph, "finetune_step"), inputs);
     let mut errors = Vec::new();

@@ -343,8 +343,8 @@ impl Backward for MaxPool {
 
 /// Global average pooling: `[C, P, N]` -> `[N, C]`.
 pub struct GlobalAveragePool {
-    /// The input's shape, which the gradient is spread back over.
-    shape: Value,
+    /// The input, whose shape the gradient is spread back over.
+    input: Value,
     positions: usize,
 }
 
@@ -353,7 +353,7 @@ impl GlobalAveragePool {
         let pooled_cn = g.reduce(Reduce::Mean, x, &[1], false);
         let pooled = g.transpose(&pooled_cn, &[1, 0]);
         let layer = Self {
-            shape: g.shape(x),
+            input: x.clone(),
             positions: size * size,
         };
         (layer, pooled)
@@ -373,7 +373,8 @@ impl Backward for GlobalAveragePool {
         let dy = g.unsqueeze(&dy_cn, &[1]);
         let scale = g.scalar(1.0 / self.positions as f32);
         let dy = g.mul(&dy, &scale);
-        vec![Some(g.expand(&dy, &self.shape))]
+        let shape = g.shape(&self.input);
+        vec![Some(g.expand(&dy, &shape))]
     }
 }
 

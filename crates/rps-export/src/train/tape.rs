@@ -60,9 +60,9 @@ pub trait Backward {
     ) -> Vec<Option<Value>>;
 }
 
+/// A layer on the tape; its output is the variable of its position.
 struct Entry {
     inputs: Vec<Option<Var>>,
-    output: Var,
     layer: Box<dyn Backward>,
 }
 
@@ -75,13 +75,11 @@ pub struct Tape {
 impl Tape {
     /// Appends `layer`, which read `inputs`; returns its output's variable.
     pub fn push(&mut self, inputs: &[&Act], layer: Box<dyn Backward>) -> Var {
-        let output = self.entries.len();
         self.entries.push(Entry {
             inputs: inputs.iter().map(|a| a.var).collect(),
-            output,
             layer,
         });
-        output
+        self.entries.len() - 1
     }
 
     /// Replays the tape in reverse from `output`'s gradient `seed`; returns the
@@ -89,8 +87,8 @@ impl Tape {
     pub fn backward(&self, g: &mut Graph, output: Var, seed: Value) -> ParamGrads {
         let mut params = ParamGrads::default();
         let mut grads: HashMap<Var, Value> = HashMap::from([(output, seed)]);
-        for entry in self.entries.iter().rev() {
-            let Some(dy) = grads.remove(&entry.output) else {
+        for (var, entry) in self.entries.iter().enumerate().rev() {
+            let Some(dy) = grads.remove(&var) else {
                 continue;
             };
             let wanted: Vec<bool> = entry.inputs.iter().map(Option::is_some).collect();

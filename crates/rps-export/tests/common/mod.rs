@@ -80,6 +80,15 @@ pub fn first_step_inputs(
     inputs
 }
 
+/// Replaces the input `name` of `inputs` with `value`.
+pub fn set(inputs: &mut [(String, Input)], name: &str, value: Input) {
+    let slot = inputs
+        .iter_mut()
+        .find(|(n, _)| n == name)
+        .expect("an input");
+    slot.1 = value;
+}
+
 /// Runs `session` and returns every float output by name.
 pub fn run(session: &mut Session, inputs: Vec<(String, Input)>) -> BTreeMap<String, ArrayD<f32>> {
     let values: Vec<(String, ort::value::DynValue)> = inputs
