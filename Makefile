@@ -44,10 +44,12 @@ PLOT        ?=
 VAL_FRACTION ?= 0
 VENV        ?= .venv
 TORCH_PYTHON ?= $(VENV)/bin/python
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
   DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
-  VENV TORCH_PYTHON
+  VENV TORCH_PYTHON FUZZ_SECONDS FUZZ_TARGETS
 
 # Make cannot name a file whose path holds a space: refuse one here, clearly.
 ifneq ($(words $(DATA)),1)
@@ -124,7 +126,7 @@ PREPROCESS_STAMP := $(STAMPS)/preprocess
 EXTRACT_STAMP    := $(STAMPS)/extract
 TRAIN_STAMP      := $(STAMPS)/train
 
-.PHONY: all setup fetch export preprocess extract train evaluate predict demo bench test clean help FORCE
+.PHONY: all setup fetch export preprocess extract train evaluate predict demo bench fuzz test clean help FORCE
 
 all: evaluate ## Run the whole pipeline (bootstraps ONNX Runtime first)
 	@echo "report: $(DATA)/results/report.html"
@@ -137,6 +139,7 @@ help: ## List targets and variables
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
 	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
 	@echo "  UNFREEZE: the first stage phase 2 trains: layer4 (the recipe), layer3, layer2, layer1 or all"
+	@echo "  FUZZ_TARGETS unset: every target in fuzz/fuzz_targets/"
 
 # ---- Bootstrap ----------------------------------------------------------------
 setup: $(ORT_LIB) ## Put ONNX Runtime into .ort/ (ORT_FLAVOR=cpu|gpu)
@@ -231,6 +234,9 @@ bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling an
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
 	  --arch $(ARCH) --unfreeze $(UNFREEZE) --archives $(SHARED)/data \
 	  --weights $(if $(filter resnet18,$(ARCH)),$(SHARED)/reference/resnet18_seed0.pth,random)
+
+fuzz: ## Fuzz every reader FUZZ_SECONDS each (nightly; FUZZ_TARGETS=pth... picks some); fuzz/stats.csv
+	scripts/fuzz.sh $(call quote,$(FUZZ_SECONDS)) $(FUZZ_TARGETS)
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
 	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)

@@ -294,19 +294,21 @@ fn write_class_zip(path: &Path, split: &str, classes: &[&str], images: usize) {
 }
 
 /// Runs `make all` until `started` says the stage is midway, then sends `signal` to
-/// the whole process group and waits for make to end.
+/// the whole process group and waits for make to end; what it printed on stderr
+/// after the signal.
 fn interrupt_midway(
     data: &Path,
     base: &str,
     extra: &[&str],
     started: impl Fn() -> bool,
     signal: &str,
-) {
+) -> String {
     use std::os::unix::process::CommandExt;
+    let log = tempfile::NamedTempFile::new().unwrap();
     let mut child = make_command("all", data, base, extra)
         .process_group(0)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(log.reopen().unwrap())
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -321,6 +323,7 @@ fn interrupt_midway(
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+    let before = std::fs::metadata(log.path()).unwrap().len() as usize;
     // `--` matters: without it procps' kill may read the negative group id as options.
     let sent = Command::new("kill")
         .args(["-s", signal, "--", &format!("-{}", child.id())])
@@ -328,6 +331,23 @@ fn interrupt_midway(
         .unwrap();
     assert!(sent.success(), "could not signal make's process group");
     child.wait().unwrap();
+    let printed = std::fs::read(log.path()).unwrap();
+    String::from_utf8_lossy(&printed[before.min(printed.len())..]).into_owned()
+}
+
+/// Fails when a stage printed an error after an interruption (ONNX Runtime's own,
+/// from a session torn down under it, among them).
+fn assert_quiet_after(printed: &str, after: &str) {
+    assert!(
+        printed.contains("interrupted: removed"),
+        "{after}: the stage did not say it stopped: {printed}"
+    );
+    for noise in ["Error:", "GetElementType", "onnxruntime", "panicked"] {
+        assert!(
+            !printed.contains(noise),
+            "{after}: printed {noise:?}: {printed}"
+        );
+    }
 }
 
 /// Fails naming every temporary (`*.part`) left anywhere under `dir`.
@@ -417,8 +437,15 @@ fn an_interrupted_stage_removes_its_temporaries_at_once() {
     assert_no_temporaries(data, "SIGTERM to preprocess");
     make(data, &base, &extra);
     std::fs::remove_dir_all(data.join("features")).unwrap();
-    interrupt_midway(data, &base, &extra, || part_exists(data, "features"), "INT");
+    let printed = interrupt_midway(data, &base, &extra, || part_exists(data, "features"), "INT");
     assert_no_temporaries(data, "SIGINT to extract");
+    assert_quiet_after(&printed, "SIGINT to extract");
+    make(data, &base, &extra);
+    std::fs::remove_dir_all(data.join("results")).unwrap();
+    let progress = data.join("results/checkpoint/progress.json");
+    let printed = interrupt_midway(data, &base, &extra, || progress.exists(), "INT");
+    assert_no_temporaries(data, "SIGINT to train");
+    assert_quiet_after(&printed, "SIGINT to train");
 }
 
 #[test]

@@ -85,6 +85,20 @@ impl TempDir {
         self.tmp.as_ref().expect("not committed yet").path()
     }
 
+    /// Creates the folder `relative` (and those above it) inside this one. Never
+    /// this folder itself: once a signal has removed it, nothing recreates it.
+    pub fn create_dir(&self, relative: &Path) -> std::io::Result<PathBuf> {
+        let mut dir = self.path().to_path_buf();
+        for part in relative.components() {
+            dir.push(part);
+            match fs::create_dir(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(dir)
+    }
+
     /// Replaces the target folder (if any) with this one.
     pub fn commit(mut self) -> Result<()> {
         let tmp = self.tmp.take().expect("committed once").keep();
@@ -159,6 +173,15 @@ fn remove(path: &Path) {
     };
 }
 
+/// Removes `path`, again while it is still there: the stage's own thread may write
+/// into a folder while a signal's handler removes it. Whether it is gone.
+fn remove_for_good(path: &Path) -> bool {
+    (0..100).any(|_| {
+        remove(path);
+        fs::symlink_metadata(path).is_err()
+    })
+}
+
 /// This process's temporaries not yet renamed into place.
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
@@ -188,17 +211,24 @@ impl Drop for Live {
 }
 
 /// On SIGINT, SIGTERM or SIGHUP: removes this process's temporaries, then exits with
-/// status 130. Each stage binary calls this first.
+/// status 130 at once. Each stage binary calls this first.
 pub fn remove_temporaries_on_signal() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         let installed = ctrlc::set_handler(|| {
             let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            for path in live.iter() {
-                remove(path);
+            let kept: Vec<&PathBuf> = live.iter().filter(|p| !remove_for_good(p)).collect();
+            eprintln!(
+                "interrupted: removed {} temporary file(s)",
+                live.len() - kept.len()
+            );
+            for path in kept {
+                eprintln!("interrupted: could not remove {}", path.display());
             }
-            eprintln!("interrupted: removed {} temporary file(s)", live.len());
-            std::process::exit(130);
+            // At once, without exit's handlers: a library's static destructors (ONNX
+            // Runtime's) would run under the stage's own thread and print its errors.
+            // SAFETY: _exit only ends the process.
+            unsafe { libc::_exit(130) }
         });
         if let Err(e) = installed {
             eprintln!("warning: temporaries will not be removed on interrupt: {e}");

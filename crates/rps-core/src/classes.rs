@@ -18,7 +18,7 @@ impl ClassList {
         Self { names }
     }
 
-    /// The sub-folders of `dir`, skipping hidden ones; none is an error.
+    /// The sub-folders of `dir`, skipping hidden ones (see [`class_folders`]).
     pub fn from_folders(dir: &Path) -> Result<Self> {
         let names = class_folders(dir)?
             .into_iter()
@@ -27,14 +27,39 @@ impl ClassList {
         Ok(Self::new(names))
     }
 
-    /// Reads `classes.txt`: one name a line, in label order.
+    /// The classes of a dataset whose training split is the folder `train`: each of
+    /// the `others` must have the same class folders.
+    pub fn of_splits(train: &Path, others: &[&Path]) -> Result<Self> {
+        let classes = Self::from_folders(train)?;
+        for dir in others {
+            let here = Self::from_folders(dir)?;
+            if here != classes {
+                return Err(Error::Invalid {
+                    path: dir.to_path_buf(),
+                    message: format!(
+                        "classes {:?} differ from the training classes {:?} of {}",
+                        here.names(),
+                        classes.names(),
+                        train.display()
+                    ),
+                });
+            }
+        }
+        Ok(classes)
+    }
+
+    /// Reads `classes.txt`: one name a line, in label order, at least
+    /// [`MIN_CLASSES`].
     pub fn read(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(io("reading", path))?;
         let names: Vec<String> = text.lines().map(str::to_string).collect();
-        if names.is_empty() {
+        if names.len() < MIN_CLASSES {
             return Err(Error::Invalid {
                 path: path.to_path_buf(),
-                message: "no class names".into(),
+                message: format!(
+                    "lists {} class names; a classifier needs at least {MIN_CLASSES}",
+                    names.len()
+                ),
             });
         }
         Ok(Self { names })
@@ -65,21 +90,38 @@ impl ClassList {
     }
 }
 
+/// A classifier tells at least this many classes apart.
+pub const MIN_CLASSES: usize = 2;
+
 /// The class folders of `dir` (its sub-folders but hidden ones), each with its name
-/// as exact text, sorted by name; none is an error.
+/// as exact text, sorted by name. Fewer than [`MIN_CLASSES`] is an error, and so is
+/// a name with a control character (it would not survive `classes.txt`, one name a
+/// line), naming the folder.
 pub fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut folders = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io("listing", dir))? {
         let entry = entry.map_err(io("listing", dir))?;
         let name = exact_name(&entry.file_name());
         if entry.path().is_dir() && !name.starts_with('.') {
+            if name.chars().any(char::is_control) {
+                return Err(Error::Invalid {
+                    path: entry.path(),
+                    message: format!(
+                        "the class folder's name {name:?} holds a control character; \
+                         rename the folder"
+                    ),
+                });
+            }
             folders.push((name, entry.path()));
         }
     }
-    if folders.is_empty() {
+    if folders.len() < MIN_CLASSES {
         return Err(Error::Invalid {
             path: dir.to_path_buf(),
-            message: "no class folders (expected one sub-folder per class)".into(),
+            message: format!(
+                "{} class folders (expected one sub-folder per class, at least {MIN_CLASSES})",
+                folders.len()
+            ),
         });
     }
     folders.sort();
@@ -109,6 +151,48 @@ mod tests {
     fn no_class_folder_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let err = ClassList::from_folders(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("no class folders"), "{err}");
+        assert!(err.contains("0 class folders"), "{err}");
+        std::fs::create_dir(dir.path().join("rock")).unwrap();
+        let err = ClassList::from_folders(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("1 class folders") && err.contains("at least 2"),
+            "{err}"
+        );
+        let classes = dir.path().join("classes.txt");
+        std::fs::write(&classes, "rock\n").unwrap();
+        let err = ClassList::read(&classes).unwrap_err().to_string();
+        assert!(err.contains("lists 1 class names"), "{err}");
+    }
+
+    #[test]
+    fn a_class_name_with_a_control_character_is_refused_naming_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["paper", "rock\nscissors", "tab\t"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        let err = ClassList::from_folders(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("control character") && err.contains("rename"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn splits_with_other_classes_are_refused_naming_both() {
+        let dir = tempfile::tempdir().unwrap();
+        for path in ["train/a", "train/b", "test/a", "test/c"] {
+            std::fs::create_dir_all(dir.path().join(path)).unwrap();
+        }
+        let (train, test) = (dir.path().join("train"), dir.path().join("test"));
+        let err = ClassList::of_splits(&train, &[&test])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("test") && err.contains(r#"["a", "c"]"#),
+            "{err}"
+        );
+        std::fs::rename(dir.path().join("test/c"), dir.path().join("test/b")).unwrap();
+        let classes = ClassList::of_splits(&train, &[&test]).unwrap();
+        assert_eq!(classes.names(), ["a", "b"]);
     }
 }

@@ -65,17 +65,30 @@ where
     let Err(error) = result else {
         return ExitCode::SUCCESS;
     };
-    let error = error.into();
-    eprintln!("Error: {error}");
+    eprint!("{}", error_text(error.into().as_ref()));
+    ExitCode::FAILURE
+}
+
+/// `error` and its causes, each once: a cause whose text a line above already holds
+/// (an error that shows its source in its own message) is left out.
+fn error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut lines = vec![error.to_string()];
     let mut cause = error.source();
-    if cause.is_some() {
-        eprintln!("\nCaused by:");
-    }
     while let Some(source) = cause {
-        eprintln!("    {source}");
+        let text = source.to_string();
+        if !lines.iter().any(|line| line.contains(&text)) {
+            lines.push(text);
+        }
         cause = source.source();
     }
-    ExitCode::FAILURE
+    let mut text = format!("Error: {}\n", lines[0]);
+    if lines.len() > 1 {
+        text.push_str("\nCaused by:\n");
+        for line in &lines[1..] {
+            text.push_str(&format!("    {line}\n"));
+        }
+    }
+    text
 }
 
 /// The cores this process may use.
@@ -159,5 +172,30 @@ pub fn number(interval: Interval) -> impl TypedValueParser<Value = f64> {
             Ok(value) if interval.contains(value) => Ok(value),
             _ => Err(format!("expected a number in {interval}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("training failed")]
+    struct Outer(#[source] Error);
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let inner = Error::Invalid {
+            path: "graphs/head_step.onnx".into(),
+            message: "changed since export".into(),
+        };
+        let text = error_text(&Outer(inner.made_by("export")));
+        assert_eq!(text.matches("changed since export").count(), 1, "{text}");
+        assert!(
+            text.starts_with("Error: training failed\n\nCaused by:\n    graphs/head_step.onnx"),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), 4, "{text}");
     }
 }

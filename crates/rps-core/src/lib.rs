@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod classes;
 pub mod cli;
+pub mod contain;
 pub mod defaults;
 pub mod device;
 pub mod error;

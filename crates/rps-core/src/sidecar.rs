@@ -8,9 +8,10 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io};
-use crate::{Device, Split, Unfreeze, atomic, defaults};
+use crate::{Device, GraphFile, Split, Unfreeze, atomic, defaults};
 
 /// The stages that write a sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +124,53 @@ pub struct FileDigest {
     pub name: String,
     pub bytes: u64,
     pub sha256: String,
+}
+
+impl FileDigest {
+    /// The digest of `bytes` as the file `name`.
+    pub fn of(name: &str, bytes: &[u8]) -> Self {
+        Self {
+            name: name.into(),
+            bytes: bytes.len() as u64,
+            sha256: format!("{:x}", Sha256::digest(bytes)),
+        }
+    }
+
+    /// What differs between `bytes` and the file this digest records; `None` when
+    /// they are the same.
+    pub fn mismatch(&self, bytes: &[u8]) -> Option<String> {
+        let found = Self::of(&self.name, bytes);
+        if found.bytes != self.bytes {
+            Some(format!(
+                "{} bytes where export.json records {}",
+                found.bytes, self.bytes
+            ))
+        } else if found.sha256 != self.sha256 {
+            Some("changed since export (its sha256 differs from export.json's)".into())
+        } else {
+            None
+        }
+    }
+}
+
+impl ExportMeta {
+    /// Checks `bytes` as the exported `file` against the digest recorded here,
+    /// `path` naming it in the error.
+    pub fn check_file(&self, file: GraphFile, path: &Path, bytes: &[u8]) -> Result<()> {
+        let name = file.file_name();
+        let problem = match self.details.files.iter().find(|f| f.name == name) {
+            None => Some("export.json records no such file".to_string()),
+            Some(digest) => digest.mismatch(bytes),
+        };
+        match problem {
+            None => Ok(()),
+            Some(message) => Err(Error::Invalid {
+                path: path.to_path_buf(),
+                message,
+            }
+            .made_by("export")),
+        }
+    }
 }
 
 /// `cache/meta.json`.

@@ -49,7 +49,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let (classes, unfreeze) = (upstream.classes, upstream.export.settings.unfreeze);
     let weights_path = chosen_weights(layout);
     let weights = npy::read_tensors(&weights_path)?;
-    let scores = score_test_split(config, &weights, unfreeze)?;
+    let scores = score_test_split(config, &weights, unfreeze, classes.len())?;
     let confusion = Confusion::new(classes.len(), &scores.truth, &scores.predicted);
     let index = test_index(layout)?;
     let per_class = write_tables(layout, &classes, &confusion, &index, &scores)?;
@@ -164,10 +164,15 @@ impl Scores {
 
 /// Runs `finetune_eval.onnx` with `weights` over the test split's features (the
 /// frozen layers' output, or the images when phase 2 trained from `all`).
-fn score_test_split(config: &Config, weights: &Tensors, unfreeze: Unfreeze) -> Result<Scores> {
+fn score_test_split(
+    config: &Config,
+    weights: &Tensors,
+    unfreeze: Unfreeze,
+    classes: usize,
+) -> Result<Scores> {
     let layout = &config.layout;
     let mut scorer = Scorer::open(layout, GraphFile::FinetuneEval, config.session)?;
-    let test = Features::load(layout, Split::Test, 1, unfreeze)?;
+    let test = Features::load(layout, Split::Test, 1, unfreeze, classes)?;
     let graph = layout.graph(GraphFile::FinetuneEval);
     test.check_fits(Feature::Frozen, &scorer.features_dims()?, &graph)?;
     let rows: Vec<usize> = (0..test.labels.len()).collect();

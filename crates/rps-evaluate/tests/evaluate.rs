@@ -87,6 +87,42 @@ fn pipeline() -> &'static Layout {
         .1
 }
 
+/// A copy of the pipeline's DATA, for a test that spoils one of its files.
+fn pipeline_copy() -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(pipeline().root().join("."))
+        .arg(copy.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    copy
+}
+
+#[test]
+fn a_test_label_outside_the_classes_is_refused_naming_file_row_and_value() {
+    for label in [-1i64, 3] {
+        let copy = pipeline_copy();
+        let layout = Layout::new(copy.path());
+        let path = layout.features(rps_core::Split::Test, rps_core::Feature::Labels);
+        let mut labels = rps_core::npy::read::<i64>(&path).unwrap();
+        labels[[4]] = label;
+        rps_core::npy::write(&path, &labels).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
+            .args(["--data", copy.path().to_str().unwrap(), "--device", "cpu"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("test_labels.npy")
+                && stderr.contains(&format!("row 4 has label {label}")),
+            "{stderr}"
+        );
+    }
+}
+
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let header = reader.headers().unwrap().iter().map(String::from).collect();

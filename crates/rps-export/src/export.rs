@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use ndarray::{ArrayD, IxDyn};
+use rps_core::classes::MIN_CLASSES;
 use rps_core::rows::DatasetCount;
 use rps_core::sidecar::{
     ExportDetails, ExportMeta, ExportSettings, FileDigest, Stage, WeightsSource,
 };
 use rps_core::{Folder, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
-use sha2::{Digest, Sha256};
 
 use crate::resnet::{Arch, Net, fc};
 use crate::train::Convolutions;
@@ -147,34 +147,19 @@ pub fn verify(layout: &Layout) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     for file in &meta.details.files {
         let path = layout.dir(Folder::Graphs).join(&file.name);
-        match std::fs::read(&path) {
-            Err(e) => problems.push(format!("{}: {e}", path.display())),
-            Ok(bytes) if bytes.len() as u64 != file.bytes => problems.push(format!(
-                "{}: {} bytes, export wrote {}",
-                path.display(),
-                bytes.len(),
-                file.bytes
-            )),
-            Ok(bytes) if sha256(&bytes) != file.sha256 => problems.push(format!(
-                "{}: changed since export (sha256 differs)",
-                path.display()
-            )),
-            Ok(_) => {}
+        let problem = match std::fs::read(&path) {
+            Err(e) => Some(e.to_string()),
+            Ok(bytes) => file.mismatch(&bytes),
+        };
+        if let Some(problem) = problem {
+            problems.push(format!("{}: {problem}", path.display()));
         }
     }
     Ok(problems)
 }
 
 fn digest(file: GraphFile, bytes: &[u8]) -> FileDigest {
-    FileDigest {
-        name: file.file_name().into(),
-        bytes: bytes.len() as u64,
-        sha256: sha256(bytes),
-    }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+    FileDigest::of(file.file_name(), bytes)
 }
 
 /// The classes of the fetched dataset's training split (`rps/summary.csv`).
@@ -189,8 +174,13 @@ fn dataset_classes(layout: &Layout) -> Result<usize> {
         .filter(|r| r.split == Split::Train)
         .map(|r| r.class.as_str())
         .collect();
-    if classes.is_empty() {
-        bail!("{}: lists no training class", path.display());
+    if classes.len() < MIN_CLASSES {
+        bail!(
+            "{}: lists {} training classes; a classifier needs at least {MIN_CLASSES} \
+             (`make fetch` checks the archives and rewrites it)",
+            path.display(),
+            classes.len()
+        );
     }
     Ok(classes.len())
 }
@@ -199,9 +189,15 @@ fn load_backbone(source: &Source, arch: &Arch) -> Result<(Tensors, WeightsSource
     match source {
         Source::File(path) => {
             let (tensors, sha256) = weights::load_file(path)?;
-            weights::check_backbone(&tensors, arch, path)?;
-            if !tensors.contains_key(&fc().tensor("weight")) {
-                bail!("{}: no ImageNet head (fc.weight)", path.display());
+            let checked = weights::check_weights(&tensors, arch, path)?;
+            if !checked.unexpected.is_empty() {
+                eprintln!(
+                    "export: warning: {}: {} tensors no {} has, left unused: {}",
+                    path.display(),
+                    checked.unexpected.len(),
+                    arch.net.name(),
+                    checked.unexpected.join(", ")
+                );
             }
             let path = path.display().to_string();
             Ok((tensors, WeightsSource::File { path, sha256 }))

@@ -5,6 +5,10 @@
 //! adds minutes to a clean build), so this reads exactly what `state_dict()` files
 //! contain: an `OrderedDict` of `torch._utils._rebuild_tensor_v2` calls on typed
 //! storages. Anything else is refused with the opcode or global that was not expected.
+//!
+//! The file is untrusted: what it can make the reader do is bounded (nesting depth,
+//! values made, bytes unpacked and materialized, elements per tensor), each refusal
+//! naming the limit.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -30,7 +34,17 @@ pub enum PthError {
     Pickle(String),
     #[error("tensor {key:?}: {message}")]
     Tensor { key: String, message: String },
+    #[error("{what} exceeds the reader's limit of {limit}; not a state dict torch.save wrote")]
+    Limit { what: String, limit: u64 },
 }
+
+/// Containers nest at most this deep (a state dict needs 4).
+pub const MAX_DEPTH: usize = 64;
+/// Values the pickle may make, per byte of the pickle (a state dict makes about 0.2).
+pub const VALUES_PER_BYTE: usize = 16;
+/// An entry unpacks to at most this many times the archive's size (torch.save
+/// stores entries uncompressed).
+pub const MAX_INFLATION: u64 = 16;
 
 /// Reads every float tensor of a `torch.save`d state dict, by key. Integer buffers
 /// (`num_batches_tracked`) are left out: nothing here uses them.
@@ -60,11 +74,13 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthError> 
             )));
         }
     }
-    let pickle = read_entry(&mut archive, &pickle_name)?;
-    let Value::Dict(items) = Machine::default().run(&pickle)? else {
+    let limit = (bytes.len() as u64).saturating_mul(MAX_INFLATION);
+    let pickle = read_entry(&mut archive, &pickle_name, limit)?;
+    let Value::Dict(items) = Machine::for_pickle(&pickle).run(&pickle)? else {
         return Err(PthError::Pickle("the top object is not a dict".into()));
     };
     let mut tensors = Vec::new();
+    let mut materialized = 0u64;
     for (key, value) in items {
         let Value::Str(key) = key else {
             return Err(PthError::Pickle("a state dict key is not a string".into()));
@@ -78,25 +94,42 @@ pub fn read_state_dict(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, PthError> 
         if spec.dtype != Dtype::F32 {
             continue;
         }
-        let storage = read_entry(&mut archive, &format!("{folder}data/{}", spec.storage_key))?;
+        let storage_name = format!("{folder}data/{}", spec.storage_key);
+        let storage = read_entry(&mut archive, &storage_name, limit)?;
         let tensor = spec
             .materialize(&storage)
             .map_err(|message| PthError::Tensor {
                 key: key.clone(),
                 message,
             })?;
+        // Tensors may view one storage many times: their bytes, too, are bounded.
+        materialized += tensor.data.len() as u64 * 4;
+        if materialized > limit {
+            return Err(PthError::Limit {
+                what: format!("tensors of more than {limit} bytes"),
+                limit,
+            });
+        }
         tensors.push((key, tensor));
     }
     Ok(tensors)
 }
 
+/// The bytes of entry `name`, refused past `limit` (whatever its header claims).
 fn read_entry(
     archive: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
     name: &str,
+    limit: u64,
 ) -> Result<Vec<u8>, PthError> {
-    let mut entry = archive.by_name(name)?;
-    let mut bytes = Vec::with_capacity(entry.size() as usize);
-    entry.read_to_end(&mut bytes)?;
+    let entry = archive.by_name(name)?;
+    let mut bytes = Vec::with_capacity(entry.size().min(limit) as usize);
+    entry.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(PthError::Limit {
+            what: format!("entry {name:?} unpacking to more than {limit} bytes"),
+            limit,
+        });
+    }
     Ok(bytes)
 }
 
@@ -119,18 +152,41 @@ struct TensorSpec {
 
 impl TensorSpec {
     fn materialize(&self, storage: &[u8]) -> Result<Tensor, String> {
-        if storage.len() != self.storage_len * 4 {
+        if self.storage_len.checked_mul(4) != Some(storage.len()) {
             return Err(format!(
-                "storage holds {} bytes, expected {} (truncated file?)",
+                "storage holds {} bytes, expected {} float32 values (truncated file?)",
                 storage.len(),
-                self.storage_len * 4
+                self.storage_len
             ));
+        }
+        if self.shape.len() != self.strides.len() {
+            return Err(format!(
+                "shape {:?} and strides {:?} differ in length",
+                self.shape, self.strides
+            ));
+        }
+        let count = self
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .filter(|&n| n <= self.storage_len)
+            .ok_or_else(|| {
+                format!(
+                    "shape {:?} has more elements than its storage's {}",
+                    self.shape, self.storage_len
+                )
+            })?;
+        if count > 0
+            && self
+                .last_index()
+                .is_none_or(|last| last >= self.storage_len)
+        {
+            return Err("offset and strides run past the storage".into());
         }
         let values: Vec<f32> = storage
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        let count: usize = self.shape.iter().product();
         let mut data = Vec::with_capacity(count);
         for flat in 0..count {
             let mut rest = flat;
@@ -139,16 +195,22 @@ impl TensorSpec {
                 at += (rest % dim) * stride;
                 rest /= dim;
             }
-            data.push(
-                *values
-                    .get(at)
-                    .ok_or("offset and strides run past the storage")?,
-            );
+            data.push(values[at]);
         }
         Ok(Tensor {
             shape: self.shape.clone(),
             data,
         })
+    }
+
+    /// The storage index of the tensor's last element; `None` when it overflows.
+    fn last_index(&self) -> Option<usize> {
+        self.shape
+            .iter()
+            .zip(&self.strides)
+            .try_fold(self.offset, |at, (&dim, &stride)| {
+                at.checked_add(dim.checked_sub(1)?.checked_mul(stride)?)
+            })
     }
 }
 
@@ -171,10 +233,52 @@ enum Value {
     Tensor(TensorSpec),
 }
 
-#[derive(Default)]
+impl Value {
+    /// How deeply containers nest in this value (0 for a scalar).
+    fn depth(&self) -> usize {
+        match self {
+            Value::Tuple(items) => 1 + items.iter().map(Value::depth).max().unwrap_or(0),
+            Value::Dict(items) => {
+                1 + items
+                    .iter()
+                    .map(|(k, v)| k.depth().max(v.depth()))
+                    .max()
+                    .unwrap_or(0)
+            }
+            _ => 0,
+        }
+    }
+
+    /// The values this one is made of, itself included.
+    fn count(&self) -> usize {
+        match self {
+            Value::Tuple(items) => 1 + items.iter().map(Value::count).sum::<usize>(),
+            Value::Dict(items) => {
+                1 + items
+                    .iter()
+                    .map(|(k, v)| k.count() + v.count())
+                    .sum::<usize>()
+            }
+            _ => 1,
+        }
+    }
+
+    /// A short description for messages: a hostile value may be huge.
+    fn describe(&self) -> String {
+        let text = format!("{self:?}");
+        match text.char_indices().nth(120) {
+            Some((end, _)) => format!("{}...", &text[..end]),
+            None => text,
+        }
+    }
+}
+
 struct Machine {
     stack: Vec<Value>,
     memo: HashMap<u32, Value>,
+    /// Values made so far (memo copies included), against `budget`.
+    made: usize,
+    budget: usize,
 }
 
 fn err<T>(message: impl Into<String>) -> Result<T, PthError> {
@@ -182,9 +286,29 @@ fn err<T>(message: impl Into<String>) -> Result<T, PthError> {
 }
 
 impl Machine {
+    /// A machine whose budget of values scales with the pickle's length.
+    fn for_pickle(pickle: &[u8]) -> Self {
+        Self {
+            stack: Vec::new(),
+            memo: HashMap::new(),
+            made: 0,
+            budget: pickle.len().saturating_mul(VALUES_PER_BYTE).max(1 << 12),
+        }
+    }
+
     fn run(mut self, bytes: &[u8]) -> Result<Value, PthError> {
         let mut input = Reader { bytes, at: 0 };
         loop {
+            if self.made > self.budget {
+                return Err(PthError::Limit {
+                    what: format!(
+                        "a pickle of {} bytes making {} values",
+                        bytes.len(),
+                        self.made
+                    ),
+                    limit: self.budget as u64,
+                });
+            }
             let op = input.u8()?;
             match op {
                 0x80 => {
@@ -196,27 +320,26 @@ impl Machine {
                 b'c' => {
                     let module = input.line()?;
                     let name = input.line()?;
-                    self.stack.push(Value::Global(format!("{module}.{name}")));
+                    self.push(Value::Global(format!("{module}.{name}")));
                 }
                 b'q' => self.memoize(input.u8()? as u32)?,
                 b'r' => self.memoize(input.u32()?)?,
                 b'h' => self.recall(input.u8()? as u32)?,
                 b'j' => self.recall(input.u32()?)?,
-                b'(' => self.stack.push(Value::Mark),
-                b')' => self.stack.push(Value::Tuple(Vec::new())),
-                b'}' => self.stack.push(Value::Dict(Vec::new())),
-                b'N' => self.stack.push(Value::None),
-                0x88 => self.stack.push(Value::Bool(true)),
-                0x89 => self.stack.push(Value::Bool(false)),
-                b'K' => self.stack.push(Value::Int(input.u8()? as i64)),
+                b'(' => self.push(Value::Mark),
+                b')' => self.push(Value::Tuple(Vec::new())),
+                b'}' => self.push(Value::Dict(Vec::new())),
+                b'N' => self.push(Value::None),
+                0x88 => self.push(Value::Bool(true)),
+                0x89 => self.push(Value::Bool(false)),
+                b'K' => self.push(Value::Int(input.u8()? as i64)),
                 b'M' => {
                     let b = input.take(2)?;
-                    self.stack
-                        .push(Value::Int(u16::from_le_bytes([b[0], b[1]]) as i64));
+                    self.push(Value::Int(u16::from_le_bytes([b[0], b[1]]) as i64));
                 }
                 b'J' => {
                     let b = input.take(4)?;
-                    self.stack.push(Value::Int(
+                    self.push(Value::Int(
                         i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as i64
                     ));
                 }
@@ -232,39 +355,40 @@ impl Machine {
                         0
                     }; 8];
                     full[..n].copy_from_slice(b);
-                    self.stack.push(Value::Int(i64::from_le_bytes(full)));
+                    self.push(Value::Int(i64::from_le_bytes(full)));
                 }
                 b'X' => {
                     let n = input.u32()? as usize;
                     let s = input.text(n)?;
-                    self.stack.push(Value::Str(s));
+                    self.push(Value::Str(s));
                 }
                 0x8c => {
                     let n = input.u8()? as usize;
                     let s = input.text(n)?;
-                    self.stack.push(Value::Str(s));
+                    self.push(Value::Str(s));
                 }
                 b't' => {
                     let items = self.pop_to_mark()?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push(nested(items)?);
                 }
                 0x85..=0x87 => {
                     let n = (op - 0x84) as usize;
                     let items = self.pop_n(n)?;
-                    self.stack.push(Value::Tuple(items));
+                    self.push(nested(items)?);
                 }
                 b'Q' => {
                     let id = self.pop()?;
-                    self.stack.push(storage_from_persistent_id(id)?);
+                    self.push(storage_from_persistent_id(id)?);
                 }
                 b'R' => {
                     let args = self.pop()?;
                     let func = self.pop()?;
-                    self.stack.push(call(func, args)?);
+                    self.push(call(func, args)?);
                 }
                 b's' => {
                     let value = self.pop()?;
                     let key = self.pop()?;
+                    check_depth(&[&key, &value])?;
                     self.dict_top()?.push((key, value));
                 }
                 b'u' => {
@@ -272,6 +396,7 @@ impl Machine {
                     if items.len() % 2 != 0 {
                         return err("SETITEMS with an odd number of items");
                     }
+                    check_depth(&items.iter().collect::<Vec<_>>())?;
                     let mut pairs = items.into_iter();
                     let dict = self.dict_top()?;
                     while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
@@ -293,6 +418,11 @@ impl Machine {
         }
     }
 
+    fn push(&mut self, value: Value) {
+        self.made += 1;
+        self.stack.push(value);
+    }
+
     fn pop(&mut self) -> Result<Value, PthError> {
         self.stack.pop().map_or_else(|| err("stack underflow"), Ok)
     }
@@ -308,7 +438,7 @@ impl Machine {
         let mark = self
             .stack
             .iter()
-            .rposition(|v| *v == Value::Mark)
+            .rposition(|v| matches!(v, Value::Mark))
             .map_or_else(|| err("no MARK on the stack"), Ok)?;
         let items = self.stack.split_off(mark + 1);
         self.stack.pop();
@@ -327,6 +457,7 @@ impl Machine {
             .stack
             .last()
             .map_or_else(|| err("PUT on an empty stack"), Ok)?;
+        self.made += top.count();
         self.memo.insert(slot, top.clone());
         Ok(())
     }
@@ -335,10 +466,29 @@ impl Machine {
         let value = self
             .memo
             .get(&slot)
-            .map_or_else(|| err(format!("GET of unset memo slot {slot}")), Ok)?;
-        self.stack.push(value.clone());
+            .map_or_else(|| err(format!("GET of unset memo slot {slot}")), Ok)?
+            .clone();
+        self.made += value.count();
+        self.stack.push(value);
         Ok(())
     }
+}
+
+/// A tuple of `items`, refused when it would nest deeper than [`MAX_DEPTH`].
+fn nested(items: Vec<Value>) -> Result<Value, PthError> {
+    check_depth(&items.iter().collect::<Vec<_>>())?;
+    Ok(Value::Tuple(items))
+}
+
+/// Refuses to put `items` into a container when that would nest past [`MAX_DEPTH`].
+fn check_depth(items: &[&Value]) -> Result<(), PthError> {
+    if items.iter().any(|v| v.depth() >= MAX_DEPTH) {
+        return Err(PthError::Limit {
+            what: "nesting".into(),
+            limit: MAX_DEPTH as u64,
+        });
+    }
+    Ok(())
 }
 
 /// `('storage', torch.FloatStorage, key, location, numel)`
@@ -358,17 +508,21 @@ fn storage_from_persistent_id(id: Value) -> Result<Value, PthError> {
                 } else {
                     Dtype::Other
                 },
-                len: *len as usize,
+                len: usize::try_from(*len)
+                    .map_or_else(|_| err(format!("storage of {len} elements")), Ok)?,
             }),
-            _ => err(format!("unexpected persistent id {items:?}")),
+            _ => err(format!(
+                "unexpected persistent id {}",
+                Value::Tuple(items).describe()
+            )),
         },
-        other => err(format!("unexpected persistent id {other:?}")),
+        other => err(format!("unexpected persistent id {}", other.describe())),
     }
 }
 
 fn call(func: Value, args: Value) -> Result<Value, PthError> {
     let (Value::Global(name), Value::Tuple(args)) = (&func, args) else {
-        return err(format!("REDUCE on {func:?}"));
+        return err(format!("REDUCE on {}", func.describe()));
     };
     match name.as_str() {
         "collections.OrderedDict" => Ok(Value::Dict(Vec::new())),
@@ -391,7 +545,8 @@ fn rebuild_tensor(args: Vec<Value>) -> Result<Value, PthError> {
         storage_key: key.clone(),
         dtype: *dtype,
         storage_len: *len,
-        offset: *offset as usize,
+        offset: usize::try_from(*offset)
+            .map_or_else(|_| err(format!("storage offset {offset}")), Ok)?,
         shape: ints(shape)?,
         strides: ints(strides)?,
     }))
@@ -474,8 +629,138 @@ mod tests {
     fn unknown_globals_are_refused() {
         // PROTO 2, GLOBAL 'os system', EMPTY_TUPLE, REDUCE, STOP
         let pickle = b"\x80\x02cos\nsystem\n)R.";
-        let err = Machine::default().run(pickle).unwrap_err().to_string();
+        let err = Machine::for_pickle(pickle)
+            .run(pickle)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unsupported global os.system"), "{err}");
+    }
+
+    fn spec(shape: Vec<usize>, strides: Vec<usize>, storage_len: usize) -> TensorSpec {
+        TensorSpec {
+            storage_key: "0".into(),
+            dtype: Dtype::F32,
+            storage_len,
+            offset: 0,
+            shape,
+            strides,
+        }
+    }
+
+    #[test]
+    fn element_counts_past_the_storage_or_usize_are_refused() {
+        let storage = [0u8; 16];
+        let huge = spec(vec![1 << 33, 1 << 33], vec![1, 1], 4);
+        let err = huge.materialize(&storage).unwrap_err();
+        assert!(err.contains("more elements than its storage"), "{err}");
+        let big = spec(vec![1 << 20, 1 << 20], vec![1 << 20, 1], 4);
+        assert!(big.materialize(&storage).is_err());
+        let wrapping = spec(vec![2], vec![usize::MAX], 4);
+        let err = wrapping.materialize(&storage).unwrap_err();
+        assert!(err.contains("run past the storage"), "{err}");
+        let claimed = spec(vec![1], vec![1], usize::MAX);
+        assert!(claimed.materialize(&storage).is_err());
+        let mismatched = spec(vec![2, 2], vec![1], 4);
+        assert!(mismatched.materialize(&storage).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // EMPTY_TUPLE, then TUPLE1 a hundred thousand times, STOP.
+        let mut pickle = b"\x80\x02)".to_vec();
+        pickle.extend(std::iter::repeat_n(0x85, 100_000));
+        pickle.push(b'.');
+        let err = Machine::for_pickle(&pickle)
+            .run(&pickle)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nesting") && err.contains("64"), "{err}");
+        // The same through SETITEM: a dict in a dict in a dict ...
+        let mut pickle = b"\x80\x02}".to_vec();
+        for _ in 0..10_000 {
+            pickle.extend(b"K\x00}");
+        }
+        pickle.extend(std::iter::repeat_n(b's', 10_000));
+        pickle.push(b'.');
+        let err = Machine::for_pickle(&pickle)
+            .run(&pickle)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nesting"), "{err}");
+    }
+
+    #[test]
+    fn memo_copies_count_against_the_budget() {
+        // A tuple doubled forty times through PUT 0 / GET 0: 2^40 values unbounded.
+        let mut pickle = b"\x80\x02)q\x00".to_vec();
+        for _ in 0..40 {
+            pickle.extend(b"h\x00h\x00\x86q\x00");
+        }
+        pickle.push(b'.');
+        let err = Machine::for_pickle(&pickle)
+            .run(&pickle)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn an_entry_larger_than_its_limit_is_refused() {
+        let mut zipped = std::io::Cursor::new(Vec::new());
+        let mut writer = zip::ZipWriter::new(&mut zipped);
+        let deflated = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        writer.start_file("w/data.pkl", deflated).unwrap();
+        std::io::Write::write_all(&mut writer, &vec![b'.'; 1 << 20]).unwrap();
+        writer.finish().unwrap();
+        let bytes = zipped.into_inner();
+        assert!((bytes.len() as u64) * MAX_INFLATION < 1 << 20);
+        let err = read_state_dict(&bytes).unwrap_err().to_string();
+        assert!(err.contains("w/data.pkl") && err.contains("limit"), "{err}");
+    }
+
+    /// A state dict of `tensors` float tensors, each all of one storage of
+    /// `storage_len` values.
+    fn views_of_one_storage(tensors: usize, storage_len: u16) -> Vec<u8> {
+        let mut pickle = b"\x80\x02}".to_vec();
+        let n = storage_len.to_le_bytes();
+        for i in 0..tensors {
+            let key = format!("k{i}");
+            pickle.extend([0x8c, key.len() as u8]);
+            pickle.extend(key.as_bytes());
+            pickle.extend(b"ctorch._utils\n_rebuild_tensor_v2\n(");
+            pickle.extend(b"(\x8c\x07storagectorch\nFloatStorage\n\x8c\x010\x8c\x03cpu");
+            pickle.extend([b'M', n[0], n[1], b't', b'Q', b'K', 0]);
+            pickle.extend([b'M', n[0], n[1], 0x85, b'K', 1, 0x85, b't', b'R', b's']);
+        }
+        pickle.push(b'.');
+        let mut zipped = std::io::Cursor::new(Vec::new());
+        let mut writer = zip::ZipWriter::new(&mut zipped);
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        writer.start_file("w/data.pkl", stored).unwrap();
+        std::io::Write::write_all(&mut writer, &pickle).unwrap();
+        writer.start_file("w/data/0", stored).unwrap();
+        std::io::Write::write_all(&mut writer, &vec![0u8; 4 * storage_len as usize]).unwrap();
+        writer.finish().unwrap();
+        zipped.into_inner()
+    }
+
+    #[test]
+    fn many_views_of_one_storage_are_bounded_too() {
+        assert_eq!(
+            read_state_dict(&views_of_one_storage(2, 4096))
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = read_state_dict(&views_of_one_storage(100, 4096))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tensors of more than") && err.contains("limit"),
+            "{err}"
+        );
     }
 
     #[test]

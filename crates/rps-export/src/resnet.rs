@@ -69,6 +69,11 @@ impl BnTensor {
         Self::RUNNING_MEAN,
         Self::RUNNING_VAR,
     ];
+
+    /// The leaf name, as in `bn1.running_var`.
+    pub fn leaf(self) -> &'static str {
+        self.0
+    }
 }
 
 pub const BN_EPS: f32 = 1e-5;

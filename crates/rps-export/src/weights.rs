@@ -44,13 +44,29 @@ pub enum WeightsError {
         found: &'static str,
         expected: &'static str,
     },
-    #[error("{}: tensor {key:?} has shape {found:?}, expected {expected:?}", path.display())]
+    #[error("{}: tensor {key:?} has shape {found:?}, expected {expected}", path.display())]
     Shape {
         path: PathBuf,
         key: String,
-        expected: Vec<usize>,
+        expected: String,
         found: Vec<usize>,
     },
+    #[error("{}: tensor {key:?} {message}", path.display())]
+    Values {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// What a weights file holds beside the backbone [`check_weights`] checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The classes of its `fc` (ImageNet's 1000 for torchvision's weights).
+    pub head_classes: usize,
+    /// Keys no tensor of the network has, sorted; PyTorch's strict loading names
+    /// them "unexpected keys".
+    pub unexpected: Vec<String>,
 }
 
 /// Reads every float tensor of a `.pth` (zip) or `.safetensors` file, and the file's
@@ -61,22 +77,27 @@ pub fn load_file(path: &Path) -> Result<(Tensors, String), WeightsError> {
         source,
     })?;
     let sha256 = format!("{:x}", Sha256::digest(&bytes));
-    let tensors = if bytes.starts_with(b"PK\x03\x04") {
-        pth::read_state_dict(&bytes)
+    Ok((parse(&bytes, path)?, sha256))
+}
+
+/// Every float tensor of the bytes of a `.pth` (zip) or `.safetensors` file; `path`
+/// names it in errors.
+pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensors, WeightsError> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        Ok(pth::read_state_dict(bytes)
             .map_err(|source| WeightsError::Pth {
                 path: path.into(),
                 source,
             })?
             .into_iter()
             .map(|(k, t)| (k, to_array(t.shape, t.data)))
-            .collect()
+            .collect())
     } else {
-        read_safetensors(&bytes).map_err(|message| WeightsError::Unknown {
+        read_safetensors(bytes).map_err(|message| WeightsError::Unknown {
             path: path.into(),
             message,
-        })?
-    };
-    Ok((tensors, sha256))
+        })
+    }
 }
 
 fn read_safetensors(bytes: &[u8]) -> Result<Tensors, String> {
@@ -91,7 +112,9 @@ fn read_safetensors(bytes: &[u8]) -> Result<Tensors, String> {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
-        tensors.insert(name, to_array(view.shape().to_vec(), data));
+        let array = ArrayD::from_shape_vec(IxDyn(view.shape()), data)
+            .map_err(|e| format!("tensor {name:?}: {e}"))?;
+        tensors.insert(name, array);
     }
     Ok(tensors)
 }
@@ -100,12 +123,103 @@ fn to_array(shape: Vec<usize>, data: Vec<f32>) -> ArrayD<f32> {
     ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data")
 }
 
+/// Checks the weights against `arch` before anything is made of them: every
+/// backbone tensor present with its shape, an `fc` of some class count over the
+/// backbone's features, finite values, non-negative running variances. Weights of
+/// another of the [`Net`]s are named as such.
+pub fn check_weights(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<Checked, WeightsError> {
+    check_backbone(tensors, arch, path)?;
+    let head_classes = check_head(tensors, arch, path)?;
+    let mut expected = arch.backbone_shapes();
+    expected.extend(arch.head_shapes(head_classes));
+    for (key, _) in &expected {
+        check_values(key, &tensors[key], path)?;
+    }
+    let mut unexpected: Vec<String> = tensors
+        .keys()
+        .filter(|key| !expected.iter().any(|(name, _)| name == *key))
+        .cloned()
+        .collect();
+    unexpected.sort();
+    Ok(Checked {
+        head_classes,
+        unexpected,
+    })
+}
+
+/// The class count of `fc.weight` `[classes, features]`, with `fc.bias` `[classes]`.
+fn check_head(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<usize, WeightsError> {
+    let [(weight_key, _), (bias_key, _)] = arch.head_shapes(0);
+    let found = |key: &String| {
+        tensors.get(key).ok_or_else(|| WeightsError::Missing {
+            path: path.into(),
+            key: key.clone(),
+            net: arch.net.name(),
+            width: arch.width,
+        })
+    };
+    let shape_error = |key: &String, expected: String, found: &[usize]| WeightsError::Shape {
+        path: path.into(),
+        key: key.clone(),
+        expected,
+        found: found.to_vec(),
+    };
+    let weight = found(&weight_key)?.shape();
+    let features = arch.features();
+    let [classes, f] = *weight else {
+        return Err(shape_error(
+            &weight_key,
+            format!("[classes, {features}]"),
+            weight,
+        ));
+    };
+    if f != features || classes == 0 {
+        return Err(shape_error(
+            &weight_key,
+            format!("[classes, {features}]"),
+            weight,
+        ));
+    }
+    let bias = found(&bias_key)?.shape();
+    if bias != [classes] {
+        return Err(shape_error(&bias_key, format!("[{classes}]"), bias));
+    }
+    Ok(classes)
+}
+
+/// Finite values, and no negative running variance (BatchNorm takes its root).
+fn check_values(key: &str, tensor: &ArrayD<f32>, path: &Path) -> Result<(), WeightsError> {
+    let offender = |message: String| WeightsError::Values {
+        path: path.into(),
+        key: key.into(),
+        message,
+    };
+    let values = || tensor.iter().enumerate();
+    if let Some((at, value)) = values().find(|(_, v)| !v.is_finite()) {
+        let count = tensor.iter().filter(|v| !v.is_finite()).count();
+        return Err(offender(format!(
+            "holds {count} values that are not finite (the first, at flat index {at}: {value})"
+        )));
+    }
+    let is_variance = key.ends_with(&format!(".{}", BnTensor::RUNNING_VAR.leaf()));
+    if let Some((at, value)) = values().find(|(_, v)| is_variance && **v < 0.0) {
+        return Err(offender(format!(
+            "holds a negative running variance ({value} at index {at})"
+        )));
+    }
+    Ok(())
+}
+
 /// Checks that every backbone tensor is present with its shape; weights of another
 /// of the [`Net`]s are named as such.
-pub fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(), WeightsError> {
-    if let Some(found) = Net::ALL.into_iter().find(|&net| {
-        net != arch.net && fits(tensors, &Arch { net, ..*arch }) && !fits(tensors, arch)
-    }) {
+fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(), WeightsError> {
+    if fits(tensors, arch) {
+        return Ok(());
+    }
+    if let Some(found) = Net::ALL
+        .into_iter()
+        .find(|&net| net != arch.net && fits(tensors, &Arch { net, ..*arch }))
+    {
         return Err(WeightsError::OtherNet {
             path: path.into(),
             found: found.name(),
@@ -123,7 +237,7 @@ pub fn check_backbone(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<(),
             return Err(WeightsError::Shape {
                 path: path.into(),
                 key,
-                expected,
+                expected: format!("{expected:?}"),
                 found: tensor.shape().to_vec(),
             });
         }
@@ -190,7 +304,9 @@ mod tests {
             classes: 3,
         };
         let a = random_backbone(&arch, 7);
-        check_backbone(&a, &arch, Path::new("random")).unwrap();
+        let checked = check_weights(&a, &arch, Path::new("random")).unwrap();
+        assert_eq!(checked.head_classes, IMAGENET_CLASSES);
+        assert!(checked.unexpected.is_empty());
         assert_eq!(a["fc.weight"].shape(), &[1000, 64]);
         assert_eq!(a, random_backbone(&arch, 7));
         assert_ne!(a["conv1.weight"], random_backbone(&arch, 8)["conv1.weight"]);
@@ -209,7 +325,7 @@ mod tests {
         };
         let mut t = random_backbone(&arch, 0);
         t.insert("layer2.0.bn1.weight".into(), ArrayD::zeros(IxDyn(&[3])));
-        let err = check_backbone(&t, &arch, Path::new("w.pth"))
+        let err = check_weights(&t, &arch, Path::new("w.pth"))
             .unwrap_err()
             .to_string();
         assert!(
@@ -217,9 +333,78 @@ mod tests {
             "{err}"
         );
         t.remove("layer1.1.conv2.weight");
-        let err = check_backbone(&t, &arch, Path::new("w.pth"))
+        let err = check_weights(&t, &arch, Path::new("w.pth"))
             .unwrap_err()
             .to_string();
         assert!(err.contains("layer1.1.conv2.weight"), "{err}");
+    }
+
+    fn small() -> Arch {
+        Arch {
+            net: Net::ResNet18,
+            width: 8,
+            image_size: 64,
+            classes: 3,
+        }
+    }
+
+    fn refusal(tensors: &Tensors) -> String {
+        check_weights(tensors, &small(), Path::new("w.pth"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_head_that_is_missing_or_misshapen_is_refused_naming_it() {
+        let good = random_backbone(&small(), 0);
+        let mut t = good.clone();
+        t.remove("fc.bias");
+        assert!(refusal(&t).contains("\"fc.bias\""), "{}", refusal(&t));
+        let shapes: [(&str, &[usize]); 5] = [
+            ("fc.weight", &[]),
+            ("fc.weight", &[64]),
+            ("fc.weight", &[64, 1000]),
+            ("fc.weight", &[1000, 63]),
+            ("fc.bias", &[999]),
+        ];
+        for (key, shape) in shapes {
+            let mut t = good.clone();
+            t.insert(key.into(), ArrayD::zeros(IxDyn(shape)));
+            let err = refusal(&t);
+            assert!(
+                err.contains(&format!("{key:?} has shape {shape:?}")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_that_are_not_finite_or_a_negative_variance_are_refused() {
+        let good = random_backbone(&small(), 0);
+        let mut t = good.clone();
+        t.get_mut("layer3.1.conv2.weight").unwrap()[[1, 2, 0, 1]] = f32::NAN;
+        let err = refusal(&t);
+        assert!(
+            err.contains("layer3.1.conv2.weight") && err.contains("NaN"),
+            "{err}"
+        );
+        let mut t = good.clone();
+        t.get_mut("fc.bias").unwrap()[[7]] = f32::INFINITY;
+        assert!(refusal(&t).contains("fc.bias"));
+        let mut t = good;
+        t.get_mut("layer1.0.bn2.running_var").unwrap()[[3]] = -0.5;
+        let err = refusal(&t);
+        assert!(
+            err.contains("layer1.0.bn2.running_var") && err.contains("-0.5"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn extra_keys_are_listed() {
+        let mut t = random_backbone(&small(), 0);
+        t.insert("aux.weight".into(), ArrayD::zeros(IxDyn(&[2])));
+        let checked = check_weights(&t, &small(), Path::new("w.pth")).unwrap();
+        assert_eq!(checked.unexpected, ["aux.weight"]);
     }
 }

@@ -1,9 +1,10 @@
-//! Reading the reference state dicts (saved by `torch.save`, as torchvision's are).
+//! Reading the reference state dicts (saved by `torch.save`, as torchvision's are), and
+//! what export refuses to build from.
 
 mod common;
 
 use rps_export::resnet::{Arch, Net};
-use rps_export::weights::{check_backbone, load_file};
+use rps_export::weights::{check_weights, load_file};
 
 #[test]
 fn reference_state_dicts_load_with_every_tensor() {
@@ -16,7 +17,9 @@ fn reference_state_dicts_load_with_every_tensor() {
             image_size: 224,
             classes: 3,
         };
-        check_backbone(&tensors, &arch, &path).unwrap();
+        let checked = check_weights(&tensors, &arch, &path).unwrap();
+        assert_eq!(checked.head_classes, 1000);
+        assert!(checked.unexpected.is_empty(), "{:?}", checked.unexpected);
         assert_eq!(tensors["fc.weight"].shape(), &[1000, 8 * width]);
         assert_eq!(sha.len(), 64);
     }
@@ -75,4 +78,88 @@ fn a_state_dict_with_a_21_letter_file_stem_loads() {
     assert_eq!(path.file_stem().unwrap().len(), 21);
     let (tensors, _) = load_file(&path).unwrap();
     assert_eq!(tensors["layer4.2.conv2.weight"].shape(), &[32, 32, 3, 3]);
+}
+
+/// `tensors` as a `.safetensors` file in `dir`.
+fn safetensors_file(dir: &std::path::Path, tensors: &rps_core::Tensors) -> std::path::PathBuf {
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let data = t.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), data, t.shape().to_vec())
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, data, shape)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .unwrap();
+        (name.clone(), view)
+    });
+    let path = dir.join("w.safetensors");
+    std::fs::write(&path, safetensors::serialize(views, None).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn export_refuses_weights_with_a_missing_or_misshapen_head_before_writing() {
+    let arch = Arch {
+        net: Net::ResNet18,
+        width: 4,
+        image_size: 32,
+        classes: 3,
+    };
+    let good = rps_export::weights::random_backbone(&arch, 0);
+    let edits: [(&str, Option<Vec<usize>>); 3] = [
+        ("fc.bias", None),
+        ("fc.weight", Some(vec![])),
+        ("fc.weight", Some(vec![32, 1000])),
+    ];
+    for (key, shape) in edits {
+        let dir = tempfile::tempdir().unwrap();
+        let mut tensors = good.clone();
+        match shape {
+            None => drop(tensors.remove(key)),
+            Some(shape) => drop(tensors.insert(key.into(), ndarray::ArrayD::zeros(shape))),
+        }
+        let path = safetensors_file(dir.path(), &tensors);
+        let layout = rps_core::Layout::new(dir.path().join("data"));
+        let config = rps_export::export::Config::for_arch(
+            &layout,
+            rps_export::export::Source::File(path),
+            &arch,
+            rps_core::Unfreeze::Layer4,
+        );
+        let err = format!("{:#}", rps_export::export::run(&config).unwrap_err());
+        assert!(err.contains("w.safetensors") && err.contains(key), "{err}");
+        assert!(
+            !layout.dir(rps_core::Folder::Graphs).exists(),
+            "{key}: wrote graphs"
+        );
+    }
+}
+
+#[test]
+fn export_refuses_a_fetched_dataset_of_one_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = rps_core::Layout::new(dir.path());
+    std::fs::create_dir_all(layout.dataset_summary().parent().unwrap()).unwrap();
+    std::fs::write(
+        layout.dataset_summary(),
+        "split,class,count\ntrain,rock,9\ntest,rock,3\n",
+    )
+    .unwrap();
+    let config = rps_export::export::Config {
+        layout: layout.clone(),
+        source: rps_export::export::Source::Random(0),
+        net: Net::ResNet18,
+        width: 4,
+        image_size: 32,
+        classes: None,
+        unfreeze: rps_core::Unfreeze::Layer4,
+    };
+    let err = format!("{:#}", rps_export::export::run(&config).unwrap_err());
+    assert!(
+        err.contains("summary.csv") && err.contains("lists 1 training classes"),
+        "{err}"
+    );
 }

@@ -89,6 +89,11 @@ impl Checksums {
         Ok(actual)
     }
 
+    /// Whether `file`'s hash is recorded (it was checked once before).
+    pub fn records(&self, file: &Path) -> Result<bool> {
+        Ok(self.entries.contains_key(&name_of(file)?))
+    }
+
     /// Records `file`'s hash: later runs reuse it only while it matches.
     pub fn trust(&mut self, file: &Path, sha256: String) -> Result<()> {
         self.entries.insert(name_of(file)?, sha256);

@@ -4,11 +4,28 @@
 //! is unpacked beside its folder, which the caller swaps in once every split is.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use rps_core::atomic::TempDir;
+
+/// A failure to write here while unpacking (a full disk, a name too long, a file in
+/// the way): the archive is not at fault and stays trusted. Attached as the context
+/// of such errors, so [`is_local`] finds it.
+#[derive(Debug)]
+pub struct LocalWrite(String);
+
+impl std::fmt::Display for LocalWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether unpacking failed writing here, not reading the archive.
+pub fn is_local(error: &anyhow::Error) -> bool {
+    error.downcast_ref::<LocalWrite>().is_some()
+}
 
 /// Unpacks `archive` into a temporary folder beside `target`, which replaces `target`
 /// when committed.
@@ -40,19 +57,37 @@ pub fn unpack(archive: &Path, target: &Path, max_bytes: u64) -> Result<TempDir> 
         else {
             continue;
         };
-        let out = tmp.path().join(&relative);
-        if entry.is_dir() {
-            fs::create_dir_all(&out)?;
+        let local = |e: io::Error, what: &str, path: &Path| {
+            anyhow::Error::new(e).context(LocalWrite(format!(
+                "{}: entry {name:?}: {what} {}",
+                archive.display(),
+                path.display()
+            )))
+        };
+        let (folder, file_name) = if entry.is_dir() {
+            (relative.as_path(), None)
+        } else {
+            (
+                relative.parent().unwrap_or(Path::new("")),
+                relative.file_name(),
+            )
+        };
+        let dir = tmp
+            .create_dir(folder)
+            .map_err(|e| local(e, "creating", &tmp.path().join(folder)))?;
+        let Some(file_name) = file_name else {
             continue;
-        }
-        fs::create_dir_all(out.parent().expect("inside the folder"))?;
+        };
+        let out = dir.join(file_name);
+        let mut writer = File::create(&out).map_err(|e| local(e, "creating", &out))?;
         let budget = max_bytes.saturating_sub(unpacked);
-        let mut writer =
-            File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-        let copied =
-            io::copy(&mut (&mut entry).take(budget + 1), &mut writer).with_context(|| {
-                format!("{}: reading {name:?} (corrupt archive?)", archive.display())
-            })?;
+        let copied = copy(&mut entry, &mut writer, budget + 1).map_err(|e| match e {
+            Copy::Read(e) => anyhow::Error::new(e).context(format!(
+                "{}: reading {name:?} (corrupt archive?)",
+                archive.display()
+            )),
+            Copy::Write(e) => local(e, "writing", &out),
+        })?;
         unpacked += copied;
         if unpacked > max_bytes {
             bail!(
@@ -66,6 +101,29 @@ pub fn unpack(archive: &Path, target: &Path, max_bytes: u64) -> Result<TempDir> 
         bail!("{}: no files in the archive", archive.display());
     }
     Ok(tmp)
+}
+
+/// Which side of a copy failed.
+enum Copy {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// Copies at most `limit` bytes from `from` to `to`; the count copied.
+fn copy(from: &mut impl Read, to: &mut impl Write, limit: u64) -> Result<u64, Copy> {
+    let mut from = from.take(limit);
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut copied = 0;
+    loop {
+        let n = match from.read(&mut buffer) {
+            Ok(0) => return Ok(copied),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Copy::Read(e)),
+        };
+        to.write_all(&buffer[..n]).map_err(Copy::Write)?;
+        copied += n as u64;
+    }
 }
 
 /// The entry's path below the archive's top folder; `None` for entries to skip

@@ -3,14 +3,16 @@
 //! `DATA/rps/<split>/<class>/`.
 
 pub mod checksums;
+pub mod complete;
 pub mod download;
 pub mod extract;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use rps_core::atomic::TempDir;
 use rps_core::rows::DatasetCount;
-use rps_core::{Layout, Split, table};
+use rps_core::{ClassList, Layout, Split, table};
 
 pub use download::Retry;
 
@@ -50,6 +52,13 @@ pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
         let target = layout.dataset_split(split);
         match extract::unpack(&archive, &target, config.max_unpacked_bytes) {
             Ok(folder) => unpacked.push((archive, sha256, folder)),
+            Err(e) if extract::is_local(&e) => {
+                return Err(e.context(format!(
+                    "{} was not unpacked for a reason here, not in the archive, which \
+                     stays trusted; the dataset on disk is as it was",
+                    archive.display()
+                )));
+            }
             Err(e) => {
                 let bad = sums.distrust(&archive)?;
                 sums.write(&sums_path)?;
@@ -61,6 +70,7 @@ pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
             }
         }
     }
+    let counts = class_counts(&unpacked)?;
     // No summary while the splits are swapped: it marks a complete dataset.
     let summary = layout.dataset_summary();
     if summary.exists() {
@@ -72,9 +82,32 @@ pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
         sums.trust(&archive, sha256)?;
     }
     sums.write(&sums_path)?;
+    table::write(&summary, &counts)?;
+    Ok(counts)
+}
+
+/// The files per class of the unpacked splits (in [`Split::ALL`]'s order), once
+/// they make a dataset: the same classes in each, at least two, names a
+/// line-per-class file keeps.
+fn class_counts(unpacked: &[(PathBuf, String, TempDir)]) -> Result<Vec<DatasetCount>> {
+    let folders: Vec<&Path> = unpacked.iter().map(|(_, _, dir)| dir.path()).collect();
+    let [train, others @ ..] = folders.as_slice() else {
+        bail!("no split was unpacked");
+    };
+    ClassList::of_splits(train, others).with_context(|| {
+        let archives: Vec<String> = unpacked
+            .iter()
+            .map(|(archive, _, _)| archive.display().to_string())
+            .collect();
+        format!(
+            "{} do not make a dataset (checked as unpacked, in a temporary folder; \
+             the dataset on disk is as it was)",
+            archives.join(" and ")
+        )
+    })?;
     let mut rows = Vec::new();
-    for split in Split::ALL {
-        for (class, count) in extract::count_per_class(&layout.dataset_split(split))? {
+    for (split, folder) in Split::ALL.into_iter().zip(folders) {
+        for (class, count) in extract::count_per_class(folder)? {
             rows.push(DatasetCount {
                 split,
                 class,
@@ -82,17 +115,28 @@ pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
             });
         }
     }
-    table::write(&summary, &rows)?;
     Ok(rows)
 }
 
 /// Puts `url` into `DATA/raw/` (unless a copy is there already) and checks it against
-/// the recorded hashes, recording its own.
+/// the recorded hashes, recording its own once the file shows it is whole (a
+/// complete zip archive or `.safetensors` file: what a weights file is).
 pub fn fetch_file(layout: &Layout, source: &Source, url: &str) -> Result<PathBuf> {
     let path = get(layout, source, url)?;
     let sums_path = layout.checksums();
     let mut sums = checksums::Checksums::read(&sums_path)?;
     let sha256 = sums.check(&path)?;
+    if !sums.records(&path)? {
+        // The first time: a transfer cut short without a Content-Length looks whole.
+        if let Err(e) = complete::check_weights_file(&path) {
+            let bad = sums.distrust(&path)?;
+            sums.write(&sums_path)?;
+            return Err(e.context(format!(
+                "{url}: not trusted; set aside as {}, so the next run fetches it again",
+                bad.display()
+            )));
+        }
+    }
     sums.trust(&path, sha256)?;
     sums.write(&sums_path)?;
     Ok(path)

@@ -441,6 +441,38 @@ fn a_bad_test_archive_leaves_the_whole_old_dataset() {
 }
 
 #[test]
+fn weights_cut_short_without_a_length_are_not_trusted_until_whole() {
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rps-fixtures/reference/resnet34_w4_s64_seed0.pth");
+    let files = HashMap::from([("w.pth".to_string(), std::fs::read(&weights).unwrap())]);
+    let server = Server::start(files, |_, hit| match hit {
+        1 => Behavior::CutWithoutLength,
+        _ => Behavior::Serve,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let layout = Layout::new(dir.path());
+    let source = Source {
+        from: None,
+        retry: quick_retry(),
+    };
+    let err = format!(
+        "{:#}",
+        fetch_file(&layout, &source, &server.url("w.pth")).unwrap_err()
+    );
+    assert!(
+        err.contains("not a complete zip archive") && err.contains("w.pth.bad"),
+        "{err}"
+    );
+    assert!(!recorded(dir.path()).contains(" w.pth\n"));
+    let path = fetch_file(&layout, &source, &server.url("w.pth")).unwrap();
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        std::fs::read(&weights).unwrap()
+    );
+    assert!(recorded(dir.path()).contains(" w.pth\n"));
+}
+
+#[test]
 fn the_checksum_file_is_no_download_target() {
     let dir = tempfile::tempdir().unwrap();
     let source = Source {
@@ -497,4 +529,145 @@ fn a_host_that_does_not_resolve_says_how_to_run_offline_without_retrying() {
         err.contains("FROM=DIR") && err.contains("WEIGHTS=random") && !err.contains("attempts"),
         "{err}"
     );
+}
+
+/// A zip archive of `files` (names with the top folder), each holding a byte.
+fn zip_of(files: &[String]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(&mut bytes));
+    for name in files {
+        zip.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .unwrap();
+        zip.write_all(b"x").unwrap();
+    }
+    zip.finish().unwrap();
+    bytes
+}
+
+/// A local folder holding `rps.zip` and `rps-test-set.zip` of these class folders.
+fn archives_of(train: &[&str], test: &[&str]) -> tempfile::TempDir {
+    let from = tempfile::tempdir().unwrap();
+    for (name, top, classes) in [
+        ("rps.zip", "rps", train),
+        ("rps-test-set.zip", "rps-test-set", test),
+    ] {
+        let files: Vec<String> = classes.iter().map(|c| format!("{top}/{c}/a.png")).collect();
+        std::fs::write(from.path().join(name), zip_of(&files)).unwrap();
+    }
+    from
+}
+
+#[test]
+fn splits_that_make_no_classifier_dataset_are_refused_before_summary_csv() {
+    let cases: [(&[&str], &[&str], &str); 3] = [
+        (&["rock"], &["rock"], "1 class folders"),
+        (
+            &["paper", "rock"],
+            &["paper", "scissors"],
+            r#"["paper", "scissors"] differ"#,
+        ),
+        (
+            &["paper", "rock\nscissors"],
+            &["paper", "rock\nscissors"],
+            "control character",
+        ),
+    ];
+    for (train, test, says) in cases {
+        let from = archives_of(train, test);
+        let dir = tempfile::tempdir().unwrap();
+        let err = format!(
+            "{:#}",
+            fetch_dataset(&local_config(dir.path(), from.path())).unwrap_err()
+        );
+        assert!(
+            err.contains(says) && err.contains("do not make a dataset"),
+            "{err}"
+        );
+        assert!(!dir.path().join("rps/summary.csv").exists());
+        assert!(
+            !dir.path().join("rps/train").exists(),
+            "a split was swapped in"
+        );
+        assert!(
+            !dir.path().join("raw/rps.zip.bad").exists(),
+            "a genuine archive was blamed"
+        );
+    }
+}
+
+#[test]
+fn a_write_error_while_unpacking_names_entry_and_destination_and_keeps_the_archive() {
+    let long = "n".repeat(300);
+    let from = tempfile::tempdir().unwrap();
+    let train = [format!("rps/paper/{long}.png"), "rps/rock/a.png".into()];
+    std::fs::write(from.path().join("rps.zip"), zip_of(&train)).unwrap();
+    let test = [
+        "rps-test-set/paper/a.png".to_string(),
+        "rps-test-set/rock/a.png".into(),
+    ];
+    std::fs::write(from.path().join("rps-test-set.zip"), zip_of(&test)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let err = format!(
+        "{:#}",
+        fetch_dataset(&local_config(dir.path(), from.path())).unwrap_err()
+    );
+    assert!(
+        err.contains(&format!("entry \"rps/paper/{long}.png\": creating"))
+            && err.contains("File name too long")
+            && err.contains("stays trusted"),
+        "{err}"
+    );
+    assert!(dir.path().join("raw/rps.zip").exists());
+    assert!(!dir.path().join("raw/rps.zip.bad").exists());
+}
+
+#[test]
+fn a_signal_while_unpacking_leaves_no_temporary_folder() {
+    let from = tempfile::tempdir().unwrap();
+    for (name, top) in [("rps.zip", "rps"), ("rps-test-set.zip", "rps-test-set")] {
+        let files: Vec<String> = (0..20_000)
+            .map(|i| format!("{top}/{}/{i}.png", ["paper", "rock"][i % 2]))
+            .collect();
+        std::fs::write(from.path().join(name), zip_of(&files)).unwrap();
+    }
+    for delay_ms in [30, 60, 120, 240, 480] {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_rps-fetch"))
+            .arg("--data")
+            .arg(dir.path())
+            .arg("--from")
+            .arg(from.path())
+            .arg("dataset")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let left: Vec<String> = walk(dir.path())
+            .into_iter()
+            .filter(|p| p.ends_with(".part"))
+            .collect();
+        assert!(
+            left.is_empty(),
+            "after {delay_ms} ms: {left:?} left; {stderr}"
+        );
+        assert!(!stderr.contains("could not remove"), "{stderr}");
+    }
+}
+
+/// Every path under `dir`, as text.
+fn walk(dir: &Path) -> Vec<String> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        paths.push(entry.path().display().to_string());
+        if entry.path().is_dir() {
+            paths.extend(walk(&entry.path()));
+        }
+    }
+    paths
 }

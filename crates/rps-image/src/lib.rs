@@ -33,9 +33,13 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     limits.max_image_height = Some(MAX_SIDE);
     limits.max_alloc = Some(MAX_DECODE_BYTES);
     reader.limits(limits);
-    // The decoder's message alone, on one line: its source repeats it.
-    let image = reader
-        .decode()
+    // The decoder's message alone, on one line: its source repeats it. A decoder's
+    // own bug (png 0.18.1 panics on a palette shorter than one colour) is an error
+    // about this file, not a crash of the stage.
+    let image = rps_core::contain::contained(|| reader.decode())
+        .map_err(|panic| {
+            anyhow::anyhow!("decoding {}: the decoder failed: {panic}", path.display())
+        })?
         .map_err(|e| anyhow::anyhow!("decoding {}: {}", path.display(), one_line(&e)))?;
     Ok(image.to_rgb8())
 }

@@ -56,14 +56,19 @@ const SAMPLES: usize = 5;
 
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
-    let classes = ClassList::from_folders(&config.dataset.join(Split::Train.name()))?;
+    let split_dir = |split: Split| config.dataset.join(split.name());
+    let classes = ClassList::of_splits(&split_dir(Split::Train), &[&split_dir(Split::Test)])?;
     let tmp = TempDir::beside(&config.layout.dir(Folder::Cache))?;
     let mut skipped = Vec::new();
     let mut index = Vec::new();
     let mut rows = Vec::new();
     let mut samples = Vec::new();
     for split in Split::ALL {
-        let listed = list_split(&config.dataset.join(split.name()), split, &classes)?;
+        let (listed, not_files) = list_split(&config.dataset.join(split.name()), split)?;
+        for (path, why) in &not_files {
+            eprintln!("preprocess: skipping {}: {why}", path.display());
+        }
+        skipped.extend(not_files);
         let (items, bad) = readable(listed);
         skipped.extend(bad);
         require_every_class(&items, &classes, &config.dataset.join(split.name()))?;
@@ -124,41 +129,54 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
     path.file_name().expect("a file path")
 }
 
-/// Every file under `dir/<class>/`, sorted by class then name. Test classes must be
-/// the training classes.
-fn list_split(dir: &Path, split: Split, classes: &ClassList) -> Result<Vec<Item>> {
-    let here = ClassList::from_folders(dir)?;
-    if here != *classes {
-        bail!(
-            "{}: classes {:?} differ from the training classes {:?}",
-            dir.display(),
-            here.names(),
-            classes.names()
-        );
-    }
+/// Paths left out of the cache, each with why.
+type Skipped = Vec<(PathBuf, String)>;
+
+/// Every file under `dir/<class>/`, sorted by class then name, and the entries
+/// that are not files (folders, FIFOs, links to nothing), each with why.
+fn list_split(dir: &Path, split: Split) -> Result<(Vec<Item>, Skipped)> {
     let mut items = Vec::new();
+    let mut skipped = Vec::new();
     for (label, (class, class_dir)) in class_folders(dir)?.into_iter().enumerate() {
-        let mut files: Vec<(String, PathBuf)> = std::fs::read_dir(&class_dir)
+        let mut entries: Vec<(String, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(&class_dir)
             .with_context(|| format!("listing {}", class_dir.display()))?
-            .filter_map(|e| e.ok())
-            .map(|e| (exact_name(&e.file_name()), e.path()))
-            .filter(|(name, path)| path.is_file() && !name.starts_with('.'))
-            .collect();
-        files.sort();
-        for (name, path) in files {
-            items.push(Item {
-                path,
-                relative: format!("{split}/{class}/{name}"),
-                class: class.clone(),
-                label,
-            });
+        {
+            let entry = entry.with_context(|| format!("listing {}", class_dir.display()))?;
+            entries.push((exact_name(&entry.file_name()), entry.path()));
+        }
+        entries.sort();
+        for (name, path) in entries {
+            if name.starts_with('.') {
+                continue;
+            }
+            match not_a_file(&path) {
+                Some(why) => skipped.push((path, why.to_string())),
+                None => items.push(Item {
+                    path,
+                    relative: format!("{split}/{class}/{name}"),
+                    class: class.clone(),
+                    label,
+                }),
+            }
         }
     }
-    Ok(items)
+    Ok((items, skipped))
+}
+
+/// Why `path` is no image file to read; `None` for a file (or a link to one).
+fn not_a_file(path: &Path) -> Option<&'static str> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => None,
+        Ok(meta) if meta.is_dir() => Some("a folder inside a class folder"),
+        Ok(_) => Some("not a regular file (a FIFO, socket or device)"),
+        Err(_) if path.is_symlink() => Some("a link that leads nowhere or loops"),
+        Err(_) => Some("cannot be read"),
+    }
 }
 
 /// Splits off the files that do not decode, warning about each.
-fn readable(items: Vec<Item>) -> (Vec<Item>, Vec<(PathBuf, String)>) {
+fn readable(items: Vec<Item>) -> (Vec<Item>, Skipped) {
     let checked: Vec<(Item, Option<String>)> = items
         .into_par_iter()
         .map(|item| {

@@ -118,7 +118,58 @@ fn no_classes_at_all_is_an_error() {
         "{:#}",
         run(&config(&dir.path().join("data"), &dir.path().join("ds"))).unwrap_err()
     );
-    assert!(err.contains("no class folders"), "{err}");
+    assert!(err.contains("0 class folders"), "{err}");
+}
+
+#[test]
+fn folders_fifos_and_looping_links_are_listed_as_skipped_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    dataset(&ds);
+    std::fs::create_dir(ds.join("train/rock/more")).unwrap();
+    let fifo = ds.join("train/rock/pipe.png");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("loop.png", ds.join("train/paper/loop.png")).unwrap();
+    std::os::unix::fs::symlink("gone.png", ds.join("test/paper/dangling.png")).unwrap();
+    let config = config(&dir.path().join("data"), &ds);
+    let report = run(&config).unwrap();
+    assert_eq!(report.rows, [(Split::Train, 12), (Split::Test, 2)]);
+    let meta = PreprocessMeta::read(&config.layout.cache(CacheFile::Meta)).unwrap();
+    let skipped = meta.details.skipped.join("\n");
+    for (name, why) in [
+        ("more", "a folder"),
+        ("pipe.png", "FIFO"),
+        ("loop.png", "leads nowhere or loops"),
+        ("dangling.png", "leads nowhere or loops"),
+    ] {
+        assert!(
+            skipped.lines().any(|l| l.contains(name) && l.contains(why)),
+            "{name}: {skipped}"
+        );
+    }
+}
+
+#[test]
+fn one_class_or_other_test_classes_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ds = dir.path().join("ds");
+    write_png(&ds.join("train/rock/a.png"), 20, 20, 1);
+    write_png(&ds.join("test/rock/a.png"), 20, 20, 1);
+    let config = config(&dir.path().join("data"), &ds);
+    let err = format!("{:#}", run(&config).unwrap_err());
+    assert!(
+        err.contains("1 class folders") && err.contains("at least 2"),
+        "{err}"
+    );
+    write_png(&ds.join("train/paper/a.png"), 20, 20, 1);
+    write_png(&ds.join("test/scissors/a.png"), 20, 20, 1);
+    let err = format!("{:#}", run(&config).unwrap_err());
+    assert!(err.contains("differ from the training classes"), "{err}");
+    assert!(!config.layout.dir(Folder::Cache).exists());
 }
 
 #[test]

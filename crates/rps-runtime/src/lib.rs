@@ -10,6 +10,7 @@ use ort::ep;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
+use rps_core::sidecar::ExportMeta;
 use rps_core::{Device, DeviceChoice, GraphFile, Layout, SessionOptions};
 
 /// What can go wrong loading the library or opening a session; each names the file.
@@ -30,6 +31,8 @@ pub enum Error {
     Invalid { path: PathBuf, message: String },
     #[error("{source} (`make {stage}` makes it)")]
     Upstream { stage: String, source: Box<Error> },
+    #[error(transparent)]
+    Core(#[from] rps_core::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -154,8 +157,9 @@ impl Runtime {
         self.open(&label, options, |builder| builder.commit_from_file(model))
     }
 
-    /// Opens the graph `file` rps-export wrote under `layout`; one that does not load
-    /// is an error naming it and the target that rewrites it.
+    /// Opens the graph `file` rps-export wrote under `layout`, once its bytes are
+    /// the ones `export.json` records; one that differs or does not load is an error
+    /// naming it and the target that rewrites it.
     pub fn exported(
         &self,
         layout: &Layout,
@@ -163,7 +167,17 @@ impl Runtime {
         options: SessionOptions,
     ) -> Result<(Session, Device)> {
         let path = layout.graph(file);
-        self.session(&path, options)
+        let meta =
+            ExportMeta::read(&layout.graph(GraphFile::Meta)).map_err(|e| e.made_by("export"))?;
+        let bytes = std::fs::read(&path).map_err(|e| {
+            Error::Invalid {
+                path: path.clone(),
+                message: format!("reading: {e}"),
+            }
+            .made_by("export")
+        })?;
+        meta.check_file(file, &path, &bytes)?;
+        self.session_from_bytes(&bytes, &path.display().to_string(), options)
             .map_err(|e| e.made_by("export"))
     }
 

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 use ort::session::SessionInputValue;
 use ort::value::TensorRef;
@@ -83,13 +83,38 @@ impl Frozen {
     }
 }
 
+/// Every label in `0..classes`; else the file, the row and the value.
+fn check_labels(labels: &[i64], classes: usize, path: &Path) -> Result<()> {
+    let outside =
+        |&(_, &label): &(usize, &i64)| usize::try_from(label).map_or(true, |l| l >= classes);
+    if let Some((row, label)) = labels.iter().enumerate().find(outside) {
+        bail!(
+            "{}: row {row} has label {label}, but there are {classes} classes (0 to {}): \
+             `make extract` remakes the features from the cache",
+            path.display(),
+            classes.saturating_sub(1)
+        );
+    }
+    Ok(())
+}
+
 impl Features {
-    /// Loads a split for training from `unfreeze`; its files must agree in length.
-    pub fn load(layout: &Layout, split: Split, views: usize, unfreeze: Unfreeze) -> Result<Self> {
+    /// Loads a split for training from `unfreeze`; its files must agree in length,
+    /// and every label be one of the `classes`.
+    pub fn load(
+        layout: &Layout,
+        split: Split,
+        views: usize,
+        unfreeze: Unfreeze,
+        classes: usize,
+    ) -> Result<Self> {
         let pooled_path = layout.features(split, Feature::Pooled);
-        let pooled = npy::read::<f32>(&pooled_path)?.into_dimensionality::<Ix2>()?;
+        let pooled = npy::read::<f32>(&pooled_path)?
+            .into_dimensionality::<Ix2>()
+            .with_context(|| format!("{}: not a [rows, features] array", pooled_path.display()))?;
         let labels_path = layout.features(split, Feature::Labels);
         let labels: Vec<i64> = npy::read::<i64>(&labels_path)?.iter().copied().collect();
+        check_labels(&labels, classes, &labels_path)?;
         let frozen = Frozen::open(layout, split, unfreeze)?;
         let frozen_rows = frozen.shape()?[0];
         let rows = pooled.nrows();

@@ -132,14 +132,10 @@ pub fn run(config: &Config) -> Result<Report> {
     let settings = &config.settings;
     let upstream = Upstream::read(layout)?;
     let unfreeze = upstream.export.settings.unfreeze;
-    let train = Features::load(
-        layout,
-        Split::Train,
-        upstream.cache.settings.views,
-        unfreeze,
-    )?;
-    let test = Features::load(layout, Split::Test, 1, unfreeze)?;
-    check_labels(&train, &test, upstream.classes.len())?;
+    let classes = upstream.classes.len();
+    let views = upstream.cache.settings.views;
+    let train = Features::load(layout, Split::Train, views, unfreeze, classes)?;
+    let test = Features::load(layout, Split::Test, 1, unfreeze, classes)?;
     let (train_images, val_images) =
         data::split_validation(&train, settings.val_fraction, settings.seed);
     let run = Run {
@@ -438,22 +434,6 @@ fn new_head(params: &Shapes, seed: u64) -> Result<Tensors> {
         (names::HEAD_WEIGHT.to_string(), w),
         (names::HEAD_BIAS.to_string(), b),
     ]))
-}
-
-fn check_labels(train: &Features, test: &Features, classes: usize) -> Result<()> {
-    let max = train
-        .labels
-        .iter()
-        .chain(&test.labels)
-        .copied()
-        .max()
-        .unwrap_or(0);
-    if max < 0 || max as usize >= classes {
-        bail!(
-            "labels go up to {max}, but there are {classes} classes: `make extract` remakes the features from the cache"
-        );
-    }
-    Ok(())
 }
 
 /// Where training starts: the weights, and with `--resume` the last checkpoint and

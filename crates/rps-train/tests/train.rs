@@ -215,6 +215,43 @@ fn features_and_labels_of_different_lengths_are_refused() {
 }
 
 #[test]
+fn a_label_outside_the_classes_is_refused_naming_file_row_and_value() {
+    for (split, row, label) in [(Split::Train, 5, -1), (Split::Test, 11, 3)] {
+        let (_dir, layout) = dataset();
+        let path = layout.features(split, Feature::Labels);
+        let mut labels = npy::read::<i64>(&path).unwrap();
+        labels[[row]] = label;
+        npy::write(&path, &labels).unwrap();
+        let err = run(&config(&layout)).unwrap_err().to_string();
+        let file = path.file_name().unwrap().to_str().unwrap();
+        assert!(
+            err.contains(file) && err.contains(&format!("row {row} has label {label}")),
+            "{err}"
+        );
+        assert!(!layout.result(ResultFile::Epochs).exists());
+    }
+}
+
+#[test]
+fn a_graph_replaced_by_another_is_refused_naming_make_export() {
+    let (_dir, layout) = dataset();
+    std::fs::copy(
+        layout.graph(GraphFile::HeadEval),
+        layout.graph(GraphFile::HeadStep),
+    )
+    .unwrap();
+    let err = run(&config(&layout)).unwrap_err();
+    let text = format!("{err:#}");
+    assert!(
+        text.contains("head_step.onnx")
+            && text.contains("export.json")
+            && text.contains("make export"),
+        "{text}"
+    );
+    assert!(!text.contains("dropout_mask"), "{text}");
+}
+
+#[test]
 fn the_stage_step_matches_pytorch_for_two_steps() {
     use rps_core::names::StateKind;
     use rps_train::runner::StepRunner;
