@@ -166,20 +166,13 @@ fn check_head(tensors: &Tensors, arch: &Arch, path: &Path) -> Result<usize, Weig
     };
     let weight = found(&weight_key)?.shape();
     let features = arch.features();
-    let [classes, f] = *weight else {
-        return Err(shape_error(
-            &weight_key,
-            format!("[classes, {features}]"),
-            weight,
-        ));
+    let classes = match *weight {
+        [classes, f] if f == features && classes > 0 => classes,
+        _ => {
+            let expected = format!("[classes, {features}]");
+            return Err(shape_error(&weight_key, expected, weight));
+        }
     };
-    if f != features || classes == 0 {
-        return Err(shape_error(
-            &weight_key,
-            format!("[classes, {features}]"),
-            weight,
-        ));
-    }
     let bias = found(&bias_key)?.shape();
     if bias != [classes] {
         return Err(shape_error(&bias_key, format!("[{classes}]"), bias));
@@ -202,7 +195,7 @@ fn check_values(key: &str, tensor: &ArrayD<f32>, path: &Path) -> Result<(), Weig
         )));
     }
     let is_variance = key.ends_with(&format!(".{}", BnTensor::RUNNING_VAR.leaf()));
-    if let Some((at, value)) = values().find(|(_, v)| is_variance && **v < 0.0) {
+    if is_variance && let Some((at, value)) = values().find(|(_, v)| **v < 0.0) {
         return Err(offender(format!(
             "holds a negative running variance ({value} at index {at})"
         )));

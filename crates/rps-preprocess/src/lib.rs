@@ -64,14 +64,14 @@ pub fn run(config: &Config) -> Result<Report> {
     let mut rows = Vec::new();
     let mut samples = Vec::new();
     for split in Split::ALL {
-        let (listed, not_files) = list_split(&config.dataset.join(split.name()), split)?;
-        for (path, why) in &not_files {
+        let (listed, not_files) = list_split(&split_dir(split), split)?;
+        let (items, bad) = readable(listed);
+        for (path, why) in not_files.iter().chain(&bad) {
             eprintln!("preprocess: skipping {}: {why}", path.display());
         }
         skipped.extend(not_files);
-        let (items, bad) = readable(listed);
         skipped.extend(bad);
-        require_every_class(&items, &classes, &config.dataset.join(split.name()))?;
+        require_every_class(&items, &classes, &split_dir(split))?;
         let written = write_split(config, split, &items, tmp.path())?;
         index.extend(written.index);
         if split == Split::Train {
@@ -175,7 +175,7 @@ fn not_a_file(path: &Path) -> Option<&'static str> {
     }
 }
 
-/// Splits off the files that do not decode, warning about each.
+/// Splits off the files that do not decode, each with why.
 fn readable(items: Vec<Item>) -> (Vec<Item>, Skipped) {
     let checked: Vec<(Item, Option<String>)> = items
         .into_par_iter()
@@ -191,10 +191,7 @@ fn readable(items: Vec<Item>) -> (Vec<Item>, Skipped) {
     for (item, problem) in checked {
         match problem {
             None => good.push(item),
-            Some(why) => {
-                eprintln!("preprocess: skipping {}: {why}", item.path.display());
-                bad.push((item.path, why));
-            }
+            Some(why) => bad.push((item.path, why)),
         }
     }
     (good, bad)

@@ -85,9 +85,9 @@ impl Frozen {
 
 /// Every label in `0..classes`; else the file, the row and the value.
 fn check_labels(labels: &[i64], classes: usize, path: &Path) -> Result<()> {
-    let outside =
-        |&(_, &label): &(usize, &i64)| usize::try_from(label).map_or(true, |l| l >= classes);
-    if let Some((row, label)) = labels.iter().enumerate().find(outside) {
+    let outside = |&label: &i64| usize::try_from(label).map_or(true, |l| l >= classes);
+    if let Some(row) = labels.iter().position(outside) {
+        let label = labels[row];
         bail!(
             "{}: row {row} has label {label}, but there are {classes} classes (0 to {}): \
              `make extract` remakes the features from the cache",
