@@ -101,12 +101,14 @@ const ARCH: Arch = Arch {
     classes: 3,
 };
 
-/// rps-export's weights reader (`.pth` or `.safetensors`, told by the bytes), then
-/// its check against the architecture.
+/// A weights file as fetch checks it is whole, then as rps-export reads it (`.pth`
+/// or `.safetensors`, told by the bytes) and checks it against the architecture.
 pub fn weights(data: &[u8]) -> bool {
+    let whole = rps_fetch::complete::check_weights_file(&as_file("weights", data)).is_ok();
     let path = Path::new("fuzz.pth");
-    rps_export::weights::parse(data, path)
-        .is_ok_and(|tensors| rps_export::weights::check_weights(&tensors, &ARCH, path).is_ok())
+    let fits = rps_export::weights::parse(data, path)
+        .is_ok_and(|tensors| rps_export::weights::check_weights(&tensors, &ARCH, path).is_ok());
+    whole && fits
 }
 
 /// rps-fetch's archive extraction (at most 1 MiB unpacked), then the class count
