@@ -42,12 +42,19 @@ EXTRACT_BATCH ?=
 IMAGENET    ?=
 PLOT        ?=
 VAL_FRACTION ?= 0
+HEAD_SCHEDULE ?= constant
+FT_SCHEDULE ?= constant
+FT_LR_MULT  ?= 1
+PATIENCE    ?= 0
+CLASS_WEIGHTS ?= none
+LR_FIND     ?= both
 VENV        ?= .venv
 TORCH_PYTHON ?= $(VENV)/bin/python
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
+  HEAD_SCHEDULE FT_SCHEDULE FT_LR_MULT PATIENCE CLASS_WEIGHTS LR_FIND \
   DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON FUZZ_SECONDS FUZZ_TARGETS
 
@@ -103,7 +110,8 @@ FETCH_SETTINGS      = $(TRAIN_URL) $(TEST_URL)
 EXPORT_SETTINGS     = $(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(UNFREEZE)
 PREPROCESS_SETTINGS = $(IMAGE_SIZE) $(VIEWS) $(SEED)
 EXTRACT_SETTINGS    = $(EXTRACT_BATCH)
-TRAIN_SETTINGS      = $(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION)
+TRAIN_SETTINGS      = $(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION) \
+  $(HEAD_SCHEDULE) $(FT_SCHEDULE) $(FT_LR_MULT) $(PATIENCE) $(CLASS_WEIGHTS)
 
 # stamp_rule(name, VARIABLE): the stamp's rule; values stay in their variable, so
 # no character in them is read as make syntax.
@@ -126,7 +134,7 @@ PREPROCESS_STAMP := $(STAMPS)/preprocess
 EXTRACT_STAMP    := $(STAMPS)/extract
 TRAIN_STAMP      := $(STAMPS)/train
 
-.PHONY: all setup fetch export preprocess extract train evaluate predict demo bench fuzz test clean help FORCE
+.PHONY: all setup fetch export summary preprocess extract train lr-find evaluate predict demo bench fuzz test clean help FORCE
 
 all: evaluate ## Run the whole pipeline (bootstraps ONNX Runtime first)
 	@echo "report: $(DATA)/results/report.html"
@@ -139,6 +147,11 @@ help: ## List targets and variables
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
 	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
 	@echo "  UNFREEZE: the first stage phase 2 trains: layer4 (the recipe), layer3, layer2, layer1 or all"
+	@echo "  HEAD_SCHEDULE, FT_SCHEDULE: constant (the recipe), one-cycle or cosine"
+	@echo "  FT_LR_MULT: each earlier trained stage's rate is the next one's divided by it (1: all FT_LR)"
+	@echo "  PATIENCE: end a phase after N epochs without a better validation loss (needs VAL_FRACTION; 0: never)"
+	@echo "  CLASS_WEIGHTS: none (the recipe), balanced, or a weight per class: 1,2.5,1"
+	@echo "  LR_FIND: the phases make lr-find sweeps: head, finetune or both"
 	@echo "  FUZZ_TARGETS unset: every target in fuzz/fuzz_targets/"
 
 # ---- Bootstrap ----------------------------------------------------------------
@@ -181,6 +194,10 @@ export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was c
 $(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(DATASET))
 	$(EXPORT_COMMAND)
 
+summary: $(BIN)/rps-export $(if $(CLASSES),,$(DATASET)) ## Print the model, a layer a row (graphs/summary.csv holds it after export)
+	@$(BIN)/rps-export --data $(Q_DATA) --summary --arch $(call quote,$(ARCH)) --width $(call quote,$(WIDTH)) \
+	  --image-size $(call quote,$(IMAGE_SIZE)) --unfreeze $(call quote,$(UNFREEZE)) $(if $(CLASSES),--classes $(call quote,$(CLASSES)))
+
 preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
 
 $(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP)
@@ -194,17 +211,25 @@ $(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) | $(ORT_LIB)
 
 train: $(MODEL) ## Train the head, then the stages from UNFREEZE on; writes DATA/results/
 
-# A run killed midway resumes from its last checkpoint when its settings are unchanged.
-$(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
-	$(ORT_ENV) $(BIN)/rps-train --data $(Q_DATA) $(ORT_FLAGS) --batch $(call quote,$(BATCH)) \
+TRAIN_FLAGS = --data $(Q_DATA) $(ORT_FLAGS) --batch $(call quote,$(BATCH)) \
 	  --dropout $(call quote,$(DROPOUT)) --head-epochs $(call quote,$(HEAD_EPOCHS)) --head-lr $(call quote,$(HEAD_LR)) \
 	  --ft-epochs $(call quote,$(FT_EPOCHS)) --ft-lr $(call quote,$(FT_LR)) --seed $(call quote,$(SEED)) \
-	  --val-fraction $(call quote,$(VAL_FRACTION)) \
+	  --val-fraction $(call quote,$(VAL_FRACTION)) --head-schedule $(call quote,$(HEAD_SCHEDULE)) \
+	  --ft-schedule $(call quote,$(FT_SCHEDULE)) --ft-lr-mult $(call quote,$(FT_LR_MULT)) \
+	  --patience $(call quote,$(PATIENCE)) --class-weights $(call quote,$(CLASS_WEIGHTS))
+
+# A run killed midway resumes from its last checkpoint when its settings are unchanged.
+$(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
+	$(ORT_ENV) $(BIN)/rps-train $(TRAIN_FLAGS) \
 	  $$([ $(Q_DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(Q_DATA)/results/checkpoint -nt $(FEATURES) ] && echo --resume)
+
+lr-find: $(BIN)/rps-train $(FEATURES) | $(ORT_LIB) ## Sweep the learning rate (LR_FIND=head|finetune|both): results/lr_find_*
+	$(ORT_ENV) $(BIN)/rps-train $(TRAIN_FLAGS) --lr-find $(call quote,$(LR_FIND))
 
 evaluate: $(METRICS) ## Score the test split: CSV metrics and plots in DATA/results/
 
-$(METRICS): $(BIN)/rps-evaluate $(MODEL) | $(ORT_LIB)
+# The report shows the learning-rate finder's results once there are some.
+$(METRICS): $(BIN)/rps-evaluate $(MODEL) $(wildcard $(DATA)/results/lr_find.json) | $(ORT_LIB)
 	$(ORT_ENV) $(BIN)/rps-evaluate --data $(Q_DATA) $(ORT_FLAGS)
 
 predict: $(BIN)/rps-predict | $(ORT_LIB) ## Classify IMAGE=photo.jpg (add IMAGENET=1 for the base model's top 5)

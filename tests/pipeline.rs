@@ -183,7 +183,15 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
     // What training varies enters the graphs as inputs: no setting of it reruns export.
     let graphs = modified_files(&data.join("graphs"));
     assert!(graphs.len() > 5, "{graphs:?}");
-    for setting in ["HEAD_LR=3e-4", "BATCH=32", "DROPOUT=0.3", "SEED=4"] {
+    let tuning = [
+        "FT_SCHEDULE=one-cycle",
+        "FT_LR_MULT=10",
+        "CLASS_WEIGHTS=balanced",
+    ];
+    for setting in ["HEAD_LR=3e-4", "BATCH=32", "DROPOUT=0.3", "SEED=4"]
+        .into_iter()
+        .chain(tuning)
+    {
         let said = String::from_utf8_lossy(&make(data, &base, &[setting]).stdout).to_string();
         assert!(
             said.contains("rps-train") && !said.contains("rps-export"),
@@ -191,6 +199,35 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
         );
         assert_eq!(modified_files(&data.join("graphs")), graphs, "{setting}");
     }
+
+    // make lr-find writes only its own files; the next make all reruns evaluate
+    // alone, to put them into the report.
+    let results = modified_files(&data.join("results"));
+    let said = make_target("lr-find", data, &base, &["CLASS_WEIGHTS=balanced"]);
+    let said = String::from_utf8_lossy(&said.stdout).to_string();
+    assert!(
+        said.contains("lr-find head:") && said.contains("lr-find finetune:"),
+        "{said}"
+    );
+    let after = modified_files(&data.join("results"));
+    let kept: Vec<_> = after
+        .iter()
+        .filter(|(name, _)| !name.to_string_lossy().starts_with("lr_find"))
+        .cloned()
+        .collect();
+    assert_eq!(kept, results);
+    assert_eq!(after.len(), results.len() + 5, "{after:?}");
+    let said =
+        String::from_utf8_lossy(&make(data, &base, &["CLASS_WEIGHTS=balanced"]).stdout).to_string();
+    assert!(
+        said.contains("rps-evaluate") && !said.contains("rps-train"),
+        "{said}"
+    );
+    let report = std::fs::read_to_string(data.join("results/report.html")).unwrap();
+    assert!(
+        report.contains("lr_find_finetune.png") && report.contains("layer4.1.bn2"),
+        "the report shows the sweeps and the model"
+    );
 }
 
 /// The modification time of every file in `dir`, by name.
@@ -376,11 +413,18 @@ fn part_exists(dir: &Path, name: &str) -> bool {
     })
 }
 
+/// The rows of `epochs.csv` without the wall-clock column, found by its name.
 fn without_seconds(path: &Path) -> Vec<Vec<String>> {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header = reader.headers().unwrap().clone();
+    let seconds = header
+        .iter()
+        .position(|h| h == "seconds")
+        .expect("a seconds column");
     rows(path)
         .into_iter()
         .map(|mut r| {
-            r[7] = String::new();
+            r[seconds] = String::new();
             r
         })
         .collect()

@@ -121,7 +121,7 @@ impl RunTimes {
         let preprocess =
             train_views / preprocess_rates.1 + self.test_images as f64 / preprocess_rates.0;
         let extract = (train_views + self.test_images as f64) / self.extract_rate;
-        let mean_epoch = |phase: &str| {
+        let mean_epoch = |phase: rps_core::Phase| {
             let rows: Vec<f64> = self
                 .epochs
                 .iter()
@@ -132,8 +132,8 @@ impl RunTimes {
         };
         let epochs: f64 = self.epochs.iter().map(|r| r.seconds).sum();
         let train = (self.train - epochs)
-            + recipe.head_epochs as f64 * mean_epoch("head")
-            + recipe.ft_epochs as f64 * mean_epoch("finetune");
+            + recipe.head_epochs as f64 * mean_epoch(rps_core::Phase::Head)
+            + recipe.ft_epochs as f64 * mean_epoch(rps_core::Phase::Finetune);
         Projection {
             fixed,
             preprocess,

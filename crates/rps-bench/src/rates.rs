@@ -11,12 +11,12 @@ use ort::value::{DynValue, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use rps_core::names::{self, StateKind};
-use rps_core::{Layout, SessionOptions, Split, Tensors, Unfreeze, imagenet, npy};
+use rps_core::names::{self, RateGroup, StateKind};
+use rps_core::{Layout, SessionOptions, Split, Tensors, Unfreeze, defaults, imagenet, npy};
 use rps_image::{self as transform, Augmentation};
 use rps_runtime::Runtime;
 use rps_score::Batch;
-use rps_train::runner::StepRunner;
+use rps_train::runner::{Optimizer, StepRates, StepRunner};
 use rps_train::state::TrainState;
 
 use rps_export::resnet::Arch;
@@ -185,7 +185,7 @@ pub fn step_rate(
     options: SessionOptions,
     steps: usize,
 ) -> Result<f64> {
-    let mut runner = StepRunner::open(layout, graph, options, 0.0)?;
+    let mut runner = StepRunner::open(layout, graph, options, Optimizer::recipe(arch.classes))?;
     let params = runner.state_shapes(StateKind::Param)?;
     let buffers = runner.state_shapes(StateKind::Buffer)?;
     let mut weights = Tensors::new();
@@ -200,7 +200,7 @@ pub fn step_rate(
     let labels: Vec<i64> = (0..BATCH as i64).map(|i| i % 3).collect();
     let mask = Array2::ones((BATCH, arch.features()));
     median_rate(steps, || {
-        runner.step(&mut state, &x, &labels, &mask, 1e-4)?;
+        runner.step(&mut state, &x, &labels, &mask, StepRates::constant(1e-4))?;
         Ok(())
     })
 }
@@ -254,17 +254,28 @@ fn step_inputs(
             .into_dyn(),
         ),
     ];
-    for (name, value) in [
-        (names::STEP, 1.0f32),
-        (names::LR, 1e-4),
-        (names::WEIGHT_DECAY, 0.0),
-    ] {
-        inputs.push((
-            name.into(),
-            Tensor::from_array(((), vec![value]))?.into_dyn(),
-        ));
+    let params = arch.finetune_params(unfreeze);
+    let mut groups: Vec<String> = params
+        .iter()
+        .map(|(n, _)| RateGroup::of(n).input())
+        .collect();
+    groups.dedup();
+    let scalars = [
+        (names::STEP.to_string(), 1.0f32),
+        (names::BETA1.into(), defaults::ADAM_BETA1 as f32),
+        (names::WEIGHT_DECAY.into(), 0.0),
+    ];
+    for (name, value) in scalars
+        .into_iter()
+        .chain(groups.into_iter().map(|g| (g, 1e-4)))
+    {
+        inputs.push((name, Tensor::from_array(((), vec![value]))?.into_dyn()));
     }
-    for (name, shape) in arch.finetune_params(unfreeze) {
+    inputs.push((
+        names::CLASS_WEIGHTS.into(),
+        Tensor::from_array(([arch.classes], vec![1.0f32; arch.classes]))?.into_dyn(),
+    ));
+    for (name, shape) in params {
         let n = shape.iter().product();
         for (key, fill) in [
             (names::param(&name), 0.01f32),

@@ -22,6 +22,32 @@ pub const HEAD_LR: f64 = 1e-4;
 /// (`FT_EPOCHS`, `FT_LR`).
 pub const FT_EPOCHS: usize = 20;
 pub const FT_LR: f64 = 1e-7;
+/// How each phase's rate moves over its steps (`HEAD_SCHEDULE`, `FT_SCHEDULE`):
+/// `constant` (the recipe), `one-cycle` or `cosine`.
+pub const HEAD_SCHEDULE: &str = "constant";
+pub const FT_SCHEDULE: &str = "constant";
+/// Phase 2's rate per stage (`FT_LR_MULT`): each trained stage gets the rate of the
+/// one after it divided by this; the head keeps `FT_LR`. 1 gives every stage `FT_LR`.
+pub const FT_LR_MULT: f64 = 1.0;
+/// A phase ends after this many epochs without a better validation loss
+/// (`PATIENCE`, needs `VAL_FRACTION`); 0 never ends one early.
+pub const PATIENCE: usize = 0;
+/// Each class's weight in the training loss (`CLASS_WEIGHTS`): `none` (the recipe),
+/// `balanced`, or one weight per class separated by commas.
+pub const CLASS_WEIGHTS: &str = "none";
+/// The phases `make lr-find` (`rps-train --lr-find`) sweeps: head, finetune or
+/// both (`LR_FIND`).
+pub const LR_FIND: &str = "both";
+/// Adam's beta1 (PyTorch's default), which one-cycle moves instead.
+pub const ADAM_BETA1: f64 = 0.9;
+/// The learning-rate finder's sweep, fastai's `lr_find` defaults: the rate rises
+/// exponentially from `LR_FIND_START` to `LR_FIND_END` over `LR_FIND_STEPS` steps,
+/// stopping early once the smoothed loss exceeds `LR_FIND_DIVERGED` times its
+/// minimum.
+pub const LR_FIND_START: f64 = 1e-7;
+pub const LR_FIND_END: f64 = 10.0;
+pub const LR_FIND_STEPS: usize = 100;
+pub const LR_FIND_DIVERGED: f64 = 4.0;
 /// Decoupled (AdamW) weight decay; the recipe's plain Adam has none.
 pub const WEIGHT_DECAY: f64 = 0.0;
 /// Share of training images held out to pick the best epoch (`VAL_FRACTION`).
@@ -68,4 +94,8 @@ pub mod ranges {
     pub const DROPOUT: Interval = Interval::half_open(0.0, 1.0);
     pub const WEIGHT_DECAY: Interval = Interval::closed(0.0, 1.0);
     pub const VAL_FRACTION: Interval = Interval::half_open(0.0, 1.0);
+    /// Above 0: a factor of 100 between neighbouring stages is already more than
+    /// fastai's `slice` spreads over a whole network.
+    pub const FT_LR_MULT: Interval = Interval::closed(0.01, 100.0);
+    pub const PATIENCE: RangeInclusive<u64> = 0..=100_000;
 }

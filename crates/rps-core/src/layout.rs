@@ -80,6 +80,8 @@ file_names! {
         Classifier => "classifier.onnx",
         /// The backbone's weights (`.npz`), where training starts.
         Weights => "weights.npz",
+        /// One row per layer: name, kind, output shape, parameters, what trains.
+        Summary => "summary.csv",
         /// Settings, parameter counts and every file's digest.
         Meta => "export.json",
     }
@@ -120,6 +122,8 @@ file_names! {
         Predictions => "predictions.csv",
         LossPlot => "loss.png",
         AccuracyPlot => "accuracy.png",
+        /// The head's learning rate at each epoch's first and last step.
+        RatePlot => "lr.png",
         ConfusionPlot => "confusion.png",
         ErrorsPlot => "errors.png",
         /// A copy of `cache/samples.png`, so that the report's folder stands alone.
@@ -127,6 +131,22 @@ file_names! {
         EvaluateMeta => "evaluate.json",
         /// One static page of the whole run.
         Report => "report.html",
+        /// `rps-train --lr-find`: each phase's sweep, its plot, and the suggestions.
+        LrFindHead => "lr_find_head.csv",
+        LrFindFinetune => "lr_find_finetune.csv",
+        LrFindHeadPlot => "lr_find_head.png",
+        LrFindFinetunePlot => "lr_find_finetune.png",
+        LrFindMeta => "lr_find.json",
+    }
+}
+
+impl ResultFile {
+    /// The learning-rate finder's rows and plot of `phase`.
+    pub fn lr_find(phase: crate::Phase) -> (ResultFile, ResultFile) {
+        match phase {
+            crate::Phase::Head => (ResultFile::LrFindHead, ResultFile::LrFindHeadPlot),
+            crate::Phase::Finetune => (ResultFile::LrFindFinetune, ResultFile::LrFindFinetunePlot),
+        }
     }
 }
 

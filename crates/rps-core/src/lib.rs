@@ -17,11 +17,13 @@ pub mod init;
 pub mod layout;
 pub mod names;
 pub mod npy;
+pub mod phase;
 pub mod progress;
 pub mod rows;
 pub mod sidecar;
 pub mod table;
 pub mod text;
+pub mod tuning;
 pub mod unfreeze;
 pub mod upstream;
 
@@ -32,6 +34,8 @@ pub use layout::{
     CacheFile, CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, Split,
 };
 pub use npy::Tensors;
+pub use phase::Phase;
+pub use tuning::{ClassWeights, Schedule};
 pub use unfreeze::Unfreeze;
 
 #[cfg(test)]

@@ -16,11 +16,15 @@ pub const LABELS: &str = "labels";
 pub const DROPOUT_MASK: &str = "dropout_mask";
 /// Scalar float: the Adam step number, 1 for the first step.
 pub const STEP: &str = "step";
-/// Scalar float: the learning rate.
-pub const LR: &str = "lr";
+/// Scalar float: Adam's beta1 (0.9; one-cycle moves it from step to step).
+pub const BETA1: &str = "beta1";
+/// `[classes]` float: each class's weight in a train step's loss (all ones: the
+/// plain mean cross-entropy).
+pub const CLASS_WEIGHTS: &str = "class_weights";
 /// Scalar float: decoupled weight decay (AdamW); 0 is plain Adam.
 pub const WEIGHT_DECAY: &str = "weight_decay";
-/// Scalar float: mean cross-entropy of the batch.
+/// Scalar float: mean cross-entropy of the batch (weighted by `class_weights` in
+/// train steps).
 pub const LOSS: &str = "loss";
 /// `[N,classes]` logits.
 pub const LOGITS: &str = "logits";
@@ -111,6 +115,65 @@ pub fn grad(name: &str) -> String {
     format!("grad:{name}")
 }
 
+/// What a learning-rate input of a train step applies to (scalar float inputs
+/// `lr:fc`, `lr:layer4`, ... `lr:stem`): the head, or one trained stage, so each
+/// stage may have its own rate (`FT_LR_MULT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RateGroup {
+    Head,
+    /// 0 is the stem (conv1, bn1), k is layerk.
+    Stage(usize),
+}
+
+impl RateGroup {
+    const PREFIX: &str = "lr";
+    /// torchvision's stages, as their tensors' names start.
+    const STAGES: [&str; 5] = ["stem", "layer1", "layer2", "layer3", "layer4"];
+
+    /// The group of a parameter, by its PyTorch name: `fc.*` is the head, `layerK.*`
+    /// stage K, anything else (conv1, bn1) the stem.
+    pub fn of(tensor: &str) -> RateGroup {
+        let module = tensor.split('.').next().unwrap_or("");
+        if HEAD_WEIGHT.starts_with(&format!("{module}.")) {
+            return RateGroup::Head;
+        }
+        RateGroup::Stage(Self::STAGES.iter().position(|s| *s == module).unwrap_or(0))
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RateGroup::Head => HEAD_WEIGHT.split('.').next().expect("a module"),
+            RateGroup::Stage(stage) => Self::STAGES[stage],
+        }
+    }
+
+    /// The group's input name.
+    pub fn input(self) -> String {
+        format!("{}:{}", Self::PREFIX, self.name())
+    }
+
+    /// The group an input name is the rate of.
+    pub fn parse(input: &str) -> Option<RateGroup> {
+        let (prefix, name) = input.split_once(':')?;
+        if prefix != Self::PREFIX {
+            return None;
+        }
+        (0..Self::STAGES.len())
+            .map(RateGroup::Stage)
+            .chain([RateGroup::Head])
+            .find(|g| g.name() == name)
+    }
+
+    /// The stages between the group and the head: 0 for the head, 1 for layer4, ...
+    /// 5 for the stem; `FT_LR_MULT` divides the head's rate by k to this power.
+    pub fn depth(self) -> u32 {
+        match self {
+            RateGroup::Head => 0,
+            RateGroup::Stage(stage) => (Self::STAGES.len() - stage) as u32,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +187,30 @@ mod tests {
         assert_eq!(StateKind::parse("features"), None);
         assert_eq!(StateKind::parse("grad:fc.bias"), None);
         assert_eq!(updated(&param("fc.bias")), "new_param:fc.bias");
+    }
+
+    #[test]
+    fn rate_groups_follow_torchvision_names_and_parse_back() {
+        let groups = [
+            "conv1.weight",
+            "bn1.bias",
+            "layer1.0.conv1.weight",
+            "layer4.1.bn2.weight",
+            "fc.bias",
+        ]
+        .map(RateGroup::of);
+        use RateGroup::*;
+        assert_eq!(groups, [Stage(0), Stage(0), Stage(1), Stage(4), Head]);
+        let inputs = groups.map(|g| g.input());
+        assert_eq!(
+            inputs,
+            ["lr:stem", "lr:stem", "lr:layer1", "lr:layer4", "lr:fc"]
+        );
+        for g in groups {
+            assert_eq!(RateGroup::parse(&g.input()), Some(g));
+        }
+        assert_eq!(groups.map(RateGroup::depth), [5, 5, 4, 1, 0]);
+        assert_eq!(RateGroup::parse("lr:layer5"), None);
+        assert_eq!(RateGroup::parse("param:fc.bias"), None);
     }
 }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Split;
+use crate::{Phase, Split};
 
 /// `rps/summary.csv`: images per split and class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,23 +36,56 @@ pub struct EpochRow {
     /// Numbered on across phases (21 to 40 for phase 2 by default).
     pub epoch: usize,
     /// `head` (phase 1) or `finetune` (phase 2).
-    pub phase: String,
+    pub phase: Phase,
     /// Mean loss over the epoch's training batches, in train mode (dropout on).
     pub train_loss: f64,
     pub train_acc: f64,
     pub test_loss: f64,
     pub test_acc: f64,
-    pub lr: f64,
+    /// The head's learning rate at the epoch's first and last step (the same with
+    /// a constant schedule; each earlier stage's is `FT_LR_MULT` times smaller).
+    pub lr_first: f64,
+    pub lr_last: f64,
     pub seconds: f64,
     /// On the held-out part of the training images (empty without `--val-fraction`).
     pub val_loss: Option<f64>,
     pub val_acc: Option<f64>,
 }
 
+/// `results/lr_find_head.csv`, `results/lr_find_finetune.csv`: the learning-rate
+/// finder's sweep, one step a row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LrFindRow {
+    /// From 1.
+    pub step: usize,
+    /// The head's rate at this step.
+    pub lr: f64,
+    /// The batch's training loss (dropout on).
+    pub loss: f64,
+    /// fastai's smoothed loss: a debiased moving average, beta 0.98.
+    pub smoothed_loss: f64,
+}
+
+/// `graphs/summary.csv`: the model, one layer a row, as PyTorch names it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerRow {
+    /// The module's PyTorch name: `conv1`, `layer4.1.bn2`, `fc`.
+    pub name: String,
+    /// The module's PyTorch class: `Conv2d`, `BatchNorm2d`, `MaxPool2d`, ...
+    pub kind: String,
+    /// Channels x height x width of one image's output (features for `fc`).
+    pub output_shape: String,
+    /// Learned parameters, as PyTorch counts them (BatchNorm statistics are not).
+    pub params: usize,
+    /// Whether phase 1 and phase 2 train them.
+    pub trains_head: bool,
+    pub trains_finetune: bool,
+}
+
 /// `results/params.csv`: parameter counts per phase, as the recipe prints them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamsRow {
-    pub phase: String,
+    pub phase: Phase,
     pub total: usize,
     pub trainable: usize,
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io};
-use crate::{Device, GraphFile, Split, Unfreeze, atomic, defaults};
+use crate::{ClassWeights, Device, GraphFile, Phase, Schedule, Split, Unfreeze, atomic, defaults};
 
 /// The stages that write a sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -252,6 +252,11 @@ pub struct TrainSettings {
     pub weight_decay: f64,
     pub seed: u64,
     pub val_fraction: f64,
+    pub head_schedule: Schedule,
+    pub ft_schedule: Schedule,
+    pub ft_lr_mult: f64,
+    pub patience: usize,
+    pub class_weights: ClassWeights,
 }
 
 impl Default for TrainSettings {
@@ -267,6 +272,11 @@ impl Default for TrainSettings {
             weight_decay: defaults::WEIGHT_DECAY,
             seed: defaults::SEED,
             val_fraction: defaults::VAL_FRACTION,
+            head_schedule: Schedule::parse(defaults::HEAD_SCHEDULE).expect("a schedule"),
+            ft_schedule: Schedule::parse(defaults::FT_SCHEDULE).expect("a schedule"),
+            ft_lr_mult: defaults::FT_LR_MULT,
+            patience: defaults::PATIENCE,
+            class_weights: ClassWeights::flag(defaults::CLASS_WEIGHTS).expect("class weights"),
         }
     }
 }
@@ -277,6 +287,59 @@ pub struct TrainDetails {
     pub val_images: usize,
     /// Which epoch's weights `weights.npz` and `model.onnx` hold.
     pub model_epoch: usize,
+    /// Each class's weight in the training loss, in the order of `classes.txt`.
+    pub class_weights: Vec<f64>,
+    /// The phases `PATIENCE` ended before their last epoch.
+    pub stopped_early: Vec<EarlyStop>,
+}
+
+/// A phase that `PATIENCE` ended early: where, and the epoch it waited on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlyStop {
+    pub phase: Phase,
+    /// The phase's last epoch.
+    pub epoch: usize,
+    /// The phase's epoch with the lowest validation loss, and that loss.
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    /// Epochs without a better validation loss that ended it (`PATIENCE`).
+    pub patience: usize,
+}
+
+impl EarlyStop {
+    /// What the report and the terminal say.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} stopped after epoch {}: no validation loss below epoch {}'s {:.4} for {} epochs (PATIENCE={})",
+            self.phase,
+            self.epoch,
+            self.best_epoch,
+            self.best_val_loss,
+            self.patience,
+            self.patience
+        )
+    }
+}
+
+/// `results/lr_find.json`: what `rps-train --lr-find` swept and suggests.
+pub type LrFindMeta = Sidecar<TrainSettings, LrFindDetails>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LrFindDetails {
+    pub phases: Vec<LrFinding>,
+}
+
+/// One phase's sweep: its length, why it ended, and fastai's two suggestions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LrFinding {
+    pub phase: Phase,
+    pub steps: usize,
+    /// Why the sweep ended: it reached the last rate, or the loss diverged.
+    pub ended: String,
+    /// Where the smoothed loss falls fastest against log(rate) (fastai's `steep`).
+    pub steepest: Option<f64>,
+    /// The rate at the lowest smoothed loss, divided by 10 (fastai's `minimum`).
+    pub minimum_over_10: Option<f64>,
 }
 
 /// `results/evaluate.json`.
@@ -306,6 +369,8 @@ mod tests {
             train_images: 2520,
             val_images: 0,
             model_epoch: 40,
+            class_weights: vec![1.0; 3],
+            stopped_early: Vec::new(),
         };
         let mut meta = TrainMeta::new(Stage::Train, "0.0.0", settings, details);
         meta.device = Some(Device::Cpu);
@@ -313,6 +378,8 @@ mod tests {
         meta.write(&path).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.contains("\"dropout\": 0.2,"), "{text}");
+        assert!(text.contains("\"ft_schedule\": \"constant\","), "{text}");
+        assert!(text.contains("\"class_weights\": \"none\"\n"), "{text}");
         assert!(text.contains("\"stage\": \"train\""), "{text}");
         assert_eq!(TrainMeta::read(&path).unwrap(), meta);
         let err = ExportMeta::read(&path).unwrap_err().to_string();

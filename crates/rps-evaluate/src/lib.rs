@@ -285,40 +285,59 @@ fn copy_samples(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// A rate on the chart's log axis; none for 0.
+fn log_rate(lr: f64) -> Option<f64> {
+    (lr > 0.0).then(|| lr.log10())
+}
+
 fn plot_epochs(layout: &Layout) -> Result<()> {
     let epochs: Vec<EpochRow> = table::read(&layout.result(ResultFile::Epochs))?;
     let finetune = epochs
         .iter()
-        .find(|r| r.phase == "finetune")
+        .find(|r| r.phase == rps_core::Phase::Finetune)
         .map(|r| r.epoch as f64 - 0.5);
     type Metric = fn(&EpochRow) -> Option<f64>;
+    /// A chart's file, title, y axis, and its lines by name.
+    type Chart<'a> = (ResultFile, &'a str, &'a str, Vec<(&'a str, Metric)>);
     let colors = [
         RGBColor(31, 119, 180),
         RGBColor(255, 127, 14),
         RGBColor(44, 160, 44),
     ];
-    let charts: [(ResultFile, &str, &str, [Metric; 3]); 2] = [
+    let charts: [Chart; 3] = [
         (
             ResultFile::LossPlot,
             "Loss",
             "cross-entropy",
-            [
-                |r| Some(r.train_loss),
-                |r| Some(r.test_loss),
-                |r| r.val_loss,
+            vec![
+                ("train", |r| Some(r.train_loss)),
+                ("test", |r| Some(r.test_loss)),
+                ("validation", |r| r.val_loss),
             ],
         ),
         (
             ResultFile::AccuracyPlot,
             "Accuracy",
             "accuracy",
-            [|r| Some(r.train_acc), |r| Some(r.test_acc), |r| r.val_acc],
+            vec![
+                ("train", |r| Some(r.train_acc)),
+                ("test", |r| Some(r.test_acc)),
+                ("validation", |r| r.val_acc),
+            ],
+        ),
+        (
+            ResultFile::RatePlot,
+            "Learning rate of the head",
+            "log10(learning rate)",
+            vec![
+                ("first step", |r| log_rate(r.lr_first)),
+                ("last step", |r| log_rate(r.lr_last)),
+            ],
         ),
     ];
     for (file, title, y_label, metrics) in charts {
-        let series: Vec<plots::Series> = ["train", "test", "validation"]
+        let series: Vec<plots::Series> = metrics
             .into_iter()
-            .zip(metrics)
             .zip(colors)
             .map(|((name, metric), color)| plots::Series {
                 name,

@@ -6,12 +6,14 @@ use std::fmt::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use rps_core::sidecar::{EvaluateMeta, ExportMeta, ExtractMeta, PreprocessMeta, TrainMeta};
+use rps_core::sidecar::{
+    EvaluateMeta, ExportMeta, ExtractMeta, LrFindMeta, PreprocessMeta, TrainMeta,
+};
 use rps_core::{ClassList, GraphFile, Layout, ResultFile, atomic};
 use serde::Serialize;
 
 use crate::metrics::Confusion;
-use rps_core::rows::{MetricRow, PerClassRow};
+use rps_core::rows::{LayerRow, MetricRow, PerClassRow};
 
 /// What the page shows besides the files it reads.
 pub struct Tables<'a> {
@@ -22,12 +24,16 @@ pub struct Tables<'a> {
 }
 
 /// The plots, in the page's order, with what each shows.
-const PLOTS: [(ResultFile, &str); 5] = [
+const PLOTS: [(ResultFile, &str); 6] = [
     (
         ResultFile::LossPlot,
         "Loss per epoch; the dashed line is where fine-tuning starts",
     ),
     (ResultFile::AccuracyPlot, "Accuracy per epoch"),
+    (
+        ResultFile::RatePlot,
+        "The head's learning rate at each epoch's first and last step",
+    ),
     (
         ResultFile::ConfusionPlot,
         "Confusion matrix of the test split",
@@ -87,17 +93,15 @@ pub fn write(layout: &Layout, tables: &Tables) -> Result<()> {
                     .collect()
             }),
     );
+    training(&mut page, layout)?;
     section(&mut page, "Plots");
     for (file, caption) in PLOTS {
         if layout.result(file).exists() {
-            let (name, caption) = (file.file_name(), escape(caption));
-            let _ = writeln!(
-                page,
-                "<figure><img src=\"{name}\" alt=\"{caption}\"/><figcaption>{caption} \
-                 ({name})</figcaption></figure>"
-            );
+            figure(&mut page, file, caption);
         }
     }
+    lr_finder(&mut page, layout)?;
+    model(&mut page, layout)?;
     section(&mut page, "Settings of each stage");
     stage(&mut page, &layout.graph(GraphFile::Meta), ExportMeta::read)?;
     stage(
@@ -119,6 +123,116 @@ pub fn write(layout: &Layout, tables: &Tables) -> Result<()> {
     page.push_str("</body>\n</html>\n");
     atomic::write_bytes(&layout.result(ResultFile::Report), page.as_bytes())?;
     Ok(())
+}
+
+/// What training did beyond its settings: the epoch the model holds, the class
+/// weights, and where `PATIENCE` ended a phase.
+fn training(page: &mut String, layout: &Layout) -> Result<()> {
+    let meta = TrainMeta::read(&layout.result(ResultFile::TrainMeta))?;
+    let d = &meta.details;
+    section(page, "Training");
+    let weights: Vec<String> = d.class_weights.iter().map(|w| format!("{w:.4}")).collect();
+    let mut rows = vec![
+        vec!["model.onnx holds epoch".into(), d.model_epoch.to_string()],
+        vec!["class weights in the loss".into(), weights.join(", ")],
+    ];
+    rows.extend(
+        d.stopped_early
+            .iter()
+            .map(|stop| vec!["stopped early".into(), stop.describe()]),
+    );
+    if d.stopped_early.is_empty() {
+        rows.push(vec![
+            "stopped early".into(),
+            "no: every phase ran all its epochs".into(),
+        ]);
+    }
+    table(page, &["what", "value"], rows.into_iter());
+    Ok(())
+}
+
+/// `make lr-find`'s sweeps and suggestions, when it ran; its settings are those of
+/// that run, which may not be this one's.
+fn lr_finder(page: &mut String, layout: &Layout) -> Result<()> {
+    let path = layout.result(ResultFile::LrFindMeta);
+    if !path.exists() {
+        return Ok(());
+    }
+    let meta = LrFindMeta::read(&path)?;
+    section(page, "Learning-rate finder (make lr-find)");
+    let rate = |r: Option<f64>| r.map_or("none".into(), |r| format!("{r:.2e}"));
+    table(
+        page,
+        &["phase", "steps", "ended", "steepest fall", "minimum / 10"],
+        meta.details.phases.iter().map(|p| {
+            vec![
+                p.phase.to_string(),
+                p.steps.to_string(),
+                p.ended.clone(),
+                rate(p.steepest),
+                rate(p.minimum_over_10),
+            ]
+        }),
+    );
+    // Only the phases this sweep ran: an older sweep's plot may still be there.
+    for phase in &meta.details.phases {
+        let (_, plot) = ResultFile::lr_find(phase.phase);
+        let caption = format!(
+            "{}: smoothed training loss against the learning rate",
+            phase.phase
+        );
+        figure(page, plot, &caption);
+    }
+    Ok(())
+}
+
+/// The model summary export wrote: a layer a row.
+fn model(page: &mut String, layout: &Layout) -> Result<()> {
+    let rows: Vec<LayerRow> = rps_core::table::read(&layout.graph(GraphFile::Summary))?;
+    section(page, "Model (graphs/summary.csv)");
+    let mark = |trains: bool| if trains { "trains" } else { "" }.to_string();
+    let total = |keep: fn(&LayerRow) -> bool| -> usize {
+        rows.iter().filter(|r| keep(r)).map(|r| r.params).sum()
+    };
+    let _ = writeln!(
+        page,
+        "<p>{} parameters; {} train in phase 1, {} in phase 2.</p>",
+        total(|_| true),
+        total(|r| r.trains_head),
+        total(|r| r.trains_finetune)
+    );
+    table(
+        page,
+        &[
+            "layer",
+            "kind",
+            "output",
+            "parameters",
+            "phase 1",
+            "phase 2",
+        ],
+        rows.iter().map(|r| {
+            vec![
+                r.name.clone(),
+                r.kind.clone(),
+                r.output_shape.clone(),
+                r.params.to_string(),
+                mark(r.trains_head),
+                mark(r.trains_finetune),
+            ]
+        }),
+    );
+    Ok(())
+}
+
+/// An image of `results/` with its caption.
+fn figure(page: &mut String, file: ResultFile, caption: &str) {
+    let (name, caption) = (file.file_name(), escape(caption));
+    let _ = writeln!(
+        page,
+        "<figure><img src=\"{name}\" alt=\"{caption}\"/><figcaption>{caption} \
+         ({name})</figcaption></figure>"
+    );
 }
 
 const HEAD: &str = "<!DOCTYPE html>

@@ -17,7 +17,7 @@ use rps_core::{Folder, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy,
 use crate::resnet::{Arch, Net, fc};
 use crate::train::Convolutions;
 use crate::weights;
-use crate::{infer, train};
+use crate::{infer, summary, train};
 
 /// Where the weights come from.
 #[derive(Debug, Clone)]
@@ -57,18 +57,32 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The model the settings describe, its classes counted in the fetched dataset
+    /// when not given.
+    pub fn arch(&self) -> Result<Arch> {
+        Ok(Arch {
+            net: self.net,
+            width: self.width,
+            image_size: self.image_size as usize,
+            classes: match self.classes {
+                Some(classes) => classes,
+                None => dataset_classes(&self.layout)?,
+            },
+        })
+    }
+}
+
+/// The model summary as a terminal table (what `graphs/summary.csv` holds).
+pub fn summary(config: &Config) -> Result<String> {
+    let rows = summary::layers(&config.arch()?, config.unfreeze);
+    Ok(summary::table(&rows))
+}
+
 pub fn run(config: &Config) -> Result<ExportMeta> {
     let started = Instant::now();
     let layout = &config.layout;
-    let arch = Arch {
-        net: config.net,
-        width: config.width,
-        image_size: config.image_size as usize,
-        classes: match config.classes {
-            Some(classes) => classes,
-            None => dataset_classes(layout)?,
-        },
-    };
+    let arch = config.arch()?;
     let (backbone, source) = load_backbone(&config.source, &arch)?;
     let imagenet_arch = Arch {
         classes: backbone[&fc().tensor("weight")].shape()[0],
@@ -105,11 +119,11 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         atomic::write_bytes(&layout.graph(file), &bytes)?;
         files.push(digest(file, &bytes));
     }
-    let weights_path = layout.graph(GraphFile::Weights);
-    npy::write_tensors(&weights_path, &frozen)?;
-    let bytes = std::fs::read(&weights_path)
-        .with_context(|| format!("reading {}", weights_path.display()))?;
-    files.push(digest(GraphFile::Weights, &bytes));
+    npy::write_tensors(&layout.graph(GraphFile::Weights), &frozen)?;
+    files.push(written(layout, GraphFile::Weights)?);
+    let rows = summary::layers(&arch, config.unfreeze);
+    table::write(&layout.graph(GraphFile::Summary), &rows)?;
+    files.push(written(layout, GraphFile::Summary)?);
 
     let counts = arch.param_counts(config.unfreeze);
     let settings = ExportSettings {
@@ -160,6 +174,13 @@ pub fn verify(layout: &Layout) -> Result<Vec<String>> {
 
 fn digest(file: GraphFile, bytes: &[u8]) -> FileDigest {
     FileDigest::of(file.file_name(), bytes)
+}
+
+/// The digest of `file` as it was written.
+fn written(layout: &Layout, file: GraphFile) -> Result<FileDigest> {
+    let path = layout.graph(file);
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(digest(file, &bytes))
 }
 
 /// The classes of the fetched dataset's training split (`rps/summary.csv`).

@@ -505,14 +505,21 @@ impl Graph {
         self.op("SoftmaxCrossEntropyLoss", &[logits, labels], vec![])
     }
 
-    /// The mean cross-entropy and the log-probabilities it came from.
-    pub fn cross_entropy_with_log_prob(
+    /// The weighted mean cross-entropy, `sum(w[y] * loss) / sum(w[y])`, and the
+    /// log-probabilities it came from.
+    pub fn weighted_cross_entropy(
         &mut self,
         logits: &Value,
         labels: &Value,
+        weights: &Value,
     ) -> (Value, Value) {
         let [loss, log_prob] = self
-            .op_n("SoftmaxCrossEntropyLoss", &[logits, labels], 2, vec![])
+            .op_n(
+                "SoftmaxCrossEntropyLoss",
+                &[logits, labels, weights],
+                2,
+                vec![],
+            )
             .try_into()
             .expect("two outputs");
         (loss, log_prob)

@@ -10,6 +10,7 @@ pub mod graph;
 pub mod infer;
 pub mod pth;
 pub mod resnet;
+pub mod summary;
 pub mod train;
 pub mod weights;
 pub mod winograd;

@@ -12,7 +12,8 @@ use rps_export::resnet::Net;
 /// Builds every ONNX graph of the pipeline from ResNet weights into DATA/graphs/:
 /// the frozen backbone, the base ImageNet model, the train-step and eval graphs of
 /// both phases, and the classifier template train fills in; plus the backbone's
-/// weights and export.json (settings, parameter counts, each file's sha256).
+/// weights, summary.csv (the model, a layer a row) and export.json (settings,
+/// parameter counts, each file's sha256).
 #[derive(Parser)]
 #[command(version, allow_negative_numbers = true)]
 struct Args {
@@ -22,7 +23,7 @@ struct Args {
     /// .safetensors.
     #[arg(
         long,
-        required_unless_present_any = ["random_init", "verify"],
+        required_unless_present_any = ["random_init", "verify", "summary"],
         conflicts_with = "random_init"
     )]
     weights: Option<PathBuf>,
@@ -51,6 +52,11 @@ struct Args {
     /// them, if any is missing, cut or changed.
     #[arg(long, conflicts_with_all = ["weights", "random_init"])]
     verify: bool,
+    /// Only print the model summary (what graphs/summary.csv holds): each layer by
+    /// PyTorch name with its output shape, parameters and the phases that train it.
+    /// Needs no weights and writes nothing.
+    #[arg(long, conflicts_with_all = ["verify"])]
+    summary: bool,
 }
 
 /// `--arch`'s value, or the choices.
@@ -80,7 +86,8 @@ fn run(args: Args) -> Result<()> {
     let source = match (args.weights, args.random_init) {
         (Some(path), _) => Source::File(path),
         (None, Some(seed)) => Source::Random(seed),
-        (None, None) => unreachable!("clap requires one"),
+        // The summary reads no weights.
+        (None, None) => Source::Random(0),
     };
     let config = Config {
         layout,
@@ -91,6 +98,10 @@ fn run(args: Args) -> Result<()> {
         classes: args.classes,
         unfreeze: args.unfreeze,
     };
+    if args.summary {
+        print!("{}", export::summary(&config)?);
+        return Ok(());
+    }
     let meta = export::run(&config)?;
     let d = &meta.details;
     println!("Total parameters: {}", d.params_total);

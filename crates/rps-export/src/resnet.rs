@@ -38,6 +38,11 @@ impl Module {
         }
     }
 
+    /// The module's path: `layer4.0.bn1`.
+    pub fn name(&self) -> &str {
+        &self.0
+    }
+
     /// The tensor `leaf` of this module.
     pub fn tensor(&self, leaf: &str) -> String {
         self.pp(leaf).0

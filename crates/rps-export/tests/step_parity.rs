@@ -6,8 +6,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::{Input, assert_matches, run, session};
-use ndarray::{ArrayD, IxDyn, arr0};
+use common::{Input, assert_matches, batch_inputs, optimizer_inputs, run, session};
+use ndarray::{ArrayD, IxDyn};
 use rps_core::Unfreeze;
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
@@ -44,8 +44,7 @@ fn check_two_steps(
     let mut reference = Npz::open(reference_file).unwrap();
     let features = reference.get::<f32>("features").unwrap();
     let labels = reference.get::<i64>("labels").unwrap();
-    let lr = reference.get::<f32>("lr").unwrap();
-    let batch = labels.len();
+    let lr = reference.get::<f32>("lr").unwrap().sum();
     let mut state: BTreeMap<String, ArrayD<f32>> = BTreeMap::new();
     for (name, shape) in &params {
         state.insert(
@@ -63,20 +62,8 @@ fn check_two_steps(
     }
     let mut step_session = session(&graph, &reference_file.display().to_string());
     for step in 1..=2 {
-        let mut inputs = vec![
-            (names::FEATURES.to_string(), Input::F32(features.clone())),
-            (names::LABELS.into(), Input::I64(labels.clone())),
-            (
-                names::DROPOUT_MASK.into(),
-                Input::F32(ArrayD::ones(IxDyn(&[batch, arch.features()]))),
-            ),
-            (names::STEP.into(), Input::F32(arr0(step as f32).into_dyn())),
-            (names::LR.into(), Input::F32(lr.clone())),
-            (
-                names::WEIGHT_DECAY.into(),
-                Input::F32(arr0(0.0f32).into_dyn()),
-            ),
-        ];
+        let mut inputs = batch_inputs(arch, Input::F32(features.clone()), labels.clone());
+        inputs.extend(optimizer_inputs(arch, &params, step as f32, lr));
         inputs.extend(
             state
                 .iter()

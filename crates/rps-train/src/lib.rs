@@ -6,9 +6,14 @@
 //! test split with the phase's eval graph and appends a row to `epochs.csv`; a
 //! checkpoint after every epoch makes `--resume` continue exactly where a killed run
 //! stopped. Last, `model.onnx`: the exported classifier with the trained weights.
+//! Beyond the recipe: a schedule per phase ([`schedule`]), a rate per stage, class
+//! weights, early stopping (`--patience`), and the learning-rate finder
+//! ([`lr_find`]), which writes only its own files.
 
 pub mod data;
+pub mod lr_find;
 pub mod runner;
+pub mod schedule;
 pub mod state;
 
 use std::time::Instant;
@@ -19,18 +24,19 @@ use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
 use rps_core::progress::{self, Units};
 use rps_core::rows::{EpochRow, ParamsRow};
-use rps_core::sidecar::{Stage, TrainDetails, TrainMeta, TrainSettings};
+use rps_core::sidecar::{EarlyStop, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    CheckpointFile, ClassList, Device, Feature, Folder, GraphFile, Layout, ResultFile,
-    SessionOptions, Split, Tensors, atomic, npy, table,
+    CacheFile, CheckpointFile, ClassList, Device, Feature, Folder, GraphFile, Layout, Phase,
+    ResultFile, SessionOptions, Split, Tensors, atomic, npy, table,
 };
 use rps_onnx::ModelFile;
 use rps_score::{Features, Scorer};
 use serde::{Deserialize, Serialize};
 
 use data::BatchPosition;
-use runner::{Shapes, StepRunner};
+use runner::{Optimizer, Shapes, StepRates, StepRunner};
+use schedule::PhaseSchedule;
 use state::TrainState;
 
 #[derive(Debug, Clone)]
@@ -43,32 +49,15 @@ pub struct Config {
     pub session: SessionOptions,
 }
 
-/// The recipe's two phases, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Phase {
-    Head,
-    Finetune,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Head => "head",
-            Phase::Finetune => "finetune",
-        }
-    }
-
-    /// The step and eval graphs the phase runs, and the features they take.
-    fn graphs(self) -> (GraphFile, GraphFile, Feature) {
-        match self {
-            Phase::Head => (GraphFile::HeadStep, GraphFile::HeadEval, Feature::Pooled),
-            Phase::Finetune => (
-                GraphFile::FinetuneStep,
-                GraphFile::FinetuneEval,
-                Feature::Frozen,
-            ),
-        }
+/// The step and eval graphs `phase` runs, and the features they take.
+fn phase_graphs(phase: Phase) -> (GraphFile, GraphFile, Feature) {
+    match phase {
+        Phase::Head => (GraphFile::HeadStep, GraphFile::HeadEval, Feature::Pooled),
+        Phase::Finetune => (
+            GraphFile::FinetuneStep,
+            GraphFile::FinetuneEval,
+            Feature::Frozen,
+        ),
     }
 }
 
@@ -82,6 +71,11 @@ struct Progress {
     epoch: usize,
     /// The lowest validation loss so far and its epoch (with `--val-fraction`).
     best: Option<(f64, usize)>,
+    /// This phase's lowest validation loss and its epoch, which `--patience`
+    /// counts from.
+    phase_best: Option<(f64, usize)>,
+    /// The phases `--patience` ended, in order.
+    stopped: Vec<EarlyStop>,
 }
 
 #[derive(Debug)]
@@ -97,6 +91,7 @@ struct Run<'a> {
     test: Features,
     train_images: Vec<usize>,
     val_images: Vec<usize>,
+    optimizer: Optimizer,
 }
 
 /// The two graphs a phase runs, each in one session for the whole phase.
@@ -110,9 +105,9 @@ impl PhaseGraphs {
     /// Opens the phase's graphs and checks that the features fit them.
     fn open(run: &Run, phase: Phase) -> Result<Self> {
         let layout = &run.config.layout;
-        let (step, eval, feature) = phase.graphs();
-        let weight_decay = run.config.settings.weight_decay as f32;
-        let step = StepRunner::open(layout, step, run.config.session, weight_decay)?;
+        let (step, eval, feature) = phase_graphs(phase);
+        let optimizer = run.optimizer.clone();
+        let step = StepRunner::open(layout, step, run.config.session, optimizer)?;
         let eval = Scorer::open(layout, eval, run.config.session)?;
         let dims = step.dims(names::FEATURES)?;
         for split in [&run.train, &run.test] {
@@ -129,103 +124,163 @@ impl PhaseGraphs {
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
-    let settings = &config.settings;
-    let upstream = Upstream::read(layout)?;
-    let unfreeze = upstream.export.settings.unfreeze;
-    let classes = upstream.classes.len();
-    let views = upstream.cache.settings.views;
-    let train = Features::load(layout, Split::Train, views, unfreeze, classes)?;
-    let test = Features::load(layout, Split::Test, 1, unfreeze, classes)?;
-    let (train_images, val_images) =
-        data::split_validation(&train, settings.val_fraction, settings.seed);
-    let run = Run {
-        config,
-        train,
-        test,
-        train_images,
-        val_images,
-    };
-    run.check_nothing_empty(&upstream.classes)?;
-
+    let (run, upstream) = Run::prepare(config)?;
     let results = layout.dir(Folder::Results);
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;
     let Start {
         mut weights,
         mut progress,
         state: mut resumed_state,
-        mut epochs,
+        epochs,
     } = start_or_resume(&run)?;
     let mut log = table::Appender::create(&layout.result(ResultFile::Epochs))?;
     for row in &epochs {
         log.push(row)?;
     }
+    let mut recorder = Recorder {
+        layout,
+        log,
+        epochs,
+        stop_after: config.stop_after,
+    };
     let mut device = None;
-    for plan in run.phases() {
-        let phase = plan.phase;
-        if progress.as_ref().is_some_and(|p| p.phase > phase) {
-            continue;
+    let mut first = 1;
+    for phase in Phase::ALL {
+        let plan = run.plan(phase, first);
+        if !progress.as_ref().is_some_and(|p| p.finished(phase)) {
+            let mut graphs = PhaseGraphs::open(&run, phase)?;
+            device = Some(graphs.step.device);
+            let mut state = match resumed_state.take() {
+                Some(state) if progress.as_ref().is_some_and(|p| p.phase == phase) => state,
+                _ => run.fresh_state(&graphs, &mut weights, phase, progress.is_none())?,
+            };
+            let start = progress
+                .as_ref()
+                .filter(|p| p.phase == phase)
+                .map_or(plan.first, |p| p.epoch + 1);
+            let phase_run = (&mut graphs, &mut state, &mut weights);
+            run.train_phase(phase_run, &plan, start, &mut progress, |epoch| {
+                recorder.record(epoch)
+            })?;
         }
-        let mut graphs = PhaseGraphs::open(&run, phase)?;
-        device = Some(graphs.step.device);
-        if progress.is_none() && phase == Phase::Head {
-            let head_params = graphs.step.state_shapes(StateKind::Param)?;
-            weights.extend(new_head(&head_params, settings.seed)?);
-        }
-        let mut state = match resumed_state.take() {
-            Some(state) if progress.as_ref().is_some_and(|p| p.phase == phase) => state,
-            _ => TrainState::fresh(
-                &weights,
-                &graphs.step.state_shapes(StateKind::Param)?,
-                &graphs.step.state_shapes(StateKind::Buffer)?,
-            )?,
-        };
-        let first = progress
-            .as_ref()
-            .filter(|p| p.phase == phase)
-            .map_or(plan.first, |p| p.epoch + 1);
-        for epoch in first..=plan.last {
-            let row = run.epoch(&mut graphs, &mut state, &mut weights, &plan, epoch)?;
-            println!("{}", summary_line(&row));
-            log.push(&row)?;
-            let (next, improved) = Progress::after(progress.as_ref(), &row, phase, settings);
-            if improved {
-                npy::write_tensors(&layout.result(ResultFile::Best), &weights)?;
-            }
-            save_checkpoint(layout, &state, &weights, &next)?;
-            epochs.push(row);
-            progress = Some(next);
-            if config.stop_after == Some(epoch) {
-                bail!("stopped after epoch {epoch} as asked");
-            }
-        }
+        first = end_of(&plan, progress.as_ref()) + 1;
     }
+    let epochs = recorder.epochs;
     let device = device.unwrap_or(Device::Cpu);
-    let best_epoch = progress.and_then(|p| p.best).map(|(_, epoch)| epoch);
-    finish(&run, &upstream, &weights, best_epoch, started, device)?;
+    finish(
+        &run,
+        &upstream,
+        &weights,
+        progress.as_ref(),
+        &epochs,
+        started,
+        device,
+    )?;
     Ok(Report { epochs, device })
 }
 
-/// One phase's epochs (numbered on across phases) and learning rate.
+/// An epoch just trained and scored: its row, the progress after it, whether its
+/// validation loss is the best yet, and the state it left.
+struct EpochDone<'a> {
+    row: &'a EpochRow,
+    progress: &'a Progress,
+    improved: bool,
+    state: &'a TrainState,
+    weights: &'a Tensors,
+}
+
+/// What a training run keeps of each epoch: the row printed and appended to
+/// `epochs.csv`, the best weights, and a checkpoint.
+struct Recorder<'a> {
+    layout: &'a Layout,
+    log: table::Appender<EpochRow>,
+    epochs: Vec<EpochRow>,
+    /// Stop after this epoch, as if killed (`Config::stop_after`).
+    stop_after: Option<usize>,
+}
+
+impl Recorder<'_> {
+    fn record(&mut self, done: EpochDone) -> Result<()> {
+        let (layout, row, next) = (self.layout, done.row, done.progress);
+        println!("{}", summary_line(row));
+        self.log.push(row)?;
+        if done.improved {
+            npy::write_tensors(&layout.result(ResultFile::Best), done.weights)?;
+        }
+        save_checkpoint(layout, done.state, done.weights, next)?;
+        if let Some(stop) = next.stopped.last().filter(|s| s.epoch == row.epoch) {
+            println!("{}", stop.describe());
+        }
+        self.epochs.push(row.clone());
+        if self.stop_after == Some(row.epoch) {
+            bail!("stopped after epoch {} as asked", row.epoch);
+        }
+        Ok(())
+    }
+}
+
+/// The last epoch of `plan`: where `--patience` ended it, or its last.
+fn end_of(plan: &PhasePlan, progress: Option<&Progress>) -> usize {
+    progress
+        .and_then(|p| p.stopped.iter().find(|s| s.phase == plan.phase))
+        .map_or(plan.last, |stop| stop.epoch)
+}
+
+/// One phase's epochs (numbered on across phases) and the rates of its steps.
 struct PhasePlan {
     phase: Phase,
     first: usize,
     last: usize,
-    lr: f64,
+    schedule: PhaseSchedule,
+    /// Training steps an epoch.
+    steps_per_epoch: usize,
+}
+
+impl PhasePlan {
+    /// The rates of step `step` of `epoch`.
+    fn rates(&self, epoch: usize, step: usize) -> StepRates {
+        self.schedule
+            .at((epoch - self.first) * self.steps_per_epoch + step)
+    }
 }
 
 impl Progress {
-    /// The progress after `row`'s epoch of `phase`, and whether its validation loss
+    /// The progress after `row`'s epoch of `plan`, and whether its validation loss
     /// is the best yet.
     fn after(
         previous: Option<&Progress>,
         row: &EpochRow,
-        phase: Phase,
+        plan: &PhasePlan,
         settings: &TrainSettings,
     ) -> (Self, bool) {
+        let phase = plan.phase;
         let best = previous.and_then(|p| p.best);
         let improved = row
             .val_loss
             .is_some_and(|l| best.is_none_or(|(b, _)| l < b));
+        let phase_best = previous
+            .filter(|p| p.phase == phase)
+            .and_then(|p| p.phase_best);
+        let phase_best = match (row.val_loss, phase_best) {
+            (Some(loss), Some((b, _))) if loss < b => Some((loss, row.epoch)),
+            (Some(loss), None) => Some((loss, row.epoch)),
+            (_, kept) => kept,
+        };
+        let mut stopped = previous.map(|p| p.stopped.clone()).unwrap_or_default();
+        let patience = settings.patience;
+        if let Some((loss, epoch)) = phase_best
+            && patience > 0
+            && row.epoch - epoch >= patience
+            && row.epoch < plan.last
+        {
+            stopped.push(EarlyStop {
+                phase,
+                epoch: row.epoch,
+                best_epoch: epoch,
+                best_val_loss: loss,
+                patience,
+            });
+        }
         let next = Progress {
             settings: settings.clone(),
             phase,
@@ -234,8 +289,15 @@ impl Progress {
                 Some(loss) if improved => Some((loss, row.epoch)),
                 _ => best,
             },
+            phase_best,
+            stopped,
         };
         (next, improved)
+    }
+
+    /// Whether `phase` has nothing left to run.
+    fn finished(&self, phase: Phase) -> bool {
+        self.phase > phase || self.stopped.iter().any(|s| s.phase == phase)
     }
 }
 
@@ -251,24 +313,132 @@ fn summary_line(row: &EpochRow) -> String {
     )
 }
 
-impl Run<'_> {
-    /// Both phases, epochs numbered on across them.
-    fn phases(&self) -> [PhasePlan; 2] {
+/// What an epoch of training returns: its mean loss and accuracy, and the head's
+/// rate at its first and last step.
+struct Trained {
+    loss: f64,
+    acc: f64,
+    lr_first: f64,
+    lr_last: f64,
+}
+
+impl<'a> Run<'a> {
+    /// The features, the split into training and validation images and the
+    /// optimizer's settings, each checked; and what the stages before wrote.
+    fn prepare(config: &'a Config) -> Result<(Self, Upstream)> {
+        let layout = &config.layout;
+        let settings = &config.settings;
+        if settings.patience > 0 && settings.val_fraction == 0.0 {
+            bail!(
+                "--patience {} needs a validation split to watch: set --val-fraction (VAL_FRACTION) too",
+                settings.patience
+            );
+        }
+        let upstream = Upstream::read(layout)?;
+        let unfreeze = upstream.export.settings.unfreeze;
+        let classes = upstream.classes.len();
+        let views = upstream.cache.settings.views;
+        let train = Features::load(layout, Split::Train, views, unfreeze, classes)?;
+        let test = Features::load(layout, Split::Test, 1, unfreeze, classes)?;
+        let (train_images, val_images) =
+            data::split_validation(&train, settings.val_fraction, settings.seed);
+        let mut per_class = vec![0usize; classes];
+        for &image in &train_images {
+            per_class[train.image_label(image) as usize] += 1;
+        }
+        let class_weights = settings.class_weights.resolve(&per_class).map_err(|e| {
+            anyhow::anyhow!(
+                "--class-weights {}: {e} ({})",
+                settings.class_weights,
+                layout.cache(CacheFile::Classes).display()
+            )
+        })?;
+        let optimizer = Optimizer {
+            weight_decay: settings.weight_decay,
+            lr_mult: settings.ft_lr_mult,
+            class_weights,
+        };
+        let run = Run {
+            config,
+            train,
+            test,
+            train_images,
+            val_images,
+            optimizer,
+        };
+        run.check_nothing_empty(&upstream.classes)?;
+        Ok((run, upstream))
+    }
+
+    /// `phase`'s plan, its epochs numbered on from `first`.
+    fn plan(&self, phase: Phase, first: usize) -> PhasePlan {
         let s = &self.config.settings;
-        [
-            PhasePlan {
-                phase: Phase::Head,
-                first: 1,
-                last: s.head_epochs,
-                lr: s.head_lr,
+        let (epochs, lr, schedule) = match phase {
+            Phase::Head => (s.head_epochs, s.head_lr, s.head_schedule),
+            Phase::Finetune => (s.ft_epochs, s.ft_lr, s.ft_schedule),
+        };
+        let steps_per_epoch = self.train_images.len().div_ceil(s.batch);
+        PhasePlan {
+            phase,
+            first,
+            last: first + epochs - 1,
+            schedule: PhaseSchedule {
+                schedule,
+                lr,
+                steps: epochs * steps_per_epoch,
             },
-            PhasePlan {
-                phase: Phase::Finetune,
-                first: s.head_epochs + 1,
-                last: s.head_epochs + s.ft_epochs,
-                lr: s.ft_lr,
-            },
-        ]
+            steps_per_epoch,
+        }
+    }
+
+    /// The epochs of `plan` from `start`, each handed to `record` as it ends; ends
+    /// the phase early when `--patience` says so.
+    fn train_phase(
+        &self,
+        (graphs, state, weights): (&mut PhaseGraphs, &mut TrainState, &mut Tensors),
+        plan: &PhasePlan,
+        start: usize,
+        progress: &mut Option<Progress>,
+        mut record: impl FnMut(EpochDone) -> Result<()>,
+    ) -> Result<()> {
+        let settings = &self.config.settings;
+        for epoch in start..=plan.last {
+            let row = self.epoch(graphs, state, weights, plan, epoch)?;
+            let (next, improved) = Progress::after(progress.as_ref(), &row, plan, settings);
+            record(EpochDone {
+                row: &row,
+                progress: &next,
+                improved,
+                state,
+                weights,
+            })?;
+            let finished = next.finished(plan.phase);
+            *progress = Some(next);
+            if finished {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// A phase's fresh optimizer state, drawing the new head first when training
+    /// starts (`new_run`).
+    fn fresh_state(
+        &self,
+        graphs: &PhaseGraphs,
+        weights: &mut Tensors,
+        phase: Phase,
+        new_run: bool,
+    ) -> Result<TrainState> {
+        if new_run && phase == Phase::Head {
+            let head_params = graphs.step.state_shapes(StateKind::Param)?;
+            weights.extend(new_head(&head_params, self.config.settings.seed)?);
+        }
+        TrainState::fresh(
+            weights,
+            &graphs.step.state_shapes(StateKind::Param)?,
+            &graphs.step.state_shapes(StateKind::Buffer)?,
+        )
     }
 
     /// Refuses to train on nothing: every class needs a training image, and the test
@@ -308,7 +478,7 @@ impl Run<'_> {
         epoch: usize,
     ) -> Result<EpochRow> {
         let started = Instant::now();
-        let (train_loss, train_acc) = self.train_epoch(graphs, state, epoch, plan.lr)?;
+        let trained = self.train_epoch(graphs, state, plan, epoch)?;
         weights.extend(state.params.clone());
         weights.extend(state.buffers.clone());
         let test_images: Vec<usize> = (0..self.test.images()).collect();
@@ -320,12 +490,13 @@ impl Run<'_> {
         };
         Ok(EpochRow {
             epoch,
-            phase: plan.phase.name().into(),
-            train_loss,
-            train_acc,
+            phase: plan.phase,
+            train_loss: trained.loss,
+            train_acc: trained.acc,
             test_loss,
             test_acc,
-            lr: plan.lr,
+            lr_first: trained.lr_first,
+            lr_last: trained.lr_last,
             seconds: started.elapsed().as_secs_f64(),
             val_loss: val.map(|v| v.0),
             val_acc: val.map(|v| v.1),
@@ -337,33 +508,21 @@ impl Run<'_> {
         &self,
         graphs: &mut PhaseGraphs,
         state: &mut TrainState,
+        plan: &PhasePlan,
         epoch: usize,
-        lr: f64,
-    ) -> Result<(f64, f64)> {
+    ) -> Result<Trained> {
         let s = &self.config.settings;
-        let view = epoch - 1;
         let order = data::shuffled(&self.train_images, s.seed, epoch);
-        let feature = graphs.feature;
         let steps = progress::Progress::new(
             format!("epoch {epoch}"),
             order.len().div_ceil(s.batch) as u64,
             Units::Count("steps"),
         );
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        let mut lrs = Vec::new();
         for (step, images) in order.chunks(s.batch).enumerate() {
-            let rows: Vec<usize> = images.iter().map(|&i| self.train.row(i, view)).collect();
-            let labels = self.train.labels_of(&rows);
-            let features = self.train.rows(feature, &rows)?;
-            let at = BatchPosition {
-                seed: s.seed,
-                epoch,
-                step,
-            };
-            let width = self.train.pooled.ncols();
-            let mask = data::dropout_mask(rows.len(), width, s.dropout, at);
-            let out = graphs
-                .step
-                .step(state, &features, &labels, &mask, lr as f32)?;
+            let rates = plan.rates(epoch, step);
+            let (out, labels) = self.train_step(graphs, state, images, (epoch, step), rates)?;
             if !out.loss.is_finite() {
                 let kept = match epoch - 1 {
                     0 => "no epoch had completed, so nothing was saved".to_string(),
@@ -375,13 +534,45 @@ impl Run<'_> {
                     step + 1
                 );
             }
-            loss_sum += out.loss as f64 * rows.len() as f64;
+            loss_sum += out.loss as f64 * images.len() as f64;
             correct += out.correct(&labels);
+            lrs.push(rates.lr);
             steps.inc(1);
         }
         drop(steps);
         let n = order.len().max(1) as f64;
-        Ok((loss_sum / n, correct as f64 / n))
+        Ok(Trained {
+            loss: loss_sum / n,
+            acc: correct as f64 / n,
+            lr_first: lrs.first().copied().unwrap_or(0.0),
+            lr_last: lrs.last().copied().unwrap_or(0.0),
+        })
+    }
+
+    /// One Adam step on `images` (the view of `epoch`) at `rates`: the step's output
+    /// and the batch's labels.
+    fn train_step(
+        &self,
+        graphs: &mut PhaseGraphs,
+        state: &mut TrainState,
+        images: &[usize],
+        (epoch, step): (usize, usize),
+        rates: StepRates,
+    ) -> Result<(rps_score::BatchOutput, Vec<i64>)> {
+        let s = &self.config.settings;
+        let view = epoch - 1;
+        let rows: Vec<usize> = images.iter().map(|&i| self.train.row(i, view)).collect();
+        let labels = self.train.labels_of(&rows);
+        let features = self.train.rows(graphs.feature, &rows)?;
+        let at = BatchPosition {
+            seed: s.seed,
+            epoch,
+            step,
+        };
+        let width = self.train.pooled.ncols();
+        let mask = data::dropout_mask(rows.len(), width, s.dropout, at);
+        let out = graphs.step.step(state, &features, &labels, &mask, rates)?;
+        Ok((out, labels))
     }
 
     /// Mean loss and accuracy of `images` (view 0) with the phase's eval graph.
@@ -541,7 +732,8 @@ fn finish(
     run: &Run,
     upstream: &Upstream,
     weights: &Tensors,
-    best_epoch: Option<usize>,
+    progress: Option<&Progress>,
+    epochs: &[EpochRow],
     started: Instant,
     device: Device,
 ) -> Result<()> {
@@ -553,30 +745,46 @@ fn finish(
         (Phase::Finetune, counts.params_trainable_finetune),
     ]
     .map(|(phase, trainable)| ParamsRow {
-        phase: phase.name().into(),
+        phase,
         total: counts.params_total,
         trainable,
     });
     table::write(&layout.result(ResultFile::Params), &params)?;
-    let last_epoch = run.phases()[1].last;
+    let best_epoch = progress.and_then(|p| p.best).map(|(_, epoch)| epoch);
+    let last_epoch = epochs.last().map_or(0, |row| row.epoch);
     let details = TrainDetails {
         train_images: run.train_images.len(),
         val_images: run.val_images.len(),
         model_epoch: best_epoch.unwrap_or(last_epoch),
+        class_weights: run.optimizer.class_weights.clone(),
+        stopped_early: progress.map(|p| p.stopped.clone()).unwrap_or_default(),
     };
-    let settings = run.config.settings.clone();
-    let mut meta = TrainMeta::new(Stage::Train, env!("CARGO_PKG_VERSION"), settings, details);
-    meta.inputs = [layout.dir(Folder::Features), layout.dir(Folder::Graphs)]
-        .map(|p| p.display().to_string())
-        .to_vec();
-    meta.device = Some(device);
-    meta.seconds = started.elapsed().as_secs_f64();
+    let meta: TrainMeta = sidecar(run.config, details, device, started);
     meta.write(&layout.result(ResultFile::TrainMeta))?;
     let model_weights = match best_epoch {
         Some(_) => npy::read_tensors(&layout.result(ResultFile::Best))?,
         None => weights.clone(),
     };
     write_model(layout, &model_weights, &upstream.classes)
+}
+
+/// A sidecar of rps-train's: `config`'s settings, what it read, where and how long
+/// it ran, and `details`.
+fn sidecar<D: Serialize + serde::de::DeserializeOwned>(
+    config: &Config,
+    details: D,
+    device: Device,
+    started: Instant,
+) -> Sidecar<TrainSettings, D> {
+    let layout = &config.layout;
+    let settings = config.settings.clone();
+    let mut meta = Sidecar::new(Stage::Train, env!("CARGO_PKG_VERSION"), settings, details);
+    meta.inputs = [layout.dir(Folder::Features), layout.dir(Folder::Graphs)]
+        .map(|p| p.display().to_string())
+        .to_vec();
+    meta.device = Some(device);
+    meta.seconds = started.elapsed().as_secs_f64();
+    meta
 }
 
 /// `results/model.onnx`: the exported classifier with `weights` and the class names.
@@ -590,4 +798,95 @@ fn write_model(layout: &Layout, weights: &Tensors, classes: &ClassList) -> Resul
     model.set_metadata(names::META_CLASSES, &classes.names().join("\n"));
     atomic::write_bytes(&layout.result(ResultFile::Model), &model.to_bytes())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(phase: Phase, first: usize, last: usize) -> PhasePlan {
+        PhasePlan {
+            phase,
+            first,
+            last,
+            schedule: PhaseSchedule {
+                schedule: rps_core::Schedule::Constant,
+                lr: 1e-3,
+                steps: 10,
+            },
+            steps_per_epoch: 1,
+        }
+    }
+
+    /// The epochs `val_losses` run for with `patience`: each phase's curve fed to
+    /// `Progress::after` until it says the phase is over.
+    fn epochs_run(patience: usize, phases: [(&PhasePlan, &[f64]); 2]) -> (Vec<usize>, Progress) {
+        let settings = TrainSettings {
+            patience,
+            val_fraction: 0.2,
+            ..TrainSettings::default()
+        };
+        let (mut progress, mut run) = (None::<Progress>, Vec::new());
+        for (plan, losses) in phases {
+            for (epoch, &loss) in (plan.first..=plan.last).zip(losses) {
+                let row = EpochRow {
+                    epoch,
+                    val_loss: Some(loss),
+                    ..EpochRow::default()
+                };
+                let (next, _) = Progress::after(progress.as_ref(), &row, plan, &settings);
+                run.push(epoch);
+                let finished = next.finished(plan.phase);
+                progress = Some(next);
+                if finished {
+                    break;
+                }
+            }
+        }
+        (run, progress.unwrap())
+    }
+
+    #[test]
+    fn patience_ends_a_phase_after_that_many_epochs_without_a_better_validation_loss() {
+        let head = plan(Phase::Head, 1, 8);
+        // Best at epoch 2; 3 and 4 are no better (0.8 equals it), so patience 2 ends
+        // the phase after epoch 4, before 5's lower loss.
+        let head_curve = [1.0, 0.8, 0.9, 0.8, 0.5, 0.4, 0.3, 0.2];
+        // Phase 2 counts from its own best: its first epoch, worse than phase 1's.
+        let finetune = plan(Phase::Finetune, 5, 10);
+        let finetune_curve = [0.95, 0.9, 0.92, 0.91, 0.1, 0.1];
+        let (run, progress) = epochs_run(2, [(&head, &head_curve), (&finetune, &finetune_curve)]);
+        assert_eq!(run, [1, 2, 3, 4, 5, 6, 7, 8]);
+        let stops: Vec<(Phase, usize, usize)> = progress
+            .stopped
+            .iter()
+            .map(|s| (s.phase, s.epoch, s.best_epoch))
+            .collect();
+        assert_eq!(stops, [(Phase::Head, 4, 2), (Phase::Finetune, 8, 6)]);
+        assert_eq!(progress.best, Some((0.8, 2)));
+        let text = progress.stopped[0].describe();
+        assert!(
+            text.contains("after epoch 4") && text.contains("epoch 2's 0.8000"),
+            "{text}"
+        );
+        // Without patience, every epoch runs; a phase whose last epoch would be the
+        // stop is not called stopped.
+        let (run, progress) = epochs_run(
+            0,
+            [
+                (&head, &head_curve),
+                (&plan(Phase::Finetune, 9, 10), &[0.9, 0.9]),
+            ],
+        );
+        assert_eq!(run.len(), 10);
+        assert!(progress.stopped.is_empty());
+        let (_, progress) = epochs_run(
+            2,
+            [
+                (&plan(Phase::Head, 1, 4), &head_curve),
+                (&plan(Phase::Finetune, 5, 4), &[]),
+            ],
+        );
+        assert!(progress.stopped.is_empty(), "{:?}", progress.stopped);
+    }
 }

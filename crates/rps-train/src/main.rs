@@ -4,13 +4,17 @@ use rps_core::cli::{StageArgs, number, whole};
 use rps_core::defaults;
 use rps_core::defaults::ranges;
 use rps_core::sidecar::TrainSettings;
+use rps_core::{ClassWeights, Schedule};
 use rps_train::Config;
+use rps_train::lr_find::Sweeps;
 use std::process::ExitCode;
 
 /// Trains the recipe's two phases on DATA/features/ with the graphs in DATA/graphs/:
 /// the new head (phase 1), then the stages export's UNFREEZE names and the head (phase 2). Writes
 /// DATA/results/epochs.csv (row by row), params.csv, weights.npz, train.json, a
 /// checkpoint after every epoch, and last model.onnx (image -> class probabilities).
+/// With --lr-find, sweeps the learning rate instead and writes only
+/// DATA/results/lr_find_* (rows, plots) and lr_find.json.
 #[derive(Parser)]
 #[command(version, allow_negative_numbers = true)]
 struct Args {
@@ -45,6 +49,32 @@ struct Args {
     /// model.onnx. 0 keeps the recipe.
     #[arg(long, default_value_t = defaults::VAL_FRACTION, value_parser = number(ranges::VAL_FRACTION))]
     val_fraction: f64,
+    /// How phase 1's rate moves over its steps: constant (the recipe), one-cycle
+    /// (fastai's fit_one_cycle: warm-up over the first 25% from lr/25, cosine down to
+    /// lr/1e5, Adam's beta1 0.95 -> 0.85 -> 0.95) or cosine (down to 0).
+    #[arg(long, default_value = defaults::HEAD_SCHEDULE, value_parser = Schedule::flag)]
+    head_schedule: Schedule,
+    /// How phase 2's rate moves over its steps: constant, one-cycle or cosine.
+    #[arg(long, default_value = defaults::FT_SCHEDULE, value_parser = Schedule::flag)]
+    ft_schedule: Schedule,
+    /// Phase 2's rate per stage, in [0.01, 100]: each trained stage gets the rate of
+    /// the one after it divided by this (the head keeps --ft-lr), as fastai's slice
+    /// spreads one; 1 gives every stage --ft-lr.
+    #[arg(long, default_value_t = defaults::FT_LR_MULT, value_parser = number(ranges::FT_LR_MULT))]
+    ft_lr_mult: f64,
+    /// End a phase after this many epochs without a better validation loss, 0 to
+    /// 100000 (needs --val-fraction); 0 never ends one early.
+    #[arg(long, default_value_t = defaults::PATIENCE, value_parser = whole::<usize>(ranges::PATIENCE))]
+    patience: usize,
+    /// Each class's weight in the training loss: none (the recipe), balanced
+    /// (images / (classes x the class's images), as scikit-learn), or one weight per
+    /// class in the order of classes.txt, separated by commas (1,2.5,1).
+    #[arg(long, default_value = defaults::CLASS_WEIGHTS, value_parser = ClassWeights::flag)]
+    class_weights: ClassWeights,
+    /// Instead of training, run the learning-rate finder (fastai's lr_find) on
+    /// head, finetune or both phases; writes only results/lr_find_*.
+    #[arg(long, value_enum, num_args = 0..=1, default_missing_value = defaults::LR_FIND, value_name = "PHASES")]
+    lr_find: Option<Sweeps>,
     /// Continue from the last checkpoint in DATA/results/checkpoint/.
     #[arg(long)]
     resume: bool,
@@ -55,9 +85,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
-    if args.head_epochs + args.ft_epochs == 0 {
-        anyhow::bail!("--head-epochs and --ft-epochs are both 0: nothing to train");
-    }
     let config = Config {
         layout: args.stage.data.layout(),
         settings: TrainSettings {
@@ -70,11 +97,23 @@ fn run(args: Args) -> Result<()> {
             weight_decay: args.weight_decay,
             seed: args.seed,
             val_fraction: args.val_fraction,
+            head_schedule: args.head_schedule,
+            ft_schedule: args.ft_schedule,
+            ft_lr_mult: args.ft_lr_mult,
+            patience: args.patience,
+            class_weights: args.class_weights,
         },
         resume: args.resume,
         stop_after: None,
         session: args.stage.ort.options(),
     };
+    if let Some(sweeps) = args.lr_find {
+        rps_train::lr_find::run(&config, sweeps)?;
+        return Ok(());
+    }
+    if config.settings.head_epochs + config.settings.ft_epochs == 0 {
+        anyhow::bail!("--head-epochs and --ft-epochs are both 0: nothing to train");
+    }
     let report = rps_train::run(&config)?;
     println!("device: {}", report.device);
     Ok(())

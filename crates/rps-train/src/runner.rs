@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use ndarray::Array2;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
-use rps_core::names::{self, StateKind};
+use rps_core::names::{self, RateGroup, StateKind};
 use rps_core::{Device, GraphFile, Layout, SessionOptions};
 use rps_runtime::Runtime;
 use rps_runtime::fixed_dims;
@@ -18,12 +18,56 @@ use crate::state::TrainState;
 /// Named tensor shapes.
 pub type Shapes = Vec<(String, Vec<usize>)>;
 
+/// What a phase's optimizer keeps from step to step besides its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Optimizer {
+    /// Decoupled (AdamW) weight decay.
+    pub weight_decay: f64,
+    /// Each earlier stage's rate is the next one's divided by this (`FT_LR_MULT`).
+    pub lr_mult: f64,
+    /// Each class's weight in the loss.
+    pub class_weights: Vec<f64>,
+}
+
+impl Optimizer {
+    /// The recipe's plain Adam for `classes` classes: no decay, one rate, every
+    /// class weighing 1.
+    pub fn recipe(classes: usize) -> Self {
+        Self {
+            weight_decay: 0.0,
+            lr_mult: 1.0,
+            class_weights: vec![1.0; classes],
+        }
+    }
+}
+
+impl StepRates {
+    /// `lr` with Adam's default beta1.
+    pub fn constant(lr: f64) -> Self {
+        Self {
+            lr,
+            beta1: rps_core::defaults::ADAM_BETA1,
+        }
+    }
+}
+
+/// What a schedule sets for one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepRates {
+    /// The head's learning rate.
+    pub lr: f64,
+    /// Adam's beta1.
+    pub beta1: f64,
+}
+
 /// A train-step graph in a session.
 pub struct StepRunner {
     session: Session,
     pub device: Device,
     graph: PathBuf,
-    weight_decay: f32,
+    optimizer: Optimizer,
+    /// The graph's learning-rate inputs.
+    groups: Vec<RateGroup>,
     /// The outputs a step reads (not the gradients, which are for tests).
     outputs: RunOptions<HasSelectedOutputs>,
 }
@@ -34,9 +78,14 @@ impl StepRunner {
         layout: &Layout,
         file: GraphFile,
         options: SessionOptions,
-        weight_decay: f32,
+        optimizer: Optimizer,
     ) -> Result<Self> {
         let (session, device) = Runtime::get()?.exported(layout, file, options)?;
+        let groups = session
+            .inputs()
+            .iter()
+            .filter_map(|input| RateGroup::parse(input.name()))
+            .collect();
         let mut selected = OutputSelector::no_default()
             .with(names::LOSS)
             .with(names::LOGITS);
@@ -49,7 +98,8 @@ impl StepRunner {
             session,
             device,
             graph: layout.graph(file),
-            weight_decay,
+            optimizer,
+            groups,
             outputs: RunOptions::new()?.with_outputs(selected),
         })
     }
@@ -78,21 +128,39 @@ impl StepRunner {
         &self.graph
     }
 
-    /// One Adam step on a batch; updates `state` in place.
+    /// The rate of each of the graph's learning-rate inputs when the head's is `lr`.
+    fn group_rates(&self, lr: f64) -> impl Iterator<Item = (String, f32)> + '_ {
+        self.groups.iter().map(move |group| {
+            let rate = lr / self.optimizer.lr_mult.powi(group.depth() as i32);
+            (group.input(), rate as f32)
+        })
+    }
+
+    /// One Adam step on a batch at `rates`; updates `state` in place.
     pub fn step(
         &mut self,
         state: &mut TrainState,
         features: &Batch,
         labels: &[i64],
         mask: &Array2<f32>,
-        lr: f32,
+        rates: StepRates,
     ) -> Result<BatchOutput> {
         state.step += 1;
-        let scalars = [
-            (names::STEP, state.step as f32),
-            (names::LR, lr),
-            (names::WEIGHT_DECAY, self.weight_decay),
+        let mut scalars = vec![
+            (names::STEP.to_string(), state.step as f32),
+            (names::BETA1.into(), rates.beta1 as f32),
+            (
+                names::WEIGHT_DECAY.into(),
+                self.optimizer.weight_decay as f32,
+            ),
         ];
+        scalars.extend(self.group_rates(rates.lr));
+        let weights: Vec<f32> = self
+            .optimizer
+            .class_weights
+            .iter()
+            .map(|&w| w as f32)
+            .collect();
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             (names::FEATURES.into(), features.input()?),
             (
@@ -105,8 +173,12 @@ impl StepRunner {
             ),
         ];
         for (name, value) in scalars {
-            inputs.push((name.into(), Tensor::from_array(((), vec![value]))?.into()));
+            inputs.push((name, Tensor::from_array(((), vec![value]))?.into()));
         }
+        inputs.push((
+            names::CLASS_WEIGHTS.into(),
+            Tensor::from_array(([weights.len()], weights))?.into(),
+        ));
         for (name, value) in state.inputs() {
             inputs.push((name, TensorRef::from_array_view(value.view())?.into()));
         }

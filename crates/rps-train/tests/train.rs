@@ -1,70 +1,20 @@
 //! rps-train on small synthetic features, and its step against PyTorch's.
 
-use ndarray::{Array1, ArrayD, Dimension, IxDyn};
-use rps_core::rows::{EpochRow, ParamsRow};
+mod common;
+
+use common::{ARCH, config, dataset, epochs, without_seconds};
+
+use ndarray::Array1;
+use rps_core::rows::ParamsRow;
 use rps_core::sidecar::{TrainMeta, TrainSettings};
 use rps_core::{
-    CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, SessionOptions, Split, Tensors,
+    CheckpointFile, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split, Tensors,
     Unfreeze, npy, table,
 };
 use rps_export::export::{self, Source};
 use rps_export::resnet::{Arch, Net};
-use rps_fixtures::{reference, write_cache_sidecars};
-use rps_train::{Config, run};
-
-const ARCH: Arch = Arch {
-    net: Net::ResNet18,
-    width: 4,
-    image_size: 32,
-    classes: 3,
-};
-const VIEWS: usize = 2;
-
-/// A temporary DATA with graphs for a tiny random-init model, and features where
-/// the class shows in every value (so a linear head separates them).
-fn dataset() -> (tempfile::TempDir, Layout) {
-    let dir = tempfile::tempdir().unwrap();
-    let layout = Layout::new(dir.path());
-    export::run(&export::Config::for_arch(
-        &layout,
-        Source::Random(0),
-        &ARCH,
-        Unfreeze::Layer4,
-    ))
-    .unwrap();
-    write_cache_sidecars(&layout, ARCH.image_size as u32, VIEWS, &["a", "b", "c"]).unwrap();
-    std::fs::create_dir_all(layout.dir(Folder::Features)).unwrap();
-    for (split, images, views) in [(Split::Train, 60, VIEWS), (Split::Test, 30, 1)] {
-        let rows = images * views;
-        let label = |row: usize| (row / views % 3) as i64;
-        let wiggle = |i: &[usize]| ((i.iter().sum::<usize>() * 7919) % 13) as f32 / 13.0;
-        let pooled = ArrayD::from_shape_fn(IxDyn(&[rows, ARCH.features()]), |i| {
-            wiggle(i.slice())
-                + if i[1] % 3 == label(i[0]) as usize {
-                    2.0
-                } else {
-                    0.0
-                }
-        });
-        let [c, s, _] = ARCH.frozen_shape(Unfreeze::Layer4);
-        let layer3 = ArrayD::from_shape_fn(IxDyn(&[rows, c, s, s]), |i| {
-            wiggle(i.slice())
-                + if i[1] % 3 == label(i[0]) as usize {
-                    1.0
-                } else {
-                    0.0
-                }
-        });
-        npy::write(&layout.features(split, Feature::Pooled), &pooled).unwrap();
-        npy::write(&layout.features(split, Feature::Frozen), &layer3).unwrap();
-        npy::write(
-            &layout.features(split, Feature::Labels),
-            &Array1::from_iter((0..rows).map(label)),
-        )
-        .unwrap();
-    }
-    (dir, layout)
-}
+use rps_fixtures::reference;
+use rps_train::run;
 
 /// Trains the test dataset with its settings edited by `edit`, which must fail; the
 /// data folder and the error.
@@ -76,34 +26,6 @@ fn failure(edit: impl FnOnce(&mut TrainSettings)) -> (tempfile::TempDir, Layout,
     (dir, layout, err)
 }
 
-fn config(layout: &Layout) -> Config {
-    Config {
-        layout: layout.clone(),
-        settings: TrainSettings {
-            batch: 16,
-            head_epochs: 4,
-            head_lr: 1e-2,
-            ft_epochs: 2,
-            ft_lr: 1e-3,
-            ..TrainSettings::default()
-        },
-        resume: false,
-        stop_after: None,
-        session: SessionOptions::cpu(2),
-    }
-}
-
-fn epochs(layout: &Layout) -> Vec<EpochRow> {
-    table::read(&layout.result(ResultFile::Epochs)).unwrap()
-}
-
-/// Everything but the wall-clock column.
-fn without_seconds(rows: Vec<EpochRow>) -> Vec<EpochRow> {
-    rows.into_iter()
-        .map(|r| EpochRow { seconds: 0.0, ..r })
-        .collect()
-}
-
 #[test]
 fn loss_falls_on_a_separable_set_and_outputs_are_written() {
     let (_dir, layout) = dataset();
@@ -111,7 +33,7 @@ fn loss_falls_on_a_separable_set_and_outputs_are_written() {
     let rows = epochs(&layout);
     assert_eq!(
         rows.iter()
-            .map(|r| (r.epoch, r.phase.as_str()))
+            .map(|r| (r.epoch, r.phase.name()))
             .collect::<Vec<_>>(),
         [
             (1, "head"),
@@ -254,7 +176,7 @@ fn a_graph_replaced_by_another_is_refused_naming_make_export() {
 #[test]
 fn the_stage_step_matches_pytorch_for_two_steps() {
     use rps_core::names::StateKind;
-    use rps_train::runner::StepRunner;
+    use rps_train::runner::{Optimizer, StepRates, StepRunner};
     use rps_train::state::TrainState;
     let dir = tempfile::tempdir().unwrap();
     let layout = Layout::new(dir.path());
@@ -268,7 +190,13 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
     let config = export::Config::for_arch(&layout, weights, &mini, Unfreeze::Layer4);
     export::run(&config).unwrap();
     let options = SessionOptions::cpu(2);
-    let mut runner = StepRunner::open(&layout, GraphFile::FinetuneStep, options, 0.0).unwrap();
+    let mut runner = StepRunner::open(
+        &layout,
+        GraphFile::FinetuneStep,
+        options,
+        Optimizer::recipe(3),
+    )
+    .unwrap();
     let params = runner.state_shapes(StateKind::Param).unwrap();
     let buffers = runner.state_shapes(StateKind::Buffer).unwrap();
     let mut npz = npy::Npz::open(&reference("mini_w8_s64_seed0_train_layer4.npz")).unwrap();
@@ -286,7 +214,13 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
     let mask = ndarray::Array2::ones((labels.len(), 64));
     for step in 1..=2 {
         let out = runner
-            .step(&mut state, &features, &labels, &mask, lr)
+            .step(
+                &mut state,
+                &features,
+                &labels,
+                &mask,
+                StepRates::constant(lr as f64),
+            )
             .unwrap();
         let want = npz.get::<f32>(&format!("step{step}:loss")).unwrap().sum();
         assert!(
@@ -339,9 +273,16 @@ fn resuming_with_other_settings_names_each_difference() {
     resumed.resume = true;
     resumed.settings.batch = 8;
     resumed.settings.head_lr = 0.5;
+    resumed.settings.ft_schedule = rps_core::Schedule::OneCycle;
+    resumed.settings.class_weights = rps_core::ClassWeights::Balanced;
     let err = run(&resumed).unwrap_err().to_string();
     assert!(
         err.contains("batch: 16 then, 8 now") && err.contains("head_lr: 0.01 then, 0.5 now"),
+        "{err}"
+    );
+    assert!(
+        err.contains(r#"ft_schedule: "constant" then, "one-cycle" now"#)
+            && err.contains(r#"class_weights: "none" then, "balanced" now"#),
         "{err}"
     );
     assert_eq!(epochs(&layout).len(), 2, "the resumed rows are kept");

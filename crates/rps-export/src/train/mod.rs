@@ -20,7 +20,7 @@ mod tape;
 
 use rps_core::{Unfreeze, names};
 
-use crate::graph::{Dim, Elem, Graph, Value, Window};
+use crate::graph::{Dim, Elem, Graph, Reduce, Value, Window};
 use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
 
 use adam::AdamScalars;
@@ -259,7 +259,7 @@ impl Builder {
         let output = logits.var.expect("the logits depend on the head");
         let mut grads = tape.backward(g, output, dlogits).0;
         grads.sort_by_key(|grad| params.iter().position(|(n, _)| *n == grad.name));
-        let adam = AdamScalars::new(g);
+        let mut adam = AdamScalars::new(g);
         for Gradient {
             name,
             shape,
@@ -270,7 +270,7 @@ impl Builder {
             let dims = Dim::fixed(shape);
             let m = g.input(&names::adam_m(name), Elem::F32, &dims);
             let v = g.input(&names::adam_v(name), Elem::F32, &dims);
-            let (new_p, new_m, new_v) = adam.update(g, shape, [param, grad, &m, &v]);
+            let (new_p, new_m, new_v) = adam.update(g, name, shape, [param, grad, &m, &v]);
             for (value, input) in [
                 (&new_p, names::param(name)),
                 (&new_m, names::adam_m(name)),
@@ -285,17 +285,26 @@ impl Builder {
         }
     }
 
-    /// Mean cross-entropy and its gradient with respect to the logits.
+    /// The weighted mean cross-entropy (PyTorch's `CrossEntropyLoss(weight=...)`:
+    /// `sum(w[y] * loss) / sum(w[y])`, the plain mean when every weight is 1) and its
+    /// gradient with respect to the logits, `w[y] * (softmax - one_hot) / sum(w[y])`.
     fn loss_and_gradient(&mut self, logits: &Value) -> (Value, Value) {
+        let classes = self.arch.classes;
         let g = &mut self.g;
-        let (loss, log_prob) = g.cross_entropy_with_log_prob(logits, &self.labels);
+        let weights = g.input(names::CLASS_WEIGHTS, Elem::F32, &[Dim::Fixed(classes)]);
+        let (loss, log_prob) = g.weighted_cross_entropy(logits, &self.labels, &weights);
         let probs = g.exp(&log_prob);
-        let depth = g.ints(&[self.arch.classes as i64]);
+        let depth = g.ints(&[classes as i64]);
         let values = g.constant(&[2], &[0.0, 1.0]);
         let one_hot = g.one_hot(&self.labels, &depth, &values);
         let diff = g.sub(&probs, &one_hot);
-        let batch = batch_size(g, logits);
-        (loss, g.div(&diff, &batch))
+        let per_image = g.gather(&weights, &self.labels, 0);
+        let total = g.reduce(Reduce::Sum, &per_image, &[0], false);
+        // Weighted, then divided: with every weight 1 these are the plain mean's
+        // exact values.
+        let column = g.reshape(&per_image, &[-1, 1]);
+        let weighted = g.mul(&diff, &column);
+        (loss, g.div(&weighted, &total))
     }
 }
 
@@ -346,14 +355,6 @@ impl Lowering for Builder {
         let (layer, pooled) = GlobalAveragePool::forward(&mut self.g, &x.value, x.size);
         self.record(&[x], layer, pooled, (1, x.channels))
     }
-}
-
-/// The batch size as a float scalar.
-fn batch_size(g: &mut Graph, x: &Value) -> Value {
-    let shape = g.shape(x);
-    let zero = g.int_constant(&[], &[0]);
-    let n = g.gather(&shape, &zero, 0);
-    g.cast(&n, Elem::F32)
 }
 
 #[cfg(test)]

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use ndarray::{ArrayD, IxDyn, arr0};
 use ort::session::Session;
 use ort::value::Tensor;
+use rps_core::names::RateGroup;
 use rps_core::npy::Npz;
-use rps_core::{SessionOptions, Unfreeze, names};
+use rps_core::{SessionOptions, Unfreeze, defaults, names};
 use rps_export::resnet::Arch;
 use rps_runtime::Runtime;
 
@@ -51,24 +52,11 @@ pub fn first_step_inputs(
     values: &BTreeMap<String, ArrayD<f32>>,
 ) -> Vec<(String, Input)> {
     let batch = features.batch();
-    let scalar = |v: f32| Input::F32(arr0(v).into_dyn());
-    let mut inputs = vec![
-        (names::FEATURES.to_string(), features),
-        (
-            names::LABELS.into(),
-            Input::I64(ArrayD::from_shape_fn(IxDyn(&[batch]), |i| {
-                (i[0] % 3) as i64
-            })),
-        ),
-        (
-            names::DROPOUT_MASK.into(),
-            Input::F32(ArrayD::ones(IxDyn(&[batch, arch.features()]))),
-        ),
-        (names::STEP.into(), scalar(1.0)),
-        (names::LR.into(), scalar(lr)),
-        (names::WEIGHT_DECAY.into(), scalar(0.0)),
-    ];
-    for (name, shape) in arch.finetune_params(unfreeze) {
+    let params = arch.finetune_params(unfreeze);
+    let labels = ArrayD::from_shape_fn(IxDyn(&[batch]), |i| (i[0] % 3) as i64);
+    let mut inputs = batch_inputs(arch, features, labels);
+    inputs.extend(optimizer_inputs(arch, &params, 1.0, lr));
+    for (name, shape) in params {
         inputs.push((names::param(&name), Input::F32(values[&name].clone())));
         for key in [names::adam_m(&name), names::adam_v(&name)] {
             inputs.push((key, Input::F32(ArrayD::zeros(IxDyn(&shape)))));
@@ -77,6 +65,43 @@ pub fn first_step_inputs(
     for (name, _) in arch.finetune_buffers(unfreeze) {
         inputs.push((names::buffer(&name), Input::F32(values[&name].clone())));
     }
+    inputs
+}
+
+/// A step's batch: `features`, `labels`, and dropout off.
+pub fn batch_inputs(arch: &Arch, features: Input, labels: ArrayD<i64>) -> Vec<(String, Input)> {
+    let batch = labels.len();
+    vec![
+        (names::FEATURES.to_string(), features),
+        (names::LABELS.into(), Input::I64(labels)),
+        (
+            names::DROPOUT_MASK.into(),
+            Input::F32(ArrayD::ones(IxDyn(&[batch, arch.features()]))),
+        ),
+    ]
+}
+
+/// A step's optimizer inputs at `step`: Adam's default beta1, no decay, `lr` for
+/// every rate group of `params`, and every class weighing 1.
+pub fn optimizer_inputs(
+    arch: &Arch,
+    params: &[(String, Vec<usize>)],
+    step: f32,
+    lr: f32,
+) -> Vec<(String, Input)> {
+    let scalar = |v: f32| Input::F32(arr0(v).into_dyn());
+    let mut inputs = vec![
+        (names::STEP.to_string(), scalar(step)),
+        (names::BETA1.into(), scalar(defaults::ADAM_BETA1 as f32)),
+        (names::WEIGHT_DECAY.into(), scalar(0.0)),
+        (
+            names::CLASS_WEIGHTS.into(),
+            Input::F32(ArrayD::ones(IxDyn(&[arch.classes]))),
+        ),
+    ];
+    let mut groups: Vec<RateGroup> = params.iter().map(|(n, _)| RateGroup::of(n)).collect();
+    groups.dedup();
+    inputs.extend(groups.into_iter().map(|g| (g.input(), scalar(lr))));
     inputs
 }
 
