@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use rand::SeedableRng;
-use rps_core::rows::{DatasetCount, EpochRow, IndexRow, MetricRow, ParamsRow, PerClassRow};
-use rps_core::sidecar::{EvaluateMeta, ExportMeta, ExtractMeta, PreprocessMeta, TrainMeta};
+use rps_core::rows::{
+    DatasetCount, EpochRow, IndexRow, LayerRow, LrFindRow, MetricRow, ParamsRow, PerClassRow,
+};
+use rps_core::sidecar::{
+    EvaluateMeta, ExportMeta, ExtractMeta, LrFindMeta, PreprocessMeta, TrainMeta,
+};
 use rps_core::{ClassList, npy, table};
 use rps_export::resnet::{Arch, Net};
 
@@ -173,6 +177,7 @@ pub fn sidecar(data: &[u8]) -> bool {
         PreprocessMeta::read(&path).is_ok(),
         ExtractMeta::read(&path).is_ok(),
         TrainMeta::read(&path).is_ok(),
+        LrFindMeta::read(&path).is_ok(),
         EvaluateMeta::read(&path).is_ok(),
         ClassList::read(&path).is_ok(),
     ];
@@ -187,6 +192,8 @@ pub fn csv(data: &[u8]) -> bool {
         table::read::<IndexRow>(&path).is_ok(),
         table::read::<EpochRow>(&path).is_ok(),
         table::read::<ParamsRow>(&path).is_ok(),
+        table::read::<LrFindRow>(&path).is_ok(),
+        table::read::<LayerRow>(&path).is_ok(),
         table::read::<MetricRow>(&path).is_ok(),
         table::read::<PerClassRow>(&path).is_ok(),
         rps_fetch::checksums::Checksums::read(&path).is_ok(),

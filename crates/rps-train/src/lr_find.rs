@@ -221,7 +221,7 @@ impl Run<'_> {
         }
         let ended = ended.unwrap_or_else(|| {
             let last = rows.last().map_or(0.0, |r| r.lr);
-            format!("ran all {} steps, up to rate {last:.2e}", rows.len())
+            format!("did not diverge up to rate {last:.2e}")
         });
         Ok((rows, ended))
     }
