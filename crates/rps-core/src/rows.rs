@@ -82,6 +82,20 @@ pub struct LayerRow {
     pub trains_finetune: bool,
 }
 
+impl LayerRow {
+    /// Parameters in all of `rows`, and those phase 1 and phase 2 train: what
+    /// `params.csv` counts.
+    pub fn totals(rows: &[LayerRow]) -> [usize; 3] {
+        let sum =
+            |keep: fn(&LayerRow) -> bool| rows.iter().filter(|r| keep(r)).map(|r| r.params).sum();
+        [
+            sum(|_| true),
+            sum(|r| r.trains_head),
+            sum(|r| r.trains_finetune),
+        ]
+    }
+}
+
 /// `results/params.csv`: parameter counts per phase, as the recipe prints them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ParamsRow {

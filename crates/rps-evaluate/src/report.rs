@@ -191,15 +191,10 @@ fn model(page: &mut String, layout: &Layout) -> Result<()> {
     let rows: Vec<LayerRow> = rps_core::table::read(&layout.graph(GraphFile::Summary))?;
     section(page, "Model (graphs/summary.csv)");
     let mark = |trains: bool| if trains { "trains" } else { "" }.to_string();
-    let total = |keep: fn(&LayerRow) -> bool| -> usize {
-        rows.iter().filter(|r| keep(r)).map(|r| r.params).sum()
-    };
+    let [total, head, finetune] = LayerRow::totals(&rows);
     let _ = writeln!(
         page,
-        "<p>{} parameters; {} train in phase 1, {} in phase 2.</p>",
-        total(|_| true),
-        total(|r| r.trains_head),
-        total(|r| r.trains_finetune)
+        "<p>{total} parameters; {head} train in phase 1, {finetune} in phase 2.</p>"
     );
     table(
         page,

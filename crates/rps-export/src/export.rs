@@ -55,9 +55,7 @@ impl Config {
             classes: Some(arch.classes),
         }
     }
-}
 
-impl Config {
     /// The model the settings describe, its classes counted in the fetched dataset
     /// when not given.
     pub fn arch(&self) -> Result<Arch> {

@@ -625,14 +625,19 @@ mod tests {
         assert!(err.contains("truncated"), "{err}");
     }
 
+    /// Why the pickle machine refuses `pickle`.
+    fn refusal(pickle: &[u8]) -> String {
+        Machine::for_pickle(pickle)
+            .run(pickle)
+            .unwrap_err()
+            .to_string()
+    }
+
     #[test]
     fn unknown_globals_are_refused() {
         // PROTO 2, GLOBAL 'os system', EMPTY_TUPLE, REDUCE, STOP
         let pickle = b"\x80\x02cos\nsystem\n)R.";
-        let err = Machine::for_pickle(pickle)
-            .run(pickle)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(pickle);
         assert!(err.contains("unsupported global os.system"), "{err}");
     }
 
@@ -670,10 +675,7 @@ mod tests {
         let mut pickle = b"\x80\x02)".to_vec();
         pickle.extend(std::iter::repeat_n(0x85, 100_000));
         pickle.push(b'.');
-        let err = Machine::for_pickle(&pickle)
-            .run(&pickle)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&pickle);
         assert!(err.contains("nesting") && err.contains("64"), "{err}");
         // The same through SETITEM: a dict in a dict in a dict ...
         let mut pickle = b"\x80\x02}".to_vec();
@@ -682,10 +684,7 @@ mod tests {
         }
         pickle.extend(std::iter::repeat_n(b's', 10_000));
         pickle.push(b'.');
-        let err = Machine::for_pickle(&pickle)
-            .run(&pickle)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&pickle);
         assert!(err.contains("nesting"), "{err}");
     }
 
@@ -697,10 +696,7 @@ mod tests {
             pickle.extend(b"h\x00h\x00\x86q\x00");
         }
         pickle.push(b'.');
-        let err = Machine::for_pickle(&pickle)
-            .run(&pickle)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(&pickle);
         assert!(err.contains("limit"), "{err}");
     }
 

@@ -129,18 +129,10 @@ pub fn table(rows: &[LayerRow]) -> String {
             mark(r.trains_finetune)
         ));
     }
-    let total = |keep: fn(&LayerRow) -> bool| -> usize {
-        rows.iter().filter(|r| keep(r)).map(|r| r.params).sum()
-    };
-    text.push_str(&format!("Total parameters: {}\n", total(|_| true)));
-    text.push_str(&format!(
-        "Trainable in phase 1: {}\n",
-        total(|r| r.trains_head)
-    ));
-    text.push_str(&format!(
-        "Trainable in phase 2: {}\n",
-        total(|r| r.trains_finetune)
-    ));
+    let [total, head, finetune] = LayerRow::totals(rows);
+    text.push_str(&format!("Total parameters: {total}\n"));
+    text.push_str(&format!("Trainable in phase 1: {head}\n"));
+    text.push_str(&format!("Trainable in phase 2: {finetune}\n"));
     text
 }
 
@@ -161,13 +153,9 @@ mod tests {
                 };
                 let rows = layers(&arch, unfreeze);
                 let counts = arch.param_counts(unfreeze);
-                let sum = |keep: fn(&LayerRow) -> bool| -> usize {
-                    rows.iter().filter(|r| keep(r)).map(|r| r.params).sum()
-                };
                 let label = format!("{} from {unfreeze}", net.name());
-                assert_eq!(sum(|_| true), counts.total, "{label}");
-                assert_eq!(sum(|r| r.trains_head), counts.head, "{label}");
-                assert_eq!(sum(|r| r.trains_finetune), counts.finetune, "{label}");
+                let expected = [counts.total, counts.head, counts.finetune];
+                assert_eq!(LayerRow::totals(&rows), expected, "{label}");
             }
         }
     }

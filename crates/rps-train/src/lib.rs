@@ -242,6 +242,12 @@ impl PhasePlan {
         self.schedule
             .at((epoch - self.first) * self.steps_per_epoch + step)
     }
+
+    /// The head's rate at `epoch`'s first and last step.
+    fn epoch_rates(&self, epoch: usize) -> (f64, f64) {
+        let last = self.steps_per_epoch.saturating_sub(1);
+        (self.rates(epoch, 0).lr, self.rates(epoch, last).lr)
+    }
 }
 
 impl Progress {
@@ -313,15 +319,6 @@ fn summary_line(row: &EpochRow) -> String {
     )
 }
 
-/// What an epoch of training returns: its mean loss and accuracy, and the head's
-/// rate at its first and last step.
-struct Trained {
-    loss: f64,
-    acc: f64,
-    lr_first: f64,
-    lr_last: f64,
-}
-
 impl<'a> Run<'a> {
     /// The features, the split into training and validation images and the
     /// optimizer's settings, each checked; and what the stages before wrote.
@@ -366,7 +363,7 @@ impl<'a> Run<'a> {
             val_images,
             optimizer,
         };
-        run.check_nothing_empty(&upstream.classes)?;
+        run.check_nothing_empty(&upstream.classes, &per_class)?;
         Ok((run, upstream))
     }
 
@@ -443,16 +440,15 @@ impl<'a> Run<'a> {
 
     /// Refuses to train on nothing: every class needs a training image, and the test
     /// split (and the validation split, when asked for) an image at all.
-    fn check_nothing_empty(&self, classes: &ClassList) -> Result<()> {
+    fn check_nothing_empty(&self, classes: &ClassList, per_class: &[usize]) -> Result<()> {
         let val_fraction = self.config.settings.val_fraction;
         let held_out = if val_fraction > 0.0 {
             format!(" once --val-fraction {val_fraction} is held out")
         } else {
             String::new()
         };
-        for (label, class) in classes.names().iter().enumerate() {
-            let trains = |&i: &usize| self.train.image_label(i) == label as i64;
-            if !self.train_images.iter().any(trains) {
+        for (class, &images) in classes.names().iter().zip(per_class) {
+            if images == 0 {
                 bail!("class {class:?} has no training image{held_out}");
             }
         }
@@ -478,7 +474,8 @@ impl<'a> Run<'a> {
         epoch: usize,
     ) -> Result<EpochRow> {
         let started = Instant::now();
-        let trained = self.train_epoch(graphs, state, plan, epoch)?;
+        let (train_loss, train_acc) = self.train_epoch(graphs, state, plan, epoch)?;
+        let (lr_first, lr_last) = plan.epoch_rates(epoch);
         weights.extend(state.params.clone());
         weights.extend(state.buffers.clone());
         let test_images: Vec<usize> = (0..self.test.images()).collect();
@@ -491,12 +488,12 @@ impl<'a> Run<'a> {
         Ok(EpochRow {
             epoch,
             phase: plan.phase,
-            train_loss: trained.loss,
-            train_acc: trained.acc,
+            train_loss,
+            train_acc,
             test_loss,
             test_acc,
-            lr_first: trained.lr_first,
-            lr_last: trained.lr_last,
+            lr_first,
+            lr_last,
             seconds: started.elapsed().as_secs_f64(),
             val_loss: val.map(|v| v.0),
             val_acc: val.map(|v| v.1),
@@ -510,16 +507,15 @@ impl<'a> Run<'a> {
         state: &mut TrainState,
         plan: &PhasePlan,
         epoch: usize,
-    ) -> Result<Trained> {
+    ) -> Result<(f64, f64)> {
         let s = &self.config.settings;
         let order = data::shuffled(&self.train_images, s.seed, epoch);
         let steps = progress::Progress::new(
             format!("epoch {epoch}"),
-            order.len().div_ceil(s.batch) as u64,
+            plan.steps_per_epoch as u64,
             Units::Count("steps"),
         );
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        let mut lrs = Vec::new();
         for (step, images) in order.chunks(s.batch).enumerate() {
             let rates = plan.rates(epoch, step);
             let (out, labels) = self.train_step(graphs, state, images, (epoch, step), rates)?;
@@ -536,17 +532,11 @@ impl<'a> Run<'a> {
             }
             loss_sum += out.loss as f64 * images.len() as f64;
             correct += out.correct(&labels);
-            lrs.push(rates.lr);
             steps.inc(1);
         }
         drop(steps);
         let n = order.len().max(1) as f64;
-        Ok(Trained {
-            loss: loss_sum / n,
-            acc: correct as f64 / n,
-            lr_first: lrs.first().copied().unwrap_or(0.0),
-            lr_last: lrs.last().copied().unwrap_or(0.0),
-        })
+        Ok((loss_sum / n, correct as f64 / n))
     }
 
     /// One Adam step on `images` (the view of `epoch`) at `rates`: the step's output

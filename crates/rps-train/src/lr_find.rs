@@ -121,12 +121,10 @@ pub fn run(config: &Config, sweeps: Sweeps) -> Result<Vec<LrFinding>> {
             first = end_of(&plan, progress.as_ref()) + 1;
         }
     }
-    let details = LrFindDetails {
-        phases: findings.clone(),
-    };
+    let details = LrFindDetails { phases: findings };
     let meta: LrFindMeta = sidecar(config, details, device, started);
     meta.write(&layout.result(ResultFile::LrFindMeta))?;
-    Ok(findings)
+    Ok(meta.details.phases)
 }
 
 /// The line printed for a sweep.
@@ -191,10 +189,7 @@ impl Run<'_> {
         let (mut rows, mut smoother, mut lowest) = (Vec::new(), Smoother::default(), f64::INFINITY);
         let mut ended = None;
         for (i, (epoch, step, images)) in batches.take(defaults::LR_FIND_STEPS).enumerate() {
-            let rates = StepRates {
-                lr: sweep_rate(i),
-                beta1: defaults::ADAM_BETA1,
-            };
+            let rates = StepRates::constant(sweep_rate(i));
             let (out, _) = self.train_step(graphs, state, &images, (epoch, step), rates)?;
             bar.inc(1);
             let loss = out.loss as f64;

@@ -41,6 +41,15 @@ impl Optimizer {
     }
 }
 
+/// What a schedule sets for one step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepRates {
+    /// The head's learning rate.
+    pub lr: f64,
+    /// Adam's beta1.
+    pub beta1: f64,
+}
+
 impl StepRates {
     /// `lr` with Adam's default beta1.
     pub fn constant(lr: f64) -> Self {
@@ -51,23 +60,16 @@ impl StepRates {
     }
 }
 
-/// What a schedule sets for one step.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepRates {
-    /// The head's learning rate.
-    pub lr: f64,
-    /// Adam's beta1.
-    pub beta1: f64,
-}
-
 /// A train-step graph in a session.
 pub struct StepRunner {
     session: Session,
     pub device: Device,
     graph: PathBuf,
-    optimizer: Optimizer,
-    /// The graph's learning-rate inputs.
-    groups: Vec<RateGroup>,
+    weight_decay: f32,
+    class_weights: Vec<f32>,
+    /// Each of the graph's learning-rate inputs, and what divides the head's rate
+    /// for it (`FT_LR_MULT` to the power of its depth).
+    rate_inputs: Vec<(String, f64)>,
     /// The outputs a step reads (not the gradients, which are for tests).
     outputs: RunOptions<HasSelectedOutputs>,
 }
@@ -81,10 +83,14 @@ impl StepRunner {
         optimizer: Optimizer,
     ) -> Result<Self> {
         let (session, device) = Runtime::get()?.exported(layout, file, options)?;
-        let groups = session
+        let rate_inputs = session
             .inputs()
             .iter()
             .filter_map(|input| RateGroup::parse(input.name()))
+            .map(|group| {
+                let divisor = optimizer.lr_mult.powi(group.depth() as i32);
+                (group.input(), divisor)
+            })
             .collect();
         let mut selected = OutputSelector::no_default()
             .with(names::LOSS)
@@ -98,8 +104,9 @@ impl StepRunner {
             session,
             device,
             graph: layout.graph(file),
-            optimizer,
-            groups,
+            weight_decay: optimizer.weight_decay as f32,
+            class_weights: optimizer.class_weights.iter().map(|&w| w as f32).collect(),
+            rate_inputs,
             outputs: RunOptions::new()?.with_outputs(selected),
         })
     }
@@ -128,14 +135,6 @@ impl StepRunner {
         &self.graph
     }
 
-    /// The rate of each of the graph's learning-rate inputs when the head's is `lr`.
-    fn group_rates(&self, lr: f64) -> impl Iterator<Item = (String, f32)> + '_ {
-        self.groups.iter().map(move |group| {
-            let rate = lr / self.optimizer.lr_mult.powi(group.depth() as i32);
-            (group.input(), rate as f32)
-        })
-    }
-
     /// One Adam step on a batch at `rates`; updates `state` in place.
     pub fn step(
         &mut self,
@@ -149,18 +148,13 @@ impl StepRunner {
         let mut scalars = vec![
             (names::STEP.to_string(), state.step as f32),
             (names::BETA1.into(), rates.beta1 as f32),
-            (
-                names::WEIGHT_DECAY.into(),
-                self.optimizer.weight_decay as f32,
-            ),
+            (names::WEIGHT_DECAY.into(), self.weight_decay),
         ];
-        scalars.extend(self.group_rates(rates.lr));
-        let weights: Vec<f32> = self
-            .optimizer
-            .class_weights
+        let group_rates = self
+            .rate_inputs
             .iter()
-            .map(|&w| w as f32)
-            .collect();
+            .map(|(input, divisor)| (input.clone(), (rates.lr / divisor) as f32));
+        scalars.extend(group_rates);
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             (names::FEATURES.into(), features.input()?),
             (
@@ -177,7 +171,7 @@ impl StepRunner {
         }
         inputs.push((
             names::CLASS_WEIGHTS.into(),
-            Tensor::from_array(([weights.len()], weights))?.into(),
+            Tensor::from_array(([self.class_weights.len()], self.class_weights.clone()))?.into(),
         ));
         for (name, value) in state.inputs() {
             inputs.push((name, TensorRef::from_array_view(value.view())?.into()));

@@ -5,7 +5,7 @@
 
 use std::f64::consts::PI;
 
-use rps_core::{Schedule, defaults};
+use rps_core::Schedule;
 
 use crate::runner::StepRates;
 
@@ -31,14 +31,8 @@ impl PhaseSchedule {
         let pos = step as f64 / self.steps.max(1) as f64;
         let lr = self.lr;
         match self.schedule {
-            Schedule::Constant => StepRates {
-                lr,
-                beta1: defaults::ADAM_BETA1,
-            },
-            Schedule::Cosine => StepRates {
-                lr: lr * (1.0 + (PI * pos).cos()) / 2.0,
-                beta1: defaults::ADAM_BETA1,
-            },
+            Schedule::Constant => StepRates::constant(lr),
+            Schedule::Cosine => StepRates::constant(lr * (1.0 + (PI * pos).cos()) / 2.0),
             Schedule::OneCycle => {
                 let [start, middle, end] = ONE_CYCLE_MOMS;
                 StepRates {
@@ -69,6 +63,7 @@ fn cos_anneal(start: f64, end: f64, pos: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rps_core::defaults;
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-12 * b.abs().max(1e-300)
