@@ -1,5 +1,6 @@
 """Writes the fuzz targets' small seed files that are not copied from a pipeline run
-(see fuzz/README.md): state dicts in torch.save's format and as .safetensors, zip
+(see fuzz/README.md): state dicts in torch.save's two formats (the zip archive and
+the legacy one) and as .safetensors, zip
 archives laid out as the dataset archives are, .npy and .npz arrays, a small ONNX
 model with a head initializer, a PNG.
 
@@ -137,6 +138,9 @@ def main(root):
         out = io.BytesIO()
         torch.save(sd, out)
         files[f"pth/{name}.pth"] = out.getvalue()
+        legacy = io.BytesIO()
+        torch.save(sd, legacy, _use_new_zipfile_serialization=False)
+        files[f"pth/{name}_legacy.pth"] = legacy.getvalue()
         files[f"safetensors/{name}.safetensors"] = safetensors_bytes(sd)
     files["onnx/head_with_initializer.onnx"] = model_with_head()
     files["unpack/rps.zip"] = dataset_zip("rps", stored=False)

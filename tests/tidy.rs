@@ -100,7 +100,7 @@ fn every_crate_keeps_to_the_dependency_table() {
 #[test]
 fn the_table_is_read_and_names_real_crates() {
     let rules = rules();
-    assert_eq!(rules["rps-fetch"], Some(vec!["rps-core".to_string()]));
+    assert_eq!(rules["rps-weights"], Some(vec!["rps-core".to_string()]));
     assert_eq!(rules["rps-bench"], None);
     let crates: Vec<String> = manifests().iter().map(|m| rps_dependencies(m).0).collect();
     for name in rules.keys() {

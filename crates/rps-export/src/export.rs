@@ -207,7 +207,7 @@ fn dataset_classes(layout: &Layout) -> Result<usize> {
 fn load_backbone(source: &Source, arch: &Arch) -> Result<(Tensors, WeightsSource)> {
     match source {
         Source::File(path) => {
-            let (tensors, sha256) = weights::load_file(path)?;
+            let (tensors, sha256) = rps_weights::load_file(path)?;
             let checked = weights::check_weights(&tensors, arch, path)?;
             if !checked.unexpected.is_empty() {
                 eprintln!(

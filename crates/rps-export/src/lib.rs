@@ -8,7 +8,6 @@
 pub mod export;
 pub mod graph;
 pub mod infer;
-pub mod pth;
 pub mod resnet;
 pub mod summary;
 pub mod train;

@@ -1,5 +1,5 @@
-//! Model weights: read from a PyTorch `.pth` state dict or a `.safetensors` file,
-//! or drawn at random (seeded) the way torchvision initializes a ResNet.
+//! Model weights: a weights file's tensors (read by rps-weights) checked against the
+//! architecture, or drawn at random (seeded) the way torchvision initializes a ResNet.
 
 use std::path::{Path, PathBuf};
 
@@ -8,29 +8,14 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use rps_core::Tensors;
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::pth;
 use crate::resnet::{Arch, BnTensor, Net, fc};
 
 #[derive(Debug, Error)]
 pub enum WeightsError {
-    #[error("reading {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {source}", path.display())]
-    Pth {
-        path: PathBuf,
-        source: pth::PthError,
-    },
-    #[error(
-        "{}: neither a PyTorch state dict (.pth, a zip archive) nor a .safetensors file ({message})",
-        path.display()
-    )]
-    Unknown { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] rps_weights::Error),
     #[error("{}: no tensor {key:?} (is this a {net} state dict of width {width}?)", path.display())]
     Missing {
         path: PathBuf,
@@ -67,60 +52,6 @@ pub struct Checked {
     /// Keys no tensor of the network has, sorted; PyTorch's strict loading names
     /// them "unexpected keys".
     pub unexpected: Vec<String>,
-}
-
-/// Reads every float tensor of a `.pth` (zip) or `.safetensors` file, and the file's
-/// sha256 (hex).
-pub fn load_file(path: &Path) -> Result<(Tensors, String), WeightsError> {
-    let bytes = std::fs::read(path).map_err(|source| WeightsError::Read {
-        path: path.into(),
-        source,
-    })?;
-    let sha256 = format!("{:x}", Sha256::digest(&bytes));
-    Ok((parse(&bytes, path)?, sha256))
-}
-
-/// Every float tensor of the bytes of a `.pth` (zip) or `.safetensors` file; `path`
-/// names it in errors.
-pub fn parse(bytes: &[u8], path: &Path) -> Result<Tensors, WeightsError> {
-    if bytes.starts_with(b"PK\x03\x04") {
-        Ok(pth::read_state_dict(bytes)
-            .map_err(|source| WeightsError::Pth {
-                path: path.into(),
-                source,
-            })?
-            .into_iter()
-            .map(|(k, t)| (k, to_array(t.shape, t.data)))
-            .collect())
-    } else {
-        read_safetensors(bytes).map_err(|message| WeightsError::Unknown {
-            path: path.into(),
-            message,
-        })
-    }
-}
-
-fn read_safetensors(bytes: &[u8]) -> Result<Tensors, String> {
-    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
-    let mut tensors = Tensors::new();
-    for (name, view) in file.tensors() {
-        if view.dtype() != safetensors::Dtype::F32 {
-            continue;
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let array = ArrayD::from_shape_vec(IxDyn(view.shape()), data)
-            .map_err(|e| format!("tensor {name:?}: {e}"))?;
-        tensors.insert(name, array);
-    }
-    Ok(tensors)
-}
-
-fn to_array(shape: Vec<usize>, data: Vec<f32>) -> ArrayD<f32> {
-    ArrayD::from_shape_vec(IxDyn(&shape), data).expect("shape matches data")
 }
 
 /// Checks the weights against `arch` before anything is made of them: every
@@ -259,7 +190,11 @@ pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
         let n = shape.iter().product();
         tensors.insert(
             conv.weight(),
-            to_array(shape, normal.sample_iter(&mut rng).take(n).collect()),
+            ArrayD::from_shape_vec(
+                IxDyn(&shape),
+                normal.sample_iter(&mut rng).take(n).collect(),
+            )
+            .expect("shape matches data"),
         );
         // Identity BatchNorm: scale and variance 1, shift and mean 0.
         let identity = [

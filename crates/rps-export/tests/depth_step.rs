@@ -22,7 +22,6 @@ use rps_core::npy::Npz;
 use rps_core::{Unfreeze, names};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
-use rps_export::weights;
 use rps_fixtures::{f32_spread, reference, rel_err};
 
 /// One reference step: its files and the network it trains.
@@ -48,7 +47,7 @@ impl Case {
 /// output that the reference holds.
 fn errors(case: &Case) -> Vec<(String, f64, f64)> {
     let arch = case.arch();
-    let (mut values, _) = weights::load_file(&reference(case.weights)).unwrap();
+    let (mut values, _) = rps_weights::load_file(&reference(case.weights)).unwrap();
     let mut npz = Npz::open(&reference(case.file)).unwrap();
     let keys = npz.names().unwrap();
     for (name, _) in arch.head_shapes(arch.classes) {

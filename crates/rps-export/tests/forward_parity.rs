@@ -4,13 +4,13 @@ mod common;
 
 use common::{Input, assert_matches, run, session};
 use rps_core::{Unfreeze, names};
+use rps_export::infer;
 use rps_export::resnet::{Arch, Net};
-use rps_export::{infer, weights};
 use rps_fixtures::{arch_reference, reference};
 use std::path::Path;
 
 fn check_forward(net: Net, weights_file: &Path, forward_file: &Path, width: usize, size: usize) {
-    let (tensors, _) = weights::load_file(weights_file).unwrap();
+    let (tensors, _) = rps_weights::load_file(weights_file).unwrap();
     let arch = Arch {
         net,
         width,

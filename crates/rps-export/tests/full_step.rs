@@ -9,7 +9,6 @@ use rps_core::npy::Npz;
 use rps_core::{Unfreeze, names};
 use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
-use rps_export::weights;
 use rps_fixtures::{reference, rel_err};
 
 const ARCH: Arch = Arch {
@@ -22,7 +21,7 @@ const FILE: &str = "resnet18_seed0_train_layer4.npz";
 
 /// `(name, our relative error, the bound)` of the loss, the logits and every gradient.
 fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
-    let (mut values, _) = weights::load_file(&reference("resnet18_seed0.pth")).unwrap();
+    let (mut values, _) = rps_weights::load_file(&reference("resnet18_seed0.pth")).unwrap();
     let mut npz = Npz::open(&reference(FILE)).unwrap();
     for leaf in ["weight", "bias"] {
         let name = fc().tensor(leaf);

@@ -4,7 +4,8 @@
 mod common;
 
 use rps_export::resnet::{Arch, Net};
-use rps_export::weights::{check_weights, load_file};
+use rps_export::weights::check_weights;
+use rps_weights::load_file;
 
 #[test]
 fn reference_state_dicts_load_with_every_tensor() {

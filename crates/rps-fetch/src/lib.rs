@@ -3,7 +3,6 @@
 //! `DATA/rps/<split>/<class>/`.
 
 pub mod checksums;
-pub mod complete;
 pub mod download;
 pub mod extract;
 
@@ -120,7 +119,7 @@ fn class_counts(unpacked: &[(PathBuf, String, TempDir)]) -> Result<Vec<DatasetCo
 
 /// Puts `url` into `DATA/raw/` (unless a copy is there already) and checks it against
 /// the recorded hashes, recording its own once the file shows it is whole (a
-/// complete zip archive or `.safetensors` file: what a weights file is).
+/// complete weights file: `rps_weights::check_whole`).
 pub fn fetch_file(layout: &Layout, source: &Source, url: &str) -> Result<PathBuf> {
     let path = get(layout, source, url)?;
     let sums_path = layout.checksums();
@@ -128,10 +127,10 @@ pub fn fetch_file(layout: &Layout, source: &Source, url: &str) -> Result<PathBuf
     let sha256 = sums.check(&path)?;
     if !sums.records(&path)? {
         // The first time: a transfer cut short without a Content-Length looks whole.
-        if let Err(e) = complete::check_weights_file(&path) {
+        if let Err(e) = rps_weights::check_whole(&path) {
             let bad = sums.distrust(&path)?;
             sums.write(&sums_path)?;
-            return Err(e.context(format!(
+            return Err(anyhow::Error::new(e).context(format!(
                 "{url}: not trusted; set aside as {}, so the next run fetches it again",
                 bad.display()
             )));

@@ -106,11 +106,12 @@ const ARCH: Arch = Arch {
 };
 
 /// A weights file as fetch checks it is whole, then as rps-export reads it (`.pth`
-/// or `.safetensors`, told by the bytes) and checks it against the architecture.
+/// in either torch.save format, or `.safetensors`, told by the bytes) and checks it
+/// against the architecture.
 pub fn weights(data: &[u8]) -> bool {
-    let whole = rps_fetch::complete::check_weights_file(&as_file("weights", data)).is_ok();
+    let whole = rps_weights::check_whole(&as_file("weights", data)).is_ok();
     let path = Path::new("fuzz.pth");
-    let fits = rps_export::weights::parse(data, path)
+    let fits = rps_weights::parse(data, path)
         .is_ok_and(|tensors| rps_export::weights::check_weights(&tensors, &ARCH, path).is_ok());
     whole && fits
 }
