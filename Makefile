@@ -44,6 +44,7 @@ PLOT        ?=
 VAL_FRACTION ?= 0
 HEAD_SCHEDULE ?= constant
 FT_SCHEDULE ?= constant
+FT_BN       ?= train
 FT_LR_MULT  ?= 1
 PATIENCE    ?= 0
 CLASS_WEIGHTS ?= none
@@ -54,7 +55,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_TARGETS ?=
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
-  HEAD_SCHEDULE FT_SCHEDULE FT_LR_MULT PATIENCE CLASS_WEIGHTS LR_FIND \
+  HEAD_SCHEDULE FT_SCHEDULE FT_BN FT_LR_MULT PATIENCE CLASS_WEIGHTS LR_FIND \
   DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON FUZZ_SECONDS FUZZ_TARGETS
 
@@ -111,7 +112,7 @@ EXPORT_SETTINGS     = $(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(UNF
 PREPROCESS_SETTINGS = $(IMAGE_SIZE) $(VIEWS) $(SEED)
 EXTRACT_SETTINGS    = $(EXTRACT_BATCH)
 TRAIN_SETTINGS      = $(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION) \
-  $(HEAD_SCHEDULE) $(FT_SCHEDULE) $(FT_LR_MULT) $(PATIENCE) $(CLASS_WEIGHTS)
+  $(HEAD_SCHEDULE) $(FT_SCHEDULE) $(FT_BN) $(FT_LR_MULT) $(PATIENCE) $(CLASS_WEIGHTS)
 
 # stamp_rule(name, VARIABLE): the stamp's rule; values stay in their variable, so
 # no character in them is read as make syntax.
@@ -148,6 +149,7 @@ help: ## List targets and variables
 	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
 	@echo "  UNFREEZE: the first stage phase 2 trains: layer4 (the recipe), layer3, layer2, layer1 or all"
 	@echo "  HEAD_SCHEDULE, FT_SCHEDULE: constant (the recipe), one-cycle or cosine"
+	@echo "  FT_BN: the trained stages' BatchNorm in phase 2: train (the recipe) or eval (running statistics, kept)"
 	@echo "  FT_LR_MULT: each earlier trained stage's rate is the next one's divided by it (1: all FT_LR)"
 	@echo "  PATIENCE: end a phase after N epochs without a better validation loss (needs VAL_FRACTION; 0: never)"
 	@echo "  CLASS_WEIGHTS: none (the recipe), balanced, or a weight per class: 1,2.5,1"
@@ -215,7 +217,7 @@ TRAIN_FLAGS = --data $(Q_DATA) $(ORT_FLAGS) --batch $(call quote,$(BATCH)) \
 	  --dropout $(call quote,$(DROPOUT)) --head-epochs $(call quote,$(HEAD_EPOCHS)) --head-lr $(call quote,$(HEAD_LR)) \
 	  --ft-epochs $(call quote,$(FT_EPOCHS)) --ft-lr $(call quote,$(FT_LR)) --seed $(call quote,$(SEED)) \
 	  --val-fraction $(call quote,$(VAL_FRACTION)) --head-schedule $(call quote,$(HEAD_SCHEDULE)) \
-	  --ft-schedule $(call quote,$(FT_SCHEDULE)) --ft-lr-mult $(call quote,$(FT_LR_MULT)) \
+	  --ft-schedule $(call quote,$(FT_SCHEDULE)) --ft-bn $(call quote,$(FT_BN)) --ft-lr-mult $(call quote,$(FT_LR_MULT)) \
 	  --patience $(call quote,$(PATIENCE)) --class-weights $(call quote,$(CLASS_WEIGHTS))
 
 # A run killed midway resumes from its last checkpoint when its settings are unchanged.

@@ -92,6 +92,7 @@ fn settings() -> Vec<Setting> {
             &d::FT_SCHEDULE,
             vec![(TRAIN, "--ft-schedule")],
         ),
+        setting("FT_BN", &d::FT_BN, vec![(TRAIN, "--ft-bn")]),
         setting("FT_LR_MULT", &d::FT_LR_MULT, vec![(TRAIN, "--ft-lr-mult")]),
         setting("PATIENCE", &d::PATIENCE, vec![(TRAIN, "--patience")]),
         setting(
@@ -278,6 +279,7 @@ const OUT_OF_RANGE: &[(&[&str], &str, &str)] = &[
     (TRAIN, "--patience", "-1"),
     (TRAIN, "--head-schedule", "onecycle"),
     (TRAIN, "--ft-schedule", "1"),
+    (TRAIN, "--ft-bn", "frozen"),
     (TRAIN, "--class-weights", "1,0,1"),
     (TRAIN, "--class-weights", "heavy"),
     (TRAIN, "--lr-find", "middle"),

@@ -185,6 +185,7 @@ fn make_all_runs_the_pipeline_and_reruns_only_what_changed() {
     assert!(graphs.len() > 5, "{graphs:?}");
     let tuning = [
         "FT_SCHEDULE=one-cycle",
+        "FT_BN=eval",
         "FT_LR_MULT=10",
         "CLASS_WEIGHTS=balanced",
     ];

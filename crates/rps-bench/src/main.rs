@@ -13,7 +13,7 @@ use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::whole;
 use rps_core::defaults::ranges;
-use rps_core::{GraphFile, Layout, SessionOptions, Unfreeze};
+use rps_core::{FtBn, GraphFile, Layout, SessionOptions, Unfreeze};
 use rps_export::export::{self, Source};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self as graphs, Convolutions};
@@ -306,7 +306,7 @@ fn step_rows(
             "",
         ),
     );
-    let patches = graphs::finetune_step(arch, unfreeze, Convolutions::Patches);
+    let patches = graphs::finetune_step(arch, unfreeze, Convolutions::Patches, FtBn::Train);
     let patches = Runtime::get()?.session_from_bytes(&patches, "patches", options)?;
     let patches = rates::bare_step_rate(arch, patches.0, features, args.steps)?;
     rows.push(

@@ -1,6 +1,6 @@
 //! The recipe's settings, defined once: every binary's flags take their defaults from
 //! here, and the Makefile's defaults, `make help` and the README's variables table
-//! must say the same (`tests/defaults.rs` checks that they do).
+//! must say the same (`tests/flags.rs` checks that they do).
 
 /// The pipeline's data folder (`DATA`).
 pub const DATA: &str = "data";
@@ -26,6 +26,9 @@ pub const FT_LR: f64 = 1e-7;
 /// `constant` (the recipe), `one-cycle` or `cosine`.
 pub const HEAD_SCHEDULE: &str = "constant";
 pub const FT_SCHEDULE: &str = "constant";
+/// The trained stages' BatchNorm in phase 2 (`FT_BN`): `train` (the recipe: batch
+/// statistics, running ones updated) or `eval` (running statistics, kept).
+pub const FT_BN: &str = "train";
 /// Phase 2's rate per stage (`FT_LR_MULT`): each trained stage gets the rate of the
 /// one after it divided by this; the head keeps `FT_LR`. 1 gives every stage `FT_LR`.
 pub const FT_LR_MULT: f64 = 1.0;

@@ -73,6 +73,9 @@ file_names! {
         /// The phase 2 train step: the frozen layers' output (or the images, when
         /// nothing is frozen) -> the Adam step of every trained stage and the head.
         FinetuneStep => "finetune_step.onnx",
+        /// The same step with the trained stages' BatchNorm in eval mode (`FT_BN=eval`):
+        /// the running statistics normalize and pass through unchanged.
+        FinetuneStepBnEval => "finetune_step_bn_eval.onnx",
         /// Phase 2 scoring: the same features and the trained weights -> loss, logits.
         FinetuneEval => "finetune_eval.onnx",
         /// images -> class probabilities, the head still zero: train writes

@@ -35,7 +35,7 @@ pub use layout::{
 };
 pub use npy::Tensors;
 pub use phase::Phase;
-pub use tuning::{ClassWeights, Schedule};
+pub use tuning::{ClassWeights, FtBn, Schedule};
 pub use unfreeze::Unfreeze;
 
 #[cfg(test)]

@@ -52,6 +52,51 @@ pub struct EpochRow {
     pub val_acc: Option<f64>,
 }
 
+/// How phase 2 ended beside phase 1, by test loss: whether fine-tuning helped.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PhaseOutcome {
+    /// Phase 1's last epoch and its test loss.
+    pub head: (usize, f64),
+    /// Phase 2's last epoch and its test loss.
+    pub finetune: (usize, f64),
+}
+
+impl PhaseOutcome {
+    /// From a run's epochs; `None` unless both phases ran.
+    pub fn of(rows: &[EpochRow]) -> Option<Self> {
+        let last = |phase| {
+            rows.iter()
+                .rev()
+                .find(|r| r.phase == phase)
+                .map(|r| (r.epoch, r.test_loss))
+        };
+        Some(Self {
+            head: last(Phase::Head)?,
+            finetune: last(Phase::Finetune)?,
+        })
+    }
+
+    /// Phase 2 ended with a higher test loss than phase 1 (or one that is not a
+    /// number).
+    pub fn worse(&self) -> bool {
+        use std::cmp::Ordering::Greater;
+        matches!(
+            self.finetune.1.partial_cmp(&self.head.1),
+            Some(Greater) | None
+        )
+    }
+
+    /// `phase 2 ended worse than phase 1: test loss 0.8123 at epoch 40 against
+    /// 0.6012 at epoch 20`.
+    pub fn describe(&self) -> String {
+        let verdict = if self.worse() { "worse" } else { "no worse" };
+        let ((head_epoch, head_loss), (ft_epoch, ft_loss)) = (self.head, self.finetune);
+        format!(
+            "phase 2 ended {verdict} than phase 1: test loss {ft_loss:.4} at epoch {ft_epoch} against {head_loss:.4} at epoch {head_epoch}"
+        )
+    }
+}
+
 /// `results/lr_find_head.csv`, `results/lr_find_finetune.csv`: the learning-rate
 /// finder's sweep, one step a row.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -121,4 +166,40 @@ pub struct PerClassRow {
     pub recall: f64,
     pub f1: f64,
     pub support: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, phase: Phase, test_loss: f64) -> EpochRow {
+        EpochRow {
+            epoch,
+            phase,
+            test_loss,
+            ..EpochRow::default()
+        }
+    }
+
+    #[test]
+    fn phase_two_is_judged_by_its_last_test_loss_against_phase_ones() {
+        let mut rows = vec![
+            row(1, Phase::Head, 0.9),
+            row(2, Phase::Head, 0.6),
+            row(3, Phase::Finetune, 0.5),
+            row(4, Phase::Finetune, 0.7),
+        ];
+        let outcome = PhaseOutcome::of(&rows).unwrap();
+        assert_eq!((outcome.head, outcome.finetune), ((2, 0.6), (4, 0.7)));
+        assert!(outcome.worse());
+        assert_eq!(
+            outcome.describe(),
+            "phase 2 ended worse than phase 1: test loss 0.7000 at epoch 4 against 0.6000 at epoch 2"
+        );
+        rows[3].test_loss = 0.6;
+        assert!(!PhaseOutcome::of(&rows).unwrap().worse());
+        rows[3].test_loss = f64::NAN;
+        assert!(PhaseOutcome::of(&rows).unwrap().worse());
+        assert_eq!(PhaseOutcome::of(&rows[..2]), None);
+    }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io};
-use crate::{ClassWeights, Device, GraphFile, Phase, Schedule, Split, Unfreeze, atomic, defaults};
+use crate::{
+    ClassWeights, Device, FtBn, GraphFile, Phase, Schedule, Split, Unfreeze, atomic, defaults,
+};
 
 /// The stages that write a sidecar.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -254,6 +256,8 @@ pub struct TrainSettings {
     pub val_fraction: f64,
     pub head_schedule: Schedule,
     pub ft_schedule: Schedule,
+    /// The trained stages' BatchNorm in phase 2.
+    pub ft_bn: FtBn,
     pub ft_lr_mult: f64,
     pub patience: usize,
     pub class_weights: ClassWeights,
@@ -274,6 +278,7 @@ impl Default for TrainSettings {
             val_fraction: defaults::VAL_FRACTION,
             head_schedule: Schedule::parse(defaults::HEAD_SCHEDULE).expect("a schedule"),
             ft_schedule: Schedule::parse(defaults::FT_SCHEDULE).expect("a schedule"),
+            ft_bn: FtBn::flag(defaults::FT_BN).expect("a BatchNorm mode"),
             ft_lr_mult: defaults::FT_LR_MULT,
             patience: defaults::PATIENCE,
             class_weights: ClassWeights::flag(defaults::CLASS_WEIGHTS).expect("class weights"),

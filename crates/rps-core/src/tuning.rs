@@ -1,6 +1,7 @@
 //! The settings that tune training beyond the recipe's constants: a learning-rate
-//! schedule per phase (`HEAD_SCHEDULE`, `FT_SCHEDULE`) and class weights in the loss
-//! (`CLASS_WEIGHTS`). Their formulas are rps-train's; here are the values a person
+//! schedule per phase (`HEAD_SCHEDULE`, `FT_SCHEDULE`), the mode of the trained
+//! stages' BatchNorm (`FT_BN`) and class weights in the loss (`CLASS_WEIGHTS`).
+//! Their formulas are rps-train's and rps-export's; here are the values a person
 //! writes, as flags and sidecars hold them.
 
 use std::fmt;
@@ -45,6 +46,44 @@ impl Schedule {
 }
 
 impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How phase 2 runs the BatchNorm layers of the stages it trains (`FT_BN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FtBn {
+    /// Train mode, the recipe's (PyTorch's `model.train()`): each batch normalized
+    /// with its own statistics, the running ones moved toward them.
+    Train,
+    /// Inference mode, as Keras recommends for fine-tuning (`training=False`): the
+    /// running statistics normalize and stay as they are; scale and shift still learn.
+    Eval,
+}
+
+impl FtBn {
+    pub const ALL: [FtBn; 2] = [FtBn::Train, FtBn::Eval];
+
+    /// The setting's value: `train` or `eval`.
+    pub fn name(self) -> &'static str {
+        match self {
+            FtBn::Train => "train",
+            FtBn::Eval => "eval",
+        }
+    }
+
+    /// `--ft-bn`'s value, or the choices.
+    pub fn flag(name: &str) -> Result<FtBn, String> {
+        Self::ALL
+            .into_iter()
+            .find(|mode| mode.name() == name)
+            .ok_or_else(|| format!("expected one of {}", Self::ALL.map(FtBn::name).join(", ")))
+    }
+}
+
+impl fmt::Display for FtBn {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }

@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
 use plotters::style::RGBColor;
-use rps_core::rows::{EpochRow, IndexRow, MetricRow, PerClassRow};
-use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage};
+use rps_core::rows::{EpochRow, IndexRow, MetricRow, PerClassRow, PhaseOutcome};
+use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage, TrainMeta};
 use rps_core::text::cell;
 use rps_core::upstream::Upstream;
 use rps_core::{
@@ -37,6 +37,22 @@ pub struct Report {
     pub accuracy: f64,
     pub loss: f64,
     pub weights: PathBuf,
+    /// The epoch whose weights were scored (`train.json`'s `model_epoch`).
+    pub model_epoch: usize,
+    /// Said when phase 2 ended worse than phase 1 ([`phase_two_warning`]).
+    pub warning: Option<String>,
+}
+
+/// What to tell a person whose phase 2 ended with a higher test loss than phase 1's
+/// last epoch, and what to try.
+pub fn phase_two_warning(outcome: Option<PhaseOutcome>, model_epoch: usize) -> Option<String> {
+    let outcome = outcome.filter(PhaseOutcome::worse)?;
+    Some(format!(
+        "{}; model.onnx holds epoch {model_epoch}. In train mode the trained stages' BatchNorm \
+         normalizes with batch statistics the head never saw, and a small FT_LR cannot adapt \
+         to them: try FT_BN=eval or a larger FT_LR (README, Tuning)",
+        outcome.describe()
+    ))
 }
 
 /// Up to this many misclassified images go into errors.png.
@@ -54,7 +70,13 @@ pub fn run(config: &Config) -> Result<Report> {
     let index = test_index(layout)?;
     let per_class = write_tables(layout, &classes, &confusion, &index, &scores)?;
     let out = |file: ResultFile| layout.result(file);
-    plot_epochs(layout)?;
+    let epochs: Vec<EpochRow> = table::read(&out(ResultFile::Epochs))?;
+    plot_epochs(layout, &epochs)?;
+    let outcome = PhaseOutcome::of(&epochs);
+    let model_epoch = TrainMeta::read(&out(ResultFile::TrainMeta))?
+        .details
+        .model_epoch;
+    let warning = phase_two_warning(outcome, model_epoch);
     plots::confusion_chart(&out(ResultFile::ConfusionPlot), &confusion, classes.names())?;
     error_grid(layout, &index, &classes, &scores)?;
     copy_samples(layout)?;
@@ -74,6 +96,11 @@ pub fn run(config: &Config) -> Result<Report> {
             ),
         ),
         ("weights", weights_path.display().to_string()),
+        ("model_epoch", model_epoch.to_string()),
+        (
+            "phase_2",
+            outcome.map_or("phase 2 did not run".into(), |o| o.describe()),
+        ),
         ("device", device.name().to_string()),
         ("seconds", started.elapsed().as_secs_f64().to_string()),
     ]
@@ -101,6 +128,7 @@ pub fn run(config: &Config) -> Result<Report> {
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(&out(ResultFile::EvaluateMeta))?;
     let tables = report::Tables {
+        warning: warning.as_deref(),
         summary: &summary,
         per_class: &per_class,
         confusion: &confusion,
@@ -113,6 +141,8 @@ pub fn run(config: &Config) -> Result<Report> {
         accuracy: confusion.accuracy(),
         loss,
         weights: weights_path,
+        model_epoch,
+        warning,
     })
 }
 
@@ -290,8 +320,7 @@ fn log_rate(lr: f64) -> Option<f64> {
     (lr > 0.0).then(|| lr.log10())
 }
 
-fn plot_epochs(layout: &Layout) -> Result<()> {
-    let epochs: Vec<EpochRow> = table::read(&layout.result(ResultFile::Epochs))?;
+fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
     let finetune = epochs
         .iter()
         .find(|r| r.phase == rps_core::Phase::Finetune)

@@ -38,6 +38,10 @@ fn run(args: Args) -> Result<()> {
         report.loss,
         report.weights.display()
     );
+    println!("model.onnx holds epoch {}", report.model_epoch);
+    if let Some(warning) = &report.warning {
+        eprintln!("evaluate: warning: {warning}");
+    }
     println!("wrote {}", config.layout.dir(Folder::Results).display());
     Ok(())
 }

@@ -17,6 +17,8 @@ use rps_core::rows::{LayerRow, MetricRow, PerClassRow};
 
 /// What the page shows besides the files it reads.
 pub struct Tables<'a> {
+    /// Shown above everything else.
+    pub warning: Option<&'a str>,
     pub summary: &'a [MetricRow],
     pub per_class: &'a [PerClassRow],
     pub confusion: &'a Confusion,
@@ -48,6 +50,9 @@ const PLOTS: [(ResultFile, &str); 6] = [
 pub fn write(layout: &Layout, tables: &Tables) -> Result<()> {
     let mut page = String::new();
     page.push_str(HEAD);
+    if let Some(warning) = tables.warning {
+        let _ = writeln!(page, "<p class=\"warning\">{}</p>", escape(warning));
+    }
     section(&mut page, "Summary");
     table(
         &mut page,
@@ -243,6 +248,7 @@ th { background: #eee; }
 img { max-width: 100%; border: 1px solid #ddd; }
 figure { margin: 1em 0 2em; }
 code { font-size: 0.9em; }
+.warning { background: #fff3cd; border: 1px solid #e0b000; padding: 0.6em 0.8em; }
 </style>
 </head>
 <body>

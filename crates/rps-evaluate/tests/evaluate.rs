@@ -123,6 +123,49 @@ fn a_test_label_outside_the_classes_is_refused_naming_file_row_and_value() {
     }
 }
 
+/// A phase 2 that ends with a higher test loss than phase 1's last epoch is said on
+/// the terminal, at the top of the report and in summary.csv, with the epoch
+/// model.onnx holds; one that ends lower is not warned about.
+#[test]
+fn a_phase_two_worse_than_phase_one_is_said_plainly() {
+    for (finetune_loss, worse) in [(9.0, true), (0.001, false)] {
+        let copy = pipeline_copy();
+        let layout = Layout::new(copy.path());
+        let path = layout.result(ResultFile::Epochs);
+        let mut rows: Vec<rps_core::rows::EpochRow> = rps_core::table::read(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        rows[1].test_loss = finetune_loss;
+        rps_core::table::write(&path, &rows).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
+            .args(["--data", copy.path().to_str().unwrap(), "--device", "cpu"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stderr}");
+        assert!(stdout.contains("model.onnx holds epoch 2"), "{stdout}");
+        let said = "phase 2 ended worse than phase 1: test loss 9.0000 at epoch 2 against";
+        assert_eq!(stderr.contains(said), worse, "{stderr}");
+        assert_eq!(stderr.contains("FT_BN=eval"), worse, "{stderr}");
+        let page = std::fs::read_to_string(layout.result(ResultFile::Report)).unwrap();
+        assert_eq!(
+            page.contains("<p class=\"warning\">phase 2 ended worse"),
+            worse
+        );
+        let (_, summary) = read_csv(&layout.result(ResultFile::Summary));
+        let row = summary.iter().find(|r| r[0] == "phase_2").unwrap();
+        let verdict = if worse {
+            "ended worse"
+        } else {
+            "ended no worse"
+        };
+        assert!(row[1].contains(verdict), "{row:?}");
+        assert!(summary.iter().any(|r| r[0] == "model_epoch" && r[1] == "2"));
+    }
+}
+
 fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
     let mut reader = csv::Reader::from_path(path).unwrap();
     let header = reader.headers().unwrap().iter().map(String::from).collect();

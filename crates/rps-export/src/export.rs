@@ -12,7 +12,7 @@ use rps_core::rows::DatasetCount;
 use rps_core::sidecar::{
     ExportDetails, ExportMeta, ExportSettings, FileDigest, Stage, WeightsSource,
 };
-use rps_core::{Folder, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
+use rps_core::{Folder, FtBn, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
 
 use crate::resnet::{Arch, Net, fc};
 use crate::train::Convolutions;
@@ -101,7 +101,11 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         (GraphFile::HeadEval, train::head_eval(&arch)),
         (
             GraphFile::FinetuneStep,
-            train::finetune_step(&arch, config.unfreeze, Convolutions::Fastest),
+            train::finetune_step(&arch, config.unfreeze, Convolutions::Fastest, FtBn::Train),
+        ),
+        (
+            GraphFile::FinetuneStepBnEval,
+            train::finetune_step(&arch, config.unfreeze, Convolutions::Fastest, FtBn::Eval),
         ),
         (
             GraphFile::FinetuneEval,

@@ -5,6 +5,9 @@
 //! running statistics within 1e-4, then the eval graph on the updated state against
 //! the reference's eval-mode logits within 1e-4. layer3 is at full width; layer2 and
 //! the whole network at base width 16 and 224 pixels, so every map has its real size.
+//! The same holds with the trained stages' BatchNorm in eval mode (`FT_BN=eval`), from
+//! layer4, layer2 and the whole network, against references made here
+//! (`scripts/make_bn_eval_reference.py`, each with its own float32 spread).
 //!
 //! "PyTorch's own float32 error" is the worst of its runs in three summation orders
 //! (`rps_fixtures::f32_spread`), not the one run the reference file records: at
@@ -15,21 +18,25 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use common::{Input, first_step_inputs, run, session, set};
 use ndarray::ArrayD;
 use rps_core::npy::Npz;
-use rps_core::{Unfreeze, names};
+use rps_core::{FtBn, Unfreeze, names};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
 use rps_fixtures::{f32_spread, reference, rel_err};
 
 /// One reference step: its files and the network it trains.
 struct Case {
+    /// The weights, in `../shared/reference/`.
     weights: &'static str,
-    file: &'static str,
+    /// The step: `../shared/reference/`'s, or one of `rps_fixtures::arch_reference`.
+    file: PathBuf,
     width: usize,
     unfreeze: Unfreeze,
+    ft_bn: FtBn,
 }
 
 impl Case {
@@ -48,7 +55,7 @@ impl Case {
 fn errors(case: &Case) -> Vec<(String, f64, f64)> {
     let arch = case.arch();
     let (mut values, _) = rps_weights::load_file(&reference(case.weights)).unwrap();
-    let mut npz = Npz::open(&reference(case.file)).unwrap();
+    let mut npz = Npz::open(&case.file).unwrap();
     let keys = npz.names().unwrap();
     for (name, _) in arch.head_shapes(arch.classes) {
         values.insert(
@@ -64,15 +71,18 @@ fn errors(case: &Case) -> Vec<(String, f64, f64)> {
     let lr = npz.get::<f32>("lr").unwrap().sum();
     let mut inputs = first_step_inputs(&arch, case.unfreeze, features.clone(), lr, &values);
     set(&mut inputs, names::LABELS, Input::I64(labels.clone()));
-    let graph = train::finetune_step(&arch, case.unfreeze, Convolutions::Fastest);
-    let out = run(&mut session(&graph, case.file), inputs);
+    let graph = train::finetune_step(&arch, case.unfreeze, Convolutions::Fastest, case.ft_bn);
+    let name = case.file.file_name().unwrap().to_str().unwrap();
+    let out = run(&mut session(&graph, name), inputs);
 
-    let spread = f32_spread(case.file);
+    let spread = spread(&mut npz, &keys, name);
     let widened = |key: &str, bound: f64| bound.max(10.0 * spread.get(key).copied().unwrap_or(0.0));
     let mut torch_error = |name: &str| {
-        npz.get::<f64>(&format!("torch_f32_rel:{name}"))
-            .unwrap()
-            .sum()
+        let key = format!("torch_f32_rel:{name}");
+        match keys.contains(&key) {
+            true => npz.get::<f64>(&key).unwrap().sum(),
+            false => 0.0,
+        }
     };
     let bounds: BTreeMap<String, f64> = arch
         .finetune_params(case.unfreeze)
@@ -140,6 +150,22 @@ fn errors(case: &Case) -> Vec<(String, f64, f64)> {
     errors
 }
 
+/// PyTorch's own float32 spread on the reference, by key (`grad:NAME`, `loss`, ...):
+/// the file's `f32_spread:KEY` values, or for `../shared/reference/`'s files
+/// `rps_fixtures::f32_spread`.
+fn spread(npz: &mut Npz, keys: &[String], file: &str) -> BTreeMap<String, f64> {
+    let own: BTreeMap<String, f64> = keys
+        .iter()
+        .filter_map(|key| Some((key.strip_prefix("f32_spread:")?.to_string(), key)))
+        .map(|(name, key)| (name, npz.get::<f64>(key).unwrap().sum()))
+        .collect();
+    if own.is_empty() {
+        f32_spread(file)
+    } else {
+        own
+    }
+}
+
 fn check(case: Case) {
     let errors = errors(&case);
     for (what, error, bound) in &errors {
@@ -162,9 +188,10 @@ fn check(case: Case) {
 fn training_from_layer3_matches_pytorch() {
     check(Case {
         weights: "resnet18_seed0.pth",
-        file: "resnet18_seed0_train_from_layer3.npz",
+        file: reference("resnet18_seed0_train_from_layer3.npz"),
         width: 64,
         unfreeze: Unfreeze::Layer3,
+        ft_bn: FtBn::Train,
     });
 }
 
@@ -172,9 +199,10 @@ fn training_from_layer3_matches_pytorch() {
 fn training_from_layer2_matches_pytorch() {
     check(Case {
         weights: "resnet18_w16_seed0.pth",
-        file: "resnet18_w16_seed0_train_from_layer2.npz",
+        file: reference("resnet18_w16_seed0_train_from_layer2.npz"),
         width: 16,
         unfreeze: Unfreeze::Layer2,
+        ft_bn: FtBn::Train,
     });
 }
 
@@ -182,10 +210,32 @@ fn training_from_layer2_matches_pytorch() {
 fn training_the_whole_network_from_u8_pixels_matches_pytorch() {
     check(Case {
         weights: "resnet18_w16_seed0.pth",
-        file: "resnet18_w16_seed0_train_from_conv1.npz",
+        file: reference("resnet18_w16_seed0_train_from_conv1.npz"),
         width: 16,
         unfreeze: Unfreeze::All,
+        ft_bn: FtBn::Train,
     });
+}
+
+/// `FT_BN=eval`: the trained stages' BatchNorm normalizes with its running
+/// statistics, which the step passes through unchanged, while scale and shift learn
+/// (`scripts/make_bn_eval_reference.py`, width 16, 224 pixels, batch 8).
+#[test]
+fn training_with_batch_norm_in_eval_mode_matches_pytorch_at_three_depths() {
+    for (stage, unfreeze) in [
+        ("layer4", Unfreeze::Layer4),
+        ("layer2", Unfreeze::Layer2),
+        ("conv1", Unfreeze::All),
+    ] {
+        let file = format!("resnet18_w16_seed0_bn_eval_train_from_{stage}.npz");
+        check(Case {
+            weights: "resnet18_w16_seed0.pth",
+            file: rps_fixtures::arch_reference(&file),
+            width: 16,
+            unfreeze,
+            ft_bn: FtBn::Eval,
+        });
+    }
 }
 
 #[test]
@@ -201,9 +251,10 @@ fn frozen_shapes_are_the_references_inputs() {
     ] {
         let case = Case {
             weights: "",
-            file,
+            file: reference(file),
             width,
             unfreeze,
+            ft_bn: FtBn::Train,
         };
         let features = Npz::open(&reference(file))
             .unwrap()
@@ -247,7 +298,7 @@ fn max_pooling_ties_route_the_gradient_as_pytorch_does() {
         names::LABELS,
         Input::I64(npz.get("labels").unwrap()),
     );
-    let graph = train::finetune_step(&arch, Unfreeze::All, Convolutions::Fastest);
+    let graph = train::finetune_step(&arch, Unfreeze::All, Convolutions::Fastest, FtBn::Train);
     let out = run(&mut session(&graph, "ties"), inputs);
     let spreads: BTreeMap<String, f64> = arch
         .finetune_params(Unfreeze::All)

@@ -6,7 +6,7 @@ mod common;
 
 use common::{Input, first_step_inputs, run, session, set};
 use rps_core::npy::Npz;
-use rps_core::{Unfreeze, names};
+use rps_core::{FtBn, Unfreeze, names};
 use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
 use rps_fixtures::{reference, rel_err};
@@ -35,7 +35,7 @@ fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
     let mut inputs =
         first_step_inputs(&ARCH, Unfreeze::Layer4, Input::F32(features), 1e-3, &values);
     set(&mut inputs, names::LABELS, Input::I64(labels));
-    let graph = train::finetune_step(&ARCH, Unfreeze::Layer4, convolutions);
+    let graph = train::finetune_step(&ARCH, Unfreeze::Layer4, convolutions, FtBn::Train);
     let out = run(&mut session(&graph, "finetune_step"), inputs);
     let mut errors = Vec::new();
     for (key, want) in [(names::LOSS, "step1:loss"), (names::LOGITS, "step1:logits")] {

@@ -10,7 +10,7 @@ use common::{Input, first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rps_core::{Unfreeze, names};
+use rps_core::{FtBn, Unfreeze, names};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
 
@@ -100,7 +100,7 @@ fn check_gradients(arch: &Arch) {
         params.insert(name, ArrayD::ones(IxDyn(&shape)));
     }
     let mut session = session(
-        &train::finetune_step(arch, Unfreeze::Layer4, Convolutions::Fastest),
+        &train::finetune_step(arch, Unfreeze::Layer4, Convolutions::Fastest, FtBn::Train),
         "finetune_step",
     );
     let (_, grads) = loss_and_grads(arch, &mut session, &features, &params);

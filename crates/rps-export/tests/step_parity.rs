@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use common::{Input, assert_matches, batch_inputs, optimizer_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
-use rps_core::Unfreeze;
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
+use rps_core::{FtBn, Unfreeze};
 use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
 
@@ -133,7 +133,7 @@ fn check_phase(net: Net, finetune: bool) {
     let (arch, tag) = mini(net);
     let (step, eval, phase, params, buffers) = if finetune {
         (
-            train::finetune_step(&arch, Unfreeze::Layer4, Convolutions::Fastest),
+            train::finetune_step(&arch, Unfreeze::Layer4, Convolutions::Fastest, FtBn::Train),
             train::finetune_eval(&arch, Unfreeze::Layer4, Convolutions::Fastest),
             "layer4",
             arch.finetune_params(Unfreeze::Layer4),

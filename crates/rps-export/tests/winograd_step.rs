@@ -8,8 +8,8 @@ use common::{Input, first_step_inputs, run, session};
 use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use rps_core::Unfreeze;
 use rps_core::names::{self, StateKind};
+use rps_core::{FtBn, Unfreeze};
 use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
 use rps_export::weights;
@@ -54,7 +54,7 @@ fn winograd_step_matches_the_patch_step() {
 
 fn winograd_step_matches_the_patch_step_of(arch: &Arch) {
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_step(arch, Unfreeze::Layer4, convolutions);
+        let graph = train::finetune_step(arch, Unfreeze::Layer4, convolutions, FtBn::Train);
         run(&mut session(&graph, "finetune_step"), inputs(arch))
     });
     let [winograd, patches] = &outputs;

@@ -27,7 +27,7 @@ use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::sidecar::{EarlyStop, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    CacheFile, CheckpointFile, ClassList, Device, Feature, Folder, GraphFile, Layout, Phase,
+    CacheFile, CheckpointFile, ClassList, Device, Feature, Folder, FtBn, GraphFile, Layout, Phase,
     ResultFile, SessionOptions, Split, Tensors, atomic, npy, table,
 };
 use rps_onnx::ModelFile;
@@ -49,15 +49,18 @@ pub struct Config {
     pub session: SessionOptions,
 }
 
-/// The step and eval graphs `phase` runs, and the features they take.
-fn phase_graphs(phase: Phase) -> (GraphFile, GraphFile, Feature) {
+/// The step and eval graphs `phase` runs (phase 2's step by the BatchNorm mode
+/// `ft_bn`), and the features they take.
+fn phase_graphs(phase: Phase, ft_bn: FtBn) -> (GraphFile, GraphFile, Feature) {
     match phase {
         Phase::Head => (GraphFile::HeadStep, GraphFile::HeadEval, Feature::Pooled),
-        Phase::Finetune => (
-            GraphFile::FinetuneStep,
-            GraphFile::FinetuneEval,
-            Feature::Frozen,
-        ),
+        Phase::Finetune => {
+            let step = match ft_bn {
+                FtBn::Train => GraphFile::FinetuneStep,
+                FtBn::Eval => GraphFile::FinetuneStepBnEval,
+            };
+            (step, GraphFile::FinetuneEval, Feature::Frozen)
+        }
     }
 }
 
@@ -105,7 +108,7 @@ impl PhaseGraphs {
     /// Opens the phase's graphs and checks that the features fit them.
     fn open(run: &Run, phase: Phase) -> Result<Self> {
         let layout = &run.config.layout;
-        let (step, eval, feature) = phase_graphs(phase);
+        let (step, eval, feature) = phase_graphs(phase, run.config.settings.ft_bn);
         let optimizer = run.optimizer.clone();
         let step = StepRunner::open(layout, step, run.config.session, optimizer)?;
         let eval = Scorer::open(layout, eval, run.config.session)?;

@@ -4,7 +4,7 @@ use rps_core::cli::{StageArgs, number, whole};
 use rps_core::defaults;
 use rps_core::defaults::ranges;
 use rps_core::sidecar::TrainSettings;
-use rps_core::{ClassWeights, Schedule};
+use rps_core::{ClassWeights, FtBn, Schedule};
 use rps_train::Config;
 use rps_train::lr_find::Sweeps;
 use std::process::ExitCode;
@@ -57,6 +57,11 @@ struct Args {
     /// How phase 2's rate moves over its steps: constant, one-cycle or cosine.
     #[arg(long, default_value = defaults::FT_SCHEDULE, value_parser = Schedule::flag)]
     ft_schedule: Schedule,
+    /// The trained stages' BatchNorm in phase 2: train (the recipe: each batch's
+    /// statistics, the running ones updated) or eval (the running statistics,
+    /// unchanged, as Keras recommends for fine-tuning; scale and shift still learn).
+    #[arg(long, default_value = defaults::FT_BN, value_parser = FtBn::flag)]
+    ft_bn: FtBn,
     /// Phase 2's rate per stage, in [0.01, 100]: each trained stage gets the rate of
     /// the one after it divided by this (the head keeps --ft-lr), as fastai's slice
     /// spreads one; 1 gives every stage --ft-lr.
@@ -99,6 +104,7 @@ fn run(args: Args) -> Result<()> {
             val_fraction: args.val_fraction,
             head_schedule: args.head_schedule,
             ft_schedule: args.ft_schedule,
+            ft_bn: args.ft_bn,
             ft_lr_mult: args.ft_lr_mult,
             patience: args.patience,
             class_weights: args.class_weights,

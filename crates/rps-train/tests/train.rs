@@ -8,7 +8,7 @@ use ndarray::Array1;
 use rps_core::rows::ParamsRow;
 use rps_core::sidecar::{TrainMeta, TrainSettings};
 use rps_core::{
-    CheckpointFile, Feature, GraphFile, Layout, ResultFile, SessionOptions, Split, Tensors,
+    CheckpointFile, Feature, FtBn, GraphFile, Layout, ResultFile, SessionOptions, Split, Tensors,
     Unfreeze, npy, table,
 };
 use rps_export::export::{self, Source};
@@ -88,6 +88,36 @@ fn a_resumed_run_equals_an_uninterrupted_one() {
     resumed.resume = true;
     run(&resumed).unwrap();
     assert_eq!(without_seconds(epochs(&la)), without_seconds(epochs(&lb)));
+}
+
+/// `FT_BN=eval` runs phase 2 on its own step graph: the trained stages' running
+/// statistics end where they started while their scale and shift learn; train mode
+/// moves the statistics.
+#[test]
+fn batch_norm_in_eval_mode_keeps_the_running_statistics() {
+    let start = |layout: &Layout| npy::read_tensors(&layout.graph(GraphFile::Weights)).unwrap();
+    let trained = |layout: &Layout| npy::read_tensors(&layout.result(ResultFile::Weights)).unwrap();
+    for ft_bn in FtBn::ALL {
+        let (_dir, layout) = dataset();
+        let mut config = config(&layout);
+        config.settings.ft_bn = ft_bn;
+        run(&config).unwrap();
+        let (before, after) = (start(&layout), trained(&layout));
+        let changed = |key: &str| before[key] != after[key];
+        let statistics = ["layer4.0.bn1.running_mean", "layer4.1.bn2.running_var"];
+        assert_eq!(
+            statistics.map(changed),
+            [ft_bn == FtBn::Train; 2],
+            "{ft_bn}"
+        );
+        assert!(
+            changed("layer4.1.bn2.weight") && changed("layer4.0.bn1.bias"),
+            "{ft_bn}"
+        );
+        assert!(!changed("layer3.1.bn2.running_var"), "{ft_bn}");
+        let meta = TrainMeta::read(&layout.result(ResultFile::TrainMeta)).unwrap();
+        assert_eq!(meta.settings.ft_bn, ft_bn);
+    }
 }
 
 #[test]

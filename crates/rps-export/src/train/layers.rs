@@ -163,18 +163,12 @@ impl Backward for BatchNormTrain {
         dy: &Value,
         _: &[bool],
     ) -> Vec<Option<Value>> {
-        let c = self.spec.cout;
         let dbeta = channel_sum(g, Reduce::Sum, dy, self.precise);
         let dy_centered = g.mul(dy, &self.centered);
         let sum_dy_centered = channel_sum(g, Reduce::Sum, &dy_centered, self.precise);
         let dgamma = g.mul(&sum_dy_centered, &self.invstd);
-        for (tensor, param, grad) in [
-            (BnTensor::WEIGHT, &self.gamma, &dgamma),
-            (BnTensor::BIAS, &self.beta, &dbeta),
-        ] {
-            let flat = g.reshape(grad, &[c as i64]);
-            params.record(&self.spec.bn_tensor(tensor), &[c], param, flat);
-        }
+        let grads = [dgamma.clone(), dbeta.clone()];
+        record_scale_and_shift(g, params, &self.spec, [&self.gamma, &self.beta], grads);
         let mean_dy = g.div(&dbeta, &self.count);
         // xhat · dgamma/M · scale = centered · (invstd · dgamma/M · scale)
         let mean_dy_xhat = g.div(&dgamma, &self.count);
@@ -187,24 +181,83 @@ impl Backward for BatchNormTrain {
     }
 }
 
-/// BatchNorm with the running statistics (eval mode), in eval graphs only:
+/// BatchNorm with the running statistics (eval mode): in eval graphs, and in the
+/// train steps of `FT_BN=eval` (Keras' `training=False`), where the statistics are
+/// constants of the step and only the scale and shift learn:
 /// `(x - mean) * (gamma / sqrt(var + eps)) + beta`.
-pub fn batch_norm_eval(g: &mut Graph, spec: &ConvSpec, inputs: &BnInputs, x: &Value) -> Value {
-    let c = spec.cout;
-    let [gamma, beta, mean, var] = [
-        &inputs.gamma,
-        &inputs.beta,
-        &inputs.running[0],
-        &inputs.running[1],
-    ]
-    .map(|v| per_channel(g, v, c));
-    let eps = g.scalar(BN_EPS);
-    let var_eps = g.add(&var, &eps);
-    let std = g.sqrt(&var_eps);
-    let scale = g.div(&gamma, &std);
-    let centered = g.sub(x, &mean);
-    let scaled = g.mul(&centered, &scale);
-    g.add(&scaled, &beta)
+pub struct BatchNormRunning {
+    spec: ConvSpec,
+    gamma: Value,
+    beta: Value,
+    /// `x - running_mean`.
+    centered: Value,
+    /// `sqrt(running_var + eps)`, `[C,1,1]`.
+    std: Value,
+    /// `gamma / std`, `[C,1,1]`.
+    scale: Value,
+    /// Whether its sums run in float64 ([`PRECISE_SUMS_FROM`]).
+    precise: bool,
+}
+
+impl BatchNormRunning {
+    pub fn forward(
+        g: &mut Graph,
+        spec: &ConvSpec,
+        inputs: &BnInputs,
+        x: &Value,
+        size: usize,
+    ) -> (Self, Value) {
+        let c = spec.cout;
+        let [gamma, beta, mean, var] = [
+            &inputs.gamma,
+            &inputs.beta,
+            &inputs.running[0],
+            &inputs.running[1],
+        ]
+        .map(|v| per_channel(g, v, c));
+        let eps = g.scalar(BN_EPS);
+        let var_eps = g.add(&var, &eps);
+        let std = g.sqrt(&var_eps);
+        let scale = g.div(&gamma, &std);
+        let centered = g.sub(x, &mean);
+        let scaled = g.mul(&centered, &scale);
+        let out = g.add(&scaled, &beta);
+        let layer = Self {
+            spec: spec.clone(),
+            gamma: inputs.gamma.clone(),
+            beta: inputs.beta.clone(),
+            centered,
+            std,
+            scale,
+            precise: size >= PRECISE_SUMS_FROM,
+        };
+        (layer, out)
+    }
+}
+
+impl Backward for BatchNormRunning {
+    /// An affine map per channel: dgamma = Σ dy·(x - mean) / std, dbeta = Σ dy,
+    /// dx = dy · scale.
+    fn backward(
+        &self,
+        g: &mut Graph,
+        params: &mut ParamGrads,
+        dy: &Value,
+        _: &[bool],
+    ) -> Vec<Option<Value>> {
+        let dbeta = channel_sum(g, Reduce::Sum, dy, self.precise);
+        let dy_centered = g.mul(dy, &self.centered);
+        let sum_dy_centered = channel_sum(g, Reduce::Sum, &dy_centered, self.precise);
+        let dgamma = g.div(&sum_dy_centered, &self.std);
+        record_scale_and_shift(
+            g,
+            params,
+            &self.spec,
+            [&self.gamma, &self.beta],
+            [dgamma, dbeta],
+        );
+        vec![Some(g.mul(dy, &self.scale))]
+    }
 }
 
 pub struct Relu {
@@ -473,6 +526,24 @@ fn channel_sum(g: &mut Graph, reduce: Reduce, x: &Value, precise: bool) -> Value
     let wide = g.cast(x, Elem::F64);
     let sum = g.reduce(reduce, &wide, &[1, 2], true);
     g.cast(&sum, Elem::F32)
+}
+
+/// A BatchNorm's scale and shift gradients, `[C,1,1]` sums, recorded as `[C]`.
+fn record_scale_and_shift(
+    g: &mut Graph,
+    params: &mut ParamGrads,
+    spec: &ConvSpec,
+    [gamma, beta]: [&Value; 2],
+    [dgamma, dbeta]: [Value; 2],
+) {
+    let c = spec.cout;
+    for (tensor, param, grad) in [
+        (BnTensor::WEIGHT, gamma, dgamma),
+        (BnTensor::BIAS, beta, dbeta),
+    ] {
+        let flat = g.reshape(&grad, &[c as i64]);
+        params.record(&spec.bn_tensor(tensor), &[c], param, flat);
+    }
 }
 
 /// A `[C]` input as `[C,1,1]`, to broadcast over positions and batch.

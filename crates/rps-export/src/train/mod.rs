@@ -18,7 +18,7 @@ mod conv;
 mod layers;
 mod tape;
 
-use rps_core::{Unfreeze, names};
+use rps_core::{FtBn, Unfreeze, names};
 
 use crate::graph::{Dim, Elem, Graph, Reduce, Value, Window};
 use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
@@ -26,7 +26,8 @@ use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
 use adam::AdamScalars;
 use conv::Algorithm;
 use layers::{
-    Add, BatchNormTrain, BnInputs, Conv, Dropout, GlobalAveragePool, Linear, MaxPool, Relu,
+    Add, BatchNormRunning, BatchNormTrain, BnInputs, Conv, Dropout, GlobalAveragePool, Linear,
+    MaxPool, Relu,
 };
 use tape::{Act, Backward, Gradient, Tape};
 
@@ -68,9 +69,18 @@ pub fn head_eval(arch: &Arch) -> Vec<u8> {
 }
 
 /// Phase 2: the frozen layers' output (or u8 images for [`Unfreeze::All`]) -> every
-/// stage from `unfreeze` on (BatchNorm in train mode) and the head's step.
-pub fn finetune_step(arch: &Arch, unfreeze: Unfreeze, convolutions: Convolutions) -> Vec<u8> {
-    let (mut b, logits) = finetune_logits(arch, unfreeze, convolutions, BatchNorm::Train);
+/// stage from `unfreeze` on (BatchNorm in the mode `ft_bn` names) and the head's step.
+pub fn finetune_step(
+    arch: &Arch,
+    unfreeze: Unfreeze,
+    convolutions: Convolutions,
+    ft_bn: FtBn,
+) -> Vec<u8> {
+    let batch_norm = match ft_bn {
+        FtBn::Train => BatchNorm::Train,
+        FtBn::Eval => BatchNorm::Running,
+    };
+    let (mut b, logits) = finetune_logits(arch, unfreeze, convolutions, batch_norm);
     b.finish_step(&logits, &arch.finetune_params(unfreeze));
     b.g.to_bytes("finetune_step")
 }
@@ -94,18 +104,28 @@ fn finetune_logits(
     let mut b = Builder::new(arch, convolutions, batch_norm);
     let x = b.frozen_input(unfreeze);
     let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
-    let logits = b.head(&pooled, batch_norm == BatchNorm::Train);
+    let logits = b.head(&pooled, batch_norm.in_step());
     (b, logits)
 }
 
-/// Which statistics BatchNorm normalizes with.
+/// Which statistics BatchNorm normalizes with, and whether the graph is a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BatchNorm {
     /// The batch's, updating the running statistics (PyTorch's train mode): train
     /// steps, which record the forward for the backward.
     Train,
+    /// The running statistics, passed through unchanged, in a train step
+    /// (`FT_BN=eval`): the forward is recorded, the scale and shift learn.
+    Running,
     /// The running statistics (eval mode): eval graphs, which have no backward.
     Eval,
+}
+
+impl BatchNorm {
+    /// Whether the graph is a train step (a recorded forward, dropout).
+    fn in_step(self) -> bool {
+        self != BatchNorm::Eval
+    }
 }
 
 /// A train graph being built: the lowering of the model's layers, and what a step
@@ -132,7 +152,7 @@ impl Builder {
             convolutions,
             batch_norm,
             labels,
-            tape: (batch_norm == BatchNorm::Train).then(Tape::default),
+            tape: batch_norm.in_step().then(Tape::default),
             buffers: Vec::new(),
         }
     }
@@ -313,8 +333,8 @@ impl Lowering for Builder {
 
     fn conv_bn(&mut self, spec: &ConvSpec, x: &Act) -> Act {
         let weight = self.param(&spec.weight(), &spec.weight_shape());
-        let training = self.batch_norm == BatchNorm::Train;
-        let algorithm = Algorithm::choose(self.convolutions, training, spec, x.size);
+        let algorithm =
+            Algorithm::choose(self.convolutions, self.batch_norm.in_step(), spec, x.size);
         let (layer, y) = Conv::forward(&mut self.g, spec, &weight, &x.value, x.size, algorithm);
         let shape = (spec.out_size(x.size), spec.cout);
         let y = self.record(&[x], layer, y, shape);
@@ -329,8 +349,17 @@ impl Lowering for Builder {
                 }
                 self.record(&[&y], layer, out, shape)
             }
+            BatchNorm::Running => {
+                let (layer, out) =
+                    BatchNormRunning::forward(&mut self.g, spec, &inputs, &y.value, y.size);
+                for (tensor, running) in BnTensor::BUFFERS.iter().zip(&inputs.running) {
+                    let input = names::buffer(&spec.bn_tensor(*tensor));
+                    self.buffers.push((input, running.clone(), spec.cout));
+                }
+                self.record(&[&y], layer, out, shape)
+            }
             BatchNorm::Eval => Act {
-                value: layers::batch_norm_eval(&mut self.g, spec, &inputs, &y.value),
+                value: BatchNormRunning::forward(&mut self.g, spec, &inputs, &y.value, y.size).1,
                 ..y
             },
         }
