@@ -8,6 +8,7 @@
 pub mod export;
 pub mod graph;
 pub mod infer;
+pub mod registry;
 pub mod resnet;
 pub mod summary;
 pub mod train;

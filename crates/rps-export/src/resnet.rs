@@ -14,6 +14,7 @@ use std::fmt::Display;
 use rps_core::Unfreeze;
 
 use crate::graph::Window;
+use crate::registry::{Description, TensorKind};
 
 /// Named tensor shapes, in order.
 pub type Shapes = Vec<(String, Vec<usize>)>;
@@ -312,17 +313,6 @@ impl ConvSpec {
     pub fn out_size(&self, size: usize) -> usize {
         self.window.out_size(size)
     }
-
-    /// The weight and the BatchNorm's `tensors`, each with its shape.
-    fn shapes(&self, tensors: &[BnTensor]) -> Shapes {
-        let mut shapes = vec![(self.weight(), self.weight_shape())];
-        shapes.extend(
-            tensors
-                .iter()
-                .map(|&t| (self.bn_tensor(t), vec![self.cout])),
-        );
-        shapes
-    }
 }
 
 /// torchvision's max pool after the stem: 3x3, stride 2, padding 1.
@@ -400,62 +390,28 @@ impl Arch {
         l.global_average_pool(&x)
     }
 
-    /// The channels and edge of stage `stage`'s input (0: the image).
-    pub fn stage_input(&self, stage: usize) -> (usize, usize) {
-        let expansion = self.net.block_kind().expansion();
-        match stage {
-            0 => (3, self.image_size),
-            1 => (self.width, self.sizes()[0]),
-            k => ((self.width << (k - 2)) * expansion, self.sizes()[k - 1]),
-        }
+    /// What the forward asks for: every tensor by stage, each stage's input, the
+    /// pooled features.
+    pub fn describe(&self) -> Description {
+        Description::of(self)
     }
 
     /// What phase 2 reads per image when it trains from `unfreeze`: the frozen
     /// layers' output `[C, H, W]`, or the image.
     pub fn frozen_shape(&self, unfreeze: Unfreeze) -> [usize; 3] {
-        let (c, s) = self.stage_input(unfreeze.first_stage());
+        let (c, s) = self.describe().stage_inputs[unfreeze.first_stage()];
         [c, s, s]
     }
 
-    /// Every convolution of the stages from `unfreeze` on, in forward order.
-    pub fn trained_convs(&self, unfreeze: Unfreeze) -> Vec<ConvSpec> {
-        let first = unfreeze.first_stage();
-        let mut convs = Vec::new();
-        if first == 0 {
-            convs.push(self.stem());
-        }
-        for stage in first.max(1)..=4 {
-            convs.extend(self.layer(stage).iter().flat_map(Block::convs));
-        }
-        convs
-    }
-
-    /// Channels after layer4: the pooled features.
+    /// Channels after the last stage: the pooled features.
     pub fn features(&self) -> usize {
-        8 * self.width * self.net.block_kind().expansion()
+        self.describe().features
     }
 
-    /// Spatial size after the stem (conv1 + max pool), then after each stage.
-    pub fn sizes(&self) -> [usize; 5] {
-        let after_conv1 = self.stem().out_size(self.image_size);
-        let after_pool = STEM_POOL.out_size(after_conv1);
-        let l2 = (after_pool - 1) / 2 + 1;
-        let l3 = (l2 - 1) / 2 + 1;
-        let l4 = (l3 - 1) / 2 + 1;
-        [after_pool, after_pool, l2, l3, l4]
-    }
-
-    /// Every convolution with its BatchNorm, stem first, in forward order.
-    pub fn all_convs(&self) -> Vec<ConvSpec> {
-        self.trained_convs(Unfreeze::All)
-    }
-
-    /// Every backbone tensor with its shape, BatchNorm statistics included.
+    /// Every backbone tensor with its shape, BatchNorm statistics included, in
+    /// forward order.
     pub fn backbone_shapes(&self) -> Shapes {
-        self.all_convs()
-            .iter()
-            .flat_map(|conv| conv.shapes(&BnTensor::ALL))
-            .collect()
+        self.describe().shapes(None, 0)
     }
 
     /// A head for `classes` classes.
@@ -469,41 +425,31 @@ impl Arch {
     /// What phase 2 trains from `unfreeze`: every trained convolution's weight and
     /// BatchNorm scale and shift, in forward order, then the head.
     pub fn finetune_params(&self, unfreeze: Unfreeze) -> Shapes {
-        let mut params: Shapes = self
-            .trained_convs(unfreeze)
-            .iter()
-            .flat_map(|conv| conv.shapes(&BnTensor::PARAMS))
-            .collect();
+        let first = unfreeze.first_stage();
+        let mut params = self.describe().shapes(Some(TensorKind::Param), first);
         params.extend(self.head_shapes(self.classes));
         params
     }
 
     /// The trained stages' BatchNorm running statistics, which phase 2 updates.
     pub fn finetune_buffers(&self, unfreeze: Unfreeze) -> Shapes {
-        self.trained_convs(unfreeze)
-            .iter()
-            .flat_map(|conv| BnTensor::BUFFERS.map(|t| (conv.bn_tensor(t), vec![conv.cout])))
-            .collect()
+        let first = unfreeze.first_stage();
+        self.describe().shapes(Some(TensorKind::Buffer), first)
     }
 
     /// Learned parameters (BatchNorm statistics are not parameters), as PyTorch
     /// counts, phase 2 training from `unfreeze`.
     pub fn param_counts(&self, unfreeze: Unfreeze) -> ParamCounts {
-        let buffers: Vec<String> = self
-            .all_convs()
-            .iter()
-            .flat_map(|conv| BnTensor::BUFFERS.map(|t| conv.bn_tensor(t)))
-            .collect();
-        let count = |shapes: &Shapes| -> usize {
+        let count = |shapes: &[(String, Vec<usize>)]| -> usize {
             shapes
                 .iter()
-                .filter(|(name, _)| !buffers.contains(name))
                 .map(|(_, s)| s.iter().product::<usize>())
                 .sum()
         };
-        let head = count(&self.head_shapes(self.classes).to_vec());
+        let head = count(&self.head_shapes(self.classes));
+        let backbone = self.describe().shapes(Some(TensorKind::Param), 0);
         ParamCounts {
-            total: count(&self.backbone_shapes()) + head,
+            total: count(&backbone) + head,
             head,
             finetune: count(&self.finetune_params(unfreeze)),
         }
@@ -540,7 +486,10 @@ mod tests {
                 finetune: 8_395_267
             }
         );
-        assert_eq!(arch.sizes(), [56, 56, 28, 14, 7]);
+        assert_eq!(
+            arch.describe().stage_inputs,
+            [(3, 224), (64, 56), (64, 56), (128, 28), (256, 14)]
+        );
         // layer3 (2,099,712 parameters: convolutions and BatchNorm) joins layer4,
         // then layer2 and layer1; the stem is conv1 (9,408) and bn1 (128).
         let finetune = Unfreeze::ALL.map(|u| arch.param_counts(u).finetune);
@@ -638,7 +587,9 @@ mod tests {
             image_size: 64,
             classes: 3,
         };
-        assert_eq!(arch.sizes(), [16, 16, 8, 4, 2]);
+        let edges: Vec<usize> = arch.describe().stage_inputs.iter().map(|s| s.1).collect();
+        assert_eq!(edges, [64, 16, 16, 8, 4]);
+        assert_eq!(arch.features(), 64);
         let downsample = arch.layer(4)[0].downsample().unwrap();
         assert_eq!(downsample.weight_shape(), [64, 32, 1, 1]);
         assert_eq!(downsample.weight(), "layer4.0.downsample.0.weight");

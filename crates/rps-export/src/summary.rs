@@ -20,7 +20,7 @@ struct Map {
 /// A lowering that writes a row for each layer instead of computing it.
 struct Summary {
     rows: Vec<LayerRow>,
-    /// The convolutions phase 2 trains, by weight name.
+    /// What phase 2 trains, by tensor name.
     trained: Vec<String>,
 }
 
@@ -81,9 +81,9 @@ impl Lowering for Summary {
 /// backbone's layers, then the new head (dropout, then Linear: `fc`).
 pub fn layers(arch: &Arch, unfreeze: Unfreeze) -> Vec<LayerRow> {
     let trained = arch
-        .trained_convs(unfreeze)
-        .iter()
-        .map(ConvSpec::weight)
+        .finetune_params(unfreeze)
+        .into_iter()
+        .map(|(name, _)| name)
         .collect();
     let mut summary = Summary {
         rows: Vec::new(),

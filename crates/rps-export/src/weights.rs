@@ -183,7 +183,7 @@ fn fits(tensors: &Tensors, arch: &Arch) -> bool {
 pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = Tensors::new();
-    for conv in arch.all_convs() {
+    for (_, conv) in arch.describe().convs {
         let fan_out = (conv.cout * conv.window.kernel * conv.window.kernel) as f32;
         let normal = Normal::new(0.0, (2.0 / fan_out).sqrt()).expect("finite std");
         let shape = conv.weight_shape();

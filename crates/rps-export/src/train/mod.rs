@@ -446,9 +446,10 @@ mod tests {
             image_size: 224,
             classes: 3,
         };
-        // A second block's first convolution: 3x3, stride 1, on the stage's maps.
+        // A second block's first convolution: 3x3, stride 1, on the stage's maps
+        // (56, 28, 14 and 7 pixels).
         let choose = |stage: usize| {
-            let size = arch.sizes()[stage];
+            let size = 112 >> stage;
             let conv = arch.layer(stage)[1].main_path()[0].clone();
             Algorithm::choose(Convolutions::Fastest, true, &conv, size)
         };
