@@ -21,7 +21,7 @@ FT_LR       ?= 1e-7
 DEVICE      ?= auto
 THREADS     ?=
 ARCH        ?= resnet18
-UNFREEZE    ?= layer4
+UNFREEZE    ?= last
 WIDTH       ?= 64
 CLASSES     ?=
 WEIGHTS     ?= default
@@ -147,7 +147,7 @@ help: ## List targets and variables
 	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' $(call quote,$(or $($(v)),(unset)));)
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
 	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
-	@echo "  UNFREEZE: the first stage phase 2 trains: layer4 (the recipe), layer3, layer2, layer1 or all"
+	@echo "  UNFREEZE: where phase 2 starts: last (the network's last stage, the recipe: layer4 for the ResNets), all, or a stage by name (make summary lists them)"
 	@echo "  HEAD_SCHEDULE, FT_SCHEDULE: constant (the recipe), one-cycle or cosine"
 	@echo "  FT_BN: the trained stages' BatchNorm in phase 2: train (the recipe) or eval (running statistics, kept)"
 	@echo "  FT_LR_MULT: each earlier trained stage's rate is the next one's divided by it (1: all FT_LR)"

@@ -57,9 +57,9 @@ pub const WEIGHT_DECAY: f64 = 0.0;
 pub const VAL_FRACTION: f64 = 0.0;
 /// torchvision's ResNet: resnet18, resnet34 or resnet50 (`ARCH`).
 pub const ARCH: &str = "resnet18";
-/// The first stage phase 2 trains: all, layer1, layer2, layer3 or layer4
-/// (`UNFREEZE`).
-pub const UNFREEZE: &str = "layer4";
+/// Where phase 2 starts training (`UNFREEZE`): `last`, the network's last stage (the
+/// recipe: layer4 for the ResNets), `all`, or a stage by its name (`make summary`).
+pub const UNFREEZE: &str = "last";
 /// ResNet base width: 64 is torchvision's (`WIDTH`).
 pub const WIDTH: usize = 64;
 /// Images per backbone call on each device (`EXTRACT_BATCH` overrides both).

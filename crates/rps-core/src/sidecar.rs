@@ -93,9 +93,9 @@ pub struct ExportSettings {
     pub unfreeze: Unfreeze,
 }
 
-/// Exports written before `UNFREEZE` trained layer4.
+/// Exports written before `UNFREEZE` existed trained the last stage.
 fn default_unfreeze() -> Unfreeze {
-    Unfreeze::parse(defaults::UNFREEZE).expect("a valid default")
+    Unfreeze::flag(defaults::UNFREEZE).expect("a valid default")
 }
 
 /// Exports written before the choice of ResNet were resnet18s.

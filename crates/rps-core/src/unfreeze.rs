@@ -1,60 +1,94 @@
-//! How deep phase 2 trains (`UNFREEZE`): the first stage it trains. Everything before
-//! it is frozen, runs in eval mode and is computed once by rps-extract.
+//! How deep phase 2 trains (`UNFREEZE`): where it starts. Everything before it is
+//! frozen, runs in eval mode and is computed once by rps-extract. Which stages a
+//! network has, and what they are called, is the network's own fact: rps-export
+//! checks the name against the network and records the stage it chose in
+//! `export.json`, which the later stages read.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// The first stage phase 2 trains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// Where phase 2 starts training.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Unfreeze {
-    /// The whole network, conv1 and bn1 too: phase 2 reads the cached images.
+    /// The whole network, its stem too: phase 2 reads the cached images.
     All,
-    Layer1,
-    Layer2,
-    Layer3,
-    /// The recipe: layer4 and the head.
-    Layer4,
+    /// The network's last stage, and the head: the recipe (layer4 for the ResNets).
+    Last,
+    /// A stage, by the name its network gives it (`layer3`).
+    Stage(StageName),
+}
+
+/// A stage's name: 1 to [`StageName::MAX`] ASCII letters, digits, `_` and `.`, held
+/// inline so that a setting stays a plain value.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StageName {
+    bytes: [u8; StageName::MAX],
+    len: u8,
+}
+
+impl StageName {
+    pub const MAX: usize = 32;
+
+    pub fn new(name: &str) -> Option<StageName> {
+        let fits = (1..=Self::MAX).contains(&name.len())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+        fits.then(|| {
+            let mut bytes = [0; Self::MAX];
+            bytes[..name.len()].copy_from_slice(name.as_bytes());
+            StageName {
+                bytes,
+                len: name.len() as u8,
+            }
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len as usize]).expect("ASCII by construction")
+    }
+}
+
+impl fmt::Debug for StageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
 }
 
 impl Unfreeze {
-    pub const ALL: [Unfreeze; 5] = [
-        Unfreeze::All,
-        Unfreeze::Layer1,
-        Unfreeze::Layer2,
-        Unfreeze::Layer3,
-        Unfreeze::Layer4,
-    ];
+    const ALL: &str = "all";
+    const LAST: &str = "last";
 
-    /// The setting's value: `all`, `layer1`, ... `layer4`.
-    pub fn name(self) -> &'static str {
+    /// A stage by a name known to be well formed (a literal): input goes through
+    /// [`Unfreeze::flag`].
+    pub fn stage(name: &str) -> Unfreeze {
+        Unfreeze::Stage(StageName::new(name).expect("a well-formed stage name"))
+    }
+
+    /// The setting's value: `all`, `last` or the stage's name.
+    pub fn name(&self) -> &str {
         match self {
-            Unfreeze::All => "all",
-            Unfreeze::Layer1 => "layer1",
-            Unfreeze::Layer2 => "layer2",
-            Unfreeze::Layer3 => "layer3",
-            Unfreeze::Layer4 => "layer4",
+            Unfreeze::All => Self::ALL,
+            Unfreeze::Last => Self::LAST,
+            Unfreeze::Stage(name) => name.as_str(),
         }
     }
 
-    pub fn parse(name: &str) -> Option<Unfreeze> {
-        Self::ALL.into_iter().find(|u| u.name() == name)
-    }
-
-    /// The choices, for messages: `all, layer1, layer2, layer3, layer4`.
-    pub fn choices() -> String {
-        Self::ALL.map(Unfreeze::name).join(", ")
-    }
-
-    /// `--unfreeze`'s value, or the choices: every binary's flag parser.
-    pub fn flag(name: &str) -> Result<Unfreeze, String> {
-        Self::parse(name).ok_or_else(|| format!("expected one of {}", Self::choices()))
-    }
-
-    /// The first trained stage: 0 is the stem (conv1, bn1, max pooling), k is layerk.
-    pub fn first_stage(self) -> usize {
-        self as usize
+    /// `--unfreeze`'s value, or what it may be: every binary's flag parser. Whether
+    /// the network has the stage is checked where the network is known (rps-export).
+    pub fn flag(text: &str) -> Result<Unfreeze, String> {
+        match text {
+            Self::ALL => Ok(Unfreeze::All),
+            Self::LAST => Ok(Unfreeze::Last),
+            _ => StageName::new(text).map(Unfreeze::Stage).ok_or_else(|| {
+                format!(
+                    "expected all, last or a stage of the network (up to {} letters, digits, '_' and '.'; `make summary` lists them)",
+                    StageName::MAX
+                )
+            }),
+        }
     }
 
     /// Whether nothing is frozen, so phase 2 reads the images themselves.
@@ -69,26 +103,45 @@ impl fmt::Display for Unfreeze {
     }
 }
 
+impl From<Unfreeze> for String {
+    fn from(unfreeze: Unfreeze) -> String {
+        unfreeze.name().to_string()
+    }
+}
+
+impl TryFrom<String> for Unfreeze {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Unfreeze, String> {
+        Unfreeze::flag(&text).map_err(|why| format!("unfreeze {text:?}: {why}"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn names_parse_back_and_stages_count_from_the_stem() {
-        for u in Unfreeze::ALL {
-            assert_eq!(Unfreeze::parse(u.name()), Some(u));
+    fn names_parse_back_and_only_well_formed_ones() {
+        for text in ["all", "last", "layer3", "_blocks.11", "features.14"] {
+            assert_eq!(Unfreeze::flag(text).unwrap().name(), text);
         }
-        assert_eq!(Unfreeze::parse("layer5"), None);
-        let refused = Unfreeze::flag("layer5").unwrap_err();
-        assert!(
-            refused.contains("all, layer1, layer2, layer3, layer4"),
-            "{refused}"
-        );
-        let stages: Vec<usize> = Unfreeze::ALL.map(Unfreeze::first_stage).to_vec();
-        assert_eq!(stages, [0, 1, 2, 3, 4]);
+        assert_eq!(Unfreeze::flag("all"), Ok(Unfreeze::All));
+        assert_eq!(Unfreeze::flag("layer4"), Ok(Unfreeze::stage("layer4")));
+        for bad in ["", "layer 4", "layer4;rm", "é", &"x".repeat(33)] {
+            let refused = Unfreeze::flag(bad).unwrap_err();
+            assert!(
+                refused.contains("expected all, last or a stage"),
+                "{refused}"
+            );
+        }
+        assert!(Unfreeze::All.from_images() && !Unfreeze::Last.from_images());
+        let json = serde_json::to_string(&Unfreeze::stage("layer3")).unwrap();
+        assert_eq!(json, "\"layer3\"");
         assert_eq!(
-            serde_json::to_string(&Unfreeze::Layer3).unwrap(),
-            "\"layer3\""
+            serde_json::from_str::<Unfreeze>("\"all\"").unwrap(),
+            Unfreeze::All
         );
+        assert!(serde_json::from_str::<Unfreeze>("\"a b\"").is_err());
     }
 }

@@ -40,7 +40,7 @@ fn pipeline() -> &'static Layout {
                 width: 4,
                 image_size: 32,
                 classes: None,
-                unfreeze: rps_core::Unfreeze::Layer4,
+                unfreeze: rps_core::Unfreeze::stage("layer4"),
             })
             .unwrap();
             rps_preprocess::run(&rps_preprocess::Config {

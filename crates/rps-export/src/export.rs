@@ -69,11 +69,18 @@ impl Config {
             },
         })
     }
+
+    /// Where phase 2 starts, checked against `arch` and named (`last` resolved).
+    pub fn unfreeze(&self, arch: &Arch) -> Result<Unfreeze> {
+        arch.resolve(self.unfreeze)
+            .map_err(|why| anyhow::anyhow!("UNFREEZE={} (--unfreeze): {why}", self.unfreeze))
+    }
 }
 
 /// The model summary as a terminal table (what `graphs/summary.csv` holds).
 pub fn summary(config: &Config) -> Result<String> {
-    let rows = summary::layers(&config.arch()?, config.unfreeze);
+    let arch = config.arch()?;
+    let rows = summary::layers(&arch, config.unfreeze(&arch)?);
     Ok(summary::table(&rows))
 }
 
@@ -81,6 +88,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     let started = Instant::now();
     let layout = &config.layout;
     let arch = config.arch()?;
+    let unfreeze = config.unfreeze(&arch)?;
     let (backbone, source) = load_backbone(&config.source, &arch)?;
     let imagenet_arch = Arch {
         classes: backbone[&fc().tensor("weight")].shape()[0],
@@ -91,7 +99,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     let graphs = [
         (
             GraphFile::Backbone,
-            infer::backbone(&arch, &frozen, config.unfreeze),
+            infer::backbone(&arch, &frozen, unfreeze),
         ),
         (
             GraphFile::Imagenet,
@@ -101,15 +109,15 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         (GraphFile::HeadEval, train::head_eval(&arch)),
         (
             GraphFile::FinetuneStep,
-            train::finetune_step(&arch, config.unfreeze, Convolutions::Fastest, FtBn::Train),
+            train::finetune_step(&arch, unfreeze, Convolutions::Fastest, FtBn::Train),
         ),
         (
             GraphFile::FinetuneStepBnEval,
-            train::finetune_step(&arch, config.unfreeze, Convolutions::Fastest, FtBn::Eval),
+            train::finetune_step(&arch, unfreeze, Convolutions::Fastest, FtBn::Eval),
         ),
         (
             GraphFile::FinetuneEval,
-            train::finetune_eval(&arch, config.unfreeze, Convolutions::Fastest),
+            train::finetune_eval(&arch, unfreeze, Convolutions::Fastest),
         ),
         (
             GraphFile::Classifier,
@@ -123,18 +131,18 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     }
     npy::write_tensors(&layout.graph(GraphFile::Weights), &frozen)?;
     files.push(written(layout, GraphFile::Weights)?);
-    let rows = summary::layers(&arch, config.unfreeze);
+    let rows = summary::layers(&arch, unfreeze);
     table::write(&layout.graph(GraphFile::Summary), &rows)?;
     files.push(written(layout, GraphFile::Summary)?);
 
-    let counts = arch.param_counts(config.unfreeze);
+    let counts = arch.param_counts(unfreeze);
     let settings = ExportSettings {
         arch: arch.net.name().into(),
         width: arch.width,
         image_size: config.image_size,
         classes: arch.classes,
         weights: source,
-        unfreeze: config.unfreeze,
+        unfreeze,
     };
     let details = ExportDetails {
         params_total: counts.total,

@@ -34,15 +34,13 @@ const FIRST_STAGE_BY_POSITION: usize = 2;
 pub fn backbone(arch: &Arch, tensors: &Tensors, unfreeze: Unfreeze) -> Vec<u8> {
     let mut net = FrozenGraph::new(tensors, backbone_formulation(arch));
     let images = images_input(&mut net.g, arch);
-    let first = unfreeze.first_stage();
-    let mut x = images;
-    if first > 0 {
-        x = arch.forward(&mut net, x, 0, first - 1);
+    let x = arch.frozen(&mut net, images, unfreeze);
+    if !unfreeze.from_images() {
         let frozen = net.nchw(&x);
         let dims = Dim::batch_of(&arch.frozen_shape(unfreeze));
         net.g.output(&frozen, names::FROZEN, Elem::F32, &dims);
     }
-    let pooled = arch.pooled(&mut net, x, first);
+    let pooled = arch.trained(&mut net, x, unfreeze);
     let pooled_dims = [Dim::Batch, Dim::Fixed(arch.features())];
     net.g
         .output(&pooled.value, names::POOLED, Elem::F32, &pooled_dims);

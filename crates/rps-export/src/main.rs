@@ -44,8 +44,10 @@ struct Args {
     /// lists).
     #[arg(long, value_parser = whole::<usize>(ranges::CLASSES))]
     classes: Option<usize>,
-    /// The first stage phase 2 trains: all, layer1, layer2, layer3 or layer4. The
-    /// stages before it are frozen and run once, in extract.
+    /// Where phase 2 starts training: last (the network's last stage: layer4 for
+    /// the ResNets), all, or a stage by name (`--summary` lists them: all, layer1,
+    /// layer2, layer3, layer4 for the ResNets). The stages before it are frozen and
+    /// run once, in extract.
     #[arg(long, default_value = defaults::UNFREEZE, value_parser = Unfreeze::flag)]
     unfreeze: Unfreeze,
     /// Only check the files in DATA/graphs/ against export.json: exit 1, naming
@@ -111,7 +113,7 @@ fn run(args: Args) -> Result<()> {
     );
     println!(
         "Trainable parameters (phase 2, from {} with the head): {}",
-        config.unfreeze, d.params_trainable_finetune
+        meta.settings.unfreeze, d.params_trainable_finetune
     );
     for file in &d.files {
         println!(

@@ -315,6 +315,10 @@ impl ConvSpec {
     }
 }
 
+/// The stages in forward order, by the names `UNFREEZE` and the per-stage rates give
+/// them: the stem (conv1, bn1, max pooling), then torchvision's layer1 to layer4.
+pub const STAGES: [&str; 5] = ["stem", "layer1", "layer2", "layer3", "layer4"];
+
 /// torchvision's max pool after the stem: 3x3, stride 2, padding 1.
 pub const STEM_POOL: Window = Window {
     kernel: 3,
@@ -396,11 +400,74 @@ impl Arch {
         Description::of(self)
     }
 
+    /// The first stage phase 2 trains from `unfreeze` (0 is the stem, for `all`;
+    /// k is layerk), or why this network has no such stage, with the choices.
+    pub fn first_stage(&self, unfreeze: Unfreeze) -> Result<usize, String> {
+        match unfreeze {
+            Unfreeze::All => Ok(0),
+            Unfreeze::Last => Ok(STAGES.len() - 1),
+            Unfreeze::Stage(name) => STAGES
+                .iter()
+                .skip(1)
+                .position(|stage| *stage == name.as_str())
+                .map(|at| at + 1)
+                .ok_or_else(|| {
+                    let choices: Vec<String> = self
+                        .unfreeze_choices()
+                        .iter()
+                        .map(Unfreeze::to_string)
+                        .collect();
+                    format!(
+                        "{} has no stage {name:?} to start phase 2 from: expected one of {}",
+                        self.net.name(),
+                        choices.join(", ")
+                    )
+                }),
+        }
+    }
+
+    /// What `UNFREEZE` may name, the whole network first, then each stage.
+    pub fn unfreeze_choices(&self) -> Vec<Unfreeze> {
+        let stages = STAGES[1..].iter().map(|name| Unfreeze::stage(name));
+        std::iter::once(Unfreeze::All)
+            .chain(stages)
+            .chain([Unfreeze::Last])
+            .collect()
+    }
+
+    /// `unfreeze` as the stage it starts at (`last` named), once checked.
+    pub fn resolve(&self, unfreeze: Unfreeze) -> Result<Unfreeze, String> {
+        Ok(match self.first_stage(unfreeze)? {
+            0 => Unfreeze::All,
+            stage => Unfreeze::stage(STAGES[stage]),
+        })
+    }
+
+    /// [`Arch::first_stage`] of a setting export has checked.
+    fn stage_index(&self, unfreeze: Unfreeze) -> usize {
+        self.first_stage(unfreeze)
+            .expect("UNFREEZE is checked against the network where it enters (export::Config)")
+    }
+
     /// What phase 2 reads per image when it trains from `unfreeze`: the frozen
     /// layers' output `[C, H, W]`, or the image.
     pub fn frozen_shape(&self, unfreeze: Unfreeze) -> [usize; 3] {
-        let (c, s) = self.describe().stage_inputs[unfreeze.first_stage()];
+        let (c, s) = self.describe().stage_inputs[self.stage_index(unfreeze)];
         [c, s, s]
+    }
+
+    /// `ResNet._forward_impl` from where phase 2 starts training at `unfreeze`
+    /// through the global average pool: `[N, 8w]`.
+    pub fn trained<L: Lowering>(&self, l: &mut L, x: L::Map, unfreeze: Unfreeze) -> L::Map {
+        self.pooled(l, x, self.stage_index(unfreeze))
+    }
+
+    /// The frozen stages, from the image to where phase 2 starts at `unfreeze`.
+    pub fn frozen<L: Lowering>(&self, l: &mut L, x: L::Map, unfreeze: Unfreeze) -> L::Map {
+        match self.stage_index(unfreeze) {
+            0 => x,
+            first => self.forward(l, x, 0, first - 1),
+        }
     }
 
     /// Channels after the last stage: the pooled features.
@@ -425,7 +492,7 @@ impl Arch {
     /// What phase 2 trains from `unfreeze`: every trained convolution's weight and
     /// BatchNorm scale and shift, in forward order, then the head.
     pub fn finetune_params(&self, unfreeze: Unfreeze) -> Shapes {
-        let first = unfreeze.first_stage();
+        let first = self.stage_index(unfreeze);
         let mut params = self.describe().shapes(Some(TensorKind::Param), first);
         params.extend(self.head_shapes(self.classes));
         params
@@ -433,7 +500,7 @@ impl Arch {
 
     /// The trained stages' BatchNorm running statistics, which phase 2 updates.
     pub fn finetune_buffers(&self, unfreeze: Unfreeze) -> Shapes {
-        let first = unfreeze.first_stage();
+        let first = self.stage_index(unfreeze);
         self.describe().shapes(Some(TensorKind::Buffer), first)
     }
 
@@ -479,7 +546,7 @@ mod tests {
             classes: 3,
         };
         assert_eq!(
-            arch.param_counts(Unfreeze::Layer4),
+            arch.param_counts(Unfreeze::stage("layer4")),
             ParamCounts {
                 total: 11_178_051,
                 head: 1_539,
@@ -492,12 +559,22 @@ mod tests {
         );
         // layer3 (2,099,712 parameters: convolutions and BatchNorm) joins layer4,
         // then layer2 and layer1; the stem is conv1 (9,408) and bn1 (128).
-        let finetune = Unfreeze::ALL.map(|u| arch.param_counts(u).finetune);
+        let finetune: Vec<usize> = arch
+            .unfreeze_choices()
+            .iter()
+            .map(|&u| arch.param_counts(u).finetune)
+            .collect();
         assert_eq!(
             finetune,
-            [11_178_051, 11_168_515, 11_020_547, 10_494_979, 8_395_267]
+            [
+                11_178_051, 11_168_515, 11_020_547, 10_494_979, 8_395_267, 8_395_267
+            ]
         );
-        let shapes: Vec<[usize; 3]> = Unfreeze::ALL.map(|u| arch.frozen_shape(u)).to_vec();
+        let shapes: Vec<[usize; 3]> = arch
+            .unfreeze_choices()
+            .iter()
+            .map(|&u| arch.frozen_shape(u))
+            .collect();
         assert_eq!(
             shapes,
             [
@@ -505,6 +582,7 @@ mod tests {
                 [64, 56, 56],
                 [64, 56, 56],
                 [128, 28, 28],
+                [256, 14, 14],
                 [256, 14, 14]
             ]
         );
@@ -540,7 +618,7 @@ mod tests {
                 classes: 1000,
             };
             assert_eq!(
-                arch.param_counts(Unfreeze::Layer4).total,
+                arch.param_counts(Unfreeze::stage("layer4")).total,
                 total,
                 "{}",
                 net.name()
@@ -557,7 +635,10 @@ mod tests {
             classes: 3,
         };
         assert_eq!(
-            (arch.frozen_shape(Unfreeze::Layer4)[0], arch.features()),
+            (
+                arch.frozen_shape(Unfreeze::stage("layer4"))[0],
+                arch.features()
+            ),
             (1024, 2048)
         );
         let layer4 = arch.layer(4);

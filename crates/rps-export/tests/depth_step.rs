@@ -190,7 +190,7 @@ fn training_from_layer3_matches_pytorch() {
         weights: "resnet18_seed0.pth",
         file: reference("resnet18_seed0_train_from_layer3.npz"),
         width: 64,
-        unfreeze: Unfreeze::Layer3,
+        unfreeze: Unfreeze::stage("layer3"),
         ft_bn: FtBn::Train,
     });
 }
@@ -201,7 +201,7 @@ fn training_from_layer2_matches_pytorch() {
         weights: "resnet18_w16_seed0.pth",
         file: reference("resnet18_w16_seed0_train_from_layer2.npz"),
         width: 16,
-        unfreeze: Unfreeze::Layer2,
+        unfreeze: Unfreeze::stage("layer2"),
         ft_bn: FtBn::Train,
     });
 }
@@ -223,8 +223,8 @@ fn training_the_whole_network_from_u8_pixels_matches_pytorch() {
 #[test]
 fn training_with_batch_norm_in_eval_mode_matches_pytorch_at_three_depths() {
     for (stage, unfreeze) in [
-        ("layer4", Unfreeze::Layer4),
-        ("layer2", Unfreeze::Layer2),
+        ("layer4", Unfreeze::stage("layer4")),
+        ("layer2", Unfreeze::stage("layer2")),
         ("conv1", Unfreeze::All),
     ] {
         let file = format!("resnet18_w16_seed0_bn_eval_train_from_{stage}.npz");
@@ -241,11 +241,15 @@ fn training_with_batch_norm_in_eval_mode_matches_pytorch_at_three_depths() {
 #[test]
 fn frozen_shapes_are_the_references_inputs() {
     for (file, width, unfreeze) in [
-        ("resnet18_seed0_train_from_layer3.npz", 64, Unfreeze::Layer3),
+        (
+            "resnet18_seed0_train_from_layer3.npz",
+            64,
+            Unfreeze::stage("layer3"),
+        ),
         (
             "resnet18_w16_seed0_train_from_layer2.npz",
             16,
-            Unfreeze::Layer2,
+            Unfreeze::stage("layer2"),
         ),
         ("resnet18_w16_seed0_train_from_conv1.npz", 16, Unfreeze::All),
     ] {

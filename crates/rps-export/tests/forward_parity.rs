@@ -21,7 +21,7 @@ fn check_forward(net: Net, weights_file: &Path, forward_file: &Path, width: usiz
     let input = reference.get::<f32>("input").unwrap();
 
     let mut backbone = session(
-        &infer::backbone(&arch, &tensors, Unfreeze::Layer4),
+        &infer::backbone(&arch, &tensors, Unfreeze::stage("layer4")),
         "backbone",
     );
     let out = run(

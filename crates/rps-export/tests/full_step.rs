@@ -32,17 +32,22 @@ fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
     }
     let features = npz.get::<f32>("features").unwrap();
     let labels = npz.get::<i64>("labels").unwrap();
-    let mut inputs =
-        first_step_inputs(&ARCH, Unfreeze::Layer4, Input::F32(features), 1e-3, &values);
+    let mut inputs = first_step_inputs(
+        &ARCH,
+        Unfreeze::stage("layer4"),
+        Input::F32(features),
+        1e-3,
+        &values,
+    );
     set(&mut inputs, names::LABELS, Input::I64(labels));
-    let graph = train::finetune_step(&ARCH, Unfreeze::Layer4, convolutions, FtBn::Train);
+    let graph = train::finetune_step(&ARCH, Unfreeze::stage("layer4"), convolutions, FtBn::Train);
     let out = run(&mut session(&graph, "finetune_step"), inputs);
     let mut errors = Vec::new();
     for (key, want) in [(names::LOSS, "step1:loss"), (names::LOGITS, "step1:logits")] {
         let want = npz.get::<f32>(want).unwrap();
         errors.push((key.to_string(), rel_err(&out[key], &want), 1e-5));
     }
-    for (name, _) in ARCH.finetune_params(Unfreeze::Layer4) {
+    for (name, _) in ARCH.finetune_params(Unfreeze::stage("layer4")) {
         let want = npz.get::<f32>(&format!("step1:grad:{name}")).unwrap();
         let torch = npz.get::<f64>(&format!("torch_f32_rel:{name}")).unwrap();
         let bound = (10.0 * torch.sum()).max(1e-5);

@@ -31,14 +31,14 @@ fn loss_and_grads(
         session,
         first_step_inputs(
             arch,
-            Unfreeze::Layer4,
+            Unfreeze::stage("layer4"),
             Input::F32(features.clone()),
             0.0,
             values,
         ),
     );
     let grads = arch
-        .finetune_params(Unfreeze::Layer4)
+        .finetune_params(Unfreeze::stage("layer4"))
         .into_iter()
         .map(|(n, _)| (n.clone(), out[&names::grad(&n)].clone()))
         .collect();
@@ -77,10 +77,10 @@ fn bottleneck_gradients_match_central_differences() {
 
 fn check_gradients(arch: &Arch) {
     let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let [c, s, _] = arch.frozen_shape(Unfreeze::Layer4);
+    let [c, s, _] = arch.frozen_shape(Unfreeze::stage("layer4"));
     let features = random(&mut rng, &[BATCH, c, s, s], 4.0);
     let mut params: BTreeMap<String, ArrayD<f32>> = arch
-        .finetune_params(Unfreeze::Layer4)
+        .finetune_params(Unfreeze::stage("layer4"))
         .into_iter()
         .map(|(name, shape)| {
             let value = if name.contains(".bn") || name.contains("downsample.1") {
@@ -96,17 +96,22 @@ fn check_gradients(arch: &Arch) {
         })
         .collect();
     // Train-mode BatchNorm only updates its running statistics: any values do.
-    for (name, shape) in arch.finetune_buffers(Unfreeze::Layer4) {
+    for (name, shape) in arch.finetune_buffers(Unfreeze::stage("layer4")) {
         params.insert(name, ArrayD::ones(IxDyn(&shape)));
     }
     let mut session = session(
-        &train::finetune_step(arch, Unfreeze::Layer4, Convolutions::Fastest, FtBn::Train),
+        &train::finetune_step(
+            arch,
+            Unfreeze::stage("layer4"),
+            Convolutions::Fastest,
+            FtBn::Train,
+        ),
         "finetune_step",
     );
     let (_, grads) = loss_and_grads(arch, &mut session, &features, &params);
     let h = 2e-3f32;
     let mut checked = 0;
-    for (name, _) in arch.finetune_params(Unfreeze::Layer4) {
+    for (name, _) in arch.finetune_params(Unfreeze::stage("layer4")) {
         // The largest-gradient entries of each parameter, where f32 differences are reliable.
         let mut order: Vec<usize> = (0..grads[&name].len()).collect();
         let flat = grads[&name].as_slice().unwrap().to_vec();
@@ -128,5 +133,8 @@ fn check_gradients(arch: &Arch) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 2 * arch.finetune_params(Unfreeze::Layer4).len());
+    assert_eq!(
+        checked,
+        2 * arch.finetune_params(Unfreeze::stage("layer4")).len()
+    );
 }

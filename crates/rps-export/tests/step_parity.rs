@@ -133,11 +133,16 @@ fn check_phase(net: Net, finetune: bool) {
     let (arch, tag) = mini(net);
     let (step, eval, phase, params, buffers) = if finetune {
         (
-            train::finetune_step(&arch, Unfreeze::Layer4, Convolutions::Fastest, FtBn::Train),
-            train::finetune_eval(&arch, Unfreeze::Layer4, Convolutions::Fastest),
+            train::finetune_step(
+                &arch,
+                Unfreeze::stage("layer4"),
+                Convolutions::Fastest,
+                FtBn::Train,
+            ),
+            train::finetune_eval(&arch, Unfreeze::stage("layer4"), Convolutions::Fastest),
             "layer4",
-            arch.finetune_params(Unfreeze::Layer4),
-            arch.finetune_buffers(Unfreeze::Layer4),
+            arch.finetune_params(Unfreeze::stage("layer4")),
+            arch.finetune_buffers(Unfreeze::stage("layer4")),
         )
     } else {
         (

@@ -128,7 +128,7 @@ fn export_refuses_weights_with_a_missing_or_misshapen_head_before_writing() {
             &layout,
             rps_export::export::Source::File(path),
             &arch,
-            rps_core::Unfreeze::Layer4,
+            rps_core::Unfreeze::stage("layer4"),
         );
         let err = format!("{:#}", rps_export::export::run(&config).unwrap_err());
         assert!(err.contains("w.safetensors") && err.contains(key), "{err}");
@@ -156,11 +156,54 @@ fn export_refuses_a_fetched_dataset_of_one_class() {
         width: 4,
         image_size: 32,
         classes: None,
-        unfreeze: rps_core::Unfreeze::Layer4,
+        unfreeze: rps_core::Unfreeze::stage("layer4"),
     };
     let err = format!("{:#}", rps_export::export::run(&config).unwrap_err());
     assert!(
         err.contains("summary.csv") && err.contains("lists 1 training classes"),
         "{err}"
     );
+}
+
+/// `UNFREEZE` names a stage of the network: a name it has not is refused before
+/// anything is written, with the choices; `last` is recorded as the stage it names.
+#[test]
+fn export_checks_unfreeze_against_the_network_and_records_the_stage() {
+    let arch = Arch {
+        net: Net::ResNet50,
+        width: 4,
+        image_size: 32,
+        classes: 3,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let layout = rps_core::Layout::new(dir.path());
+    let config = |unfreeze: &str| {
+        let unfreeze = rps_core::Unfreeze::flag(unfreeze).unwrap();
+        rps_export::export::Config::for_arch(
+            &layout,
+            rps_export::export::Source::Random(0),
+            &arch,
+            unfreeze,
+        )
+    };
+    let err = format!(
+        "{:#}",
+        rps_export::export::run(&config("layer5")).unwrap_err()
+    );
+    assert!(
+        err.contains("UNFREEZE=layer5")
+            && err.contains("resnet50 has no stage \"layer5\"")
+            && err.contains("expected one of all, layer1, layer2, layer3, layer4, last"),
+        "{err}"
+    );
+    assert!(!layout.dir(rps_core::Folder::Graphs).exists());
+    let summary = rps_export::export::summary(&config("stem")).unwrap_err();
+    assert!(
+        format!("{summary:#}").contains("no stage \"stem\""),
+        "{summary:#}"
+    );
+    let meta = rps_export::export::run(&config("last")).unwrap();
+    assert_eq!(meta.settings.unfreeze, rps_core::Unfreeze::stage("layer4"));
+    let text = std::fs::read_to_string(layout.graph(rps_core::GraphFile::Meta)).unwrap();
+    assert!(text.contains("\"unfreeze\": \"layer4\""), "{text}");
 }

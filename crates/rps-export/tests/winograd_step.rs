@@ -29,7 +29,7 @@ fn arch(net: Net) -> Arch {
 
 fn inputs(arch: &Arch) -> Vec<(String, Input)> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let [c, s, _] = arch.frozen_shape(Unfreeze::Layer4);
+    let [c, s, _] = arch.frozen_shape(Unfreeze::stage("layer4"));
     // layer3 ends in a ReLU: non-negative features.
     let features = ArrayD::from_shape_simple_fn(IxDyn(&[BATCH, c, s, s]), || {
         rng.random::<f32>().max(0.3) - 0.3
@@ -42,7 +42,13 @@ fn inputs(arch: &Arch) -> Vec<(String, Input)> {
     );
     values.insert(fc().tensor("weight"), head_weight);
     values.insert(fc().tensor("bias"), head_bias);
-    first_step_inputs(arch, Unfreeze::Layer4, Input::F32(features), 1e-3, &values)
+    first_step_inputs(
+        arch,
+        Unfreeze::stage("layer4"),
+        Input::F32(features),
+        1e-3,
+        &values,
+    )
 }
 
 #[test]
@@ -54,7 +60,8 @@ fn winograd_step_matches_the_patch_step() {
 
 fn winograd_step_matches_the_patch_step_of(arch: &Arch) {
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_step(arch, Unfreeze::Layer4, convolutions, FtBn::Train);
+        let graph =
+            train::finetune_step(arch, Unfreeze::stage("layer4"), convolutions, FtBn::Train);
         run(&mut session(&graph, "finetune_step"), inputs(arch))
     });
     let [winograd, patches] = &outputs;
@@ -66,13 +73,13 @@ fn winograd_step_matches_the_patch_step_of(arch: &Arch) {
         1e-5,
     );
     // At the tolerances the PyTorch references use.
-    for (name, _) in arch.finetune_params(Unfreeze::Layer4) {
+    for (name, _) in arch.finetune_params(Unfreeze::stage("layer4")) {
         let key = names::grad(&name);
         assert_close(&key, &winograd[&key], &patches[&key], 1e-4);
         let key = names::updated(&names::param(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
     }
-    for (name, _) in arch.finetune_buffers(Unfreeze::Layer4) {
+    for (name, _) in arch.finetune_buffers(Unfreeze::stage("layer4")) {
         let key = names::updated(&names::buffer(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
     }
@@ -94,7 +101,7 @@ fn winograd_eval_matches_the_patch_eval_of(arch: &Arch) {
             )
     };
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_eval(arch, Unfreeze::Layer4, convolutions);
+        let graph = train::finetune_eval(arch, Unfreeze::stage("layer4"), convolutions);
         let eval_inputs = inputs(arch)
             .into_iter()
             .filter(|(name, _)| takes(name))

@@ -12,7 +12,7 @@ use rps_fixtures::{assert_close, reference, write_cache_sidecars};
 /// A temporary DATA with the graphs of reference `weights` at `width`, for
 /// `image_size`-pixel images and three classes, phase 2 training from layer4.
 fn exported(weights: &str, width: usize, image_size: u32) -> (tempfile::TempDir, Layout) {
-    exported_from(weights, width, image_size, Unfreeze::Layer4)
+    exported_from(weights, width, image_size, Unfreeze::stage("layer4"))
 }
 
 fn exported_from(
@@ -120,8 +120,8 @@ fn every_depth_cuts_the_backbone_where_phase_2_starts() {
     // Width 8 at 64 pixels: the stem's output [8, 16, 16], layer2's [16, 8, 8].
     for (unfreeze, frozen) in [
         (Unfreeze::All, None),
-        (Unfreeze::Layer1, Some([8, 8, 16, 16])),
-        (Unfreeze::Layer3, Some([8, 16, 8, 8])),
+        (Unfreeze::stage("layer1"), Some([8, 8, 16, 16])),
+        (Unfreeze::stage("layer3"), Some([8, 16, 8, 8])),
     ] {
         let (_dir, layout) = exported_from("mini_w8_s64_seed0.pth", 8, 64, unfreeze);
         write_cache(&layout, 64, &images);

@@ -56,7 +56,7 @@ fn loss_falls_on_a_separable_set_and_outputs_are_written() {
     let params: Vec<ParamsRow> = table::read(&layout.result(ResultFile::Params)).unwrap();
     assert_eq!(
         params[1].trainable,
-        ARCH.param_counts(Unfreeze::Layer4).finetune
+        ARCH.param_counts(Unfreeze::stage("layer4")).finetune
     );
     assert!(layout.result(ResultFile::Model).exists());
 }
@@ -217,7 +217,7 @@ fn the_stage_step_matches_pytorch_for_two_steps() {
         classes: 3,
     };
     let weights = Source::File(reference("mini_w8_s64_seed0.pth"));
-    let config = export::Config::for_arch(&layout, weights, &mini, Unfreeze::Layer4);
+    let config = export::Config::for_arch(&layout, weights, &mini, Unfreeze::stage("layer4"));
     export::run(&config).unwrap();
     let options = SessionOptions::cpu(2);
     let mut runner = StepRunner::open(

@@ -103,7 +103,7 @@ fn finetune_logits(
 ) -> (Builder, Act) {
     let mut b = Builder::new(arch, convolutions, batch_norm);
     let x = b.frozen_input(unfreeze);
-    let pooled = arch.pooled(&mut b, x, unfreeze.first_stage());
+    let pooled = arch.trained(&mut b, x, unfreeze);
     let logits = b.head(&pooled, batch_norm.in_step());
     (b, logits)
 }

@@ -28,7 +28,7 @@ pub fn dataset() -> (tempfile::TempDir, Layout) {
         &layout,
         Source::Random(0),
         &ARCH,
-        Unfreeze::Layer4,
+        Unfreeze::stage("layer4"),
     ))
     .unwrap();
     write_cache_sidecars(&layout, ARCH.image_size as u32, VIEWS, &["a", "b", "c"]).unwrap();
@@ -45,7 +45,7 @@ pub fn dataset() -> (tempfile::TempDir, Layout) {
                     0.0
                 }
         });
-        let [c, s, _] = ARCH.frozen_shape(Unfreeze::Layer4);
+        let [c, s, _] = ARCH.frozen_shape(Unfreeze::stage("layer4"));
         let layer3 = ArrayD::from_shape_fn(IxDyn(&[rows, c, s, s]), |i| {
             wiggle(i.slice())
                 + if i[1] % 3 == label(i[0]) as usize {
