@@ -11,7 +11,7 @@ use ort::value::{DynValue, Tensor};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use rps_core::names::{self, RateGroup, StateKind};
+use rps_core::names::{self, StateKind};
 use rps_core::{Layout, SessionOptions, Split, Tensors, Unfreeze, defaults, imagenet, npy};
 use rps_image::{self as transform, Augmentation};
 use rps_runtime::Runtime;
@@ -257,7 +257,7 @@ fn step_inputs(
     let params = arch.finetune_params(unfreeze);
     let mut groups: Vec<String> = params
         .iter()
-        .map(|(n, _)| RateGroup::of(n).input())
+        .map(|(n, _)| arch.rate_group(n).input())
         .collect();
     groups.dedup();
     let scalars = [

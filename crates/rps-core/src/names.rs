@@ -31,11 +31,6 @@ pub const LOGITS: &str = "logits";
 /// `[N,classes]` softmax probabilities.
 pub const PROBS: &str = "probs";
 
-/// The new head's weight `[classes, features]` and bias `[classes]`, by PyTorch name
-/// (torchvision's `fc`; rps-export's model checks it names them so).
-pub const HEAD_WEIGHT: &str = "fc.weight";
-pub const HEAD_BIAS: &str = "fc.bias";
-
 /// Metadata of classifier graphs: the class names, one a line.
 pub const META_CLASSES: &str = "classes";
 /// Metadata of classifier graphs: the input image size in pixels.
@@ -115,62 +110,62 @@ pub fn grad(name: &str) -> String {
     format!("grad:{name}")
 }
 
-/// What a learning-rate input of a train step applies to (scalar float inputs
-/// `lr:fc`, `lr:layer4`, ... `lr:stem`): the head, or one trained stage, so each
-/// stage may have its own rate (`FT_LR_MULT`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RateGroup {
-    Head,
-    /// 0 is the stem (conv1, bn1), k is layerk.
-    Stage(usize),
+/// A group of parameters that share a learning rate in a train step: the head, or
+/// one trained stage, as the network names it. Its rate is the input `lr:NAME`, the
+/// head's rate divided by `FT_LR_MULT` to the power `depth`. Which groups a step has
+/// is the network's fact: the step graph lists them in its metadata
+/// ([`META_RATE_GROUPS`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RateGroup {
+    /// Stages between the group and the head: 0 for the head, 1 for the last stage.
+    pub depth: u32,
+    /// The network's name for it: `fc`, `layer4`, `stem`.
+    pub name: String,
 }
 
+/// Metadata of train-step graphs: their rate groups, `NAME:DEPTH` separated by
+/// commas (`fc:0,layer4:1`).
+pub const META_RATE_GROUPS: &str = "rate_groups";
+
 impl RateGroup {
-    const PREFIX: &str = "lr";
-    /// torchvision's stages, as their tensors' names start.
-    const STAGES: [&str; 5] = ["stem", "layer1", "layer2", "layer3", "layer4"];
+    const PREFIX: &str = "lr:";
 
-    /// The group of a parameter, by its PyTorch name: `fc.*` is the head, `layerK.*`
-    /// stage K, anything else (conv1, bn1) the stem.
-    pub fn of(tensor: &str) -> RateGroup {
-        let module = tensor.split('.').next().unwrap_or("");
-        if HEAD_WEIGHT.starts_with(&format!("{module}.")) {
-            return RateGroup::Head;
-        }
-        RateGroup::Stage(Self::STAGES.iter().position(|s| *s == module).unwrap_or(0))
+    /// The group's input name: `lr:layer4`.
+    pub fn input(&self) -> String {
+        format!("{}{}", Self::PREFIX, self.name)
     }
 
-    fn name(self) -> &'static str {
-        match self {
-            RateGroup::Head => HEAD_WEIGHT.split('.').next().expect("a module"),
-            RateGroup::Stage(stage) => Self::STAGES[stage],
-        }
+    /// Whether `input` is a learning rate's.
+    pub fn is_rate(input: &str) -> bool {
+        input.starts_with(Self::PREFIX)
     }
 
-    /// The group's input name.
-    pub fn input(self) -> String {
-        format!("{}:{}", Self::PREFIX, self.name())
+    /// `groups` as [`META_RATE_GROUPS`] holds them.
+    pub fn list(groups: &[RateGroup]) -> String {
+        let items: Vec<String> = groups
+            .iter()
+            .map(|g| format!("{}:{}", g.name, g.depth))
+            .collect();
+        items.join(",")
     }
 
-    /// The group an input name is the rate of.
-    pub fn parse(input: &str) -> Option<RateGroup> {
-        let (prefix, name) = input.split_once(':')?;
-        if prefix != Self::PREFIX {
-            return None;
-        }
-        (0..Self::STAGES.len())
-            .map(RateGroup::Stage)
-            .chain([RateGroup::Head])
-            .find(|g| g.name() == name)
-    }
-
-    /// The stages between the group and the head: 0 for the head, 1 for layer4, ...
-    /// 5 for the stem; `FT_LR_MULT` divides the head's rate by k to this power.
-    pub fn depth(self) -> u32 {
-        match self {
-            RateGroup::Head => 0,
-            RateGroup::Stage(stage) => (Self::STAGES.len() - stage) as u32,
-        }
+    /// The groups [`META_RATE_GROUPS`] lists, or what is wrong with the text.
+    pub fn parse_list(text: &str) -> Result<Vec<RateGroup>, String> {
+        text.split(',')
+            .map(|item| {
+                let (name, depth) = item
+                    .rsplit_once(':')
+                    .filter(|(name, _)| !name.is_empty())
+                    .ok_or_else(|| format!("{item:?} is not NAME:DEPTH"))?;
+                let depth = depth
+                    .parse()
+                    .map_err(|_| format!("{item:?}: the depth is not a whole number"))?;
+                Ok(RateGroup {
+                    depth,
+                    name: name.to_string(),
+                })
+            })
+            .collect()
     }
 }
 
@@ -190,27 +185,18 @@ mod tests {
     }
 
     #[test]
-    fn rate_groups_follow_torchvision_names_and_parse_back() {
-        let groups = [
-            "conv1.weight",
-            "bn1.bias",
-            "layer1.0.conv1.weight",
-            "layer4.1.bn2.weight",
-            "fc.bias",
-        ]
-        .map(RateGroup::of);
-        use RateGroup::*;
-        assert_eq!(groups, [Stage(0), Stage(0), Stage(1), Stage(4), Head]);
-        let inputs = groups.map(|g| g.input());
-        assert_eq!(
-            inputs,
-            ["lr:stem", "lr:stem", "lr:layer1", "lr:layer4", "lr:fc"]
-        );
-        for g in groups {
-            assert_eq!(RateGroup::parse(&g.input()), Some(g));
+    fn rate_group_lists_parse_back_and_refuse_what_is_not_one() {
+        let groups = [("fc", 0), ("layer4", 1), ("_blocks.11", 2)].map(|(name, depth)| RateGroup {
+            depth,
+            name: name.into(),
+        });
+        let text = RateGroup::list(&groups);
+        assert_eq!(text, "fc:0,layer4:1,_blocks.11:2");
+        assert_eq!(RateGroup::parse_list(&text).unwrap(), groups);
+        assert_eq!(groups[1].input(), "lr:layer4");
+        assert!(RateGroup::is_rate("lr:fc") && !RateGroup::is_rate("param:fc.bias"));
+        for bad in ["", "fc", ":1", "fc:-1", "fc:one", "fc:0,"] {
+            assert!(RateGroup::parse_list(bad).is_err(), "{bad}");
         }
-        assert_eq!(groups.map(RateGroup::depth), [5, 5, 4, 1, 0]);
-        assert_eq!(RateGroup::parse("lr:layer5"), None);
-        assert_eq!(RateGroup::parse("param:fc.bias"), None);
     }
 }

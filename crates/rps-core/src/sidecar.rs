@@ -117,8 +117,18 @@ pub struct ExportDetails {
     pub params_total: usize,
     pub params_trainable_head: usize,
     pub params_trainable_finetune: usize,
+    /// The new head's tensors, as the network names them.
+    pub head: HeadNames,
     /// Every file written, so that a changed or cut one can be told apart.
     pub files: Vec<FileDigest>,
+}
+
+/// A network's new head, a Linear layer: its weight `[classes, features]` and bias
+/// `[classes]`, by name (torchvision's ResNets: `fc.weight`, `fc.bias`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadNames {
+    pub weight: String,
+    pub bias: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

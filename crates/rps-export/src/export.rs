@@ -10,7 +10,7 @@ use ndarray::{ArrayD, IxDyn};
 use rps_core::classes::MIN_CLASSES;
 use rps_core::rows::DatasetCount;
 use rps_core::sidecar::{
-    ExportDetails, ExportMeta, ExportSettings, FileDigest, Stage, WeightsSource,
+    ExportDetails, ExportMeta, ExportSettings, FileDigest, HeadNames, Stage, WeightsSource,
 };
 use rps_core::{Folder, FtBn, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
 
@@ -144,10 +144,12 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         weights: source,
         unfreeze,
     };
+    let [(weight, _), (bias, _)] = arch.head_shapes(arch.classes);
     let details = ExportDetails {
         params_total: counts.total,
         params_trainable_head: counts.head,
         params_trainable_finetune: counts.finetune,
+        head: HeadNames { weight, bias },
         files,
     };
     let mut meta = ExportMeta::new(Stage::Export, env!("CARGO_PKG_VERSION"), settings, details);

@@ -12,6 +12,7 @@
 use std::fmt::Display;
 
 use rps_core::Unfreeze;
+use rps_core::names::RateGroup;
 
 use crate::graph::Window;
 use crate::registry::{Description, TensorKind};
@@ -443,6 +444,28 @@ impl Arch {
         })
     }
 
+    /// The learning-rate group of a tensor phase 2 trains: the head, or its stage
+    /// as [`STAGES`] names it, as many stages below the head as it lies.
+    pub fn rate_group(&self, tensor: &str) -> RateGroup {
+        if fc().owns(tensor) {
+            return RateGroup {
+                depth: 0,
+                name: fc().name().into(),
+            };
+        }
+        let stage = self
+            .describe()
+            .tensors
+            .iter()
+            .find(|t| t.name == tensor)
+            .map(|t| t.stage)
+            .expect("a tensor of the network");
+        RateGroup {
+            depth: (STAGES.len() - stage) as u32,
+            name: STAGES[stage].into(),
+        }
+    }
+
     /// [`Arch::first_stage`] of a setting export has checked.
     fn stage_index(&self, unfreeze: Unfreeze) -> usize {
         self.first_stage(unfreeze)
@@ -589,17 +612,32 @@ mod tests {
     }
 
     #[test]
-    fn the_head_has_the_names_later_stages_take_it_by() {
-        let [(weight, _), (bias, _)] = Arch {
+    fn rate_groups_are_stages_counted_back_from_the_head() {
+        let arch = Arch {
             net: Net::ResNet18,
             width: 8,
             image_size: 64,
             classes: 3,
-        }
-        .head_shapes(3);
+        };
+        let groups = [
+            "conv1.weight",
+            "bn1.bias",
+            "layer1.0.conv1.weight",
+            "layer4.1.bn2.weight",
+            "fc.bias",
+        ]
+        .map(|tensor| arch.rate_group(tensor));
+        let named = groups.map(|g| (g.name, g.depth));
+        let expected = [
+            ("stem", 5),
+            ("stem", 5),
+            ("layer1", 4),
+            ("layer4", 1),
+            ("fc", 0),
+        ];
         assert_eq!(
-            (weight.as_str(), bias.as_str()),
-            (rps_core::names::HEAD_WEIGHT, rps_core::names::HEAD_BIAS)
+            named,
+            expected.map(|(name, depth)| (name.to_string(), depth))
         );
     }
 

@@ -204,6 +204,12 @@ fn export_checks_unfreeze_against_the_network_and_records_the_stage() {
     );
     let meta = rps_export::export::run(&config("last")).unwrap();
     assert_eq!(meta.settings.unfreeze, rps_core::Unfreeze::stage("layer4"));
+    // The network names its head for the stages after it.
+    let head = &meta.details.head;
+    assert_eq!(
+        (head.weight.as_str(), head.bias.as_str()),
+        ("fc.weight", "fc.bias")
+    );
     let text = std::fs::read_to_string(layout.graph(rps_core::GraphFile::Meta)).unwrap();
     assert!(text.contains("\"unfreeze\": \"layer4\""), "{text}");
 }

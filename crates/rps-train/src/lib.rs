@@ -24,7 +24,9 @@ use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
 use rps_core::progress::{self, Units};
 use rps_core::rows::{EpochRow, ParamsRow};
-use rps_core::sidecar::{EarlyStop, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings};
+use rps_core::sidecar::{
+    EarlyStop, HeadNames, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings,
+};
 use rps_core::upstream::Upstream;
 use rps_core::{
     CacheFile, CheckpointFile, ClassList, Device, Feature, Folder, FtBn, GraphFile, Layout, Phase,
@@ -95,6 +97,8 @@ struct Run<'a> {
     train_images: Vec<usize>,
     val_images: Vec<usize>,
     optimizer: Optimizer,
+    /// The new head's tensors, as export names them.
+    head: HeadNames,
 }
 
 /// The two graphs a phase runs, each in one session for the whole phase.
@@ -365,6 +369,7 @@ impl<'a> Run<'a> {
             train_images,
             val_images,
             optimizer,
+            head: upstream.export.details.head.clone(),
         };
         run.check_nothing_empty(&upstream.classes, &per_class)?;
         Ok((run, upstream))
@@ -432,7 +437,11 @@ impl<'a> Run<'a> {
     ) -> Result<TrainState> {
         if new_run && phase == Phase::Head {
             let head_params = graphs.step.state_shapes(StateKind::Param)?;
-            weights.extend(new_head(&head_params, self.config.settings.seed)?);
+            weights.extend(new_head(
+                &head_params,
+                &self.head,
+                self.config.settings.seed,
+            )?);
         }
         TrainState::fresh(
             weights,
@@ -594,9 +603,9 @@ impl<'a> Run<'a> {
 /// on anything else drawn.
 const HEAD_STREAM: u64 = 0x6865_6164;
 
-/// A fresh head, drawn as `nn.Linear` draws one: the head step's parameters, a weight
-/// `[classes, features]` and a bias `[classes]`.
-fn new_head(params: &Shapes, seed: u64) -> Result<Tensors> {
+/// A fresh head, drawn as `nn.Linear` draws one: the head step's parameters `head`
+/// names, a weight `[classes, features]` and a bias `[classes]`.
+fn new_head(params: &Shapes, head: &HeadNames, seed: u64) -> Result<Tensors> {
     let shape = |name: &str| {
         params
             .iter()
@@ -604,19 +613,19 @@ fn new_head(params: &Shapes, seed: u64) -> Result<Tensors> {
             .map(|(_, shape)| shape)
             .with_context(|| format!("the head step takes no {name}"))
     };
-    let weight = shape(names::HEAD_WEIGHT)?;
-    if weight.len() != 2 || shape(names::HEAD_BIAS)? != &[weight[0]] {
+    let weight = shape(&head.weight)?;
+    if weight.len() != 2 || shape(&head.bias)? != &[weight[0]] {
         bail!(
             "the head step's {} and {} do not make a Linear layer",
-            names::HEAD_WEIGHT,
-            names::HEAD_BIAS
+            head.weight,
+            head.bias
         );
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ HEAD_STREAM);
     let (w, b) = rps_core::init::linear(weight[1], weight[0], &mut rng);
     Ok(Tensors::from([
-        (names::HEAD_WEIGHT.to_string(), w),
-        (names::HEAD_BIAS.to_string(), b),
+        (head.weight.clone(), w),
+        (head.bias.clone(), b),
     ]))
 }
 

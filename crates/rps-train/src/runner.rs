@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use ndarray::Array2;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
@@ -17,6 +17,33 @@ use crate::state::TrainState;
 
 /// Named tensor shapes.
 pub type Shapes = Vec<(String, Vec<usize>)>;
+
+/// The rate groups a step graph's metadata lists, each of them one of its inputs
+/// and every rate input one of them.
+fn rate_groups(session: &Session, graph: &Path) -> Result<Vec<RateGroup>> {
+    let key = names::META_RATE_GROUPS;
+    let text = session.metadata()?.custom(key).with_context(|| {
+        format!(
+            "{}: no {key} in its metadata: `make export` rebuilds the graph",
+            graph.display()
+        )
+    })?;
+    let groups = RateGroup::parse_list(&text)
+        .map_err(|why| anyhow!("{}: metadata {key}: {why}", graph.display()))?;
+    let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+    let listed: Vec<String> = groups.iter().map(RateGroup::input).collect();
+    let unlisted = inputs
+        .iter()
+        .find(|i| RateGroup::is_rate(i) && !listed.contains(&i.to_string()));
+    let missing = listed.iter().find(|l| !inputs.contains(&l.as_str()));
+    if let Some(input) = unlisted.map(|i| i.to_string()).or(missing.cloned()) {
+        bail!(
+            "{}: its rate input {input} and its {key} metadata ({text}) disagree: `make export` rebuilds the graph",
+            graph.display()
+        );
+    }
+    Ok(groups)
+}
 
 /// What a phase's optimizer keeps from step to step besides its state.
 #[derive(Debug, Clone, PartialEq)]
@@ -83,12 +110,11 @@ impl StepRunner {
         optimizer: Optimizer,
     ) -> Result<Self> {
         let (session, device) = Runtime::get()?.exported(layout, file, options)?;
-        let rate_inputs = session
-            .inputs()
-            .iter()
-            .filter_map(|input| RateGroup::parse(input.name()))
+        let graph = layout.graph(file);
+        let rate_inputs = rate_groups(&session, &graph)?
+            .into_iter()
             .map(|group| {
-                let divisor = optimizer.lr_mult.powi(group.depth() as i32);
+                let divisor = optimizer.lr_mult.powi(group.depth as i32);
                 (group.input(), divisor)
             })
             .collect();
@@ -103,7 +129,7 @@ impl StepRunner {
         Ok(Self {
             session,
             device,
-            graph: layout.graph(file),
+            graph,
             weight_decay: optimizer.weight_decay as f32,
             class_weights: optimizer.class_weights.iter().map(|&w| w as f32).collect(),
             rate_inputs,

@@ -203,6 +203,39 @@ fn a_graph_replaced_by_another_is_refused_naming_make_export() {
     assert!(!text.contains("dropout_mask"), "{text}");
 }
 
+/// A step graph's rate inputs are the groups its metadata lists: one whose list
+/// disagrees (as from another build, its digest recorded) is refused naming both.
+#[test]
+fn a_step_whose_rate_groups_disagree_with_its_inputs_is_refused() {
+    use rps_core::sidecar::{ExportMeta, FileDigest};
+    let (_dir, layout) = dataset();
+    let path = layout.graph(GraphFile::FinetuneStep);
+    let mut graph = rps_onnx::ModelFile::read(&path).unwrap();
+    assert_eq!(
+        graph.metadata(rps_core::names::META_RATE_GROUPS),
+        Some("fc:0,layer4:1")
+    );
+    graph.set_metadata(rps_core::names::META_RATE_GROUPS, "fc:0");
+    let bytes = graph.to_bytes();
+    std::fs::write(&path, &bytes).unwrap();
+    let meta_path = layout.graph(GraphFile::Meta);
+    let mut meta = ExportMeta::read(&meta_path).unwrap();
+    for file in &mut meta.details.files {
+        if file.name == GraphFile::FinetuneStep.file_name() {
+            *file = FileDigest::of(&file.name, &bytes);
+        }
+    }
+    meta.write(&meta_path).unwrap();
+    let text = format!("{:#}", run(&config(&layout)).unwrap_err());
+    assert!(
+        text.contains("finetune_step.onnx")
+            && text.contains("lr:layer4")
+            && text.contains("(fc:0) disagree")
+            && text.contains("make export"),
+        "{text}"
+    );
+}
+
 #[test]
 fn the_stage_step_matches_pytorch_for_two_steps() {
     use rps_core::names::StateKind;

@@ -60,26 +60,31 @@ impl AdamScalars {
         }
     }
 
-    /// The step size and decay of the parameter `name`'s rate group, taking the
-    /// group's `lr:GROUP` input the first time.
-    fn rate(&mut self, g: &mut Graph, name: &str) -> &GroupRate {
-        let group = RateGroup::of(name);
-        if !self.rates.contains_key(&group) {
+    /// The step size and decay of rate group `group`, taking its `lr:GROUP` input
+    /// the first time.
+    fn rate(&mut self, g: &mut Graph, group: &RateGroup) -> &GroupRate {
+        if !self.rates.contains_key(group) {
             let lr = g.input(&group.input(), Elem::F32, &[]);
             let step_size = g.div(&lr, &self.bias_correction1);
             let lr_wd = g.mul(&lr, &self.weight_decay);
             let decay = g.sub(&self.one, &lr_wd);
-            self.rates.insert(group, GroupRate { step_size, decay });
+            self.rates
+                .insert(group.clone(), GroupRate { step_size, decay });
         }
-        &self.rates[&group]
+        &self.rates[group]
+    }
+
+    /// The rate groups the step takes rates for.
+    pub fn groups(&self) -> Vec<RateGroup> {
+        self.rates.keys().cloned().collect()
     }
 
     /// `torch.optim.Adam`'s update (AdamW's decoupled decay when weight_decay > 0)
-    /// of the parameter `name` of `shape`.
+    /// of a parameter of `shape` in rate group `group`.
     pub fn update(
         &mut self,
         g: &mut Graph,
-        name: &str,
+        group: &RateGroup,
         shape: &[usize],
         [p, grad, m, v]: [&Value; 4],
     ) -> (Value, Value, Value) {
@@ -89,7 +94,7 @@ impl AdamScalars {
         if shape.len() > 1 && shape.last() == Some(&1) {
             let [p, grad, m, v] = [p, grad, m, v].map(|x| g.reshape(x, &[-1]));
             let flat = [shape.iter().product()];
-            let updated = self.update(g, name, &flat, [&p, &grad, &m, &v]);
+            let updated = self.update(g, group, &flat, [&p, &grad, &m, &v]);
             let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             let [p, m, v] = [updated.0, updated.1, updated.2].map(|x| g.reshape(&x, &dims));
             return (p, m, v);
@@ -105,7 +110,7 @@ impl AdamScalars {
         let corrected = g.div(&root, &self.bias_correction2_sqrt);
         let denom = g.add(&corrected, &self.eps);
         let ratio = g.div(&m, &denom);
-        let rate = self.rate(g, name);
+        let rate = self.rate(g, group);
         let (step_size, decay) = (rate.step_size.clone(), rate.decay.clone());
         let delta = g.mul(&ratio, &step_size);
         let decayed = g.mul(p, &decay);

@@ -18,6 +18,7 @@ mod conv;
 mod layers;
 mod tape;
 
+use rps_core::names::RateGroup;
 use rps_core::{FtBn, Unfreeze, names};
 
 use crate::graph::{Dim, Elem, Graph, Reduce, Value, Window};
@@ -290,7 +291,8 @@ impl Builder {
             let dims = Dim::fixed(shape);
             let m = g.input(&names::adam_m(name), Elem::F32, &dims);
             let v = g.input(&names::adam_v(name), Elem::F32, &dims);
-            let (new_p, new_m, new_v) = adam.update(g, name, shape, [param, grad, &m, &v]);
+            let group = self.arch.rate_group(name);
+            let (new_p, new_m, new_v) = adam.update(g, &group, shape, [param, grad, &m, &v]);
             for (value, input) in [
                 (&new_p, names::param(name)),
                 (&new_m, names::adam_m(name)),
@@ -303,6 +305,8 @@ impl Builder {
         for (input, value, c) in &self.buffers {
             g.output(value, &names::updated(input), Elem::F32, &[Dim::Fixed(*c)]);
         }
+        let groups = RateGroup::list(&adam.groups());
+        g.metadata(names::META_RATE_GROUPS, &groups);
     }
 
     /// The weighted mean cross-entropy (PyTorch's `CrossEntropyLoss(weight=...)`:

@@ -99,7 +99,7 @@ pub fn optimizer_inputs(
             Input::F32(ArrayD::ones(IxDyn(&[arch.classes]))),
         ),
     ];
-    let mut groups: Vec<RateGroup> = params.iter().map(|(n, _)| RateGroup::of(n)).collect();
+    let mut groups: Vec<RateGroup> = params.iter().map(|(n, _)| arch.rate_group(n)).collect();
     groups.dedup();
     inputs.extend(groups.into_iter().map(|g| (g.input(), scalar(lr))));
     inputs
