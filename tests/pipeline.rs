@@ -683,6 +683,10 @@ fn model_onnx_holds_the_trained_weights_and_scores_as_evaluate_did() {
             "{name}"
         );
     }
+    // It records the normalization its network needs: ImageNet's, for a ResNet.
+    let text = model.metadata(rps_core::names::META_NORMALIZATION).unwrap();
+    assert_eq!(text, "0.485,0.456,0.406/0.229,0.224,0.225");
+    let normalization = rps_core::Normalization::from_text(text).unwrap();
     // The deployable model on the cached test images gives the probabilities
     // evaluate computed with the eval graph on the extracted features.
     let pixels = npy::read::<u8>(&data.join("cache/test_images.npy")).unwrap();
@@ -690,7 +694,7 @@ fn model_onnx_holds_the_trained_weights_and_scores_as_evaluate_did() {
     let per_image = pixels.len() / pixels.shape()[0];
     let raw = pixels.as_slice().unwrap();
     for (src, dst) in raw.chunks(per_image).zip(images.chunks_mut(per_image)) {
-        rps_core::imagenet::normalize_chw(src, dst);
+        normalization.normalize_chw(src, dst);
     }
     let runtime = rps_runtime::Runtime::get().unwrap();
     let options = rps_core::SessionOptions::cpu(2);

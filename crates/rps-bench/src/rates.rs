@@ -12,14 +12,14 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::names::{self, StateKind};
-use rps_core::{Layout, SessionOptions, Split, Tensors, Unfreeze, defaults, imagenet, npy};
+use rps_core::{Layout, SessionOptions, Split, Tensors, Unfreeze, defaults, npy};
 use rps_image::{self as transform, Augmentation};
 use rps_runtime::Runtime;
 use rps_score::Batch;
 use rps_train::runner::{Optimizer, StepRates, StepRunner};
 use rps_train::state::TrainState;
 
-use rps_export::resnet::Arch;
+use rps_export::resnet::{Arch, IMAGENET_NORMALIZATION};
 
 use crate::{BATCH, EXTRACT_BATCH, IMAGE_SIZE};
 
@@ -61,7 +61,7 @@ pub fn preprocess_rates(dir: &Path) -> Result<(f64, f64)> {
     let to_input = |img: &image::RgbImage| {
         let chw = transform::to_chw(img);
         let mut out = vec![0.0f32; chw.len()];
-        imagenet::normalize_chw(&chw, &mut out);
+        IMAGENET_NORMALIZATION.normalize_chw(&chw, &mut out);
         out.len()
     };
     let time = |f: &(dyn Fn(&Path) -> Result<usize> + Sync)| -> Result<f64> {

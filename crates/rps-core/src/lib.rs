@@ -16,6 +16,7 @@ pub mod imagenet;
 pub mod init;
 pub mod layout;
 pub mod names;
+pub mod normalization;
 pub mod npy;
 pub mod phase;
 pub mod progress;
@@ -33,6 +34,7 @@ pub use error::{Error, Result};
 pub use layout::{
     CacheFile, CheckpointFile, Feature, Folder, GraphFile, Layout, ResultFile, Split,
 };
+pub use normalization::Normalization;
 pub use npy::Tensors;
 pub use phase::Phase;
 pub use tuning::{ClassWeights, FtBn, Schedule};

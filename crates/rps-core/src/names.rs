@@ -33,6 +33,9 @@ pub const PROBS: &str = "probs";
 
 /// Metadata of classifier graphs: the class names, one a line.
 pub const META_CLASSES: &str = "classes";
+/// Metadata of classifier graphs: the input normalization the network needs
+/// (`Normalization::to_text`).
+pub const META_NORMALIZATION: &str = "normalization";
 /// Metadata of classifier graphs: the input image size in pixels.
 pub const META_IMAGE_SIZE: &str = "image_size";
 

@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result, io};
 use crate::{
-    ClassWeights, Device, FtBn, GraphFile, Phase, Schedule, Split, Unfreeze, atomic, defaults,
+    ClassWeights, Device, FtBn, GraphFile, Normalization, Phase, Schedule, Split, Unfreeze, atomic,
+    defaults,
 };
 
 /// The stages that write a sidecar.
@@ -119,6 +120,8 @@ pub struct ExportDetails {
     pub params_trainable_finetune: usize,
     /// The new head's tensors, as the network names them.
     pub head: HeadNames,
+    /// What the network's input pixels go through.
+    pub normalization: Normalization,
     /// Every file written, so that a changed or cut one can be told apart.
     pub files: Vec<FileDigest>,
 }

@@ -1,6 +1,6 @@
 //! Classifying photos of any format and size with a classifier graph alone: it
-//! carries its image size and class names (or the names come from a file, or are
-//! ImageNet's).
+//! carries its image size, its input normalization and class names (or the names
+//! come from a file, or are ImageNet's).
 
 use std::path::Path;
 
@@ -9,7 +9,7 @@ use image::RgbImage;
 use ort::session::Session;
 use ort::value::Tensor;
 use rps_core::names as graph_names;
-use rps_core::{Device, SessionOptions, imagenet};
+use rps_core::{Device, Normalization, SessionOptions, imagenet};
 use rps_image as transform;
 use rps_runtime::Runtime;
 
@@ -17,6 +17,8 @@ pub struct Classifier {
     session: Session,
     pub classes: Vec<String>,
     pub image_size: u32,
+    /// What a photo's pixels go through, as the network needs.
+    pub normalization: Normalization,
     pub device: Device,
 }
 
@@ -48,6 +50,15 @@ impl Classifier {
             .with_context(|| {
                 format!("{}: no image size in the model's metadata", model.display())
             })?;
+        let key = graph_names::META_NORMALIZATION;
+        let text = metadata.custom(key).with_context(|| {
+            format!(
+                "{}: no {key} in the model's metadata (made before it was recorded): `make export` and `make train` remake it",
+                model.display()
+            )
+        })?;
+        let normalization = Normalization::from_text(&text)
+            .map_err(|why| anyhow::anyhow!("{}: metadata {key}: {why}", model.display()))?;
         let classes: Vec<String> = match names {
             ClassNames::File(path) => std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?
@@ -72,6 +83,7 @@ impl Classifier {
             session,
             classes,
             image_size,
+            normalization,
             device,
         })
     }
@@ -81,7 +93,7 @@ impl Classifier {
         let seen = transform::test_view(&image, self.image_size);
         let pixels = transform::to_chw(&seen);
         let mut input = vec![0.0f32; pixels.len()];
-        imagenet::normalize_chw(&pixels, &mut input);
+        self.normalization.normalize_chw(&pixels, &mut input);
         let s = self.image_size as usize;
         let outputs = self
             .session

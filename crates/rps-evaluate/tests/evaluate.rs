@@ -252,6 +252,47 @@ fn rock() -> std::path::PathBuf {
         .join("rock/testrock01-00.png")
 }
 
+/// predict normalizes a photo as the model's metadata says its network needs; a
+/// model whose entry is not a normalization is refused, naming the file and entry.
+#[test]
+fn predict_takes_the_normalization_from_the_model() {
+    let copy = pipeline_copy();
+    let model = Layout::new(copy.path()).result(ResultFile::Model);
+    let key = rps_core::names::META_NORMALIZATION;
+    let mut graph = rps_onnx::ModelFile::read(&model).unwrap();
+    assert_eq!(
+        graph.metadata(key),
+        Some("0.485,0.456,0.406/0.229,0.224,0.225")
+    );
+    let predict = |graph: &rps_onnx::ModelFile| {
+        std::fs::write(&model, graph.to_bytes()).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rps-predict"))
+            .arg("--data")
+            .arg(copy.path())
+            .args(["--device", "cpu", "--csv"])
+            .arg(rock())
+            .output()
+            .unwrap()
+    };
+    let imagenet = predict(&graph);
+    assert!(imagenet.status.success());
+    graph.set_metadata(key, "0.5,0.5,0.5/0.5,0.5,0.5");
+    let half = predict(&graph);
+    assert!(half.status.success());
+    assert_ne!(
+        half.stdout, imagenet.stdout,
+        "the normalization was not used"
+    );
+    graph.set_metadata(key, "0.5,0.5/1,1,1");
+    let refused = predict(&graph);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("model.onnx") && stderr.contains("metadata normalization"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn predict_reports_a_bad_image_and_still_classifies_the_rest() {
     let dir = tempfile::tempdir().unwrap();

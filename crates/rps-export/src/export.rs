@@ -150,6 +150,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         params_trainable_head: counts.head,
         params_trainable_finetune: counts.finetune,
         head: HeadNames { weight, bias },
+        normalization: arch.normalization(),
         files,
     };
     let mut meta = ExportMeta::new(Stage::Export, env!("CARGO_PKG_VERSION"), settings, details);

@@ -54,6 +54,8 @@ pub fn classifier(arch: &Arch, tensors: &Tensors, name: &str) -> Vec<u8> {
     let mut net = FrozenGraph::new(tensors, Formulation::Standard);
     net.g
         .metadata(names::META_IMAGE_SIZE, &arch.image_size.to_string());
+    net.g
+        .metadata(names::META_NORMALIZATION, &arch.normalization().to_text());
     let images = images_input(&mut net.g, arch);
     let pooled = arch.pooled(&mut net, images, 0);
     let logits = net.fc(&pooled.value);

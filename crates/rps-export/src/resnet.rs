@@ -11,8 +11,8 @@
 
 use std::fmt::Display;
 
-use rps_core::Unfreeze;
 use rps_core::names::RateGroup;
+use rps_core::{Normalization, Unfreeze};
 
 use crate::graph::Window;
 use crate::registry::{Description, TensorKind};
@@ -316,6 +316,13 @@ impl ConvSpec {
     }
 }
 
+/// torchvision's weights were trained on images normalized with ImageNet's mean and
+/// std (`transforms.Normalize` in its reference scripts).
+pub const IMAGENET_NORMALIZATION: Normalization = Normalization {
+    mean: [0.485, 0.456, 0.406],
+    std: [0.229, 0.224, 0.225],
+};
+
 /// The stages in forward order, by the names `UNFREEZE` and the per-stage rates give
 /// them: the stem (conv1, bn1, max pooling), then torchvision's layer1 to layer4.
 pub const STAGES: [&str; 5] = ["stem", "layer1", "layer2", "layer3", "layer4"];
@@ -393,6 +400,11 @@ impl Arch {
     pub fn pooled<L: Lowering>(&self, l: &mut L, x: L::Map, from: usize) -> L::Map {
         let x = self.forward(l, x, from, 4);
         l.global_average_pool(&x)
+    }
+
+    /// What the network's input pixels go through.
+    pub fn normalization(&self) -> Normalization {
+        IMAGENET_NORMALIZATION
     }
 
     /// What the forward asks for: every tensor by stage, each stage's input, the

@@ -17,8 +17,8 @@ use rps_core::progress::{Progress, Units};
 use rps_core::sidecar::{ExtractDetails, ExtractMeta, ExtractSettings, SplitRate, Stage};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    Device, Feature, Folder, GraphFile, Layout, SessionOptions, Split, atomic::TempDir, defaults,
-    imagenet, names, npy,
+    Device, Feature, Folder, GraphFile, Layout, Normalization, SessionOptions, Split,
+    atomic::TempDir, defaults, names, npy,
 };
 use rps_runtime::Runtime;
 use rps_runtime::fixed_dims;
@@ -97,6 +97,7 @@ pub fn run(config: &Config) -> Result<Report> {
             out_dir: tmp.path(),
             layout,
             outputs: &outputs,
+            normalization: &upstream.export.details.normalization,
         };
         let n = job.run(&mut session)?;
         let labels = npy::read::<i64>(&layout.cache_labels(*split))?;
@@ -230,8 +231,13 @@ fn cache_dims(mapped: &Mapped) -> Result<Vec<usize>> {
     Ok(dims)
 }
 
-/// Normalized f32 input for rows `start..end`.
-fn batch_input(pixels: &Pixels<'_>, start: usize, end: usize) -> Vec<f32> {
+/// Input for rows `start..end`, normalized as the network wants (u8 pixels).
+fn batch_input(
+    pixels: &Pixels<'_>,
+    start: usize,
+    end: usize,
+    normalization: &Normalization,
+) -> Vec<f32> {
     match pixels {
         Pixels::U8(view) => {
             let rows = view.slice_axis(Axis(0), (start..end).into());
@@ -243,7 +249,7 @@ fn batch_input(pixels: &Pixels<'_>, start: usize, end: usize) -> Vec<f32> {
                 .chunks(per_image)
                 .zip(out.chunks_mut(per_image))
             {
-                imagenet::normalize_chw(src, dst);
+                normalization.normalize_chw(src, dst);
             }
             out
         }
@@ -264,6 +270,8 @@ struct SplitJob<'a> {
     out_dir: &'a Path,
     layout: &'a Layout,
     outputs: &'a Outputs,
+    /// What the cached u8 pixels go through before the backbone.
+    normalization: &'a Normalization,
 }
 
 impl SplitJob<'_> {
@@ -299,11 +307,12 @@ impl SplitJob<'_> {
         std::thread::scope(|scope| -> Result<()> {
             let (send, receive) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
             let pixels = &pixels;
+            let normalization = self.normalization;
             scope.spawn(move || {
                 for start in (0..n).step_by(batch) {
                     let end = (start + batch).min(n);
                     if send
-                        .send((end - start, batch_input(pixels, start, end)))
+                        .send((end - start, batch_input(pixels, start, end, normalization)))
                         .is_err()
                     {
                         return;

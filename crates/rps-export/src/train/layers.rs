@@ -3,7 +3,7 @@
 //! forward of a train step pushes each layer onto the tape; its backward is the tape
 //! replayed ([`super::tape`]).
 
-use rps_core::imagenet;
+use rps_core::Normalization;
 
 use crate::graph::{Elem, Graph, Reduce, Transposed, Value, Window};
 use crate::resnet::{BN_EPS, BN_MOMENTUM, BnTensor, ConvSpec};
@@ -501,12 +501,17 @@ impl Backward for Linear {
     }
 }
 
-/// u8 pixels `[N, 3, S, S]` -> `[3, S*S, N]` normalized with ImageNet's mean and
-/// std: gathered from [`imagenet::normalized_values`], so the values are extract's
-/// (and torchvision's) to the bit.
-pub fn normalized_pixels(g: &mut Graph, pixels: &Value, size: usize) -> Value {
+/// u8 pixels `[N, 3, S, S]` -> `[3, S*S, N]` normalized as the network wants:
+/// gathered from [`Normalization::values`], so the values are extract's (and
+/// torchvision's) to the bit.
+pub fn normalized_pixels(
+    g: &mut Graph,
+    pixels: &Value,
+    size: usize,
+    normalization: &Normalization,
+) -> Value {
     const LEVELS: usize = 256;
-    let table: Vec<f32> = imagenet::normalized_values().concat();
+    let table: Vec<f32> = normalization.values().concat();
     let table = g.constant(&[3 * LEVELS], &table);
     let offsets: Vec<i64> = (0..3).map(|c| (c * LEVELS) as i64).collect();
     let offsets = g.int_constant(&[3, 1, 1], &offsets);

@@ -177,7 +177,7 @@ impl Builder {
         let dims = Dim::batch_of(&[c, s, s]);
         let value = if unfreeze.from_images() {
             let pixels = self.g.input(names::FEATURES, Elem::U8, &dims);
-            layers::normalized_pixels(&mut self.g, &pixels, s)
+            layers::normalized_pixels(&mut self.g, &pixels, s, &self.arch.normalization())
         } else {
             let features = self.g.input(names::FEATURES, Elem::F32, &dims);
             let x = self.g.transpose(&features, &[1, 2, 3, 0]);
