@@ -9,7 +9,7 @@ use rps_core::names;
 use rps_core::Unfreeze;
 
 use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value, Window};
-use crate::resnet::{Arch, BN_EPS, BlockKind, BnTensor, ConvSpec, Lowering, fc};
+use crate::resnet::{Arch, BlockKind, BnTensor, ConvSpec, Lowering, fc};
 use crate::winograd;
 
 /// How a frozen network computes its convolutions.
@@ -217,7 +217,7 @@ impl<'a> FrozenGraph<'a> {
     fn folded(&self, spec: &ConvSpec) -> (Array4<f64>, Vec<f32>) {
         let tensor = |name: String| self.tensors[&name].mapv(f64::from);
         let [gamma, beta, mean, var] = BnTensor::ALL.map(|t| tensor(spec.bn_tensor(t)));
-        let scale = gamma / (var + f64::from(BN_EPS)).sqrt();
+        let scale = gamma / (var + f64::from(spec.bn_constants.eps)).sqrt();
         let bias = (beta - &mean * &scale).mapv(|v| v as f32);
         let weight: ArrayView4<f32> = self.tensors[&spec.weight()]
             .view()
@@ -257,7 +257,8 @@ impl Lowering for FrozenGraph<'_> {
             let w = self.weight(&spec.weight());
             let y = self.g.conv(&x.value, &w, spec.window);
             let [scale, bias, mean, var] = BnTensor::ALL.map(|t| self.weight(&spec.bn_tensor(t)));
-            self.g.batch_norm(&y, [&scale, &bias, &mean, &var], BN_EPS)
+            self.g
+                .batch_norm(&y, [&scale, &bias, &mean, &var], spec.bn_constants.eps)
         } else if winograd::suits(spec, x.size) {
             self.winograd_conv(spec, x)
         } else {

@@ -83,8 +83,19 @@ impl BnTensor {
     }
 }
 
-pub const BN_EPS: f32 = 1e-5;
-pub const BN_MOMENTUM: f32 = 0.1;
+/// A BatchNorm's constants: the `eps` added to the variance, and the `momentum`
+/// with which train mode moves the running statistics toward the batch's.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BnConstants {
+    pub eps: f32,
+    pub momentum: f32,
+}
+
+/// PyTorch's `nn.BatchNorm2d` defaults, which torchvision's ResNets keep.
+pub const TORCH_BN: BnConstants = BnConstants {
+    eps: 1e-5,
+    momentum: 0.1,
+};
 
 /// The classifier: `fc.weight` `[classes, 8w]` and `fc.bias` `[classes]`.
 pub fn fc() -> Module {
@@ -268,6 +279,8 @@ pub struct ConvSpec {
     pub cin: usize,
     pub cout: usize,
     pub window: Window,
+    /// The BatchNorm's constants.
+    pub bn_constants: BnConstants,
 }
 
 impl ConvSpec {
@@ -290,6 +303,7 @@ impl ConvSpec {
             cin,
             cout,
             window,
+            bn_constants: TORCH_BN,
         }
     }
 
@@ -348,6 +362,7 @@ impl Arch {
                 stride: 2,
                 pad: 3,
             },
+            bn_constants: TORCH_BN,
         }
     }
 

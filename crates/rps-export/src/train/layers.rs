@@ -6,7 +6,7 @@
 use rps_core::Normalization;
 
 use crate::graph::{Elem, Graph, Reduce, Transposed, Value, Window};
-use crate::resnet::{BN_EPS, BN_MOMENTUM, BnTensor, ConvSpec};
+use crate::resnet::{BnTensor, ConvSpec};
 
 use super::conv::{self, Algorithm};
 use super::tape::{Backward, ParamGrads};
@@ -100,7 +100,7 @@ pub const PRECISE_SUMS_FROM: usize = 28;
 
 impl BatchNormTrain {
     /// The normalized output and the running statistics' new values (unbiased
-    /// variance, momentum 0.1, as PyTorch updates them), by tensor.
+    /// variance, the layer's momentum, as PyTorch updates them), by tensor.
     pub fn forward(
         g: &mut Graph,
         spec: &ConvSpec,
@@ -116,7 +116,7 @@ impl BatchNormTrain {
         let centered = g.sub(x, &mean);
         let sum_squares = channel_sum(g, Reduce::SumSquare, &centered, precise);
         let var = g.div(&sum_squares, &count);
-        let eps = g.scalar(BN_EPS);
+        let eps = g.scalar(spec.bn_constants.eps);
         let var_eps = g.add(&var, &eps);
         let std = g.sqrt(&var_eps);
         let invstd = g.reciprocal(&std);
@@ -136,7 +136,7 @@ impl BatchNormTrain {
         ]
         .map(|(tensor, running, batch)| {
             let flat = g.reshape(batch, &[c as i64]);
-            (tensor, lerp(g, running, &flat, BN_MOMENTUM))
+            (tensor, lerp(g, running, &flat, spec.bn_constants.momentum))
         });
         let layer = Self {
             spec: spec.clone(),
@@ -215,7 +215,7 @@ impl BatchNormRunning {
             &inputs.running[1],
         ]
         .map(|v| per_channel(g, v, c));
-        let eps = g.scalar(BN_EPS);
+        let eps = g.scalar(spec.bn_constants.eps);
         let var_eps = g.add(&var, &eps);
         let std = g.sqrt(&var_eps);
         let scale = g.div(&gamma, &std);
