@@ -81,7 +81,7 @@ impl Config {
 pub fn summary(config: &Config) -> Result<String> {
     let arch = config.arch()?;
     let rows = summary::layers(&arch, config.unfreeze(&arch)?);
-    Ok(summary::table(&rows))
+    Ok(summary::table(&rows, &summary::cuts(&arch)))
 }
 
 pub fn run(config: &Config) -> Result<ExportMeta> {

@@ -110,8 +110,24 @@ pub fn layers(arch: &Arch, unfreeze: Unfreeze) -> Vec<LayerRow> {
     summary.rows
 }
 
-/// The rows as a table for the terminal, with the totals PyTorch prints.
-pub fn table(rows: &[LayerRow]) -> String {
+/// Where `UNFREEZE` can cut `arch`: each choice with the first layer it trains
+/// (`last` is the last stage's, named).
+pub fn cuts(arch: &Arch) -> Vec<(Unfreeze, String)> {
+    let convs = arch.describe().convs;
+    arch.unfreeze_choices()
+        .into_iter()
+        .filter(|&choice| choice != Unfreeze::Last)
+        .filter_map(|choice| {
+            let stage = arch.first_stage(choice).ok()?;
+            let (_, first) = convs.iter().find(|(s, _)| *s == stage)?;
+            Some((choice, first.conv.name().to_string()))
+        })
+        .collect()
+}
+
+/// The rows as a table for the terminal, with a line where each of `cuts` starts
+/// training, and the totals PyTorch prints.
+pub fn table(rows: &[LayerRow], cuts: &[(Unfreeze, String)]) -> String {
     let width = rows.iter().map(|r| r.name.len()).max().unwrap_or(4).max(5);
     let mut text = format!(
         "{:<width$}  {:<17}  {:>13}  {:>10}  phase 1  phase 2\n",
@@ -119,6 +135,9 @@ pub fn table(rows: &[LayerRow]) -> String {
     );
     let mark = |trains: bool| if trains { "trains" } else { "-" };
     for r in rows {
+        if let Some((cut, _)) = cuts.iter().find(|(_, first)| *first == r.name) {
+            text.push_str(&format!("-- UNFREEZE={cut}: phase 2 trains from here --\n"));
+        }
         text.push_str(&format!(
             "{:<width$}  {:<17}  {:>13}  {:>10}  {:<7}  {}\n",
             r.name,
@@ -133,6 +152,11 @@ pub fn table(rows: &[LayerRow]) -> String {
     text.push_str(&format!("Total parameters: {total}\n"));
     text.push_str(&format!("Trainable in phase 1: {head}\n"));
     text.push_str(&format!("Trainable in phase 2: {finetune}\n"));
+    let choices: Vec<String> = cuts.iter().map(|(cut, _)| cut.to_string()).collect();
+    text.push_str(&format!(
+        "UNFREEZE: {}, or last (the last stage)\n",
+        choices.join(", ")
+    ));
     text
 }
 
@@ -190,8 +214,25 @@ mod tests {
         // conv1, bn1, maxpool, 8 blocks of 2 convs with BatchNorm, 3 downsamples
         // with theirs, avgpool, fc.
         assert_eq!(rows.len(), 3 + 8 * 4 + 3 * 2 + 2);
-        let text = table(&rows);
+        let text = table(&rows, &cuts(&arch));
         assert!(text.contains("Total parameters: 11178051\n"), "{text}");
         assert!(text.contains("Trainable in phase 2: 8395267\n"), "{text}");
+        // Each cut stands before the first layer it trains.
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |prefix: &str| lines.iter().position(|l| l.starts_with(prefix)).unwrap();
+        for (cut, first) in [
+            ("all", "conv1 "),
+            ("layer1", "layer1.0.conv1 "),
+            ("layer4", "layer4.0.conv1 "),
+        ] {
+            let marker = at(&format!("-- UNFREEZE={cut}: phase 2 trains from here --"));
+            assert_eq!(marker + 1, at(first), "{cut}");
+        }
+        assert!(
+            text.ends_with(
+                "UNFREEZE: all, layer1, layer2, layer3, layer4, or last (the last stage)\n"
+            ),
+            "{text}"
+        );
     }
 }
