@@ -15,8 +15,8 @@ use rps_core::cli::whole;
 use rps_core::defaults::ranges;
 use rps_core::{FtBn, GraphFile, Layout, SessionOptions, Unfreeze};
 use rps_export::export::{self, Source};
-use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self as graphs, Convolutions};
+use rps_model::resnet::{Arch, Net};
 use rps_runtime::Runtime;
 
 use crate::pipeline::{Projection, Recipe, RunTimes};

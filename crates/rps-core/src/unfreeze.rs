@@ -1,8 +1,8 @@
 //! How deep phase 2 trains (`UNFREEZE`): where it starts. Everything before it is
 //! frozen, runs in eval mode and is computed once by rps-extract. Which stages a
-//! network has, and what they are called, is the network's own fact: rps-export
-//! checks the name against the network and records the stage it chose in
-//! `export.json`, which the later stages read.
+//! network has, and what they are called, is the network's own fact (rps-model):
+//! rps-export checks the name against the network and records the stage it chose
+//! in `export.json`, which the later stages read.
 
 use std::fmt;
 
@@ -77,7 +77,7 @@ impl Unfreeze {
     }
 
     /// `--unfreeze`'s value, or what it may be: every binary's flag parser. Whether
-    /// the network has the stage is checked where the network is known (rps-export).
+    /// the network has the stage is checked where the network is known (rps-model, when rps-export builds it).
     pub fn flag(text: &str) -> Result<Unfreeze, String> {
         match text {
             Self::ALL => Ok(Unfreeze::All),

@@ -36,7 +36,7 @@ fn pipeline() -> &'static Layout {
             rps_export::export::run(&rps_export::export::Config {
                 layout: layout.clone(),
                 source: rps_export::export::Source::Random(0),
-                net: rps_export::resnet::Net::ResNet18,
+                net: rps_model::resnet::Net::ResNet18,
                 width: 4,
                 image_size: 32,
                 classes: None,

@@ -14,10 +14,11 @@ use rps_core::sidecar::{
 };
 use rps_core::{Folder, FtBn, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
 
-use crate::resnet::{Arch, Net, fc};
 use crate::train::Convolutions;
-use crate::weights;
-use crate::{infer, summary, train};
+use crate::{infer, train};
+use rps_model::resnet::{Arch, Net, fc};
+use rps_model::summary;
+use rps_model::weights;
 
 /// Where the weights come from.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! Inference graphs of the frozen network, the weights as constants: a [`Lowering`]
-//! of the one forward in [`crate::resnet`], each convolution and its eval-mode
+//! of the one forward in [`rps_model::resnet`], each convolution and its eval-mode
 //! BatchNorm computed as the graph's [`Formulation`] says.
 
 use ndarray::{Array2, Array4, ArrayView4, Axis};
@@ -8,9 +8,10 @@ use rps_core::names;
 
 use rps_core::Unfreeze;
 
-use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value, Window};
-use crate::resnet::{Arch, BlockKind, BnTensor, ConvSpec, Lowering, fc};
+use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value};
 use crate::winograd;
+use rps_model::resnet::{Arch, BlockKind, BnTensor, ConvSpec, Lowering, fc};
+use rps_model::window::Window;
 
 /// How a frozen network computes its convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

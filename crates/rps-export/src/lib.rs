@@ -1,6 +1,5 @@
-//! rps-export: one ResNet definition ([`resnet`]: resnet18, resnet34, resnet50)
-//! emitted as every ONNX graph the pipeline runs, through a small graph builder
-//! ([`graph`]): inference graphs of the frozen network with its weights as
+//! rps-export: the network rps-model defines, emitted as every ONNX graph the
+//! pipeline runs, through a small graph builder ([`graph`]): inference graphs of the frozen network with its weights as
 //! constants ([`infer`]), and the graphs training runs, with the trained weights as
 //! inputs ([`train`]). Only this crate builds graphs; later stages load the files it
 //! writes.
@@ -8,9 +7,5 @@
 pub mod export;
 pub mod graph;
 pub mod infer;
-pub mod registry;
-pub mod resnet;
-pub mod summary;
 pub mod train;
-pub mod weights;
 pub mod winograd;

@@ -7,7 +7,7 @@ use rps_core::cli::{DataArgs, whole};
 use rps_core::defaults::ranges;
 use rps_core::{Folder, Unfreeze, defaults};
 use rps_export::export::{self, Config, Source};
-use rps_export::resnet::Net;
+use rps_model::resnet::Net;
 
 /// Builds every ONNX graph of the pipeline from ResNet weights into DATA/graphs/:
 /// the frozen backbone, the base ImageNet model, the train-step and eval graphs of

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array2, Array3, ArrayView4};
 
-use crate::resnet::ConvSpec;
+use rps_model::resnet::ConvSpec;
 
 /// Output tile edge.
 pub const TILE: usize = 4;

@@ -24,9 +24,9 @@ use common::{Input, first_step_inputs, run, session, set};
 use ndarray::ArrayD;
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
 use rps_fixtures::{f32_spread, reference, rel_err};
+use rps_model::resnet::{Arch, Net};
 
 /// One reference step: its files and the network it trains.
 struct Case {

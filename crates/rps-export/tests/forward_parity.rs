@@ -5,8 +5,8 @@ mod common;
 use common::{Input, assert_matches, run, session};
 use rps_core::{Unfreeze, names};
 use rps_export::infer;
-use rps_export::resnet::{Arch, Net};
 use rps_fixtures::{arch_reference, reference};
+use rps_model::resnet::{Arch, Net};
 use std::path::Path;
 
 fn check_forward(net: Net, weights_file: &Path, forward_file: &Path, width: usize, size: usize) {

@@ -7,9 +7,9 @@ mod common;
 use common::{Input, first_step_inputs, run, session, set};
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
 use rps_fixtures::{reference, rel_err};
+use rps_model::resnet::{Arch, Net, fc};
 
 const ARCH: Arch = Arch {
     net: Net::ResNet18,

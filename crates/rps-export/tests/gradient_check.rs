@@ -11,8 +11,8 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
+use rps_model::resnet::{Arch, Net};
 
 const BATCH: usize = 4;
 

@@ -11,8 +11,8 @@ use ndarray::{ArrayD, IxDyn};
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze};
-use rps_export::resnet::{Arch, Net};
 use rps_export::train::{self, Convolutions};
+use rps_model::resnet::{Arch, Net};
 
 /// The mini models the references hold, on 64-pixel images: resnet18's are
 /// `../shared/`'s (width 8), the others made here (width 4).

@@ -10,9 +10,9 @@ use common::{Input, assert_matches, batch_inputs, optimizer_inputs, run, session
 use ndarray::{ArrayD, IxDyn};
 use rps_core::names;
 use rps_core::npy::Npz;
-use rps_export::resnet::{Arch, Net};
 use rps_export::train;
 use rps_fixtures::arch_reference;
+use rps_model::resnet::{Arch, Net};
 
 #[test]
 fn the_weighted_loss_its_gradient_and_adam_match_pytorch() {

@@ -3,8 +3,8 @@
 
 mod common;
 
-use rps_export::resnet::{Arch, Net};
-use rps_export::weights::check_weights;
+use rps_model::resnet::{Arch, Net};
+use rps_model::weights::check_weights;
 use rps_weights::load_file;
 
 #[test]
@@ -109,7 +109,7 @@ fn export_refuses_weights_with_a_missing_or_misshapen_head_before_writing() {
         image_size: 32,
         classes: 3,
     };
-    let good = rps_export::weights::random_backbone(&arch, 0);
+    let good = rps_model::weights::random_backbone(&arch, 0);
     let edits: [(&str, Option<Vec<usize>>); 3] = [
         ("fc.bias", None),
         ("fc.weight", Some(vec![])),

@@ -10,10 +10,10 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
 use rps_core::{FtBn, Unfreeze};
-use rps_export::resnet::{Arch, Net, fc};
 use rps_export::train::{self, Convolutions};
-use rps_export::weights;
 use rps_fixtures::assert_close;
+use rps_model::resnet::{Arch, Net, fc};
+use rps_model::weights;
 
 const BATCH: usize = 6;
 

@@ -15,7 +15,7 @@ use rps_core::sidecar::{
     EvaluateMeta, ExportMeta, ExtractMeta, LrFindMeta, PreprocessMeta, TrainMeta,
 };
 use rps_core::{ClassList, npy, table};
-use rps_export::resnet::{Arch, Net};
+use rps_model::resnet::{Arch, Net};
 
 /// A fuzz target: its name (`fuzz/fuzz_targets/NAME.rs`, `fuzz/seeds/NAME/`) and
 /// what it runs, which says whether the input was read all the way as valid (the
@@ -112,7 +112,7 @@ pub fn weights(data: &[u8]) -> bool {
     let whole = rps_weights::check_whole(&as_file("weights", data)).is_ok();
     let path = Path::new("fuzz.pth");
     let fits = rps_weights::parse(data, path)
-        .is_ok_and(|tensors| rps_export::weights::check_weights(&tensors, &ARCH, path).is_ok());
+        .is_ok_and(|tensors| rps_model::weights::check_weights(&tensors, &ARCH, path).is_ok());
     whole && fits
 }
 

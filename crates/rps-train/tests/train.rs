@@ -12,8 +12,8 @@ use rps_core::{
     Unfreeze, npy, table,
 };
 use rps_export::export::{self, Source};
-use rps_export::resnet::{Arch, Net};
 use rps_fixtures::reference;
+use rps_model::resnet::{Arch, Net};
 use rps_train::run;
 
 /// Trains the test dataset with its settings edited by `edit`, which must fail; the

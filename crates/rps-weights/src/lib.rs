@@ -1,6 +1,6 @@
 //! Weights files as PyTorch and safetensors write them: `torch.save`'s zip archive
 //! ([`archive`]), its legacy format ([`legacy`]) and `.safetensors`. Which tensors a
-//! network needs is the model's business (rps-export); this crate reads every float
+//! network needs is the model's business (rps-model); this crate reads every float
 //! tensor a file holds, by key, and tells whether a file is whole (rps-fetch).
 //!
 //! No well-kept crate reads `torch.save` files without a heavy tensor library

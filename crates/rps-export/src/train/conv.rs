@@ -9,9 +9,10 @@
 //!   to [`DENSE_WINOGRAD_MAX`]: in eval graphs forward and back, in train steps the
 //!   backward only (see [`super::Convolutions::Fastest`]).
 
-use crate::graph::{GradPhase, Graph, Transposed, Value, Window};
-use crate::resnet::ConvSpec;
+use crate::graph::{Graph, Transposed, Value};
 use crate::winograd;
+use rps_model::resnet::ConvSpec;
+use rps_model::window::{GradPhase, Window};
 
 use super::Convolutions;
 

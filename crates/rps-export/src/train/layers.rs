@@ -5,8 +5,9 @@
 
 use rps_core::Normalization;
 
-use crate::graph::{Elem, Graph, Reduce, Transposed, Value, Window};
-use crate::resnet::{BnTensor, ConvSpec};
+use crate::graph::{Elem, Graph, Reduce, Transposed, Value};
+use rps_model::resnet::{BnTensor, ConvSpec};
+use rps_model::window::Window;
 
 use super::conv::{self, Algorithm};
 use super::tape::{Backward, ParamGrads};

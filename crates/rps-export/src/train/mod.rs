@@ -5,7 +5,7 @@
 //!   output named `new_<input>`;
 //! - eval graphs: the same forward with BatchNorm in eval mode, scoring a batch.
 //!
-//! The forward is the model's one definition ([`crate::resnet`]) lowered by
+//! The forward is the model's one definition ([`rps_model::resnet`]) lowered by
 //! [`Builder`]: each layer kind ([`layers`]) emits its forward and, in a train step,
 //! pushes what its backward needs onto the [`tape`], whose reverse replay is the
 //! step's backward. Activations are laid out channel-major, `[C, H*W, N]`, batch
@@ -21,8 +21,9 @@ mod tape;
 use rps_core::names::RateGroup;
 use rps_core::{FtBn, Unfreeze, names};
 
-use crate::graph::{Dim, Elem, Graph, Reduce, Value, Window};
-use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
+use crate::graph::{Dim, Elem, Graph, Reduce, Value};
+use rps_model::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
+use rps_model::window::Window;
 
 use adam::AdamScalars;
 use conv::Algorithm;
@@ -393,7 +394,7 @@ impl Lowering for Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resnet::Net;
+    use rps_model::resnet::Net;
 
     #[test]
     fn indices_of_a_strided_3x3_convolution() {

@@ -9,7 +9,7 @@ use ort::value::Tensor;
 use rps_core::names::RateGroup;
 use rps_core::npy::Npz;
 use rps_core::{SessionOptions, Unfreeze, defaults, names};
-use rps_export::resnet::Arch;
+use rps_model::resnet::Arch;
 use rps_runtime::Runtime;
 
 use rps_fixtures::assert_close;

@@ -14,8 +14,8 @@ use std::fmt::Display;
 use rps_core::names::RateGroup;
 use rps_core::{Normalization, Unfreeze};
 
-use crate::graph::Window;
 use crate::registry::{Description, TensorKind};
+use crate::window::Window;
 
 /// Named tensor shapes, in order.
 pub type Shapes = Vec<(String, Vec<usize>)>;
@@ -411,9 +411,9 @@ impl Arch {
         x
     }
 
-    /// From stage `from` through layer4 and the global average pool: `[N, 8w]`.
+    /// From stage `from` through the last stage and the global average pool: `[N, 8w]`.
     pub fn pooled<L: Lowering>(&self, l: &mut L, x: L::Map, from: usize) -> L::Map {
-        let x = self.forward(l, x, from, 4);
+        let x = self.forward(l, x, from, STAGES.len() - 1);
         l.global_average_pool(&x)
     }
 

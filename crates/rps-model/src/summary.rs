@@ -7,8 +7,8 @@
 use rps_core::Unfreeze;
 use rps_core::rows::LayerRow;
 
-use crate::graph::Window;
 use crate::resnet::{Arch, ConvSpec, Lowering, Module, fc};
+use crate::window::Window;
 
 /// One image's feature map: channels and edge.
 #[derive(Debug, Clone, Copy)]

@@ -4,8 +4,8 @@
 //! to. The tensor lists of every graph, the weight checks, the counts and the
 //! summary come from here, never from a second description of the model.
 
-use crate::graph::Window;
 use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
+use crate::window::Window;
 
 /// Whether a tensor learns (a parameter) or is a BatchNorm running statistic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
