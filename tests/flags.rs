@@ -282,6 +282,8 @@ const OUT_OF_RANGE: &[(&[&str], &str, &str)] = &[
     (TRAIN, "--ft-bn", "frozen"),
     (TRAIN, "--class-weights", "1,0,1"),
     (TRAIN, "--class-weights", "heavy"),
+    (TRAIN, "--class-weights", "-1,1,1"),
+    (TRAIN, "--class-weights", "1e-45,1e-45,1e-45"),
     (TRAIN, "--lr-find", "middle"),
     (EVALUATE, "--batch", "0"),
     (&["rps-predict", "photo.png"], "--threads", "0"),

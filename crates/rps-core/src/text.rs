@@ -17,6 +17,23 @@ pub fn exact_name(name: &OsStr) -> String {
     text
 }
 
+/// `text` safe to print on a terminal: each control character (ESC, CR, ...) as its
+/// Rust escape (`\u{1b}`, `\r`), so a name cannot move the cursor or colour the
+/// screen; other text as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| match c.is_control() {
+                true => c.escape_default().to_string(),
+                false => c.to_string(),
+            })
+            .collect(),
+    )
+}
+
 /// What makes a spreadsheet read a cell as a formula (OWASP's CSV injection list).
 const FORMULA_STARTS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
@@ -56,6 +73,14 @@ pub mod text_cell {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_print_escaped() {
+        assert_eq!(printable("rock"), "rock");
+        assert_eq!(printable("\x1b[31mred"), "\\u{1b}[31mred");
+        assert_eq!(printable("\r\rFAKE"), "\\r\\rFAKE");
+        assert_eq!(printable("pierre–papier"), "pierre–papier");
+    }
 
     #[test]
     fn names_keep_every_byte() {

@@ -107,7 +107,9 @@ impl ClassWeights {
     /// The most a listed weight may be; more says a typo, not a weighting.
     pub const MAX: f64 = 1e6;
 
-    /// `none`, `balanced`, or comma-separated weights, each finite and above 0.
+    /// `none`, `balanced`, or comma-separated weights, each above 0 and at most
+    /// [`ClassWeights::MAX`], and a normal float32 (the graphs weigh in float32: a
+    /// subnormal weight loses its digits, a smaller one becomes 0).
     pub fn flag(text: &str) -> Result<ClassWeights, String> {
         match text.trim() {
             "none" => return Ok(ClassWeights::None),
@@ -116,7 +118,8 @@ impl ClassWeights {
         }
         let expected = || {
             format!(
-                "expected none, balanced, or a weight per class separated by commas (each above 0, at most {})",
+                "expected none, balanced, or a weight per class separated by commas (each at least {:e}, the smallest normal float32, and at most {})",
+                f32::MIN_POSITIVE,
                 Self::MAX
             )
         };
@@ -124,7 +127,8 @@ impl ClassWeights {
             .split(',')
             .map(|w| w.trim().parse::<f64>().map_err(|_| expected()))
             .collect::<Result<_, _>>()?;
-        if weights.iter().any(|&w| !(w > 0.0 && w <= Self::MAX)) {
+        let usable = |w: f64| w > 0.0 && w <= Self::MAX && (w as f32).is_normal();
+        if !weights.iter().all(|&w| usable(w)) {
             return Err(expected());
         }
         Ok(ClassWeights::List(weights))
@@ -199,10 +203,23 @@ mod tests {
         assert_eq!(list, ClassWeights::List(vec![1.0, 2.5, 0.5]));
         assert_eq!(list.to_string(), "1,2.5,0.5");
         for bad in [
-            "", "1,,2", "1,0", "-1,1", "1,nan", "1,inf", "2e6", "balance",
+            "",
+            "1,,2",
+            "1,0",
+            "-1,1",
+            "1,nan",
+            "1,inf",
+            "2e6",
+            "balance",
+            // Subnormal or zero in float32, where the graphs weigh.
+            "1e-45,1e-45,1e-45",
+            "1e-46,1,1",
+            "1e-50,1,1",
+            "1e-39,1,1",
         ] {
             assert!(ClassWeights::flag(bad).is_err(), "{bad:?}");
         }
+        assert!(ClassWeights::flag("1.2e-38,1,1").is_ok());
         // compute_class_weight("balanced", y) for counts 10, 30, 20: 60 / (3 n).
         let balanced = ClassWeights::Balanced.resolve(&[10, 30, 20]).unwrap();
         assert_eq!(balanced, [2.0, 60.0 / 90.0, 1.0]);

@@ -8,8 +8,9 @@ use anyhow::{Context, Result, bail};
 use image::RgbImage;
 use ort::session::Session;
 use ort::value::Tensor;
+use rps_core::defaults::ranges;
 use rps_core::names as graph_names;
-use rps_core::{Device, Normalization, SessionOptions, imagenet};
+use rps_core::{Device, Normalization, SessionOptions, imagenet, text};
 use rps_image as transform;
 use rps_runtime::Runtime;
 
@@ -50,6 +51,15 @@ impl Classifier {
             .with_context(|| {
                 format!("{}: no image size in the model's metadata", model.display())
             })?;
+        // A model file is a stranger's: its size must be one export could make.
+        if !ranges::IMAGE_SIZE.contains(&u64::from(image_size)) {
+            bail!(
+                "{}: the model's metadata says image size {image_size}; export makes {} to {} pixels",
+                model.display(),
+                ranges::IMAGE_SIZE.start(),
+                ranges::IMAGE_SIZE.end()
+            );
+        }
         let key = graph_names::META_NORMALIZATION;
         let text = metadata.custom(key).with_context(|| {
             format!(
@@ -78,6 +88,11 @@ impl Classifier {
                 .map(str::to_string)
                 .collect(),
         };
+        // Printed on the terminal and drawn: no name may carry control characters.
+        let classes = classes
+            .iter()
+            .map(|name| text::printable(name).into_owned())
+            .collect();
         drop(metadata);
         Ok(Self {
             session,

@@ -293,6 +293,55 @@ fn predict_takes_the_normalization_from_the_model() {
     );
 }
 
+/// A model file is a stranger's: an image size export cannot make is refused
+/// before anything is allocated, and class names print with their control
+/// characters escaped.
+#[test]
+fn predict_bounds_what_the_model_metadata_makes_it_do() {
+    let copy = pipeline_copy();
+    let model = Layout::new(copy.path()).result(ResultFile::Model);
+    let good = rps_onnx::ModelFile::read(&model).unwrap();
+    let predict = |graph: &rps_onnx::ModelFile| {
+        std::fs::write(&model, graph.to_bytes()).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rps-predict"))
+            .arg("--data")
+            .arg(copy.path())
+            .args(["--device", "cpu"])
+            .arg(rock())
+            .output()
+            .unwrap()
+    };
+    for size in ["0", "100000", "20000"] {
+        let mut graph = good.clone();
+        graph.set_metadata(rps_core::names::META_IMAGE_SIZE, size);
+        let out = predict(&graph);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{size}: {stderr}");
+        assert!(
+            stderr.contains("model.onnx") && stderr.contains(&format!("image size {size}")),
+            "{stderr}"
+        );
+    }
+    let mut graph = good.clone();
+    let names = "\x1b[31mpaper\nrock\r\rFAKE: 100%\nscissors";
+    graph.set_metadata(rps_core::names::META_CLASSES, names);
+    let out = predict(&graph);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains('\x1b') && !stdout.contains('\r'),
+        "{stdout:?}"
+    );
+    assert!(
+        stdout.contains("\\u{1b}[31mpaper") || stdout.contains("\\r\\rFAKE"),
+        "{stdout:?}"
+    );
+}
+
 #[test]
 fn predict_reports_a_bad_image_and_still_classifies_the_rest() {
     let dir = tempfile::tempdir().unwrap();

@@ -74,7 +74,7 @@ struct Args {
     /// Each class's weight in the training loss: none (the recipe), balanced
     /// (images / (classes x the class's images), as scikit-learn), or one weight per
     /// class in the order of classes.txt, separated by commas (1,2.5,1).
-    #[arg(long, default_value = defaults::CLASS_WEIGHTS, value_parser = ClassWeights::flag)]
+    #[arg(long, default_value = defaults::CLASS_WEIGHTS, value_parser = ClassWeights::flag, allow_hyphen_values = true)]
     class_weights: ClassWeights,
     /// Instead of training, run the learning-rate finder (fastai's lr_find) on
     /// head, finetune or both phases; writes only results/lr_find_*.
