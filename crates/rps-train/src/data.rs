@@ -25,6 +25,19 @@ pub fn shuffled(images: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// An epoch's batches of `order`: `batch` images each, the last one smaller. With
+/// `single_dropped` (BatchNorm normalizing with each batch's own statistics) a last
+/// batch of one image is left out, as PyTorch's `drop_last` would: one image at a
+/// 1x1 map is one value per channel, whose variance is 0/0 (PyTorch refuses such a
+/// step).
+pub fn batches(order: &[usize], batch: usize, single_dropped: bool) -> Vec<&[usize]> {
+    let mut batches: Vec<&[usize]> = order.chunks(batch).collect();
+    if single_dropped && batches.len() > 1 && batches.last().is_some_and(|b| b.len() == 1) {
+        batches.pop();
+    }
+    batches
+}
+
 /// Where in the run a batch is: it picks the batch's random stream.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchPosition {
@@ -91,6 +104,27 @@ mod tests {
         assert_eq!(mask, dropout_mask(64, 512, 0.2, at(0)));
         assert_ne!(mask, dropout_mask(64, 512, 0.2, at(1)));
         assert!(dropout_mask(2, 3, 0.0, at(0)).iter().all(|&v| v == 1.0));
+    }
+
+    #[test]
+    fn a_last_batch_of_one_image_is_dropped_only_when_asked() {
+        let order: Vec<usize> = (0..2520).collect();
+        let lens = |batch, dropped| -> Vec<usize> {
+            batches(&order, batch, dropped)
+                .iter()
+                .map(|b| b.len())
+                .collect()
+        };
+        assert_eq!(lens(11, false).len(), 230);
+        assert_eq!(lens(11, false).last(), Some(&1));
+        assert_eq!(lens(11, true).len(), 229);
+        assert_eq!(lens(11, true).last(), Some(&11));
+        assert_eq!(lens(64, true), lens(64, false));
+        assert_eq!(
+            batches(&order[..1], 64, true).len(),
+            1,
+            "never the only batch"
+        );
     }
 
     #[test]

@@ -375,6 +375,12 @@ impl<'a> Run<'a> {
         Ok((run, upstream))
     }
 
+    /// Whether `phase` leaves out a last batch of one image: where BatchNorm
+    /// normalizes with the batch's statistics (phase 2 with `FT_BN=train`).
+    fn single_dropped(&self, phase: Phase) -> bool {
+        phase == Phase::Finetune && self.config.settings.ft_bn == FtBn::Train
+    }
+
     /// `phase`'s plan, its epochs numbered on from `first`.
     fn plan(&self, phase: Phase, first: usize) -> PhasePlan {
         let s = &self.config.settings;
@@ -382,7 +388,8 @@ impl<'a> Run<'a> {
             Phase::Head => (s.head_epochs, s.head_lr, s.head_schedule),
             Phase::Finetune => (s.ft_epochs, s.ft_lr, s.ft_schedule),
         };
-        let steps_per_epoch = self.train_images.len().div_ceil(s.batch);
+        let images: Vec<usize> = (0..self.train_images.len()).collect();
+        let steps_per_epoch = data::batches(&images, s.batch, self.single_dropped(phase)).len();
         PhasePlan {
             phase,
             first,
@@ -527,27 +534,39 @@ impl<'a> Run<'a> {
             plan.steps_per_epoch as u64,
             Units::Count("steps"),
         );
-        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
-        for (step, images) in order.chunks(s.batch).enumerate() {
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        let batches = data::batches(&order, s.batch, self.single_dropped(plan.phase));
+        for (step, images) in batches.into_iter().enumerate() {
             let rates = plan.rates(epoch, step);
             let (out, labels) = self.train_step(graphs, state, images, (epoch, step), rates)?;
-            if !out.loss.is_finite() {
+            // A value that is not finite stops training before it reaches a model.
+            let broken = match out.loss.is_finite() {
+                false => Some(format!(
+                    "loss {} at epoch {epoch}, step {} (is the learning rate too high?)",
+                    out.loss,
+                    step + 1
+                )),
+                true => state.first_non_finite().map(|input| {
+                    format!(
+                        "{input} not finite after the step at epoch {epoch}, step {}",
+                        step + 1
+                    )
+                }),
+            };
+            if let Some(what) = broken {
                 let kept = match epoch - 1 {
                     0 => "no epoch had completed, so nothing was saved".to_string(),
                     last => format!("results/checkpoint keeps epoch {last}"),
                 };
-                bail!(
-                    "training diverged: loss {} at epoch {epoch}, step {} (is the learning rate too high?); {kept}",
-                    out.loss,
-                    step + 1
-                );
+                bail!("training diverged: {what}; {kept}");
             }
             loss_sum += out.loss as f64 * images.len() as f64;
             correct += out.correct(&labels);
+            seen += images.len();
             steps.inc(1);
         }
         drop(steps);
-        let n = order.len().max(1) as f64;
+        let n = seen.max(1) as f64;
         Ok((loss_sum / n, correct as f64 / n))
     }
 

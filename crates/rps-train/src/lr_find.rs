@@ -180,7 +180,11 @@ impl Run<'_> {
         );
         let batches = (plan.first..).flat_map(|epoch| {
             let order = crate::data::shuffled(&self.train_images, s.seed, epoch);
-            let chunks: Vec<Vec<usize>> = order.chunks(s.batch).map(<[usize]>::to_vec).collect();
+            let chunks: Vec<Vec<usize>> =
+                crate::data::batches(&order, s.batch, self.single_dropped(plan.phase))
+                    .into_iter()
+                    .map(<[usize]>::to_vec)
+                    .collect();
             chunks
                 .into_iter()
                 .enumerate()

@@ -84,6 +84,18 @@ impl TrainState {
         ]
     }
 
+    /// The first parameter or running statistic holding a value that is not finite,
+    /// by its graph input name (`param:layer4.0.conv1.weight`).
+    pub fn first_non_finite(&self) -> Option<String> {
+        let [params, _, _, buffers] = self.by_kind();
+        [params, buffers].into_iter().find_map(|(kind, tensors)| {
+            tensors
+                .iter()
+                .find(|(_, value)| value.iter().any(|v| !v.is_finite()))
+                .map(|(name, _)| kind.input(name))
+        })
+    }
+
     /// Every state tensor under its graph input name.
     pub fn inputs(&self) -> impl Iterator<Item = (String, &ArrayD<f32>)> {
         self.by_kind().into_iter().flat_map(|(kind, tensors)| {

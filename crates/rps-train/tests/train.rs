@@ -150,6 +150,41 @@ fn a_diverging_loss_stops_training_naming_epoch_and_step() {
     assert!(!layout.result(ResultFile::Model).exists());
 }
 
+/// At 32 pixels layer4's maps are 1x1: a last batch of one image would give
+/// train-mode BatchNorm one value per channel (variance 0/0). Phase 2 leaves such a
+/// batch out, and the run's weights stay finite.
+#[test]
+fn a_last_batch_of_one_image_never_reaches_train_mode_batch_norm() {
+    let (_dir, layout) = dataset();
+    let mut config = config(&layout);
+    config.settings.batch = 59; // 60 training images: batches of 59 and 1
+    run(&config).unwrap();
+    let weights = npy::read_tensors(&layout.result(ResultFile::Weights)).unwrap();
+    for (name, value) in &weights {
+        assert!(value.iter().all(|v| v.is_finite()), "{name}");
+    }
+    assert!(epochs(&layout).iter().all(|r| r.train_loss.is_finite()));
+}
+
+/// A running statistic that is not finite stops training at the step that made
+/// it, naming the tensor, epoch and step, and no model is written.
+#[test]
+fn a_statistic_that_is_not_finite_stops_training_naming_it() {
+    let (_dir, layout) = dataset();
+    let path = layout.graph(GraphFile::Weights);
+    let mut weights = npy::read_tensors(&path).unwrap();
+    weights.get_mut("layer4.0.bn1.running_var").unwrap()[[0]] = f32::NAN;
+    npy::write_tensors(&path, &weights).unwrap();
+    let err = format!("{:#}", run(&config(&layout)).unwrap_err());
+    assert!(
+        err.contains(
+            "buffer:layer4.0.bn1.running_var not finite after the step at epoch 5, step 1"
+        ),
+        "{err}"
+    );
+    assert!(!layout.result(ResultFile::Model).exists());
+}
+
 #[test]
 fn features_and_labels_of_different_lengths_are_refused() {
     let (_dir, layout) = dataset();
