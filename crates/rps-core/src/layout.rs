@@ -211,6 +211,12 @@ impl Layout {
         &self.root
     }
 
+    /// What every stage that writes under DATA holds while it runs
+    /// ([`crate::lock::DataLock`]).
+    pub fn lock(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+
     pub fn dir(&self, folder: Folder) -> PathBuf {
         self.root.join(folder.file_name())
     }

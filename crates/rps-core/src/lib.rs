@@ -15,6 +15,7 @@ pub mod error;
 pub mod imagenet;
 pub mod init;
 pub mod layout;
+pub mod lock;
 pub mod names;
 pub mod normalization;
 pub mod npy;

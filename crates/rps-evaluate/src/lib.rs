@@ -61,6 +61,7 @@ const MAX_ERRORS: usize = 16;
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let upstream = Upstream::read(layout)?;
     let (classes, unfreeze) = (upstream.classes, upstream.export.settings.unfreeze);
     let weights_path = chosen_weights(layout);

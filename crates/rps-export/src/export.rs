@@ -88,6 +88,7 @@ pub fn summary(config: &Config) -> Result<String> {
 pub fn run(config: &Config) -> Result<ExportMeta> {
     let started = Instant::now();
     let layout = &config.layout;
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let arch = config.arch()?;
     let unfreeze = config.unfreeze(&arch)?;
     let (backbone, source) = load_backbone(&config.source, &arch)?;

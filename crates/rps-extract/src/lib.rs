@@ -48,6 +48,7 @@ struct Outputs {
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let upstream = Upstream::read(layout)?;
     let image_size = upstream.export.settings.image_size as usize;
     let inputs: Vec<(Split, Mapped)> = Split::ALL

@@ -39,6 +39,7 @@ pub struct DatasetConfig {
 /// on disk is then left as it was.
 pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
     let layout = &config.layout;
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let sums_path = layout.checksums();
     let mut sums = checksums::Checksums::read(&sums_path)?;
     let mut unpacked = Vec::new();
@@ -121,6 +122,7 @@ fn class_counts(unpacked: &[(PathBuf, String, TempDir)]) -> Result<Vec<DatasetCo
 /// the recorded hashes, recording its own once the file shows it is whole (a
 /// complete weights file: `rps_weights::check_whole`).
 pub fn fetch_file(layout: &Layout, source: &Source, url: &str) -> Result<PathBuf> {
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let path = get(layout, source, url)?;
     let sums_path = layout.checksums();
     let mut sums = checksums::Checksums::read(&sums_path)?;

@@ -56,6 +56,7 @@ const SAMPLES: usize = 5;
 
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
+    let _lock = rps_core::lock::DataLock::acquire(&config.layout, env!("CARGO_PKG_NAME"))?;
     let split_dir = |split: Split| config.dataset.join(split.name());
     let classes = ClassList::of_splits(&split_dir(Split::Train), &[&split_dir(Split::Test)])?;
     let tmp = TempDir::beside(&config.layout.dir(Folder::Cache))?;

@@ -131,6 +131,7 @@ impl PhaseGraphs {
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let layout = &config.layout;
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let (run, upstream) = Run::prepare(config)?;
     let results = layout.dir(Folder::Results);
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;

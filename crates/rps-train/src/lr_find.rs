@@ -88,6 +88,7 @@ pub fn suggestions(rows: &[LrFindRow]) -> (Option<f64>, Option<f64>) {
 pub fn run(config: &Config, sweeps: Sweeps) -> Result<Vec<LrFinding>> {
     let started = Instant::now();
     let layout = &config.layout;
+    let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let (run, _) = Run::prepare(config)?;
     let results = layout.dir(Folder::Results);
     std::fs::create_dir_all(&results).with_context(|| format!("creating {}", results.display()))?;

@@ -1,0 +1,83 @@
+//! One run per DATA at a time. Every stage that writes under DATA holds an
+//! exclusive `flock` on `DATA/.lock` while it runs; the kernel releases it when the
+//! process ends, however it ends, so no lock outlives a kill. A second stage finds it
+//! held and is refused at once, naming the process that holds it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::AsRawFd;
+
+use crate::Layout;
+use crate::error::{Error, Result, io};
+
+/// The lock on a DATA folder, held until dropped.
+#[derive(Debug)]
+pub struct DataLock {
+    _file: File,
+}
+
+impl DataLock {
+    /// Takes `layout`'s lock for `stage` (`rps-train`), or says who holds it.
+    pub fn acquire(layout: &Layout, stage: &str) -> Result<DataLock> {
+        let path = layout.lock();
+        std::fs::create_dir_all(layout.root()).map_err(io("creating", layout.root()))?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io("opening", &path))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(io("locking", &path)(err));
+            }
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = crate::text::printable(holder.trim()).into_owned();
+            return Err(Error::Invalid {
+                path,
+                message: format!(
+                    "{} is in use by another run ({}): one run per DATA at a time; wait for it to end, or stop it (its lock ends with it)",
+                    layout.root().display(),
+                    if holder.is_empty() {
+                        "a process starting".into()
+                    } else {
+                        holder
+                    }
+                ),
+            });
+        }
+        let mut tell = || -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.seek(SeekFrom::Start(0))?;
+            writeln!(file, "{stage}, pid {}", std::process::id())
+        };
+        tell().map_err(io("writing", &path))?;
+        Ok(DataLock { _file: file })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_holder_is_refused_naming_the_first_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("data"));
+        let first = DataLock::acquire(&layout, "rps-train").unwrap();
+        let err = DataLock::acquire(&layout, "rps-evaluate")
+            .unwrap_err()
+            .to_string();
+        let pid = std::process::id();
+        assert!(
+            err.contains(".lock") && err.contains(&format!("rps-train, pid {pid}")),
+            "{err}"
+        );
+        drop(first);
+        DataLock::acquire(&layout, "rps-evaluate").unwrap();
+    }
+}
