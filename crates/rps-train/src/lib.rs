@@ -10,6 +10,7 @@
 //! weights, early stopping (`--patience`), and the learning-rate finder
 //! ([`lr_find`]), which writes only its own files.
 
+mod checkpoint;
 pub mod data;
 pub mod lr_find;
 pub mod runner;
@@ -81,6 +82,10 @@ struct Progress {
     phase_best: Option<(f64, usize)>,
     /// The phases `--patience` ended, in order.
     stopped: Vec<EarlyStop>,
+    /// The sha256 of the phase 2 step graph it trained with (export.json's): a
+    /// checkpoint of another network, depth or class count is not resumed.
+    #[serde(default)]
+    graph: Option<String>,
 }
 
 #[derive(Debug)]
@@ -99,6 +104,8 @@ struct Run<'a> {
     optimizer: Optimizer,
     /// The new head's tensors, as export names them.
     head: HeadNames,
+    /// The sha256 export.json records for the phase 2 step graph.
+    graph: String,
 }
 
 /// The two graphs a phase runs, each in one session for the whole phase.
@@ -158,8 +165,11 @@ pub fn run(config: &Config) -> Result<Report> {
         if !progress.as_ref().is_some_and(|p| p.finished(phase)) {
             let mut graphs = PhaseGraphs::open(&run, phase)?;
             device = Some(graphs.step.device);
-            let mut state = match resumed_state.take() {
-                Some(state) if progress.as_ref().is_some_and(|p| p.phase == phase) => state,
+            let mut state = match (resumed_state.take(), &progress) {
+                (Some(state), Some(p)) if p.phase == phase => {
+                    checkpoint::check_state(layout, &state, p.epoch, &graphs.step, &plan)?;
+                    state
+                }
                 _ => run.fresh_state(&graphs, &mut weights, phase, progress.is_none())?,
             };
             let start = progress
@@ -305,6 +315,7 @@ impl Progress {
             },
             phase_best,
             stopped,
+            graph: previous.and_then(|p| p.graph.clone()),
         };
         (next, improved)
     }
@@ -371,6 +382,7 @@ impl<'a> Run<'a> {
             val_images,
             optimizer,
             head: upstream.export.details.head.clone(),
+            graph: checkpoint::step_graph_digest(&upstream.export),
         };
         run.check_nothing_empty(&upstream.classes, &per_class)?;
         Ok((run, upstream))
@@ -417,7 +429,8 @@ impl<'a> Run<'a> {
         let settings = &self.config.settings;
         for epoch in start..=plan.last {
             let row = self.epoch(graphs, state, weights, plan, epoch)?;
-            let (next, improved) = Progress::after(progress.as_ref(), &row, plan, settings);
+            let (mut next, improved) = Progress::after(progress.as_ref(), &row, plan, settings);
+            next.graph = Some(self.graph.clone());
             record(EpochDone {
                 row: &row,
                 progress: &next,
@@ -675,7 +688,9 @@ fn start_or_resume(run: &Run) -> Result<Start> {
                 changed.join(", ")
             );
         }
+        checkpoint::check_progress(layout, &progress, run)?;
         let weights = npy::read_tensors(&layout.checkpoint(CheckpointFile::Weights))?;
+        checkpoint::check_weights(layout, &weights, &run.head)?;
         let state = TrainState::load(&layout.checkpoint(CheckpointFile::State))?;
         let epochs_path = layout.result(ResultFile::Epochs);
         let rows: Vec<EpochRow> = table::read(&epochs_path).unwrap_or_default();

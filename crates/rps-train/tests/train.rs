@@ -185,6 +185,108 @@ fn a_statistic_that_is_not_finite_stops_training_naming_it() {
     assert!(!layout.result(ResultFile::Model).exists());
 }
 
+/// A run stopped after epoch 5 (phase 2's first), its checkpoint spoiled by
+/// `spoil`, then resumed: the refusal.
+fn resumed_after(spoil: impl FnOnce(&Layout)) -> String {
+    let (_dir, layout) = dataset();
+    let mut stopped = config(&layout);
+    stopped.stop_after = Some(5);
+    assert!(run(&stopped).is_err());
+    spoil(&layout);
+    let mut resumed = config(&layout);
+    resumed.resume = true;
+    format!("{:#}", run(&resumed).unwrap_err())
+}
+
+/// Edits the checkpoint's progress.json.
+fn edit_progress(layout: &Layout, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = layout.checkpoint(CheckpointFile::Progress);
+    let mut progress: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut progress);
+    std::fs::write(&path, progress.to_string()).unwrap();
+}
+
+/// Rewrites the checkpoint's `file` (an .npz) after `edit`.
+fn edit_npz(layout: &Layout, file: CheckpointFile, edit: impl FnOnce(&mut Tensors)) {
+    let path = layout.checkpoint(file);
+    let mut tensors = npy::read_tensors(&path).unwrap();
+    edit(&mut tensors);
+    npy::write_tensors(&path, &tensors).unwrap();
+}
+
+/// A change to a checkpoint.
+type Spoil = Box<dyn FnOnce(&Layout)>;
+
+/// A checkpoint that does not fit itself, the settings or the graphs is refused
+/// before anything trains, naming results/checkpoint/ and what is wrong.
+#[test]
+fn an_inconsistent_checkpoint_is_refused_naming_what_is_wrong() {
+    let cases: Vec<(&str, Spoil)> = vec![
+        (
+            "epoch 0 of phase finetune, which runs epochs 5 to 6",
+            Box::new(|l| edit_progress(l, |p| p["epoch"] = 0.into())),
+        ),
+        (
+            // Epoch 4's head state (4 epochs of 4 steps) under an epoch-2 progress.
+            "counts 16 Adam steps, where epochs 1 to 2 take 8",
+            Box::new(|l| {
+                edit_progress(l, |p| {
+                    p["epoch"] = 2.into();
+                    p["phase"] = "head".into();
+                });
+                edit_npz(l, CheckpointFile::State, |t| {
+                    t.retain(|k, _| !k.contains("layer4"));
+                    t.insert("step".into(), ndarray::arr0(16.0f32).into_dyn());
+                });
+            }),
+        ),
+        (
+            "made with other graphs",
+            Box::new(|l| edit_progress(l, |p| p["graph"] = "0".repeat(64).into())),
+        ),
+        (
+            "has no adam_v:layer4.1.conv2.weight",
+            Box::new(|l| {
+                edit_npz(l, CheckpointFile::State, |t| {
+                    t.remove("adam_v:layer4.1.conv2.weight");
+                })
+            }),
+        ),
+        (
+            "layer1.0.conv1.weight holds a value that is not finite",
+            Box::new(|l| {
+                edit_npz(l, CheckpointFile::Weights, |t| {
+                    t.get_mut("layer1.0.conv1.weight").unwrap()[[0, 0, 0, 0]] = f32::NAN;
+                })
+            }),
+        ),
+        (
+            "has no layer2.1.bn2.running_var",
+            Box::new(|l| {
+                edit_npz(l, CheckpointFile::Weights, |t| {
+                    t.remove("layer2.1.bn2.running_var");
+                })
+            }),
+        ),
+        (
+            "counts 0 Adam steps",
+            Box::new(|l| {
+                edit_npz(l, CheckpointFile::State, |t| {
+                    t.insert("step".into(), ndarray::arr0(f32::NAN).into_dyn());
+                })
+            }),
+        ),
+    ];
+    for (want, spoil) in cases {
+        let err = resumed_after(spoil);
+        assert!(
+            err.contains("cannot resume") && err.contains("checkpoint/") && err.contains(want),
+            "{want}: {err}"
+        );
+    }
+}
+
 #[test]
 fn features_and_labels_of_different_lengths_are_refused() {
     let (_dir, layout) = dataset();

@@ -1,0 +1,197 @@
+//! What a checkpoint must be before training resumes from it: made with the same
+//! step graph (network, depth, classes), at an epoch of the phase it names, with
+//! every tensor the phase's step takes, of its shape and finite, and the Adam step
+//! count the epochs imply. Each refusal names `results/checkpoint/` and what is
+//! wrong; none reaches ONNX Runtime.
+
+use anyhow::Result;
+use ndarray::ArrayD;
+use rps_core::names::StateKind;
+use rps_core::sidecar::{ExportMeta, HeadNames};
+use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
+
+use crate::runner::StepRunner;
+use crate::state::TrainState;
+use crate::{PhasePlan, Progress, Run};
+
+/// The sha256 export.json records for the phase 2 step graph.
+pub fn step_graph_digest(export: &ExportMeta) -> String {
+    export
+        .details
+        .files
+        .iter()
+        .find(|f| f.name == GraphFile::FinetuneStep.file_name())
+        .map_or_else(String::new, |f| f.sha256.clone())
+}
+
+/// `why`, about `results/checkpoint/`, with the way out.
+fn refuse(layout: &Layout, why: String) -> anyhow::Error {
+    anyhow::anyhow!(
+        "cannot resume {}/: {why}; leave out --resume (or delete the folder) to start over",
+        layout.result(ResultFile::Checkpoint).display()
+    )
+}
+
+/// The checkpoint was made with this export's step graph, at an epoch the settings
+/// have, of the phase it names.
+pub(crate) fn check_progress(layout: &Layout, progress: &Progress, run: &Run) -> Result<()> {
+    if progress.graph.as_deref() != Some(run.graph.as_str()) {
+        return Err(refuse(
+            layout,
+            "it was made with other graphs (another ARCH, UNFREEZE, WIDTH, IMAGE_SIZE or class count, or before they were recorded)".into(),
+        ));
+    }
+    let s = &run.config.settings;
+    let epoch = progress.epoch;
+    let last_head = progress
+        .stopped
+        .iter()
+        .find(|stop| stop.phase == Phase::Head)
+        .map_or(s.head_epochs, |stop| stop.epoch);
+    let (low, high) = match progress.phase {
+        Phase::Head => (1, s.head_epochs),
+        Phase::Finetune => (last_head + 1, last_head + s.ft_epochs),
+    };
+    if !(low..=high).contains(&epoch) {
+        return Err(refuse(
+            layout,
+            format!(
+                "its progress.json says epoch {epoch} of phase {}, which runs epochs {low} to {high}",
+                progress.phase
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The checkpoint's weights are the exported backbone's tensors with their shapes,
+/// the head, and nothing else, every value finite.
+pub(crate) fn check_weights(layout: &Layout, weights: &Tensors, head: &HeadNames) -> Result<()> {
+    let exported = npy::read_tensors(&layout.graph(GraphFile::Weights))?;
+    let file = layout.checkpoint(rps_core::CheckpointFile::Weights);
+    for (name, value) in &exported {
+        match weights.get(name) {
+            None => return Err(refuse(layout, format!("{} has no {name}", file.display()))),
+            Some(found) if found.shape() != value.shape() => {
+                return Err(refuse(
+                    layout,
+                    format!(
+                        "{}: {name} is {:?}, the network's {:?}",
+                        file.display(),
+                        found.shape(),
+                        value.shape()
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let known =
+        |name: &String| exported.contains_key(name) || *name == head.weight || *name == head.bias;
+    if let Some(extra) = weights.keys().find(|name| !known(name)) {
+        return Err(refuse(
+            layout,
+            format!(
+                "{} holds {extra}, which the network has not",
+                file.display()
+            ),
+        ));
+    }
+    if let Some(name) = [&head.weight, &head.bias]
+        .into_iter()
+        .find(|name| !weights.contains_key(*name))
+    {
+        return Err(refuse(layout, format!("{} has no {name}", file.display())));
+    }
+    if let Some(name) = first_not_finite(weights) {
+        return Err(refuse(
+            layout,
+            format!(
+                "{}: {name} holds a value that is not finite",
+                file.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The resumed optimizer state is what `step`'s graph takes, each tensor of its
+/// shape and finite, with the Adam step count of the phase's epochs up to `epoch`.
+pub(crate) fn check_state(
+    layout: &Layout,
+    state: &TrainState,
+    epoch: usize,
+    step: &StepRunner,
+    plan: &PhasePlan,
+) -> Result<()> {
+    let file = layout.checkpoint(rps_core::CheckpointFile::State);
+    let by_kind = [
+        (StateKind::Param, &state.params, StateKind::Param),
+        (StateKind::AdamM, &state.adam_m, StateKind::Param),
+        (StateKind::AdamV, &state.adam_v, StateKind::Param),
+        (StateKind::Buffer, &state.buffers, StateKind::Buffer),
+    ];
+    for (kind, tensors, shaped_as) in by_kind {
+        let expected = step.state_shapes(shaped_as)?;
+        for (name, shape) in &expected {
+            let input = kind.input(name);
+            match tensors.get(name) {
+                None => return Err(refuse(layout, format!("{} has no {input}", file.display()))),
+                Some(found) if found.shape() != shape.as_slice() => {
+                    return Err(refuse(
+                        layout,
+                        format!(
+                            "{}: {input} is {:?}, the step graph takes {shape:?}",
+                            file.display(),
+                            found.shape()
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = tensors
+            .keys()
+            .find(|name| !expected.iter().any(|(n, _)| n == *name))
+        {
+            return Err(refuse(
+                layout,
+                format!(
+                    "{} holds {}, which the step graph does not take",
+                    file.display(),
+                    kind.input(extra)
+                ),
+            ));
+        }
+        if let Some(name) = first_not_finite(tensors) {
+            return Err(refuse(
+                layout,
+                format!(
+                    "{}: {} holds a value that is not finite",
+                    file.display(),
+                    kind.input(&name)
+                ),
+            ));
+        }
+    }
+    let steps = (epoch + 1 - plan.first) as u64 * plan.steps_per_epoch as u64;
+    if state.step != steps {
+        return Err(refuse(
+            layout,
+            format!(
+                "{} counts {} Adam steps, where epochs {} to {epoch} take {steps}",
+                file.display(),
+                state.step,
+                plan.first
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn first_not_finite(tensors: &Tensors) -> Option<String> {
+    tensors
+        .iter()
+        .find(|(_, value): &(&String, &ArrayD<f32>)| value.iter().any(|v| !v.is_finite()))
+        .map(|(name, _)| name.clone())
+}
