@@ -169,6 +169,15 @@ impl FileDigest {
 }
 
 impl ExportMeta {
+    /// The sha256 recorded for the exported `file`.
+    pub fn sha256(&self, file: GraphFile) -> Option<&str> {
+        self.details
+            .files
+            .iter()
+            .find(|f| f.name == file.file_name())
+            .map(|f| f.sha256.as_str())
+    }
+
     /// Checks `bytes` as the exported `file` against the digest recorded here,
     /// `path` naming it in the error.
     pub fn check_file(&self, file: GraphFile, path: &Path, bytes: &[u8]) -> Result<()> {
@@ -276,6 +285,24 @@ pub struct TrainSettings {
     pub class_weights: ClassWeights,
 }
 
+impl TrainSettings {
+    /// `NAME: A then, B now` for each setting of `self` (then) that `now` changes.
+    pub fn differences(&self, now: &TrainSettings) -> Vec<String> {
+        let as_map = |settings: &TrainSettings| match serde_json::to_value(settings) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => unreachable!("settings serialize as an object"),
+        };
+        let (then, now) = (as_map(self), as_map(now));
+        then.iter()
+            .filter(|(name, value)| now.get(*name) != Some(value))
+            .map(|(name, value)| {
+                let current = now.get(name).map_or("nothing".into(), |v| v.to_string());
+                format!("{name}: {value} then, {current} now")
+            })
+            .collect()
+    }
+}
+
 impl Default for TrainSettings {
     /// The recipe's settings.
     fn default() -> Self {
@@ -345,6 +372,10 @@ pub type LrFindMeta = Sidecar<TrainSettings, LrFindDetails>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrFindDetails {
     pub phases: Vec<LrFinding>,
+    /// The sha256 of the phase 2 step graph the sweeps ran on (export.json's): a
+    /// later export makes them another model's.
+    #[serde(default)]
+    pub graph: Option<String>,
 }
 
 /// One phase's sweep: its length, why it ended, and fastai's two suggestions.
@@ -358,6 +389,10 @@ pub struct LrFinding {
     pub steepest: Option<f64>,
     /// The rate at the lowest smoothed loss, divided by 10 (fastai's `minimum`).
     pub minimum_over_10: Option<f64>,
+    /// The sweep's rows and plot as written: `lr_find.json`, written last, says
+    /// which files belong to it.
+    #[serde(default)]
+    pub files: Vec<FileDigest>,
 }
 
 /// `results/evaluate.json`.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use rps_core::sidecar::{
-    EvaluateMeta, ExportMeta, ExtractMeta, LrFindMeta, PreprocessMeta, TrainMeta,
+    EvaluateMeta, ExportMeta, ExtractMeta, FileDigest, LrFindMeta, PreprocessMeta, TrainMeta,
 };
 use rps_core::{ClassList, GraphFile, Layout, ResultFile, atomic};
 use serde::Serialize;
@@ -165,22 +165,43 @@ fn lr_finder(page: &mut String, layout: &Layout) -> Result<()> {
     }
     let meta = LrFindMeta::read(&path)?;
     section(page, "Learning-rate finder (make lr-find)");
+    if let Some(why) = lr_find_is_another_runs(layout, &meta)? {
+        let _ = writeln!(
+            page,
+            "<p class=\"warning\">This sweep is not this run's: {}. `make lr-find` sweeps this one.</p>",
+            escape(&why)
+        );
+    }
     let rate = |r: Option<f64>| r.map_or("none".into(), |r| format!("{r:.2e}"));
+    let whole: Vec<bool> = meta
+        .details
+        .phases
+        .iter()
+        .map(|p| files_are_as_written(layout, &p.files))
+        .collect();
     table(
         page,
         &["phase", "steps", "ended", "steepest fall", "minimum / 10"],
-        meta.details.phases.iter().map(|p| {
+        meta.details.phases.iter().zip(&whole).map(|(p, whole)| {
+            let ended = match whole {
+                true => p.ended.clone(),
+                false => {
+                    "its files changed after the sweep (an interrupted make lr-find?): not shown"
+                        .into()
+                }
+            };
             vec![
                 p.phase.to_string(),
                 p.steps.to_string(),
-                p.ended.clone(),
+                ended,
                 rate(p.steepest),
                 rate(p.minimum_over_10),
             ]
         }),
     );
-    // Only the phases this sweep ran: an older sweep's plot may still be there.
-    for phase in &meta.details.phases {
+    // Only the phases this sweep ran, and only as it wrote them: an older or
+    // later sweep's plot may stand there.
+    for (phase, _) in meta.details.phases.iter().zip(&whole).filter(|(_, w)| **w) {
         let (_, plot) = ResultFile::lr_find(phase.phase);
         let caption = format!(
             "{}: smoothed training loss against the learning rate",
@@ -191,10 +212,49 @@ fn lr_finder(page: &mut String, layout: &Layout) -> Result<()> {
     Ok(())
 }
 
+/// Why the sweep `meta` records was made for another run than the one trained
+/// (other settings, or other graphs), if it was.
+fn lr_find_is_another_runs(layout: &Layout, meta: &LrFindMeta) -> Result<Option<String>> {
+    let train = TrainMeta::read(&layout.result(ResultFile::TrainMeta))?;
+    let export = ExportMeta::read(&layout.graph(GraphFile::Meta))?;
+    let changed = meta.settings.differences(&train.settings);
+    if !changed.is_empty() {
+        return Ok(Some(format!(
+            "made with other settings ({})",
+            changed.join(", ")
+        )));
+    }
+    if meta.details.graph.as_deref() != export.sha256(GraphFile::FinetuneStep) {
+        return Ok(Some("made with other graphs (export ran since)".into()));
+    }
+    Ok(None)
+}
+
+/// Whether each of `files` under `results/` is there as recorded (and there is one).
+fn files_are_as_written(layout: &Layout, files: &[FileDigest]) -> bool {
+    !files.is_empty()
+        && files.iter().all(|f| {
+            std::fs::read(layout.dir(rps_core::Folder::Results).join(&f.name))
+                .is_ok_and(|bytes| FileDigest::of(&f.name, &bytes) == *f)
+        })
+}
+
 /// The model summary export wrote: a layer a row.
 fn model(page: &mut String, layout: &Layout) -> Result<()> {
-    let rows: Vec<LayerRow> = rps_core::table::read(&layout.graph(GraphFile::Summary))?;
+    let path = layout.graph(GraphFile::Summary);
     section(page, "Model (graphs/summary.csv)");
+    // Shown only as export wrote it: export.json holds its digest.
+    let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let export = ExportMeta::read(&layout.graph(GraphFile::Meta))?;
+    if let Err(problem) = export.check_file(GraphFile::Summary, &path, &bytes) {
+        let _ = writeln!(
+            page,
+            "<p class=\"warning\">Not shown: {}</p>",
+            escape(&problem.to_string())
+        );
+        return Ok(());
+    }
+    let rows: Vec<LayerRow> = rps_core::table::read(&path)?;
     let mark = |trains: bool| if trains { "trains" } else { "" }.to_string();
     let [total, head, finetune] = LayerRow::totals(&rows);
     let _ = writeln!(

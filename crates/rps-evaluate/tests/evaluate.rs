@@ -58,13 +58,7 @@ fn pipeline() -> &'static Layout {
                 session,
             })
             .unwrap();
-            let settings = TrainSettings {
-                head_epochs: 1,
-                head_lr: 1e-3,
-                ft_epochs: 1,
-                ft_lr: 1e-4,
-                ..TrainSettings::default()
-            };
+            let settings = settings();
             rps_train::run(&rps_train::Config {
                 layout: layout.clone(),
                 settings,
@@ -85,6 +79,99 @@ fn pipeline() -> &'static Layout {
             (dir, layout)
         })
         .1
+}
+
+/// The pipeline's training settings.
+fn settings() -> TrainSettings {
+    TrainSettings {
+        head_epochs: 1,
+        head_lr: 1e-3,
+        ft_epochs: 1,
+        ft_lr: 1e-4,
+        ..TrainSettings::default()
+    }
+}
+
+/// Evaluates `data` again; its report.
+fn report_after_evaluate(data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
+        .arg("--data")
+        .arg(data)
+        .args(["--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::read_to_string(Layout::new(data).result(ResultFile::Report)).unwrap()
+}
+
+/// The report shows make lr-find's sweep only as this run's and as it was written:
+/// one made with other settings is marked so, one whose files changed after it (an
+/// interrupted sweep) has no plot.
+#[test]
+fn the_report_shows_a_sweep_only_as_this_runs_and_as_written() {
+    let copy = pipeline_copy();
+    let layout = Layout::new(copy.path());
+    let sweep = |batch: usize| {
+        let config = rps_train::Config {
+            layout: layout.clone(),
+            settings: TrainSettings {
+                batch,
+                ..settings()
+            },
+            resume: false,
+            stop_after: None,
+            session: SessionOptions::cpu(2),
+        };
+        rps_train::lr_find::run(&config, rps_train::lr_find::Sweeps::Head).unwrap();
+    };
+    sweep(TrainSettings::default().batch);
+    let page = report_after_evaluate(copy.path());
+    assert!(page.contains("lr_find_head.png"), "no plot");
+    assert!(
+        !page.contains("not this run"),
+        "marked though it is this run's"
+    );
+    sweep(32);
+    let page = report_after_evaluate(copy.path());
+    assert!(
+        page.contains(
+            "This sweep is not this run's: made with other settings (batch: 32 then, 64 now)"
+        ),
+        "not marked: {}",
+        &page[page.find("Learning-rate finder").unwrap()..]
+    );
+    sweep(TrainSettings::default().batch);
+    std::fs::write(
+        layout.result(ResultFile::lr_find(rps_core::Phase::Head).0),
+        "step,lr\n",
+    )
+    .unwrap();
+    let page = report_after_evaluate(copy.path());
+    assert!(page.contains("its files changed after the sweep"));
+    assert!(
+        !page.contains("lr_find_head.png"),
+        "a changed sweep's plot is shown"
+    );
+}
+
+/// The report's model table is graphs/summary.csv as export wrote it: an edited one
+/// is not shown, and the page says why.
+#[test]
+fn an_edited_model_summary_is_not_shown() {
+    let copy = pipeline_copy();
+    let path = Layout::new(copy.path()).graph(rps_core::GraphFile::Summary);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("conv1,", "hacked,")).unwrap();
+    let page = report_after_evaluate(copy.path());
+    assert!(
+        page.contains("Not shown:") && page.contains("summary.csv"),
+        "no warning"
+    );
+    assert!(!page.contains("hacked"), "the edited table is shown");
 }
 
 /// A copy of the pipeline's DATA, for a test that spoils one of its files.

@@ -7,22 +7,12 @@
 use anyhow::Result;
 use ndarray::ArrayD;
 use rps_core::names::StateKind;
-use rps_core::sidecar::{ExportMeta, HeadNames};
+use rps_core::sidecar::HeadNames;
 use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
 
 use crate::runner::StepRunner;
 use crate::state::TrainState;
 use crate::{PhasePlan, Progress, Run};
-
-/// The sha256 export.json records for the phase 2 step graph.
-pub fn step_graph_digest(export: &ExportMeta) -> String {
-    export
-        .details
-        .files
-        .iter()
-        .find(|f| f.name == GraphFile::FinetuneStep.file_name())
-        .map_or_else(String::new, |f| f.sha256.clone())
-}
 
 /// `why`, about `results/checkpoint/`, with the way out.
 fn refuse(layout: &Layout, why: String) -> anyhow::Error {

@@ -382,7 +382,11 @@ impl<'a> Run<'a> {
             val_images,
             optimizer,
             head: upstream.export.details.head.clone(),
-            graph: checkpoint::step_graph_digest(&upstream.export),
+            graph: upstream
+                .export
+                .sha256(GraphFile::FinetuneStep)
+                .unwrap_or_default()
+                .to_string(),
         };
         run.check_nothing_empty(&upstream.classes, &per_class)?;
         Ok((run, upstream))
@@ -680,7 +684,7 @@ fn start_or_resume(run: &Run) -> Result<Start> {
             .with_context(|| format!("reading {}", progress_path.display()))?;
         let progress: Progress = serde_json::from_str(&text)
             .with_context(|| format!("reading {}", progress_path.display()))?;
-        let changed = differences(&progress.settings, &run.config.settings)?;
+        let changed = progress.settings.differences(&run.config.settings);
         if !changed.is_empty() {
             bail!(
                 "cannot resume {}: it was trained with other settings ({}); leave out --resume to start over",
@@ -724,23 +728,6 @@ fn start_or_resume(run: &Run) -> Result<Start> {
         state: None,
         epochs: Vec::new(),
     })
-}
-
-/// `NAME: A then, B now` for each setting that differs.
-fn differences(then: &TrainSettings, now: &TrainSettings) -> Result<Vec<String>> {
-    let (serde_json::Value::Object(then), serde_json::Value::Object(now)) =
-        (serde_json::to_value(then)?, serde_json::to_value(now)?)
-    else {
-        unreachable!("settings serialize as an object");
-    };
-    Ok(then
-        .iter()
-        .filter(|(name, value)| now.get(*name) != Some(value))
-        .map(|(name, value)| {
-            let current = now.get(name).map_or("nothing".into(), |v| v.to_string());
-            format!("{name}: {value} then, {current} now")
-        })
-        .collect())
 }
 
 /// Writes the checkpoint as a whole folder, replaced by rename.

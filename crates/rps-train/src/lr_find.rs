@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 use rps_core::rows::LrFindRow;
-use rps_core::sidecar::{LrFindDetails, LrFindMeta, LrFinding};
+use rps_core::sidecar::{FileDigest, LrFindDetails, LrFindMeta, LrFinding};
 use rps_core::{Device, Folder, GraphFile, Phase, ResultFile, defaults, npy, table};
 use rps_plot::{FONT, drawable, render_png, text_style};
 
@@ -122,7 +122,12 @@ pub fn run(config: &Config, sweeps: Sweeps) -> Result<Vec<LrFinding>> {
             first = end_of(&plan, progress.as_ref()) + 1;
         }
     }
-    let details = LrFindDetails { phases: findings };
+    // Written last, with each sweep's files' digests: a sweep cut short leaves its
+    // files beside a json that does not list them.
+    let details = LrFindDetails {
+        phases: findings,
+        graph: Some(run.graph.clone()),
+    };
     let meta: LrFindMeta = sidecar(config, details, device, started);
     meta.write(&layout.result(ResultFile::LrFindMeta))?;
     Ok(meta.details.phases)
@@ -158,11 +163,19 @@ impl Run<'_> {
             ended,
             steepest,
             minimum_over_10,
+            files: Vec::new(),
         };
         let (csv, png) = ResultFile::lr_find(plan.phase);
         table::write(&layout.result(csv), &rows)?;
         plot(&layout.result(png), &rows, &finding)?;
-        Ok(finding)
+        let mut files = Vec::new();
+        for file in [csv, png] {
+            let path = layout.result(file);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            files.push(FileDigest::of(file.file_name(), &bytes));
+        }
+        Ok(LrFinding { files, ..finding })
     }
 
     /// The sweep's rows, and why it ended. Batches come as the phase's epochs would
