@@ -129,6 +129,11 @@ $(eval $(call stamp_rule,preprocess,PREPROCESS_SETTINGS))
 $(eval $(call stamp_rule,extract,EXTRACT_SETTINGS))
 $(eval $(call stamp_rule,train,TRAIN_SETTINGS))
 
+# missing(STAGE): FORCE when a path STAGE listed in DATA/.outputs/STAGE as written
+# (one a line, relative to DATA) is gone, so that deleting any output of a stage,
+# not only the file make watches, reruns it.
+missing = $(if $(strip $(foreach f,$(file <$(DATA)/.outputs/$(1)),$(if $(wildcard $(DATA)/$(f)),,$(f)))),FORCE)
+
 FETCH_STAMP      := $(STAMPS)/fetch
 EXPORT_STAMP     := $(STAMPS)/export
 PREPROCESS_STAMP := $(STAMPS)/preprocess
@@ -179,7 +184,7 @@ $(BIN)/rps-%: Cargo.lock
 # ---- Pipeline -----------------------------------------------------------------
 fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
 
-$(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP)
+$(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP) $(call missing,fetch)
 	$(BIN)/rps-fetch --data $(Q_DATA) $(FROM_FLAG) dataset --train-url $(call quote,$(TRAIN_URL)) --test-url $(call quote,$(TEST_URL))
 
 $(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
@@ -193,7 +198,7 @@ EXPORT_COMMAND = $(BIN)/rps-export --data $(Q_DATA) $(WEIGHTS_FLAG) --arch $(cal
 export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was changed since)
 	@$(BIN)/rps-export --data $(Q_DATA) --verify || $(EXPORT_COMMAND)
 
-$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(DATASET))
+$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(DATASET)) $(call missing,export)
 	$(EXPORT_COMMAND)
 
 summary: $(BIN)/rps-export $(if $(CLASSES),,$(DATASET)) ## Print the model, a layer a row (graphs/summary.csv holds it after export)
@@ -202,13 +207,13 @@ summary: $(BIN)/rps-export $(if $(CLASSES),,$(DATASET)) ## Print the model, a la
 
 preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
 
-$(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP)
+$(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP) $(call missing,preprocess)
 	$(BIN)/rps-preprocess --data $(Q_DATA) --image-size $(call quote,$(IMAGE_SIZE)) --views $(call quote,$(VIEWS)) \
 	  --seed $(call quote,$(SEED))
 
 extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/features/
 
-$(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) | $(ORT_LIB)
+$(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) $(call missing,extract) | $(ORT_LIB)
 	$(ORT_ENV) $(BIN)/rps-extract --data $(Q_DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(call quote,$(EXTRACT_BATCH)))
 
 train: $(MODEL) ## Train the head, then the stages from UNFREEZE on; writes DATA/results/
@@ -221,7 +226,7 @@ TRAIN_FLAGS = --data $(Q_DATA) $(ORT_FLAGS) --batch $(call quote,$(BATCH)) \
 	  --patience $(call quote,$(PATIENCE)) --class-weights $(call quote,$(CLASS_WEIGHTS))
 
 # A run killed midway resumes from its last checkpoint when its settings are unchanged.
-$(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) | $(ORT_LIB)
+$(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) $(call missing,train) | $(ORT_LIB)
 	$(ORT_ENV) $(BIN)/rps-train $(TRAIN_FLAGS) \
 	  $$([ $(Q_DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(Q_DATA)/results/checkpoint -nt $(FEATURES) ] && echo --resume)
 
@@ -231,7 +236,7 @@ lr-find: $(BIN)/rps-train $(FEATURES) | $(ORT_LIB) ## Sweep the learning rate (L
 evaluate: $(METRICS) ## Score the test split: CSV metrics and plots in DATA/results/
 
 # The report shows the learning-rate finder's results once there are some.
-$(METRICS): $(BIN)/rps-evaluate $(MODEL) $(wildcard $(DATA)/results/lr_find.json) | $(ORT_LIB)
+$(METRICS): $(BIN)/rps-evaluate $(MODEL) $(wildcard $(DATA)/results/lr_find.json) $(call missing,evaluate) | $(ORT_LIB)
 	$(ORT_ENV) $(BIN)/rps-evaluate --data $(Q_DATA) $(ORT_FLAGS)
 
 predict: $(BIN)/rps-predict | $(ORT_LIB) ## Classify IMAGE=photo.jpg (add IMAGENET=1 for the base model's top 5)

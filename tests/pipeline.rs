@@ -560,6 +560,44 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
     }
 }
 
+/// Deleting any output of a stage, not only the file make watches, reruns that
+/// stage (and what depends on it), never the stages before it.
+#[test]
+fn deleting_any_output_reruns_its_stage() {
+    let (dir, base) = made();
+    let data = dir.path();
+    // Downstream first, so that each dry run's own stage is the earliest it lists.
+    let cases = [
+        ("results/report.html", "rps-evaluate", "rps-train"),
+        ("results/predictions.csv", "rps-evaluate", "rps-train"),
+        ("results/weights.npz", "rps-train", "rps-extract"),
+        ("features/test_pooled.npy", "rps-extract", "rps-preprocess"),
+        ("cache/index.csv", "rps-preprocess", "rps-fetch"),
+        ("graphs/head_eval.onnx", "rps-export", "rps-fetch"),
+        ("rps/test/rock", "rps-fetch", "no earlier stage"),
+        ("raw/rps.zip", "rps-fetch", "no earlier stage"),
+    ];
+    for (path, reruns, not_before) in cases {
+        let path = data.join(path);
+        match path.is_dir() {
+            true => std::fs::remove_dir_all(&path).unwrap(),
+            false => std::fs::remove_file(&path).unwrap(),
+        }
+        let dry = make_command("all", data, &base, &["-n"]).output().unwrap();
+        let said = String::from_utf8_lossy(&dry.stdout);
+        assert!(
+            said.contains(reruns) && !said.contains(not_before),
+            "{} deleted:\n{said}",
+            path.display()
+        );
+    }
+    make(data, &base, &[]);
+    assert!(data.join("results/report.html").exists());
+    assert!(data.join("rps/test/rock").is_dir());
+    let dry = make_command("all", data, &base, &["-n"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&dry.stdout).contains("rps-"));
+}
+
 #[test]
 fn a_dry_run_or_help_changes_nothing_and_an_up_to_date_tree_lists_nothing() {
     let (dir, base) = made();

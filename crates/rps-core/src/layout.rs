@@ -211,6 +211,11 @@ impl Layout {
         &self.root
     }
 
+    /// What `stage` left, listed for make ([`crate::outputs`]).
+    pub fn outputs(&self, stage: &str) -> PathBuf {
+        self.root.join(".outputs").join(stage)
+    }
+
     /// What every stage that writes under DATA holds while it runs
     /// ([`crate::lock::DataLock`]).
     pub fn lock(&self) -> PathBuf {

@@ -19,6 +19,7 @@ pub mod lock;
 pub mod names;
 pub mod normalization;
 pub mod npy;
+pub mod outputs;
 pub mod phase;
 pub mod progress;
 pub mod rows;

@@ -138,6 +138,25 @@ pub fn run(config: &Config) -> Result<Report> {
     report::write(layout, &tables)?;
     // Written last: make's sign that evaluation finished.
     table::write(&out(ResultFile::Summary), &summary)?;
+    let written: Vec<PathBuf> = [
+        ResultFile::Summary,
+        ResultFile::PerClass,
+        ResultFile::Confusion,
+        ResultFile::Predictions,
+        ResultFile::LossPlot,
+        ResultFile::AccuracyPlot,
+        ResultFile::RatePlot,
+        ResultFile::ConfusionPlot,
+        ResultFile::ErrorsPlot,
+        ResultFile::SamplesPlot,
+        ResultFile::EvaluateMeta,
+        ResultFile::Report,
+    ]
+    .map(out)
+    .into_iter()
+    .filter(|path| path.exists())
+    .collect();
+    rps_core::outputs::record(layout, "evaluate", &written)?;
     Ok(Report {
         accuracy: confusion.accuracy(),
         loss,

@@ -67,15 +67,7 @@ fn pipeline() -> &'static Layout {
                 session,
             })
             .unwrap();
-            let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
-                .args(["--data", dir.path().to_str().unwrap(), "--device", "cpu"])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            report_after_evaluate(dir.path());
             (dir, layout)
         })
         .1
@@ -92,7 +84,7 @@ fn settings() -> TrainSettings {
     }
 }
 
-/// Evaluates `data` again; its report.
+/// Evaluates `data` (again); its report.
 fn report_after_evaluate(data: &Path) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
         .arg("--data")

@@ -166,6 +166,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     meta.seconds = started.elapsed().as_secs_f64();
     // Written last: make's sign that the export finished.
     meta.write(&layout.graph(GraphFile::Meta))?;
+    rps_core::outputs::record_folder(layout, "export", &layout.dir(Folder::Graphs))?;
     Ok(meta)
 }
 

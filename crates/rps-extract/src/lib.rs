@@ -139,6 +139,7 @@ pub fn run(config: &Config) -> Result<Report> {
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(&tmp.path().join(file_name(&layout.features_meta())))?;
     tmp.commit()?;
+    rps_core::outputs::record_folder(layout, "extract", &layout.dir(Folder::Features))?;
     Ok(Report { device, splits })
 }
 

@@ -77,12 +77,20 @@ pub fn fetch_dataset(config: &DatasetConfig) -> Result<Vec<DatasetCount>> {
         std::fs::remove_file(&summary)
             .with_context(|| format!("removing {}", summary.display()))?;
     }
+    let mut written = vec![summary.clone()];
     for (archive, sha256, folder) in unpacked {
         folder.commit()?;
         sums.trust(&archive, sha256)?;
+        written.push(archive);
     }
     sums.write(&sums_path)?;
     table::write(&summary, &counts)?;
+    written.extend(
+        counts
+            .iter()
+            .map(|row| layout.dataset_split(row.split).join(&row.class)),
+    );
+    rps_core::outputs::record(layout, "fetch", &written)?;
     Ok(counts)
 }
 

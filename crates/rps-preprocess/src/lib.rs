@@ -119,6 +119,8 @@ pub fn run(config: &Config) -> Result<Report> {
             .join(file_name(&config.layout.cache(CacheFile::Meta))),
     )?;
     tmp.commit()?;
+    let cache = config.layout.dir(Folder::Cache);
+    rps_core::outputs::record_folder(&config.layout, "preprocess", &cache)?;
     Ok(Report {
         classes,
         rows,

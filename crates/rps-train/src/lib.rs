@@ -122,6 +122,7 @@ impl PhaseGraphs {
         let (step, eval, feature) = phase_graphs(phase, run.config.settings.ft_bn);
         let optimizer = run.optimizer.clone();
         let step = StepRunner::open(layout, step, run.config.session, optimizer)?;
+        run.check_stage_rates(phase, &step)?;
         let eval = Scorer::open(layout, eval, run.config.session)?;
         let dims = step.dims(names::FEATURES)?;
         for split in [&run.train, &run.test] {
@@ -390,6 +391,32 @@ impl<'a> Run<'a> {
         };
         run.check_nothing_empty(&upstream.classes, &per_class)?;
         Ok((run, upstream))
+    }
+
+    /// Every stage's rate within the range any rate may take: `FT_LR_MULT` below 1
+    /// multiplies the rate once per stage below the head (0.01 at UNFREEZE=all makes
+    /// the stem's 1e10 times FT_LR).
+    fn check_stage_rates(&self, phase: Phase, step: &StepRunner) -> Result<()> {
+        let s = &self.config.settings;
+        let lr = match phase {
+            Phase::Head => s.head_lr,
+            Phase::Finetune => s.ft_lr,
+        };
+        let range = rps_core::defaults::ranges::LR;
+        // The flags hold the head's rate (and every stage's, at FT_LR_MULT=1) to
+        // the range already: only what the multiplier makes is checked here.
+        if let Some((input, rate)) = step
+            .group_rates(lr)
+            .into_iter()
+            .find(|(_, rate)| *rate != lr && !range.contains(*rate))
+        {
+            bail!(
+                "--ft-lr {} with --ft-lr-mult {} (FT_LR, FT_LR_MULT) gives {input} a rate of {rate:.3e}, outside {range}: raise FT_LR_MULT or lower FT_LR",
+                s.ft_lr,
+                s.ft_lr_mult
+            );
+        }
+        Ok(())
     }
 
     /// Whether `phase` leaves out a last batch of one image: where BatchNorm
@@ -789,7 +816,21 @@ fn finish(
         Some(_) => npy::read_tensors(&layout.result(ResultFile::Best))?,
         None => weights.clone(),
     };
-    write_model(layout, &model_weights, &upstream.classes)
+    write_model(layout, &model_weights, &upstream.classes)?;
+    let written: Vec<std::path::PathBuf> = [
+        ResultFile::Model,
+        ResultFile::Weights,
+        ResultFile::Best,
+        ResultFile::Epochs,
+        ResultFile::Params,
+        ResultFile::TrainMeta,
+        ResultFile::Checkpoint,
+    ]
+    .map(|file| layout.result(file))
+    .into_iter()
+    .filter(|path| path.exists())
+    .collect();
+    Ok(rps_core::outputs::record(layout, "train", &written)?)
 }
 
 /// A sidecar of rps-train's: `config`'s settings, what it read, where and how long

@@ -137,6 +137,14 @@ impl StepRunner {
         })
     }
 
+    /// Each rate input with its rate when the head's is `lr`.
+    pub fn group_rates(&self, lr: f64) -> Vec<(String, f64)> {
+        self.rate_inputs
+            .iter()
+            .map(|(input, divisor)| (input.clone(), lr / divisor))
+            .collect()
+    }
+
     /// The tensors of `kind` the graph takes, by PyTorch name, with their shapes.
     pub fn state_shapes(&self, kind: StateKind) -> Result<Shapes> {
         let mut shapes = Vec::new();
@@ -176,11 +184,12 @@ impl StepRunner {
             (names::BETA1.into(), rates.beta1 as f32),
             (names::WEIGHT_DECAY.into(), self.weight_decay),
         ];
-        let group_rates = self
-            .rate_inputs
-            .iter()
-            .map(|(input, divisor)| (input.clone(), (rates.lr / divisor) as f32));
-        scalars.extend(group_rates);
+        let group_rates = self.group_rates(rates.lr);
+        scalars.extend(
+            group_rates
+                .into_iter()
+                .map(|(input, lr)| (input, lr as f32)),
+        );
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             (names::FEATURES.into(), features.input()?),
             (

@@ -287,6 +287,22 @@ fn an_inconsistent_checkpoint_is_refused_naming_what_is_wrong() {
     }
 }
 
+/// FT_LR_MULT below 1 multiplies the rate once per stage below the head: a stage
+/// rate outside the range any rate may take is refused before training, naming
+/// both flags and the stage.
+#[test]
+fn a_stage_rate_out_of_range_is_refused_naming_both_flags() {
+    let (_dir, _layout, err) = failure(|s| {
+        s.ft_lr = 1.0;
+        s.ft_lr_mult = 0.01;
+    });
+    assert!(
+        err.contains("--ft-lr 1 with --ft-lr-mult 0.01")
+            && err.contains("lr:layer4 a rate of 1.000e2"),
+        "{err}"
+    );
+}
+
 #[test]
 fn features_and_labels_of_different_lengths_are_refused() {
     let (_dir, layout) = dataset();

@@ -164,9 +164,7 @@ impl Backward for BatchNormTrain {
         dy: &Value,
         _: &[bool],
     ) -> Vec<Option<Value>> {
-        let dbeta = channel_sum(g, Reduce::Sum, dy, self.precise);
-        let dy_centered = g.mul(dy, &self.centered);
-        let sum_dy_centered = channel_sum(g, Reduce::Sum, &dy_centered, self.precise);
+        let [dbeta, sum_dy_centered] = sums_of_dy(g, dy, &self.centered, self.precise);
         let dgamma = g.mul(&sum_dy_centered, &self.invstd);
         let grads = [dgamma.clone(), dbeta.clone()];
         record_scale_and_shift(g, params, &self.spec, [&self.gamma, &self.beta], grads);
@@ -246,9 +244,7 @@ impl Backward for BatchNormRunning {
         dy: &Value,
         _: &[bool],
     ) -> Vec<Option<Value>> {
-        let dbeta = channel_sum(g, Reduce::Sum, dy, self.precise);
-        let dy_centered = g.mul(dy, &self.centered);
-        let sum_dy_centered = channel_sum(g, Reduce::Sum, &dy_centered, self.precise);
+        let [dbeta, sum_dy_centered] = sums_of_dy(g, dy, &self.centered, self.precise);
         let dgamma = g.div(&sum_dy_centered, &self.std);
         record_scale_and_shift(
             g,
@@ -532,6 +528,16 @@ fn channel_sum(g: &mut Graph, reduce: Reduce, x: &Value, precise: bool) -> Value
     let wide = g.cast(x, Elem::F64);
     let sum = g.reduce(reduce, &wide, &[1, 2], true);
     g.cast(&sum, Elem::F32)
+}
+
+/// What both BatchNorm backwards sum per channel: `Σ dy` (the shift's gradient) and
+/// `Σ dy·(x - mean)`.
+fn sums_of_dy(g: &mut Graph, dy: &Value, centered: &Value, precise: bool) -> [Value; 2] {
+    let dy_centered = g.mul(dy, centered);
+    [
+        channel_sum(g, Reduce::Sum, dy, precise),
+        channel_sum(g, Reduce::Sum, &dy_centered, precise),
+    ]
 }
 
 /// A BatchNorm's scale and shift gradients, `[C,1,1]` sums, recorded as `[C]`.
