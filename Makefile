@@ -63,6 +63,9 @@ HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPO
 ifneq ($(words $(DATA)),1)
   $(error DATA='$(DATA)': make cannot work in a folder whose path holds a space; choose another DATA)
 endif
+ifneq ($(word 2,$(WEIGHTS)),)
+  $(error WEIGHTS='$(WEIGHTS)': make cannot name a file whose path holds a space; move or link the weights to a path without one)
+endif
 
 # quote(value): one shell word, whatever the value holds (a ' too).
 quote = '$(subst ','\'',$(1))'

@@ -660,6 +660,15 @@ fn paths_with_quotes_and_spaces_work_and_a_data_folder_with_a_space_is_refused()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DATA=") && err.contains("space"), "{err}");
     assert!(!spaced.exists());
+    let weights = format!("WEIGHTS={}", dir.path().join("my weights.pth").display());
+    let out = make_command("all", &data, &base, &[&weights])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("WEIGHTS=") && err.contains("move or link"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -96,19 +96,27 @@ pub const MIN_CLASSES: usize = 2;
 /// The class folders of `dir` (its sub-folders but hidden ones), each with its name
 /// as exact text, sorted by name. Fewer than [`MIN_CLASSES`] is an error, and so is
 /// a name with a control character (it would not survive `classes.txt`, one name a
-/// line), naming the folder.
+/// line) or with white space at either end (it would look like another), naming the
+/// folder.
 pub fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut folders = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io("listing", dir))? {
         let entry = entry.map_err(io("listing", dir))?;
         let name = exact_name(&entry.file_name());
         if entry.path().is_dir() && !name.starts_with('.') {
-            if name.chars().any(char::is_control) {
+            let problem = if name.chars().any(char::is_control) {
+                Some("holds a control character")
+            } else if name.trim() != name {
+                // "rock " would show as "rock", beside a "rock" of its own.
+                Some("starts or ends with white space, which no table or plot shows")
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
                 return Err(Error::Invalid {
                     path: entry.path(),
                     message: format!(
-                        "the class folder's name {name:?} holds a control character; \
-                         rename the folder"
+                        "the class folder's name {name:?} {problem}; rename the folder"
                     ),
                 });
             }
@@ -174,6 +182,29 @@ mod tests {
         assert!(
             err.contains("control character") && err.contains("rename"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn a_class_name_with_white_space_at_an_end_is_refused_naming_the_folder() {
+        for odd in ["rock ", " rock", "rock\u{a0}"] {
+            let dir = tempfile::tempdir().unwrap();
+            for name in ["paper", "rock", odd] {
+                std::fs::create_dir(dir.path().join(name)).unwrap();
+            }
+            let err = ClassList::from_folders(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("{odd:?} starts or ends with white space")),
+                "{err}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["paper", "rock paper"] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+        }
+        assert!(
+            ClassList::from_folders(dir.path()).is_ok(),
+            "inner spaces are fine"
         );
     }
 
