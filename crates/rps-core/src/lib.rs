@@ -16,6 +16,7 @@ pub mod imagenet;
 pub mod init;
 pub mod layout;
 pub mod lock;
+pub mod memory;
 pub mod names;
 pub mod normalization;
 pub mod npy;

@@ -122,6 +122,9 @@ pub struct ExportDetails {
     pub head: HeadNames,
     /// What the network's input pixels go through.
     pub normalization: Normalization,
+    /// A lower bound of the floats phase 2's step keeps per image for its backward:
+    /// with the batch and the trained parameters, the least memory a step takes.
+    pub finetune_floats_per_image: u64,
     /// Every file written, so that a changed or cut one can be told apart.
     pub files: Vec<FileDigest>,
 }

@@ -153,6 +153,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         params_trainable_finetune: counts.finetune,
         head: HeadNames { weight, bias },
         normalization: arch.normalization(),
+        finetune_floats_per_image: arch.step_floats_per_image(unfreeze),
         files,
     };
     let mut meta = ExportMeta::new(Stage::Export, env!("CARGO_PKG_VERSION"), settings, details);

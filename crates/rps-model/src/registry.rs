@@ -32,6 +32,8 @@ pub struct Description {
     pub tensors: Vec<Registered>,
     /// Every convolution with its BatchNorm, in forward order, by stage.
     pub convs: Vec<(usize, ConvSpec)>,
+    /// Each convolution's input edge, in the order of `convs`.
+    pub conv_inputs: Vec<usize>,
     /// Each stage's input, channels and edge (stage 0's is the image).
     pub stage_inputs: Vec<(usize, usize)>,
     /// Channels after global average pooling: what the head reads.
@@ -50,12 +52,30 @@ impl Description {
             description: Description {
                 tensors: Vec::new(),
                 convs: Vec::new(),
+                conv_inputs: Vec::new(),
                 stage_inputs: vec![(image.channels, image.size)],
                 features: 0,
             },
         };
         arch.pooled(&mut registry, image, 0);
         registry.description
+    }
+
+    /// A lower bound of the floats one image keeps for the backward of a train step
+    /// through the stages from `first` on: each convolution's gathered patches
+    /// (`Cin·k²` values at each output position) and three maps of its output (the
+    /// convolution's, the BatchNorm's, the ReLU's).
+    pub fn step_floats_per_image(&self, first: usize) -> u64 {
+        self.convs
+            .iter()
+            .zip(&self.conv_inputs)
+            .filter(|((stage, _), _)| *stage >= first)
+            .map(|((_, spec), &size)| {
+                let out = spec.out_size(size) as u64;
+                let taps = (spec.window.kernel * spec.window.kernel) as u64;
+                (spec.cin as u64 * taps + 3 * spec.cout as u64) * out * out
+            })
+            .sum()
     }
 
     /// The tensors of `kind` in the stages from `first` on, with their shapes.
@@ -104,6 +124,7 @@ impl Lowering for Registry {
             register(spec.bn_tensor(tensor), vec![c], kind);
         }
         self.description.convs.push((stage, spec.clone()));
+        self.description.conv_inputs.push(x.size);
         Map {
             channels: c,
             size: spec.out_size(x.size),
@@ -143,6 +164,23 @@ impl Lowering for Registry {
 mod tests {
     use super::*;
     use crate::resnet::Net;
+
+    #[test]
+    fn a_steps_floats_per_image_count_patches_and_three_maps_per_convolution() {
+        let arch = Arch {
+            net: Net::ResNet18,
+            width: 64,
+            image_size: 224,
+            classes: 3,
+        };
+        let d = Description::of(&arch);
+        // layer4 at 7x7: four 3x3 convolutions (256 or 512 in) and a 1x1 downsample,
+        // 512 out each.
+        let patches = (256 * 9 + 3 * 512 * 9 + 256) * 49;
+        assert_eq!(d.step_floats_per_image(4), patches + 5 * 3 * 512 * 49);
+        let deeper: Vec<u64> = (0..=4).map(|s| d.step_floats_per_image(s)).collect();
+        assert!(deeper.windows(2).all(|w| w[0] > w[1]), "{deeper:?}");
+    }
 
     #[test]
     fn each_tensor_has_its_stage_and_kind_in_forward_order() {

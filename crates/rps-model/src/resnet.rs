@@ -499,6 +499,13 @@ impl Arch {
             .expect("UNFREEZE is checked against the network where it enters (export::Config)")
     }
 
+    /// A lower bound of the floats one image keeps for the backward of phase 2's
+    /// step from `unfreeze` ([`Description::step_floats_per_image`]).
+    pub fn step_floats_per_image(&self, unfreeze: Unfreeze) -> u64 {
+        self.describe()
+            .step_floats_per_image(self.stage_index(unfreeze))
+    }
+
     /// What phase 2 reads per image when it trains from `unfreeze`: the frozen
     /// layers' output `[C, H, W]`, or the image.
     pub fn frozen_shape(&self, unfreeze: Unfreeze) -> [usize; 3] {

@@ -26,7 +26,7 @@ use rps_core::names::{self, StateKind};
 use rps_core::progress::{self, Units};
 use rps_core::rows::{EpochRow, ParamsRow};
 use rps_core::sidecar::{
-    EarlyStop, HeadNames, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings,
+    EarlyStop, ExportDetails, HeadNames, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings,
 };
 use rps_core::upstream::Upstream;
 use rps_core::{
@@ -352,6 +352,9 @@ impl<'a> Run<'a> {
             );
         }
         let upstream = Upstream::read(layout)?;
+        if settings.ft_epochs > 0 {
+            check_step_memory(settings, &upstream.export.details)?;
+        }
         let unfreeze = upstream.export.settings.unfreeze;
         let classes = upstream.classes.len();
         let views = upstream.cache.settings.views;
@@ -660,6 +663,30 @@ impl<'a> Run<'a> {
         }
         let n = images.len().max(1) as f64;
         Ok((loss_sum / n, correct as f64 / n))
+    }
+}
+
+/// Phase 2's step at `settings`' batch takes at least the trained parameters with
+/// their Adam moments and gradients, and the floats each image keeps for the
+/// backward (export's lower bound): refused before anything is allocated when even
+/// that is more than this machine has free, rather than left to fail in ONNX
+/// Runtime.
+fn check_step_memory(settings: &TrainSettings, export: &ExportDetails) -> Result<()> {
+    let params = 4 * export.params_trainable_finetune as u64;
+    let activations = (settings.batch as u64).saturating_mul(export.finetune_floats_per_image);
+    let needed = params.saturating_add(activations).saturating_mul(4);
+    match rps_core::memory::available() {
+        Some(free) if needed > free => bail!(
+            "phase 2's step at --batch {} (BATCH) needs at least {} ({} per image for the backward, \
+             {} of parameters, moments and gradients), and {} is free: lower BATCH, or start \
+             phase 2 at a later stage (UNFREEZE)",
+            settings.batch,
+            rps_core::memory::describe(needed),
+            rps_core::memory::describe(export.finetune_floats_per_image * 4),
+            rps_core::memory::describe(params * 4),
+            rps_core::memory::describe(free)
+        ),
+        _ => Ok(()),
     }
 }
 

@@ -303,6 +303,26 @@ fn a_stage_rate_out_of_range_is_refused_naming_both_flags() {
     );
 }
 
+/// A step that cannot fit in the memory this machine has free is refused before
+/// anything is allocated, with export's lower bound and what is free.
+#[test]
+fn a_step_larger_than_free_memory_is_refused_before_it_runs() {
+    use rps_core::sidecar::ExportMeta;
+    let (_dir, layout) = dataset();
+    let path = layout.graph(GraphFile::Meta);
+    let mut meta = ExportMeta::read(&path).unwrap();
+    meta.details.finetune_floats_per_image = 1 << 40;
+    meta.write(&path).unwrap();
+    let err = format!("{:#}", run(&config(&layout)).unwrap_err());
+    assert!(
+        err.contains("phase 2's step at --batch 16 (BATCH) needs at least")
+            && err.contains("is free")
+            && err.contains("UNFREEZE"),
+        "{err}"
+    );
+    assert!(!layout.result(ResultFile::Epochs).exists(), "it trained");
+}
+
 #[test]
 fn features_and_labels_of_different_lengths_are_refused() {
     let (_dir, layout) = dataset();
