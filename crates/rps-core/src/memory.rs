@@ -1,5 +1,6 @@
 //! How much memory this machine can still give a process: what the kernel reports as
-//! available (`MemAvailable`), or less where a control group limits this process.
+//! available (`MemAvailable`), or less where a control group or an address-space
+//! limit (`ulimit -v`) holds this process to less.
 
 use std::path::Path;
 
@@ -12,7 +13,23 @@ pub fn available() -> Option<u64> {
         .and_then(|rest| rest.trim().strip_suffix("kB"))
         .and_then(|kb| kb.trim().parse::<u64>().ok())?
         * 1024;
-    Some(system.min(cgroup_room(Path::new("/sys/fs/cgroup")).unwrap_or(u64::MAX)))
+    let cgroup = cgroup_room(Path::new("/sys/fs/cgroup")).unwrap_or(u64::MAX);
+    Some(
+        system
+            .min(cgroup)
+            .min(address_space_limit().unwrap_or(u64::MAX)),
+    )
+}
+
+/// This process's address-space limit (`ulimit -v`), when it has one.
+fn address_space_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct it is given.
+    let read = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut limit) } == 0;
+    (read && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur)
 }
 
 /// A cgroup v2 limit's room: `memory.max` less `memory.current`.

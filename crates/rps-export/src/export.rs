@@ -91,6 +91,7 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let arch = config.arch()?;
     let unfreeze = config.unfreeze(&arch)?;
+    check_memory(&arch)?;
     let (backbone, source) = load_backbone(&config.source, &arch)?;
     let imagenet_arch = Arch {
         classes: backbone[&fc().tensor("weight")].shape()[0],
@@ -221,6 +222,28 @@ fn dataset_classes(layout: &Layout) -> Result<usize> {
         );
     }
     Ok(classes.len())
+}
+
+/// Export holds the network's weights at least twice (as tensors, and in a graph
+/// being written): refused before drawing or reading any when even that is more
+/// than this process may have.
+fn check_memory(arch: &Arch) -> Result<()> {
+    let imagenet_head = weights::IMAGENET_CLASSES * (arch.features() + 1);
+    let params = (arch.param_counts(Unfreeze::Last).total + imagenet_head) as u64;
+    let needed = 2 * 4 * params;
+    match rps_core::memory::available() {
+        Some(free) if needed > free => bail!(
+            "{} at width {}, {} pixels and {} classes has {params} parameters: export needs at least {} \
+             (two copies of them), and {} is free; lower WIDTH or CLASSES",
+            arch.net.name(),
+            arch.width,
+            arch.image_size,
+            arch.classes,
+            rps_core::memory::describe(needed),
+            rps_core::memory::describe(free)
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn load_backbone(source: &Source, arch: &Arch) -> Result<(Tensors, WeightsSource)> {

@@ -213,3 +213,27 @@ fn export_checks_unfreeze_against_the_network_and_records_the_stage() {
     let text = std::fs::read_to_string(layout.graph(rps_core::GraphFile::Meta)).unwrap();
     assert!(text.contains("\"unfreeze\": \"layer4\""), "{text}");
 }
+
+/// Settings each in range can still ask for more memory than there is: export
+/// refuses them before drawing a weight, naming what it needs and what is free, where
+/// it aborted before (here under a 4 GB address-space limit).
+#[test]
+fn an_export_larger_than_memory_is_refused_before_it_allocates() {
+    let dir = tempfile::tempdir().unwrap();
+    let command = format!(
+        "ulimit -v 4000000; exec '{}' --data '{}' --random-init 0 --arch resnet50 \
+         --width 256 --image-size 1024 --classes 100000",
+        env!("CARGO_BIN_EXE_rps-export"),
+        dir.path().display()
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", &command])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("export needs at least") && stderr.contains("is free"),
+        "{stderr}"
+    );
+}
