@@ -235,6 +235,11 @@ impl Runtime {
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| ort_err(e.into()))?
             .with_intra_threads(threads)
+            .map_err(|e| ort_err(e.into()))?
+            // Its failures come back as errors, which each stage words for a person;
+            // ONNX Runtime's own log would print them a second time, raw and in
+            // colour.
+            .with_log_level(ort::logging::LogLevel::Fatal)
             .map_err(|e| ort_err(e.into()))
     }
 

@@ -45,6 +45,19 @@ fn rate_groups(session: &Session, graph: &Path) -> Result<Vec<RateGroup>> {
     Ok(groups)
 }
 
+/// A step ONNX Runtime could not run: when it could not allocate, what to change,
+/// without its raw text; else its error, naming the graph.
+fn step_failed(error: ort::Error, batch: usize, graph: &Path) -> anyhow::Error {
+    let text = error.to_string();
+    if text.contains("Failed to allocate memory") {
+        return anyhow!(
+            "{}: a step of {batch} images did not fit in memory (ONNX Runtime could not allocate a buffer): lower BATCH, or start phase 2 at a later stage (UNFREEZE)",
+            graph.display()
+        );
+    }
+    anyhow!(error).context(format!("{}: running a train step", graph.display()))
+}
+
 /// What a phase's optimizer keeps from step to step besides its state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Optimizer {
@@ -211,7 +224,10 @@ impl StepRunner {
         for (name, value) in state.inputs() {
             inputs.push((name, TensorRef::from_array_view(value.view())?.into()));
         }
-        let outputs = self.session.run_with_options(inputs, &self.outputs)?;
+        let outputs = self
+            .session
+            .run_with_options(inputs, &self.outputs)
+            .map_err(|e| step_failed(e, labels.len(), &self.graph))?;
         let result = BatchOutput::read(&outputs, &self.graph)?;
         // Into the state's own arrays: fresh ones each step would cost page faults.
         for (input, slot) in state.slots() {
@@ -228,5 +244,28 @@ impl StepRunner {
             slot.assign(&value);
         }
         Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allocation_failure_is_worded_for_a_person() {
+        let graph = Path::new("data/graphs/finetune_step.onnx");
+        let raw = "Failed to allocate memory for requested buffer of size 3034644480";
+        let said = format!("{:#}", step_failed(ort::Error::new(raw), 4096, graph));
+        assert!(
+            said.contains("finetune_step.onnx: a step of 4096 images did not fit in memory")
+                && said.contains("lower BATCH")
+                && !said.contains("3034644480"),
+            "{said}"
+        );
+        let other = format!(
+            "{:#}",
+            step_failed(ort::Error::new("Invalid input"), 1, graph)
+        );
+        assert!(other.contains("running a train step") && other.contains("Invalid input"));
     }
 }
