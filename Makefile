@@ -71,9 +71,11 @@ endif
 quote = '$(subst ','\'',$(1))'
 
 # ---- Tools --------------------------------------------------------------------
-ORT_DIR  := $(CURDIR)/.ort
+# The repository, wherever make runs from (`make -f path/to/Makefile`).
+ROOT     := $(patsubst %/,%,$(dir $(realpath $(lastword $(MAKEFILE_LIST)))))
+ORT_DIR  := $(ROOT)/.ort
 ORT_LIB  := $(ORT_DIR)/libonnxruntime.so
-BIN      ?= $(CURDIR)/target/release
+BIN      ?= $(ROOT)/target/release
 CARGO    ?= cargo
 ORT_DYLIB_PATH ?= $(ORT_LIB)
 # Given only to the commands that load ONNX Runtime; the CUDA build's provider finds
@@ -172,8 +174,8 @@ setup: $(ORT_LIB) ## Put ONNX Runtime into .ort/ (ORT_FLAVOR=cpu|gpu)
 ifneq ($(firstword $(file <$(ORT_DIR)/FLAVOR)),$(ORT_FLAVOR))
 $(ORT_LIB): FORCE
 endif
-$(ORT_LIB): scripts/setup-ort.sh scripts/ort-$(ORT_FLAVOR).txt
-	ORT_FLAVOR=$(call quote,$(ORT_FLAVOR)) scripts/setup-ort.sh $(call quote,$(ORT_DIR))
+$(ORT_LIB): $(ROOT)/scripts/setup-ort.sh $(ROOT)/scripts/ort-$(ORT_FLAVOR).txt
+	ORT_FLAVOR=$(call quote,$(ORT_FLAVOR)) $(ROOT)/scripts/setup-ort.sh $(call quote,$(ORT_DIR))
 
 # A binary depends on the sources cargo last built it from (its dep-info file, of
 # which the files that still exist: one moved away is no error) and Cargo.lock, so
@@ -181,8 +183,8 @@ $(ORT_LIB): scripts/setup-ort.sh scripts/ort-$(ORT_FLAVOR).txt
 # nothing.
 $(foreach d,$(wildcard $(BIN)/rps-*.d),\
   $(eval $(d:.d=): $(wildcard $(wordlist 2,100000,$(file <$(d))))))
-$(BIN)/rps-%: Cargo.lock
-	@$(CARGO) build --release --quiet --bin rps-$*
+$(BIN)/rps-%: $(ROOT)/Cargo.lock
+	@$(CARGO) build --manifest-path $(call quote,$(ROOT)/Cargo.toml) --release --quiet --bin rps-$*
 
 # ---- Pipeline -----------------------------------------------------------------
 fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
@@ -251,9 +253,9 @@ $(if $(IMAGENET),predict: $(GRAPHS),predict: $(MODEL))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
-	$(ORT_ENV) $(CARGO) test --workspace --quiet
+	$(ORT_ENV) $(CARGO) test --manifest-path $(call quote,$(ROOT)/Cargo.toml) --workspace --quiet
 
-SHARED ?= ../shared
+SHARED ?= $(ROOT)/../shared
 demo: ## Full size (width 64, 224 px) offline: shared archives, reference weights, short epochs
 	$(MAKE) all DATA=$(DATA)/demo FROM=$(SHARED)/data WEIGHTS=$(SHARED)/reference/resnet18_seed0.pth \
 	  VIEWS=1 HEAD_EPOCHS=2 FT_EPOCHS=1 HEAD_LR=1e-3 FT_LR=1e-5
@@ -264,14 +266,14 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet Pillow numpy
 
 bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling and PyTorch; the whole pipeline beside PyTorch's
-	$(CARGO) build --release --quiet --bins
+	$(CARGO) build --manifest-path $(call quote,$(ROOT)/Cargo.toml) --release --quiet --bins
 	$(ORT_ENV) $(BIN)/rps-bench $(if $(THREADS),--threads $(call quote,$(THREADS))) \
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
 	  --arch $(ARCH) --unfreeze $(UNFREEZE) --archives $(SHARED)/data \
 	  --weights $(if $(filter resnet18,$(ARCH)),$(SHARED)/reference/resnet18_seed0.pth,random)
 
 fuzz: ## Fuzz every reader FUZZ_SECONDS each (nightly; FUZZ_TARGETS=pth... picks some); fuzz/stats.csv
-	scripts/fuzz.sh $(call quote,$(FUZZ_SECONDS)) $(FUZZ_TARGETS)
+	$(ROOT)/scripts/fuzz.sh $(call quote,$(FUZZ_SECONDS)) $(FUZZ_TARGETS)
 
 clean: ## Remove the pipeline's outputs (keeps .ort/ and downloads)
 	rm -rf $(DATA)/graphs $(DATA)/cache $(DATA)/features $(DATA)/results $(DATA)/rps $(STAMPS)

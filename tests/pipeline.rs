@@ -598,6 +598,29 @@ fn deleting_any_output_reruns_its_stage() {
     assert!(!String::from_utf8_lossy(&dry.stdout).contains("rps-"));
 }
 
+/// The Makefile works from any folder (`make -f path/to/Makefile`): its own files
+/// (scripts, ONNX Runtime, the binaries) are found from where it is.
+#[test]
+fn the_makefile_runs_from_another_folder() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let data = elsewhere.path().join("data");
+    let mut command = make_command("all", &data, "http://127.0.0.1:9", &["-n"]);
+    command
+        .current_dir(elsewhere.path())
+        .arg("-f")
+        .arg(repo().join("Makefile"));
+    let out = command.output().unwrap();
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{err}");
+    assert!(
+        said.contains("rps-fetch --data") && said.contains("rps-evaluate"),
+        "{said}"
+    );
+}
+
 #[test]
 fn a_dry_run_or_help_changes_nothing_and_an_up_to_date_tree_lists_nothing() {
     let (dir, base) = made();
