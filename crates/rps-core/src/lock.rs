@@ -1,14 +1,41 @@
 //! One run per DATA at a time. Every stage that writes under DATA holds an
 //! exclusive `flock` on `DATA/.lock` while it runs; the kernel releases it when the
 //! process ends, however it ends, so no lock outlives a kill. A second stage finds it
-//! held and is refused at once, naming the process that holds it.
+//! held and, once a killed holder has had time to go, is refused, naming the process
+//! that holds it.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use crate::Layout;
 use crate::error::{Error, Result, io};
+
+/// How long a stage waits for a lock before it is refused: a killed process lets go
+/// of its lock only once the kernel has torn it down, which its parent may not have
+/// waited for (make killed with its stage), while a run that holds the lock holds it
+/// far longer.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Takes `file`'s exclusive lock, trying until `wait` has passed; whether it got it.
+fn lock_within(file: &File, wait: Duration) -> std::io::Result<bool> {
+    let deadline = Instant::now() + wait;
+    loop {
+        // SAFETY: flock on a descriptor `file` owns; no memory is shared.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            return Ok(true);
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(err);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
 
 /// The lock on a DATA folder, held until dropped.
 #[derive(Debug)]
@@ -28,12 +55,7 @@ impl DataLock {
             .truncate(false)
             .open(&path)
             .map_err(io("opening", &path))?;
-        // SAFETY: flock on a descriptor this function owns; no memory is shared.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(io("locking", &path)(err));
-            }
+        if !lock_within(&file, RELEASE_WAIT).map_err(io("locking", &path))? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = crate::text::printable(holder.trim()).into_owned();
@@ -79,5 +101,19 @@ mod tests {
         );
         drop(first);
         DataLock::acquire(&layout, "rps-evaluate").unwrap();
+    }
+
+    #[test]
+    fn a_lock_let_go_while_waiting_is_taken() {
+        // As a SIGKILLed stage lets go a moment after its parent has been reaped.
+        let dir = tempfile::tempdir().unwrap();
+        let layout = Layout::new(dir.path().join("data"));
+        let first = DataLock::acquire(&layout, "rps-extract").unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(first);
+        });
+        DataLock::acquire(&layout, "rps-extract").unwrap();
+        letting_go.join().unwrap();
     }
 }
