@@ -44,6 +44,12 @@ fn cgroup_room(root: &Path) -> Option<u64> {
     Some(read("memory.max")?.saturating_sub(read("memory.current")?))
 }
 
+/// What is free when `needed` bytes are more than that; `None` when they fit, or
+/// where the system does not say.
+pub fn short_of(needed: u64) -> Option<u64> {
+    available().filter(|&free| needed > free)
+}
+
 /// `bytes` as people read them: `12.2 GB`.
 pub fn describe(bytes: u64) -> String {
     format!("{:.1} GB", bytes as f64 / 1e9)

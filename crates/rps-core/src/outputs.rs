@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, io};
 use crate::{Layout, atomic};
 
-/// Lists `written` (paths under DATA) as what `stage` leaves.
+/// Lists those of `written` (paths under DATA) that exist as what `stage` leaves:
+/// a stage names every file it may write (`best.npz` only with a validation split).
 pub fn record(layout: &Layout, stage: &str, written: &[PathBuf]) -> Result<()> {
     let mut lines: Vec<String> = written
         .iter()
+        .filter(|path| path.exists())
         .filter_map(|path| make_word(layout.root(), path))
         .collect();
     lines.sort();
@@ -72,7 +74,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path());
         let paths = ["rps/train/rock ", "rps/train/paper", "rps/train/it's"];
-        let written: Vec<PathBuf> = paths.iter().map(|p| dir.path().join(p)).collect();
+        let mut written: Vec<PathBuf> = paths.iter().map(|p| dir.path().join(p)).collect();
+        for path in &written {
+            std::fs::create_dir_all(path).unwrap();
+        }
+        // A file the stage may write but did not is not listed.
+        written.push(dir.path().join("results/best.npz"));
         record(&layout, "fetch", &written).unwrap();
         let text = std::fs::read_to_string(layout.outputs("fetch")).unwrap();
         assert_eq!(text, "rps/train\nrps/train/paper\n");

@@ -138,7 +138,7 @@ pub fn run(config: &Config) -> Result<Report> {
     report::write(layout, &tables)?;
     // Written last: make's sign that evaluation finished.
     table::write(&out(ResultFile::Summary), &summary)?;
-    let written: Vec<PathBuf> = [
+    let written = [
         ResultFile::Summary,
         ResultFile::PerClass,
         ResultFile::Confusion,
@@ -152,10 +152,7 @@ pub fn run(config: &Config) -> Result<Report> {
         ResultFile::EvaluateMeta,
         ResultFile::Report,
     ]
-    .map(out)
-    .into_iter()
-    .filter(|path| path.exists())
-    .collect();
+    .map(out);
     rps_core::outputs::record(layout, "evaluate", &written)?;
     Ok(Report {
         accuracy: confusion.accuracy(),

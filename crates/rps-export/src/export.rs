@@ -231,8 +231,8 @@ fn check_memory(arch: &Arch) -> Result<()> {
     let imagenet_head = weights::IMAGENET_CLASSES * (arch.features() + 1);
     let params = (arch.param_counts(Unfreeze::Last).total + imagenet_head) as u64;
     let needed = 2 * 4 * params;
-    match rps_core::memory::available() {
-        Some(free) if needed > free => bail!(
+    match rps_core::memory::short_of(needed) {
+        Some(free) => bail!(
             "{} at width {}, {} pixels and {} classes has {params} parameters: export needs at least {} \
              (two copies of them), and {} is free; lower WIDTH or CLASSES",
             arch.net.name(),
@@ -242,7 +242,7 @@ fn check_memory(arch: &Arch) -> Result<()> {
             rps_core::memory::describe(needed),
             rps_core::memory::describe(free)
         ),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 

@@ -5,13 +5,12 @@
 //! wrong; none reaches ONNX Runtime.
 
 use anyhow::Result;
-use ndarray::ArrayD;
 use rps_core::names::StateKind;
 use rps_core::sidecar::HeadNames;
 use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
 
 use crate::runner::StepRunner;
-use crate::state::TrainState;
+use crate::state::{TrainState, first_not_finite};
 use crate::{PhasePlan, Progress, Run};
 
 /// `why`, about `results/checkpoint/`, with the way out.
@@ -159,7 +158,7 @@ pub(crate) fn check_state(
                 format!(
                     "{}: {} holds a value that is not finite",
                     file.display(),
-                    kind.input(&name)
+                    kind.input(name)
                 ),
             ));
         }
@@ -177,11 +176,4 @@ pub(crate) fn check_state(
         ));
     }
     Ok(())
-}
-
-fn first_not_finite(tensors: &Tensors) -> Option<String> {
-    tensors
-        .iter()
-        .find(|(_, value): &(&String, &ArrayD<f32>)| value.iter().any(|v| !v.is_finite()))
-        .map(|(name, _)| name.clone())
 }

@@ -277,6 +277,7 @@ impl Progress {
         row: &EpochRow,
         plan: &PhasePlan,
         settings: &TrainSettings,
+        graph: &str,
     ) -> (Self, bool) {
         let phase = plan.phase;
         let best = previous.and_then(|p| p.best);
@@ -316,7 +317,7 @@ impl Progress {
             },
             phase_best,
             stopped,
-            graph: previous.and_then(|p| p.graph.clone()),
+            graph: Some(graph.to_string()),
         };
         (next, improved)
     }
@@ -463,8 +464,8 @@ impl<'a> Run<'a> {
         let settings = &self.config.settings;
         for epoch in start..=plan.last {
             let row = self.epoch(graphs, state, weights, plan, epoch)?;
-            let (mut next, improved) = Progress::after(progress.as_ref(), &row, plan, settings);
-            next.graph = Some(self.graph.clone());
+            let (next, improved) =
+                Progress::after(progress.as_ref(), &row, plan, settings, &self.graph);
             record(EpochDone {
                 row: &row,
                 progress: &next,
@@ -675,8 +676,8 @@ fn check_step_memory(settings: &TrainSettings, export: &ExportDetails) -> Result
     let params = 4 * export.params_trainable_finetune as u64;
     let activations = (settings.batch as u64).saturating_mul(export.finetune_floats_per_image);
     let needed = params.saturating_add(activations).saturating_mul(4);
-    match rps_core::memory::available() {
-        Some(free) if needed > free => bail!(
+    match rps_core::memory::short_of(needed) {
+        Some(free) => bail!(
             "phase 2's step at --batch {} (BATCH) needs at least {} ({} per image for the backward, \
              {} of parameters, moments and gradients), and {} is free: lower BATCH, or start \
              phase 2 at a later stage (UNFREEZE)",
@@ -686,7 +687,7 @@ fn check_step_memory(settings: &TrainSettings, export: &ExportDetails) -> Result
             rps_core::memory::describe(params * 4),
             rps_core::memory::describe(free)
         ),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -844,7 +845,7 @@ fn finish(
         None => weights.clone(),
     };
     write_model(layout, &model_weights, &upstream.classes)?;
-    let written: Vec<std::path::PathBuf> = [
+    let written = [
         ResultFile::Model,
         ResultFile::Weights,
         ResultFile::Best,
@@ -853,10 +854,7 @@ fn finish(
         ResultFile::TrainMeta,
         ResultFile::Checkpoint,
     ]
-    .map(|file| layout.result(file))
-    .into_iter()
-    .filter(|path| path.exists())
-    .collect();
+    .map(|file| layout.result(file));
     Ok(rps_core::outputs::record(layout, "train", &written)?)
 }
 
@@ -926,7 +924,7 @@ mod tests {
                     val_loss: Some(loss),
                     ..EpochRow::default()
                 };
-                let (next, _) = Progress::after(progress.as_ref(), &row, plan, &settings);
+                let (next, _) = Progress::after(progress.as_ref(), &row, plan, &settings, "");
                 run.push(epoch);
                 let finished = next.finished(plan.phase);
                 progress = Some(next);

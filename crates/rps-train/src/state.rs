@@ -8,6 +8,14 @@ use ndarray::{ArrayD, IxDyn};
 use rps_core::names::StateKind;
 use rps_core::{Tensors, npy};
 
+/// The first of `tensors` holding a value that is not finite, by name.
+pub fn first_not_finite(tensors: &Tensors) -> Option<&String> {
+    tensors
+        .iter()
+        .find(|(_, value)| value.iter().any(|v| !v.is_finite()))
+        .map(|(name, _)| name)
+}
+
 /// Name of the step count in a saved state.
 const STEP: &str = "step";
 
@@ -88,12 +96,9 @@ impl TrainState {
     /// by its graph input name (`param:layer4.0.conv1.weight`).
     pub fn first_non_finite(&self) -> Option<String> {
         let [params, _, _, buffers] = self.by_kind();
-        [params, buffers].into_iter().find_map(|(kind, tensors)| {
-            tensors
-                .iter()
-                .find(|(_, value)| value.iter().any(|v| !v.is_finite()))
-                .map(|(name, _)| kind.input(name))
-        })
+        [params, buffers]
+            .into_iter()
+            .find_map(|(kind, tensors)| first_not_finite(tensors).map(|name| kind.input(name)))
     }
 
     /// Every state tensor under its graph input name.
