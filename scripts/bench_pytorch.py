@@ -2,27 +2,29 @@
 
     python3 scripts/bench_pytorch.py step ARCH THREADS STEPS [UNFREEZE]
     python3 scripts/bench_pytorch.py forward ARCH THREADS IMAGES EXPORT.onnx
-    python3 scripts/bench_pytorch.py pipeline ARCH THREADS ARCHIVES WEIGHTS WORK VIEWS HEAD_EPOCHS FT_EPOCHS
+    python3 scripts/bench_pytorch.py pipeline ARCH THREADS ARCHIVES WEIGHTS WORK VIEWS HEAD_EPOCHS FT_EPOCHS [FT_LR [FT_BN]]
 
-ARCH is resnet18, resnet34 or resnet50.
-- step: the phase 2 train step in eager mode, what finetune_step.onnx computes:
-  torchvision's stages from UNFREEZE (layer4, the default, layer3, layer2, layer1,
-  or all: conv1, bn1 and max pooling too; BatchNorm in train mode) on the frozen
-  layers' output (normalized images for all), global average pool, Dropout(0.2),
-  Linear(features, 3), mean cross-entropy, backward, torch.optim.Adam. Prints
-  `step IMAGES_PER_SECOND` (the median of STEPS steps after three warm-ups).
-- forward: the frozen backbone as extract runs it (eval mode, batch 32, layer3 and
-  the pooled layer4 out) over IMAGES images; prints `forward IMAGES_PER_SECOND`,
+ARCH is resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_lite0 (`torch_nets.py`
+defines them with their published weights' names).
+- step: the phase 2 train step in eager mode, what finetune_step.onnx computes: the
+  network's stages from UNFREEZE (last, the default: layer4 for the ResNets; all; or
+  a stage by name; BatchNorm in train mode) on the frozen layers' output
+  (normalized images for all), global average pool, Dropout(0.2), Linear(features,
+  3), mean cross-entropy, backward, torch.optim.Adam. Prints `step IMAGES_PER_SECOND`
+  (the median of STEPS steps after three warm-ups).
+- forward: the frozen backbone as extract runs it (eval mode, batch 32, the frozen
+  stages' output and the pooled features out) over IMAGES images; prints `forward IMAGES_PER_SECOND`,
   then writes the same module with torch.onnx (opset 17, dynamic batch) to
   EXPORT.onnx for ONNX Runtime to be timed on (`export failed: WHY` if it cannot).
 - pipeline: the whole recipe with the same caching idea as `make all`, from the two
   zip archives in ARCHIVES: unzip, preprocess every view with Pillow into a uint8
-  cache on disk, extract layer3 and pooled features to disk, train the head then
-  layer4 + head (testing after every epoch), write the test predictions. WEIGHTS is
-  a state dict (.pth) or `random`. Prints each stage's seconds and `seconds TOTAL`.
+  cache on disk, extract the frozen stages' output and pooled features to disk, train
+  the head then the last stage + head at FT_LR (default 1e-7, the recipe) with its
+  BatchNorm in FT_BN mode (train, the recipe, or eval), testing after every epoch
+  (`epoch N PHASE test_loss L test_acc A`), write the test predictions. WEIGHTS is a
+  state dict (.pth) or `random`. Prints each stage's seconds and `seconds TOTAL`.
 
-Every mode prints `torch VERSION` first. The network is defined here (torchvision's
-names, so WEIGHTS loads as a state dict), so torchvision is not needed.
+Every mode prints `torch VERSION` first. torchvision is not needed.
 """
 import csv
 import os
@@ -35,145 +37,55 @@ from multiprocessing import Pool
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_nets  # noqa: E402
 
 BATCH = 64
 EXTRACT_BATCH = 32
 IMAGE_SIZE = 224
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-class BasicBlock(nn.Module):
-    """torchvision.models.resnet.BasicBlock."""
-
-    expansion = 1
-
-    def __init__(self, cin, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample = downsample(cin, planes, stride)
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
-
-
-class Bottleneck(nn.Module):
-    """torchvision.models.resnet.Bottleneck (the stride on conv2, "v1.5")."""
-
-    expansion = 4
-
-    def __init__(self, cin, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = downsample(cin, planes * 4, stride)
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        identity = x if self.downsample is None else self.downsample(x)
-        return self.relu(out + identity)
-
-
-def downsample(cin, cout, stride):
-    if stride == 1 and cin == cout:
-        return None
-    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-
-
-NETS = {
-    "resnet18": (BasicBlock, [2, 2, 2, 2]),
-    "resnet34": (BasicBlock, [3, 4, 6, 3]),
-    "resnet50": (Bottleneck, [3, 4, 6, 3]),
-}
-
-
-class ResNet(nn.Module):
-    """torchvision's resnet18, resnet34 or resnet50 with a `classes`-way fc, and a
-    base width (64 = torchvision's)."""
-
-    def __init__(self, arch, classes=1000, width=64):
-        super().__init__()
-        block, blocks = NETS[arch]
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        cin = width
-        for stage, count in enumerate(blocks, 1):
-            planes = width << (stage - 1)
-            layers = []
-            for i in range(count):
-                layers.append(block(cin, planes, 2 if i == 0 and stage > 1 else 1))
-                cin = planes * block.expansion
-            setattr(self, f"layer{stage}", nn.Sequential(*layers))
-        self.features = cin
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(cin, classes)
-
-    def up_to_layer3(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer3(self.layer2(self.layer1(x)))
-
-    def pooled(self, layer3):
-        return torch.flatten(self.avgpool(self.layer4(layer3)), 1)
 
 
 class Backbone(nn.Module):
-    """images -> (layer3, pooled), as backbone.onnx."""
+    """images -> (the frozen stages' output, pooled), as backbone.onnx."""
 
-    def __init__(self, net):
+    def __init__(self, net, first):
         super().__init__()
-        self.net = net
+        stages = net.stages()
+        self.frozen = nn.Sequential(*stages[:first])
+        self.trained = nn.Sequential(*stages[first:])
 
     def forward(self, images):
-        layer3 = self.net.up_to_layer3(images)
-        return layer3, self.net.pooled(layer3)
-
-
-STAGES = ["all", "layer1", "layer2", "layer3", "layer4"]
+        frozen = self.frozen(images)
+        return frozen, torch.flatten(F.adaptive_avg_pool2d(self.trained(frozen), 1), 1)
 
 
 class Finetune(nn.Module):
-    """The frozen layers' output -> logits through the stages from `unfreeze` and the
+    """The frozen stages' output -> logits through the stages from `first` and the
     head, as finetune_step.onnx."""
 
-    def __init__(self, net, classes, unfreeze="layer4"):
+    def __init__(self, net, classes, first):
         super().__init__()
-        first = STAGES.index(unfreeze)
-        stem = [net.conv1, net.bn1, net.relu, net.maxpool] if first == 0 else []
-        layers = [getattr(net, f"layer{k}") for k in range(max(first, 1), 5)]
-        self.trained = nn.Sequential(*stem, *layers)
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(net.features, classes))
+        self.trained = nn.Sequential(*net.stages()[first:])
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(net.pooled_channels, classes))
 
     def forward(self, frozen):
-        return self.head(torch.flatten(self.avgpool(self.trained(frozen)), 1))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(self.trained(frozen), 1), 1))
 
 
-def frozen_shape(net, unfreeze):
-    """The per-image input of the step from `unfreeze` at 224 pixels."""
-    first = STAGES.index(unfreeze)
-    if first == 0:
-        return (3, IMAGE_SIZE, IMAGE_SIZE)
-    if first == 1:
-        return (net.conv1.out_channels, 56, 56)
-    # layer1 keeps the stem's 56x56; each later stage halves it.
-    size = 56 >> (first - 2)
-    return (getattr(net, f"layer{first}")[0].conv1.in_channels, size, size)
+def frozen_shape(net, first):
+    """The per-image input of the step from stage `first` at 224 pixels."""
+    with torch.inference_mode():
+        x = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE)
+        for stage in net.stages()[:first]:
+            x = stage.eval()(x)
+    return tuple(x.shape[1:])
+
+
+def normalizer(net):
+    """The network's mean and std as `[1, 3, 1, 1]` tensors."""
+    return [torch.tensor(v).view(1, 3, 1, 1) for v in (net.mean, net.std)]
 
 
 def median_rate(images, runs, fn):
@@ -188,11 +100,12 @@ def median_rate(images, runs, fn):
 
 def step(arch, steps, unfreeze):
     torch.manual_seed(0)
-    net = ResNet(arch)
-    model = Finetune(net, 3, unfreeze).train()
+    net = torch_nets.build(arch)
+    first = torch_nets.first_stage(net, unfreeze)
+    model = Finetune(net, 3, first).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-7)
     loss_fn = nn.CrossEntropyLoss()
-    features = torch.rand(BATCH, *frozen_shape(net, unfreeze))
+    features = torch.rand(BATCH, *frozen_shape(net, first))
     labels = torch.arange(BATCH) % 3
 
     def one():
@@ -207,7 +120,8 @@ def step(arch, steps, unfreeze):
 
 def forward(arch, images, export_path):
     torch.manual_seed(0)
-    backbone = Backbone(ResNet(arch)).eval()
+    net = torch_nets.build(arch)
+    backbone = Backbone(net, torch_nets.first_stage(net, "last")).eval()
     batch = torch.rand(EXTRACT_BATCH, 3, IMAGE_SIZE, IMAGE_SIZE)
     runs = max(1, images // EXTRACT_BATCH)
     with torch.inference_mode():
@@ -221,8 +135,8 @@ def forward(arch, images, export_path):
             dynamo=False,
             opset_version=17,
             input_names=["images"],
-            output_names=["layer3", "pooled"],
-            dynamic_axes={"images": {0: "N"}, "layer3": {0: "N"}, "pooled": {0: "N"}},
+            output_names=["frozen", "pooled"],
+            dynamic_axes={"images": {0: "N"}, "frozen": {0: "N"}, "pooled": {0: "N"}},
         )
     except Exception as error:  # noqa: BLE001 - the reason is the output
         print(f"export failed: {str(error).splitlines()[0]}")
@@ -304,26 +218,27 @@ def preprocess(items, views, work, split, threads):
     return path, labels
 
 
-def extract(backbone, cache_path, work, split):
+def extract(net, first, cache_path, work, split):
     cache = np.load(cache_path, mmap_mode="r")
     n = len(cache)
-    channels = backbone.net.layer4[0].conv1.in_channels
-    layer3 = np.lib.format.open_memmap(
-        os.path.join(work, f"{split}_layer3.npy"), "w+", np.float32, (n, channels, 14, 14)
+    backbone = Backbone(net, first).eval()
+    frozen = np.lib.format.open_memmap(
+        os.path.join(work, f"{split}_frozen.npy"), "w+", np.float32, (n, *frozen_shape(net, first))
     )
     pooled = np.lib.format.open_memmap(
-        os.path.join(work, f"{split}_pooled.npy"), "w+", np.float32, (n, backbone.net.features)
+        os.path.join(work, f"{split}_pooled.npy"), "w+", np.float32, (n, net.pooled_channels)
     )
+    mean, std = normalizer(net)
     with torch.inference_mode():
         for start in range(0, n, EXTRACT_BATCH):
             batch = torch.from_numpy(np.array(cache[start : start + EXTRACT_BATCH]))
-            images = (batch.float() / 255.0 - MEAN) / STD
-            l3, p = backbone(images)
-            layer3[start : start + len(batch)] = l3.numpy()
+            images = (batch.float() / 255.0 - mean) / std
+            f, p = backbone(images)
+            frozen[start : start + len(batch)] = f.numpy()
             pooled[start : start + len(batch)] = p.numpy()
-    layer3.flush()
+    frozen.flush()
     pooled.flush()
-    return layer3, pooled
+    return frozen, pooled
 
 
 def epoch_rows(images, views, epoch, seed):
@@ -333,8 +248,12 @@ def epoch_rows(images, views, epoch, seed):
     return [i * views + view for i in order]
 
 
-def train_epoch(model, optimizer, features, labels, rows):
+def train_epoch(model, optimizer, features, labels, rows, bn_eval=False):
     model.train()
+    if bn_eval:
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
     loss_fn = nn.CrossEntropyLoss()
     for start in range(0, len(rows), BATCH):
         batch = sorted(rows[start : start + BATCH])
@@ -352,7 +271,15 @@ def test_logits(model, features):
         )
 
 
-def pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epochs):
+def report_epoch(epoch, phase, logits, labels):
+    """One line per epoch: the test loss and accuracy, as epochs.csv holds them."""
+    target = torch.from_numpy(labels)
+    loss = nn.functional.cross_entropy(logits, target).item()
+    accuracy = (logits.argmax(1) == target).float().mean().item()
+    print(f"epoch {epoch} {phase} test_loss {loss:.4f} test_acc {accuracy:.4f}")
+
+
+def pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epochs, ft_lr, ft_bn):
     times = {}
     start = time.perf_counter()
     roots = unzip(archives, work)
@@ -367,28 +294,29 @@ def pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epoc
 
     mark = time.perf_counter()
     torch.manual_seed(0)
-    net = ResNet(arch)
+    net = torch_nets.build(arch)
     if weights != "random":
-        net.load_state_dict(torch.load(weights, map_location="cpu"))
-    backbone = Backbone(net).eval()
-    train_l3, train_pooled = extract(backbone, train_cache, work, "train")
-    test_l3, test_pooled = extract(backbone, test_cache, work, "test")
+        torch_nets.load(net, weights)
+    first = torch_nets.first_stage(net, "last")
+    train_frozen, train_pooled = extract(net, first, train_cache, work, "train")
+    test_frozen, test_pooled = extract(net, first, test_cache, work, "test")
     times["extract"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
     torch.manual_seed(0)
-    finetune = Finetune(net, len(classes))
+    finetune = Finetune(net, len(classes), first)
     head = finetune.head
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-4)
     for epoch in range(1, head_epochs + 1):
         rows = epoch_rows(len(train_items), views, epoch, 0)
         train_epoch(head, optimizer, train_pooled, train_labels, rows)
-        test_logits(head, test_pooled)
-    optimizer = torch.optim.Adam(finetune.parameters(), lr=1e-7)
+        report_epoch(epoch, "head", test_logits(head, test_pooled), test_labels)
+    optimizer = torch.optim.Adam(finetune.parameters(), lr=ft_lr)
     for epoch in range(head_epochs + 1, head_epochs + ft_epochs + 1):
         rows = epoch_rows(len(train_items), views, epoch, 0)
-        train_epoch(finetune, optimizer, train_l3, train_labels, rows)
-        logits = test_logits(finetune, test_l3)
+        train_epoch(finetune, optimizer, train_frozen, train_labels, rows, ft_bn == "eval")
+        logits = test_logits(finetune, test_frozen)
+        report_epoch(epoch, "finetune", logits, test_labels)
     times["train"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
@@ -406,21 +334,22 @@ def pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epoc
 
 def main():
     mode, arch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if arch not in NETS:
-        sys.exit(f"unknown ARCH {arch}: {', '.join(NETS)}")
+    try:
+        torch_nets.first_stage(torch_nets.build(arch), sys.argv[5] if mode == "step" and len(sys.argv) > 5 else "last")
+    except ValueError as error:
+        sys.exit(str(error))
     torch.set_num_threads(threads)
     print(f"torch {torch.__version__}")
     if mode == "step":
-        unfreeze = sys.argv[5] if len(sys.argv) > 5 else "layer4"
-        if unfreeze not in STAGES:
-            sys.exit(f"unknown UNFREEZE {unfreeze}: {', '.join(STAGES)}")
-        step(arch, int(sys.argv[4]), unfreeze)
+        step(arch, int(sys.argv[4]), sys.argv[5] if len(sys.argv) > 5 else "last")
     elif mode == "forward":
         forward(arch, int(sys.argv[4]), sys.argv[5])
     elif mode == "pipeline":
         archives, weights, work = sys.argv[4:7]
         views, head_epochs, ft_epochs = map(int, sys.argv[7:10])
-        pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epochs)
+        ft_lr = float(sys.argv[10]) if len(sys.argv) > 10 else 1e-7
+        ft_bn = sys.argv[11] if len(sys.argv) > 11 else "train"
+        pipeline(arch, archives, weights, work, threads, views, head_epochs, ft_epochs, ft_lr, ft_bn)
     else:
         sys.exit(f"unknown mode {mode}: step, forward or pipeline")
 

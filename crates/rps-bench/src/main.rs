@@ -16,7 +16,7 @@ use rps_core::defaults::ranges;
 use rps_core::{FtBn, GraphFile, Layout, SessionOptions, Unfreeze};
 use rps_export::export::{self, Source};
 use rps_export::train::{self as graphs, Convolutions};
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 use rps_runtime::Runtime;
 
 use crate::pipeline::{Projection, Recipe, RunTimes};
@@ -57,11 +57,13 @@ struct Args {
     /// Weights (.pth) for the whole-pipeline comparison, or `random`.
     #[arg(long)]
     weights: Option<PathBuf>,
-    /// torchvision's ResNet: resnet18, resnet34 or resnet50.
+    /// The network: resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_lite0
+    /// (at its published width).
     #[arg(long, default_value = rps_core::defaults::ARCH, value_parser = net)]
     arch: Net,
-    /// The first stage the phase 2 step trains: all, layer1, layer2, layer3 or
-    /// layer4 (the whole-pipeline rows keep the recipe's layer4).
+    /// The first stage the phase 2 step trains: last (the network's last stage),
+    /// all, or a stage by name (`rps-export --summary` lists them; the
+    /// whole-pipeline rows keep the recipe's last stage).
     #[arg(long, default_value = rps_core::defaults::UNFREEZE, value_parser = Unfreeze::flag)]
     unfreeze: Unfreeze,
 }
@@ -102,11 +104,12 @@ fn net(name: &str) -> Result<Net, String> {
     })
 }
 
-/// The benchmarked model: full width and size, the recipe's three classes.
+/// The benchmarked model: its published width, full size, the recipe's three
+/// classes.
 fn arch(net: Net) -> Arch {
     Arch {
         net,
-        width: 64,
+        width: net.full_width(),
         image_size: IMAGE_SIZE,
         classes: 3,
     }
@@ -162,7 +165,7 @@ fn main() -> Result<()> {
         &arch,
         &layout,
         GraphFile::HeadStep,
-        (&[BATCH, arch.features()], Unfreeze::stage("layer4")),
+        (&[BATCH, arch.features()], Unfreeze::Last),
         SessionOptions::cpu(threads),
         20,
     )?;
@@ -192,8 +195,9 @@ fn extract_rows(
 ) -> Result<Vec<Row>> {
     let n = args.extract_images;
     eprintln!(
-        "bench: extract ({n} images, {}, width 64, 224 px)",
-        args.arch.name()
+        "bench: extract ({n} images, {}, width {}, 224 px)",
+        args.arch.name(),
+        args.arch.full_width()
     );
     let stage = rates::extract_rate(layout, n, threads)?;
     let bare = rates::bare_backbone_rate(&layout.graph(GraphFile::Backbone), n, threads)?;
@@ -330,7 +334,8 @@ fn step_rows(
 }
 
 /// The phase 2 step's speed target beside PyTorch eager: issue 21's 1.3x from the
-/// recipe's depth (the last stage: layer4), 1.2x from the deeper stages.
+/// recipe's depth (the last stage: layer4 for the ResNets), 1.2x from the deeper
+/// stages.
 fn step_target(arch: &Arch, unfreeze: Unfreeze) -> f64 {
     if arch.resolve(Unfreeze::Last) == Ok(unfreeze) {
         1.3

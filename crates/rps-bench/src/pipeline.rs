@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use rps_core::rows::EpochRow;
 use rps_core::sidecar::{ExtractMeta, PreprocessMeta, TrainMeta};
 use rps_core::{CacheFile, Layout, ResultFile, Split, defaults, table};
-use rps_model::resnet::Net;
+use rps_model::network::Net;
 
 /// The settings of a run that change its length.
 pub struct Recipe {

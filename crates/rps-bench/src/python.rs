@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rps_core::Unfreeze;
-use rps_model::resnet::Net;
+use rps_model::network::Net;
 
 use crate::rates::PREPROCESS_PASSES;
 

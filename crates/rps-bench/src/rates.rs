@@ -19,7 +19,7 @@ use rps_score::Batch;
 use rps_train::runner::{Optimizer, StepRates, StepRunner};
 use rps_train::state::TrainState;
 
-use rps_model::resnet::{Arch, IMAGENET_NORMALIZATION};
+use rps_model::network::{Arch, IMAGENET_NORMALIZATION};
 
 use crate::{BATCH, EXTRACT_BATCH, IMAGE_SIZE};
 

@@ -55,13 +55,15 @@ pub const LR_FIND_DIVERGED: f64 = 4.0;
 pub const WEIGHT_DECAY: f64 = 0.0;
 /// Share of training images held out to pick the best epoch (`VAL_FRACTION`).
 pub const VAL_FRACTION: f64 = 0.0;
-/// torchvision's ResNet: resnet18, resnet34 or resnet50 (`ARCH`).
+/// The network (`ARCH`): resnet18, resnet34, resnet50, mobilenet_v2 or
+/// efficientnet_lite0.
 pub const ARCH: &str = "resnet18";
 /// Where phase 2 starts training (`UNFREEZE`): `last`, the network's last stage (the
 /// recipe: layer4 for the ResNets), `all`, or a stage by its name (`make summary`).
 pub const UNFREEZE: &str = "last";
-/// ResNet base width: 64 is torchvision's (`WIDTH`).
-pub const WIDTH: usize = 64;
+/// The network's width (`WIDTH`): `full`, its published one, or the channels of
+/// its first stage.
+pub const WIDTH: &str = "full";
 /// Images per backbone call on each device (`EXTRACT_BATCH` overrides both).
 pub const EXTRACT_BATCH_CPU: usize = 32;
 pub const EXTRACT_BATCH_CUDA: usize = 128;

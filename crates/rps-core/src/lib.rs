@@ -30,6 +30,7 @@ pub mod text;
 pub mod tuning;
 pub mod unfreeze;
 pub mod upstream;
+pub mod width;
 
 pub use classes::ClassList;
 pub use device::{Device, DeviceChoice, SessionOptions};
@@ -42,6 +43,7 @@ pub use npy::Tensors;
 pub use phase::Phase;
 pub use tuning::{ClassWeights, FtBn, Schedule};
 pub use unfreeze::Unfreeze;
+pub use width::Width;
 
 #[cfg(test)]
 mod testing {

@@ -36,8 +36,8 @@ fn pipeline() -> &'static Layout {
             rps_export::export::run(&rps_export::export::Config {
                 layout: layout.clone(),
                 source: rps_export::export::Source::Random(0),
-                net: rps_model::resnet::Net::ResNet18,
-                width: 4,
+                net: rps_model::network::Net::ResNet18,
+                width: rps_core::Width::Channels(4),
                 image_size: 32,
                 classes: None,
                 unfreeze: rps_core::Unfreeze::stage("layer4"),

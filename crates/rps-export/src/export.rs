@@ -12,11 +12,13 @@ use rps_core::rows::DatasetCount;
 use rps_core::sidecar::{
     ExportDetails, ExportMeta, ExportSettings, FileDigest, HeadNames, Stage, WeightsSource,
 };
-use rps_core::{Folder, FtBn, GraphFile, Layout, Split, Tensors, Unfreeze, atomic, npy, table};
+use rps_core::{
+    Folder, FtBn, GraphFile, Layout, Split, Tensors, Unfreeze, Width, atomic, npy, table,
+};
 
 use crate::train::Convolutions;
 use crate::{infer, train};
-use rps_model::resnet::{Arch, Net, fc};
+use rps_model::network::{Arch, Net};
 use rps_model::summary;
 use rps_model::weights;
 
@@ -33,8 +35,7 @@ pub struct Config {
     pub layout: Layout,
     pub source: Source,
     pub net: Net,
-    /// ResNet base width: 64 is torchvision's.
-    pub width: usize,
+    pub width: Width,
     pub image_size: u32,
     /// Classes of the new head; `None` counts the fetched dataset's classes.
     pub classes: Option<usize>,
@@ -51,7 +52,7 @@ impl Config {
             layout: layout.clone(),
             source,
             net: arch.net,
-            width: arch.width,
+            width: Width::Channels(arch.width),
             image_size: arch.image_size as u32,
             classes: Some(arch.classes),
         }
@@ -60,9 +61,13 @@ impl Config {
     /// The model the settings describe, its classes counted in the fetched dataset
     /// when not given.
     pub fn arch(&self) -> Result<Arch> {
+        let width = self
+            .net
+            .check_width(self.width.channels(self.net.full_width()))
+            .map_err(|why| anyhow::anyhow!("WIDTH={} (--width): {why}", self.width))?;
         Ok(Arch {
             net: self.net,
-            width: self.width,
+            width,
             image_size: self.image_size as usize,
             classes: match self.classes {
                 Some(classes) => classes,
@@ -94,10 +99,10 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
     check_memory(&arch)?;
     let (backbone, source) = load_backbone(&config.source, &arch)?;
     let imagenet_arch = Arch {
-        classes: backbone[&fc().tensor("weight")].shape()[0],
+        classes: backbone[&arch.head().tensor("weight")].shape()[0],
         ..arch
     };
-    let frozen = without_head(backbone.clone());
+    let frozen = without_head(backbone.clone(), &arch);
     let template = with_zero_head(frozen.clone(), &arch);
     let graphs = [
         (
@@ -271,8 +276,9 @@ fn load_backbone(source: &Source, arch: &Arch) -> Result<(Tensors, WeightsSource
 }
 
 /// The backbone without its ImageNet classifier: what training starts from.
-fn without_head(mut tensors: Tensors) -> Tensors {
-    tensors.retain(|name, _| !fc().owns(name));
+fn without_head(mut tensors: Tensors, arch: &Arch) -> Tensors {
+    let head = arch.head();
+    tensors.retain(|name, _| !head.owns(name));
     tensors
 }
 

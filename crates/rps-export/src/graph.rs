@@ -370,8 +370,21 @@ impl Graph {
     }
 
     /// An NCHW convolution without bias.
-    pub fn conv(&mut self, x: &Value, weight: &Value, w: Window) -> Value {
-        self.op("Conv", &[x, weight], window_attrs(w))
+    /// A convolution of a `size` x `size` map in `groups` groups (one per channel for
+    /// a depthwise convolution).
+    pub fn conv(
+        &mut self,
+        x: &Value,
+        weight: &Value,
+        w: Window,
+        size: usize,
+        groups: usize,
+    ) -> Value {
+        let mut attrs = window_attrs(w, size);
+        if groups > 1 {
+            attrs.push(("group", Attr::Int(groups as i64)));
+        }
+        self.op("Conv", &[x, weight], attrs)
     }
 
     /// Eval-mode BatchNorm with running statistics.
@@ -388,8 +401,9 @@ impl Graph {
         )
     }
 
-    pub fn max_pool(&mut self, x: &Value, w: Window) -> Value {
-        self.op("MaxPool", &[x], window_attrs(w))
+    /// Max pooling of a `size` x `size` map.
+    pub fn max_pool(&mut self, x: &Value, w: Window, size: usize) -> Value {
+        self.op("MaxPool", &[x], window_attrs(w, size))
     }
 
     pub fn global_average_pool(&mut self, x: &Value) -> Value {
@@ -508,12 +522,16 @@ impl Graph {
     }
 }
 
-fn window_attrs(w: Window) -> Vec<(&'static str, Attr)> {
-    let (k, s, p) = (w.kernel as i64, w.stride as i64, w.pad as i64);
+/// The window's attributes on a `size` x `size` map: its padding written out, so
+/// a reader sees TensorFlow's 'SAME' as the zeros it adds.
+fn window_attrs(w: Window, size: usize) -> Vec<(&'static str, Attr)> {
+    let (k, s) = (w.kernel as i64, w.stride as i64);
+    let (before, after) = w.pads(size);
+    let (before, after) = (before as i64, after as i64);
     vec![
         ("kernel_shape", Attr::Ints(vec![k, k])),
         ("strides", Attr::Ints(vec![s, s])),
-        ("pads", Attr::Ints(vec![p, p, p, p])),
+        ("pads", Attr::Ints(vec![before, before, after, after])),
     ]
 }
 

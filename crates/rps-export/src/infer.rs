@@ -1,6 +1,6 @@
 //! Inference graphs of the frozen network, the weights as constants: a [`Lowering`]
-//! of the one forward in [`rps_model::resnet`], each convolution and its eval-mode
-//! BatchNorm computed as the graph's [`Formulation`] says.
+//! of the network's one forward ([`rps_model::network`]), each convolution and its
+//! eval-mode BatchNorm computed as the graph's [`Formulation`] says.
 
 use ndarray::{Array2, Array4, ArrayView4, Axis};
 use rps_core::Tensors;
@@ -10,7 +10,7 @@ use rps_core::Unfreeze;
 
 use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value};
 use crate::winograd;
-use rps_model::resnet::{Arch, BlockKind, BnTensor, ConvSpec, Lowering, fc};
+use rps_model::network::{Arch, BnTensor, ConvSpec, Lowering, Module, Net};
 use rps_model::window::Window;
 
 /// How a frozen network computes its convolutions.
@@ -23,7 +23,7 @@ pub enum Formulation {
     /// 64 channels); from layer2 on, maps by position, `[N, H*W, C]`, BatchNorm
     /// folded into the weights in float64: stride-1 3x3 convolutions by Winograd
     /// F(4x4, 3x3) ([`winograd::Tiling`]), 1.7-1.8x faster than ORT's `Conv` there,
-    /// the others as one gather and one `Gemm`.
+    /// the others as one gather and one `Gemm`. Dense convolutions only.
     Fastest,
 }
 
@@ -53,30 +53,32 @@ pub fn backbone(arch: &Arch, tensors: &Tensors, unfreeze: Unfreeze) -> Vec<u8> {
 /// can use it alone.
 pub fn classifier(arch: &Arch, tensors: &Tensors, name: &str) -> Vec<u8> {
     let mut net = FrozenGraph::new(tensors, Formulation::Standard);
+    let head = arch.head();
     net.g
         .metadata(names::META_IMAGE_SIZE, &arch.image_size.to_string());
     net.g
         .metadata(names::META_NORMALIZATION, &arch.normalization().to_text());
     let images = images_input(&mut net.g, arch);
     let pooled = arch.pooled(&mut net, images, 0);
-    let logits = net.fc(&pooled.value);
+    let logits = net.classify(&pooled.value, &head);
     let probs = net.g.softmax(&logits, -1);
     let dims = [
         Dim::Batch,
-        Dim::Fixed(tensors[&fc().tensor("weight")].shape()[0]),
+        Dim::Fixed(tensors[&head.tensor("weight")].shape()[0]),
     ];
     net.g.output(&logits, names::LOGITS, Elem::F32, &dims);
     net.g.output(&probs, names::PROBS, Elem::F32, &dims);
     net.g.to_bytes(name)
 }
 
-/// Bottlenecks are mostly 1x1 convolutions, which ONNX Runtime's blocked `Conv` runs
-/// faster than a `Gemm` by position (ResNet50's backbone: 24 images/s against 21),
-/// and their 3x3 convolutions are too thin for Winograd to make up for it.
+/// Bottlenecks and inverted residuals are mostly 1x1 convolutions, which ONNX
+/// Runtime's blocked `Conv` runs faster than a `Gemm` by position (ResNet50's
+/// backbone: 24 images/s against 21), their 3x3 convolutions are too thin for
+/// Winograd to make up for it, and its depthwise kernels have no match by position.
 fn backbone_formulation(arch: &Arch) -> Formulation {
-    match arch.net.block_kind() {
-        BlockKind::Basic => Formulation::Fastest,
-        BlockKind::Bottleneck => Formulation::Standard,
+    match arch.net {
+        Net::ResNet18 | Net::ResNet34 => Formulation::Fastest,
+        Net::ResNet50 | Net::MobileNetV2 | Net::EfficientNetLite0 => Formulation::Standard,
     }
 }
 
@@ -231,9 +233,10 @@ impl<'a> FrozenGraph<'a> {
         (weight, bias.into_raw_vec_and_offset().0)
     }
 
-    fn fc(&mut self, x: &Value) -> Value {
-        let w = self.weight(&fc().tensor("weight"));
-        let b = self.weight(&fc().tensor("bias"));
+    /// The classifier `head` on pooled features.
+    fn classify(&mut self, x: &Value, head: &Module) -> Value {
+        let w = self.weight(&head.tensor("weight"));
+        let b = self.weight(&head.tensor("bias"));
         self.g
             .gemm(x, &w, Some(&b), Transposed { a: false, b: true })
     }
@@ -256,10 +259,12 @@ impl Lowering for FrozenGraph<'_> {
         let size = spec.out_size(x.size);
         let value = if !x.by_position {
             let w = self.weight(&spec.weight());
-            let y = self.g.conv(&x.value, &w, spec.window);
+            let y = self.g.conv(&x.value, &w, spec.window, x.size, spec.groups);
             let [scale, bias, mean, var] = BnTensor::ALL.map(|t| self.weight(&spec.bn_tensor(t)));
             self.g
                 .batch_norm(&y, [&scale, &bias, &mean, &var], spec.bn_constants.eps)
+        } else if spec.groups > 1 {
+            unreachable!("Formulation::Fastest is for dense convolutions (backbone_formulation)")
         } else if winograd::suits(spec, x.size) {
             self.winograd_conv(spec, x)
         } else {
@@ -277,6 +282,13 @@ impl Lowering for FrozenGraph<'_> {
         self.map_op(x, |g, x| g.relu(x))
     }
 
+    fn relu6(&mut self, x: &Map) -> Map {
+        self.map_op(x, |g, x| {
+            let (zero, six) = (g.scalar(0.0), g.scalar(6.0));
+            g.clip(x, &zero, &six)
+        })
+    }
+
     fn add(&mut self, a: &Map, b: &Map) -> Map {
         self.map_op(a, |g, a| g.add(a, &b.value))
     }
@@ -285,7 +297,7 @@ impl Lowering for FrozenGraph<'_> {
     fn max_pool(&mut self, x: &Map, window: Window) -> Map {
         assert!(!x.by_position, "max pooling on an NCHW map");
         Map {
-            value: self.g.max_pool(&x.value, window),
+            value: self.g.max_pool(&x.value, window, x.size),
             size: window.out_size(x.size),
             ..x.clone()
         }

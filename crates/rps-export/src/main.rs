@@ -5,11 +5,11 @@ use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::{DataArgs, whole};
 use rps_core::defaults::ranges;
-use rps_core::{Folder, Unfreeze, defaults};
+use rps_core::{Folder, Unfreeze, Width, defaults};
 use rps_export::export::{self, Config, Source};
-use rps_model::resnet::Net;
+use rps_model::network::Net;
 
-/// Builds every ONNX graph of the pipeline from ResNet weights into DATA/graphs/:
+/// Builds every ONNX graph of the pipeline from a network's weights into DATA/graphs/:
 /// the frozen backbone, the base ImageNet model, the train-step and eval graphs of
 /// both phases, and the classifier template train fills in; plus the backbone's
 /// weights, summary.csv (the model, a layer a row) and export.json (settings,
@@ -19,8 +19,8 @@ use rps_model::resnet::Net;
 struct Args {
     #[command(flatten)]
     data: DataArgs,
-    /// The ResNet's weights: a PyTorch state dict (.pth, as torchvision saves) or
-    /// .safetensors.
+    /// The network's weights: a PyTorch state dict (.pth, as torchvision saves it, or
+    /// the legacy format before PyTorch 1.6) or .safetensors.
     #[arg(
         long,
         required_unless_present_any = ["random_init", "verify", "summary"],
@@ -30,13 +30,16 @@ struct Args {
     /// Use seeded random-init weights instead of a file (for tests, or without weights).
     #[arg(long, value_name = "SEED")]
     random_init: Option<u64>,
-    /// torchvision's ResNet: resnet18, resnet34 or resnet50.
+    /// The network: resnet18, resnet34, resnet50 (torchvision's), mobilenet_v2
+    /// (torchvision's) or efficientnet_lite0.
     #[arg(long, default_value = defaults::ARCH, value_parser = net)]
     arch: Net,
-    /// ResNet base width, 1 to 256: 64 is torchvision's; small widths make fast
-    /// tests.
-    #[arg(long, default_value_t = defaults::WIDTH, value_parser = whole::<usize>(ranges::WIDTH))]
-    width: usize,
+    /// The network's width: full (its published width) or the channels of its first
+    /// stage, 1 to 256 (a ResNet's base planes, 64 in torchvision's; MobileNetV2's
+    /// stem, a multiple of 8, 32 in torchvision's; EfficientNet-Lite0 has only its
+    /// own). Small widths make fast tests.
+    #[arg(long, default_value = defaults::WIDTH, value_parser = Width::flag)]
+    width: Width,
     /// Input image size in pixels (square), 32 to 1024.
     #[arg(long, default_value_t = defaults::IMAGE_SIZE, value_parser = whole::<u32>(ranges::IMAGE_SIZE))]
     image_size: u32,
@@ -45,8 +48,8 @@ struct Args {
     #[arg(long, value_parser = whole::<usize>(ranges::CLASSES))]
     classes: Option<usize>,
     /// Where phase 2 starts training: last (the network's last stage: layer4 for
-    /// the ResNets), all, or a stage by name (`--summary` lists them: all, layer1,
-    /// layer2, layer3, layer4 for the ResNets). The stages before it are frozen and
+    /// the ResNets), all, or a stage by name (`--summary` lists them: layer1 to
+    /// layer4 for the ResNets, features.1 to features.14 for MobileNetV2). The stages before it are frozen and
     /// run once, in extract.
     #[arg(long, default_value = defaults::UNFREEZE, value_parser = Unfreeze::flag)]
     unfreeze: Unfreeze,

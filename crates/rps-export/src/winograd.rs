@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 
 use ndarray::{Array2, Array3, ArrayView4};
 
-use rps_model::resnet::ConvSpec;
+use rps_model::network::ConvSpec;
 
 /// Output tile edge.
 pub const TILE: usize = 4;
@@ -150,7 +150,7 @@ impl Transforms {
 /// noise, which Adam's first step turns into a full step.
 pub fn suits(spec: &ConvSpec, size: usize) -> bool {
     let w = spec.window;
-    w.kernel == 3 && w.stride == 1 && w.pad == 1 && size >= TILE
+    spec.groups == 1 && w.kernel == 3 && w.stride == 1 && w.pads(size) == (1, 1) && size >= TILE
 }
 
 /// A `size` x `size` map cut into 4x4 output tiles, `per_edge` each way.

@@ -18,203 +18,44 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
+use common::step::{Case, check};
 use common::{Input, first_step_inputs, run, session, set};
 use ndarray::ArrayD;
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
 use rps_export::train::{self, Convolutions};
-use rps_fixtures::{f32_spread, reference, rel_err};
-use rps_model::resnet::{Arch, Net};
-
-/// One reference step: its files and the network it trains.
-struct Case {
-    /// The weights, in `../shared/reference/`.
-    weights: &'static str,
-    /// The step: `../shared/reference/`'s, or one of `rps_fixtures::arch_reference`.
-    file: PathBuf,
-    width: usize,
-    unfreeze: Unfreeze,
-    ft_bn: FtBn,
-}
-
-impl Case {
-    fn arch(&self) -> Arch {
-        Arch {
-            net: Net::ResNet18,
-            width: self.width,
-            image_size: 224,
-            classes: 3,
-        }
-    }
-}
-
-/// `(what, our relative error, the bound)` of everything the step and the eval graph
-/// output that the reference holds.
-fn errors(case: &Case) -> Vec<(String, f64, f64)> {
-    let arch = case.arch();
-    let (mut values, _) = rps_weights::load_file(&reference(case.weights)).unwrap();
-    let mut npz = Npz::open(&case.file).unwrap();
-    let keys = npz.names().unwrap();
-    for (name, _) in arch.head_shapes(arch.classes) {
-        values.insert(
-            name.clone(),
-            npz.get(&format!("init:param:{name}")).unwrap(),
-        );
-    }
-    let features = match case.unfreeze.from_images() {
-        true => Input::U8(npz.get("pixels").unwrap()),
-        false => Input::F32(npz.get("features").unwrap()),
-    };
-    let labels = npz.get::<i64>("labels").unwrap();
-    let lr = npz.get::<f32>("lr").unwrap().sum();
-    let mut inputs = first_step_inputs(&arch, case.unfreeze, features.clone(), lr, &values);
-    set(&mut inputs, names::LABELS, Input::I64(labels.clone()));
-    let graph = train::finetune_step(&arch, case.unfreeze, Convolutions::Fastest, case.ft_bn);
-    let name = case.file.file_name().unwrap().to_str().unwrap();
-    let out = run(&mut session(&graph, name), inputs);
-
-    let spread = spread(&mut npz, &keys, name);
-    let widened = |key: &str, bound: f64| bound.max(10.0 * spread.get(key).copied().unwrap_or(0.0));
-    let mut torch_error = |name: &str| {
-        let key = format!("torch_f32_rel:{name}");
-        match keys.contains(&key) {
-            true => npz.get::<f64>(&key).unwrap().sum(),
-            false => 0.0,
-        }
-    };
-    let bounds: BTreeMap<String, f64> = arch
-        .finetune_params(case.unfreeze)
-        .iter()
-        .map(|(name, _)| {
-            let bound = widened(&format!("grad:{name}"), 1e-5);
-            (name.clone(), bound.max(10.0 * torch_error(name)))
-        })
-        .collect();
-    let mut errors = Vec::new();
-    let mut check = |what: String, got: &ArrayD<f32>, key: &str, bound: f64| {
-        let want = npz.get::<f32>(key).unwrap();
-        errors.push((what, rel_err(got, &want), bound));
-    };
-    check(
-        "loss".into(),
-        &out[names::LOSS],
-        "step1:loss",
-        widened("loss", 1e-5),
-    );
-    let bound = widened("logits", 1e-5);
-    check("logits".into(), &out[names::LOGITS], "step1:logits", bound);
-    for (name, bound) in &bounds {
-        let (grad, param) = (names::grad(name), names::updated(&names::param(name)));
-        check(
-            format!("grad {name}"),
-            &out[&grad],
-            &format!("step1:grad:{name}"),
-            *bound,
-        );
-        let key = format!("step1:param:{name}");
-        if keys.contains(&key) {
-            let bound = widened(&format!("param:{name}"), 1e-3);
-            check(format!("param {name}"), &out[&param], &key, bound);
-        }
-    }
-    let mut state = BTreeMap::new();
-    for (name, _) in arch.finetune_buffers(case.unfreeze) {
-        let updated = out[&names::updated(&names::buffer(&name))].clone();
-        let key = format!("step1:buffer:{name}");
-        let bound = widened(&format!("buffer:{name}"), 1e-4);
-        check(format!("buffer {name}"), &updated, &key, bound);
-        state.insert(names::buffer(&name), updated);
-    }
-    for (name, _) in arch.finetune_params(case.unfreeze) {
-        state.insert(
-            names::param(&name),
-            out[&names::updated(&names::param(&name))].clone(),
-        );
-    }
-    // The eval graph on the state after the step.
-    let eval = train::finetune_eval(&arch, case.unfreeze, Convolutions::Fastest);
-    let mut inputs = vec![
-        (names::FEATURES.to_string(), features),
-        (names::LABELS.to_string(), Input::I64(labels)),
-    ];
-    inputs.extend(state.into_iter().map(|(k, v)| (k, Input::F32(v))));
-    let eval_out = run(&mut session(&eval, "finetune_eval"), inputs);
-    check(
-        "eval logits".into(),
-        &eval_out[names::LOGITS],
-        "final:eval_logits",
-        widened("eval_logits", 1e-4),
-    );
-    errors
-}
-
-/// PyTorch's own float32 spread on the reference, by key (`grad:NAME`, `loss`, ...):
-/// the file's `f32_spread:KEY` values, or for `../shared/reference/`'s files
-/// `rps_fixtures::f32_spread`.
-fn spread(npz: &mut Npz, keys: &[String], file: &str) -> BTreeMap<String, f64> {
-    let own: BTreeMap<String, f64> = keys
-        .iter()
-        .filter_map(|key| Some((key.strip_prefix("f32_spread:")?.to_string(), key)))
-        .map(|(name, key)| (name, npz.get::<f64>(key).unwrap().sum()))
-        .collect();
-    if own.is_empty() {
-        f32_spread(file)
-    } else {
-        own
-    }
-}
-
-fn check(case: Case) {
-    let errors = errors(&case);
-    for (what, error, bound) in &errors {
-        eprintln!("{}: {what}: {error:.2e} (bound {bound:.1e})", case.unfreeze);
-    }
-    let over: Vec<_> = errors.iter().filter(|(_, e, b)| e >= b).collect();
-    assert!(
-        over.is_empty(),
-        "{}: over the bound: {over:?}",
-        case.unfreeze
-    );
-    let grads = errors
-        .iter()
-        .filter(|(w, _, _)| w.starts_with("grad "))
-        .count();
-    assert_eq!(grads, case.arch().finetune_params(case.unfreeze).len());
-}
+use rps_fixtures::{arch_reference, reference, rel_err};
+use rps_model::network::{Arch, Net};
 
 #[test]
 fn training_from_layer3_matches_pytorch() {
-    check(Case {
-        weights: "resnet18_seed0.pth",
-        file: reference("resnet18_seed0_train_from_layer3.npz"),
-        width: 64,
-        unfreeze: Unfreeze::stage("layer3"),
-        ft_bn: FtBn::Train,
-    });
+    check(Case::resnet18(
+        "resnet18_seed0.pth",
+        reference("resnet18_seed0_train_from_layer3.npz"),
+        64,
+        Unfreeze::stage("layer3"),
+    ));
 }
 
 #[test]
 fn training_from_layer2_matches_pytorch() {
-    check(Case {
-        weights: "resnet18_w16_seed0.pth",
-        file: reference("resnet18_w16_seed0_train_from_layer2.npz"),
-        width: 16,
-        unfreeze: Unfreeze::stage("layer2"),
-        ft_bn: FtBn::Train,
-    });
+    check(Case::resnet18(
+        "resnet18_w16_seed0.pth",
+        reference("resnet18_w16_seed0_train_from_layer2.npz"),
+        16,
+        Unfreeze::stage("layer2"),
+    ));
 }
 
 #[test]
 fn training_the_whole_network_from_u8_pixels_matches_pytorch() {
-    check(Case {
-        weights: "resnet18_w16_seed0.pth",
-        file: reference("resnet18_w16_seed0_train_from_conv1.npz"),
-        width: 16,
-        unfreeze: Unfreeze::All,
-        ft_bn: FtBn::Train,
-    });
+    check(Case::resnet18(
+        "resnet18_w16_seed0.pth",
+        reference("resnet18_w16_seed0_train_from_conv1.npz"),
+        16,
+        Unfreeze::All,
+    ));
 }
 
 /// `FT_BN=eval`: the trained stages' BatchNorm normalizes with its running
@@ -229,11 +70,13 @@ fn training_with_batch_norm_in_eval_mode_matches_pytorch_at_three_depths() {
     ] {
         let file = format!("resnet18_w16_seed0_bn_eval_train_from_{stage}.npz");
         check(Case {
-            weights: "resnet18_w16_seed0.pth",
-            file: rps_fixtures::arch_reference(&file),
-            width: 16,
-            unfreeze,
             ft_bn: FtBn::Eval,
+            ..Case::resnet18(
+                "resnet18_w16_seed0.pth",
+                arch_reference(&file),
+                16,
+                unfreeze,
+            )
         });
     }
 }
@@ -253,13 +96,7 @@ fn frozen_shapes_are_the_references_inputs() {
         ),
         ("resnet18_w16_seed0_train_from_conv1.npz", 16, Unfreeze::All),
     ] {
-        let case = Case {
-            weights: "",
-            file: reference(file),
-            width,
-            unfreeze,
-            ft_bn: FtBn::Train,
-        };
+        let case = Case::resnet18("", reference(file), width, unfreeze);
         let features = Npz::open(&reference(file))
             .unwrap()
             .get::<f32>("features")

@@ -6,7 +6,7 @@ use common::{Input, assert_matches, run, session};
 use rps_core::{Unfreeze, names};
 use rps_export::infer;
 use rps_fixtures::{arch_reference, reference};
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 use std::path::Path;
 
 fn check_forward(net: Net, weights_file: &Path, forward_file: &Path, width: usize, size: usize) {

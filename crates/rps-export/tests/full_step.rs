@@ -9,7 +9,7 @@ use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
 use rps_export::train::{self, Convolutions};
 use rps_fixtures::{reference, rel_err};
-use rps_model::resnet::{Arch, Net, fc};
+use rps_model::network::{Arch, Net};
 
 const ARCH: Arch = Arch {
     net: Net::ResNet18,
@@ -24,7 +24,7 @@ fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
     let (mut values, _) = rps_weights::load_file(&reference("resnet18_seed0.pth")).unwrap();
     let mut npz = Npz::open(&reference(FILE)).unwrap();
     for leaf in ["weight", "bias"] {
-        let name = fc().tensor(leaf);
+        let name = ARCH.head().tensor(leaf);
         values.insert(
             name.clone(),
             npz.get(&format!("init:param:{name}")).unwrap(),

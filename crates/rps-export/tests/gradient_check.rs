@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::{FtBn, Unfreeze, names};
 use rps_export::train::{self, Convolutions};
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 
 const BATCH: usize = 4;
 

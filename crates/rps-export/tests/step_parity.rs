@@ -12,7 +12,7 @@ use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze};
 use rps_export::train::{self, Convolutions};
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 
 /// The mini models the references hold, on 64-pixel images: resnet18's are
 /// `../shared/`'s (width 8), the others made here (width 4).
@@ -160,14 +160,14 @@ fn check_phase(net: Net, finetune: bool) {
 
 #[test]
 fn head_step_matches_pytorch() {
-    for net in Net::ALL {
+    for net in [Net::ResNet18, Net::ResNet34, Net::ResNet50] {
         check_phase(net, false);
     }
 }
 
 #[test]
 fn finetune_step_matches_pytorch() {
-    for net in Net::ALL {
+    for net in [Net::ResNet18, Net::ResNet34, Net::ResNet50] {
         check_phase(net, true);
     }
 }

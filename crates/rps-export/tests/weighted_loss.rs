@@ -12,7 +12,7 @@ use rps_core::names;
 use rps_core::npy::Npz;
 use rps_export::train;
 use rps_fixtures::arch_reference;
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 
 #[test]
 fn the_weighted_loss_its_gradient_and_adam_match_pytorch() {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 use rps_model::weights::check_weights;
 use rps_weights::load_file;
 
@@ -153,7 +153,7 @@ fn export_refuses_a_fetched_dataset_of_one_class() {
         layout: layout.clone(),
         source: rps_export::export::Source::Random(0),
         net: Net::ResNet18,
-        width: 4,
+        width: rps_core::Width::Channels(4),
         image_size: 32,
         classes: None,
         unfreeze: rps_core::Unfreeze::stage("layer4"),

@@ -7,7 +7,7 @@ use rps_core::sidecar::ExtractMeta;
 use rps_core::{CacheFile, ClassList, Device, Feature, Folder, Layout, Split, Unfreeze, npy};
 use rps_export::export::{self, Source};
 use rps_fixtures::{assert_close, reference, write_cache_sidecars};
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 
 /// A temporary DATA with the graphs of reference `weights` at `width`, for
 /// `image_size`-pixel images and three classes, phase 2 training from layer4.

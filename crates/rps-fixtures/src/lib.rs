@@ -56,6 +56,18 @@ pub fn rel_err(got: &ArrayD<f32>, want: &ArrayD<f32>) -> f64 {
     (diff / norm.max(1e-30)).sqrt()
 }
 
+/// `values` flat, cut to at most `keep` elements as references that sample large
+/// tensors store them: the elements at 0, step, 2 step, ... with step =
+/// ceil(len / keep).
+pub fn sampled(values: &ArrayD<f32>, keep: usize) -> ArrayD<f32> {
+    if values.len() <= keep {
+        return values.clone();
+    }
+    let step = values.len().div_ceil(keep);
+    let kept: Vec<f32> = values.iter().step_by(step).copied().collect();
+    ArrayD::from_shape_vec(ndarray::IxDyn(&[kept.len()]), kept).expect("one axis")
+}
+
 /// Asserts that `got` is within `tolerance` of `want` (relative L2), naming `what`.
 pub fn assert_close(what: &str, got: &ArrayD<f32>, want: &ArrayD<f32>, tolerance: f64) {
     let err = rel_err(got, want);

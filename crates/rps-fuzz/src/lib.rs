@@ -15,7 +15,7 @@ use rps_core::sidecar::{
     EvaluateMeta, ExportMeta, ExtractMeta, LrFindMeta, PreprocessMeta, TrainMeta,
 };
 use rps_core::{ClassList, npy, table};
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 
 /// A fuzz target: its name (`fuzz/fuzz_targets/NAME.rs`, `fuzz/seeds/NAME/`) and
 /// what it runs, which says whether the input was read all the way as valid (the

@@ -4,7 +4,7 @@
 //! to. The tensor lists of every graph, the weight checks, the counts and the
 //! summary come from here, never from a second description of the model.
 
-use crate::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
+use crate::network::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
 use crate::window::Window;
 
 /// Whether a tensor learns (a parameter) or is a BatchNorm running statistic.
@@ -135,6 +135,10 @@ impl Lowering for Registry {
         *x
     }
 
+    fn relu6(&mut self, x: &Map) -> Map {
+        *x
+    }
+
     fn add(&mut self, a: &Map, _: &Map) -> Map {
         *a
     }
@@ -163,7 +167,7 @@ impl Lowering for Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resnet::Net;
+    use crate::network::Net;
 
     #[test]
     fn a_steps_floats_per_image_count_patches_and_three_maps_per_convolution() {

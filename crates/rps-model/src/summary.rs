@@ -7,7 +7,7 @@
 use rps_core::Unfreeze;
 use rps_core::rows::LayerRow;
 
-use crate::resnet::{Arch, ConvSpec, Lowering, Module, fc};
+use crate::network::{Arch, ConvSpec, Lowering, Module};
 use crate::window::Window;
 
 /// One image's feature map: channels and edge.
@@ -56,6 +56,10 @@ impl Lowering for Summary {
         *x
     }
 
+    fn relu6(&mut self, x: &Map) -> Map {
+        *x
+    }
+
     fn add(&mut self, a: &Map, _: &Map) -> Map {
         *a
     }
@@ -100,7 +104,7 @@ pub fn layers(arch: &Arch, unfreeze: Unfreeze) -> Vec<LayerRow> {
         .map(|(_, shape)| shape.iter().product::<usize>())
         .sum();
     summary.rows.push(LayerRow {
-        name: fc().name().into(),
+        name: arch.head().name().into(),
         kind: "Dropout, Linear".into(),
         output_shape: arch.classes.to_string(),
         params: head,
@@ -163,14 +167,14 @@ pub fn table(rows: &[LayerRow], cuts: &[(Unfreeze, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resnet::Net;
+    use crate::network::Net;
 
     #[test]
     fn totals_equal_the_parameter_counts_for_every_net_and_depth() {
         for net in Net::ALL {
             let arch = Arch {
                 net,
-                width: 64,
+                width: net.full_width(),
                 image_size: 224,
                 classes: 3,
             };

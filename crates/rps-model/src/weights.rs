@@ -10,7 +10,7 @@ use rand_distr::{Distribution, Normal};
 use rps_core::Tensors;
 use thiserror::Error;
 
-use crate::resnet::{Arch, BnTensor, Net, fc};
+use crate::network::{Arch, BnTensor, Net};
 
 #[derive(Debug, Error)]
 pub enum WeightsError {
@@ -211,8 +211,8 @@ pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
         }
     }
     let (weight, bias) = rps_core::init::linear(arch.features(), IMAGENET_CLASSES, &mut rng);
-    tensors.insert(fc().tensor("weight"), weight);
-    tensors.insert(fc().tensor("bias"), bias);
+    tensors.insert(arch.head().tensor("weight"), weight);
+    tensors.insert(arch.head().tensor("bias"), bias);
     tensors
 }
 

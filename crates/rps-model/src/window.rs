@@ -3,17 +3,49 @@
 //! arithmetic, which every lowering of a convolution gathers by.
 
 /// A 2-D convolution or pooling window: square kernel, stride and padding.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub kernel: usize,
     pub stride: usize,
-    pub pad: usize,
+    pub padding: Padding,
+}
+
+/// Zeros around the input, the same on each axis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Padding {
+    /// This many before and after (PyTorch's `padding=`).
+    Both(usize),
+    /// TensorFlow's `'SAME'`: an output of `ceil(size / stride)`, the padding it
+    /// needs split with the odd one after (bottom and right), as ONNX's `SAME_UPPER`.
+    Same,
 }
 
 impl Window {
+    /// A window with `pad` zeros on every side.
+    pub const fn padded(kernel: usize, stride: usize, pad: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding: Padding::Both(pad),
+        }
+    }
+
+    /// The zeros before and after the input on each axis, for a `size` x `size` input.
+    pub fn pads(&self, size: usize) -> (usize, usize) {
+        match self.padding {
+            Padding::Both(pad) => (pad, pad),
+            Padding::Same => {
+                let out = size.div_ceil(self.stride);
+                let total = ((out - 1) * self.stride + self.kernel).saturating_sub(size);
+                (total / 2, total - total / 2)
+            }
+        }
+    }
+
     /// The edge of the output of a `size` x `size` input.
     pub fn out_size(&self, size: usize) -> usize {
-        (size + 2 * self.pad - self.kernel) / self.stride + 1
+        let (before, after) = self.pads(size);
+        (size + before + after - self.kernel) / self.stride + 1
     }
 
     /// For each tap k and output position o, the input position the tap reads (P_in for
@@ -41,7 +73,7 @@ impl Window {
     pub fn input_grad_phases(&self, in_size: usize) -> Vec<GradPhase> {
         let out_size = self.out_size(in_size);
         let p_out = out_size * out_size;
-        let (stride, pad) = (self.stride, self.pad);
+        let (stride, pad) = (self.stride, self.pads(in_size).0);
         let phase_of = |k: usize| (k + stride * pad - pad) % stride;
         let mut phases = Vec::new();
         for (py, px) in (0..stride).flat_map(|py| (0..stride).map(move |px| (py, px))) {
@@ -84,8 +116,9 @@ impl Window {
         let out_size = self.out_size(in_size);
         let (ky, kx) = (tap / self.kernel, tap % self.kernel);
         let (oy, ox) = (o / out_size, o % out_size);
-        let iy = (oy * self.stride + ky).checked_sub(self.pad)?;
-        let ix = (ox * self.stride + kx).checked_sub(self.pad)?;
+        let pad = self.pads(in_size).0;
+        let iy = (oy * self.stride + ky).checked_sub(pad)?;
+        let ix = (ox * self.stride + kx).checked_sub(pad)?;
         (iy < in_size && ix < in_size).then_some(iy * in_size + ix)
     }
 }
@@ -101,4 +134,33 @@ pub struct GradPhase {
     /// `[taps, positions]`: the output position each tap read at each position, or
     /// P_out (the zero row) where it read none.
     pub indices: Vec<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_padding_puts_the_odd_zero_after_as_tensorflow_does() {
+        let same = |kernel, stride| Window {
+            kernel,
+            stride,
+            padding: Padding::Same,
+        };
+        // EfficientNet-Lite0's stride-2 layers at 224 pixels: the stem and the 3x3
+        // depthwise convolution on 112, the 5x5 ones on 56 and 28.
+        assert_eq!(same(3, 2).pads(224), (0, 1));
+        assert_eq!(same(3, 2).out_size(224), 112);
+        assert_eq!(same(5, 2).pads(56), (1, 2));
+        assert_eq!(same(5, 2).out_size(28), 14);
+        // Stride 1 pads evenly, as PyTorch's `padding=k//2` does; odd sizes too.
+        assert_eq!(same(5, 1).pads(14), (2, 2));
+        assert_eq!(same(3, 2).pads(7), (1, 1));
+        assert_eq!(same(1, 1).pads(7), (0, 0));
+        // The top-left tap of the first output reads the first input (no zero
+        // before it), the last reads the zero after.
+        let indices = same(3, 2).tap_indices(4);
+        assert_eq!(&indices[..4], &[0, 2, 8, 10]);
+        assert_eq!(indices[8 * 4 + 3], 16);
+    }
 }

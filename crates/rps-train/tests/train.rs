@@ -13,7 +13,7 @@ use rps_core::{
 };
 use rps_export::export::{self, Source};
 use rps_fixtures::reference;
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 use rps_train::run;
 
 /// Trains the test dataset with its settings edited by `edit`, which must fail; the

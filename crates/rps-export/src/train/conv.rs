@@ -7,11 +7,14 @@
 //! - Winograd F(4x4, 3x3) by dense transforms over the map's positions
 //!   ([`winograd::Transforms`]), for stride-1 3x3 convolutions on maps of a tile up
 //!   to [`DENSE_WINOGRAD_MAX`]: in eval graphs forward and back, in train steps the
-//!   backward only (see [`super::Convolutions::Fastest`]).
+//!   backward only (see [`super::Convolutions::Fastest`]);
+//! - depthwise convolutions (one filter per channel) as gathered taps and a product
+//!   batched over the channels, whose gathered taps serve the weight gradient; the
+//!   input gradient gathers the output gradient phase by phase, as patches do.
 
 use crate::graph::{Graph, Transposed, Value};
 use crate::winograd;
-use rps_model::resnet::ConvSpec;
+use rps_model::network::ConvSpec;
 use rps_model::window::{GradPhase, Window};
 
 use super::Convolutions;
@@ -29,6 +32,8 @@ pub enum Algorithm {
     Winograd,
     /// Patches forward, the adjoint of Winograd's forward backward (train steps).
     PatchesThenWinograd,
+    /// One filter per channel: taps gathered per channel.
+    Depthwise,
 }
 
 impl Algorithm {
@@ -38,6 +43,9 @@ impl Algorithm {
         spec: &ConvSpec,
         size: usize,
     ) -> Self {
+        if spec.groups > 1 {
+            return Algorithm::Depthwise;
+        }
         let winograd = convolutions == Convolutions::Fastest
             && winograd::suits(spec, size)
             && size <= DENSE_WINOGRAD_MAX;
@@ -55,6 +63,8 @@ pub enum Saved {
     Patches(Value),
     /// Each group's transforms and transformed values.
     Winograd(Vec<WinogradGroup>),
+    /// Each channel's gathered taps, `[C, K, P_out*N]`.
+    Taps(Value),
 }
 
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` by `algorithm`, and what its backward needs.
@@ -81,6 +91,10 @@ pub fn forward(
             let groups = winograd_transforms(g, spec, weight, x, in_size, KernelFor::InputGradient);
             (Saved::Winograd(groups), y)
         }
+        Algorithm::Depthwise => {
+            let (taps, y) = depthwise_forward(g, spec, weight, x, in_size);
+            (Saved::Taps(taps), y)
+        }
     }
 }
 
@@ -101,6 +115,11 @@ pub fn backward(
             (dw, dx)
         }
         Saved::Winograd(groups) => winograd_backward(g, spec, groups, dy, in_size, input_grad),
+        Saved::Taps(taps) => {
+            let dw = depthwise_weight_grad(g, spec, taps, dy);
+            let dx = input_grad.then(|| depthwise_input_grad(g, spec, weight, dy, in_size));
+            (dw, dx)
+        }
     };
     let shape: Vec<i64> = spec.weight_shape().iter().map(|&d| d as i64).collect();
     (g.reshape(&dw, &shape), dx)
@@ -201,6 +220,64 @@ fn patches_input_grad(
         let wt = g.reshape(&wt, &[cin, cout * t]);
         let dx = g.matmul(&wt, &gathered);
         g.reshape(&dx, &[cin, n as i64, -1])
+    })
+}
+
+/// `[C, P_in, N]` -> each channel's taps `[C, K, P_out*N]`, which the backward
+/// reuses, and `[C, P_out, N]`: per channel, its `[1, K]` filter times its taps.
+fn depthwise_forward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    in_size: usize,
+) -> (Value, Value) {
+    let (c, taps) = (spec.cout as i64, spec.window.taps());
+    let out_size = spec.out_size(in_size);
+    let indices = spec.window.tap_indices(in_size);
+    let indices = g.int_constant(&[taps, out_size * out_size], &indices);
+    let gathered = gather_padded(g, x, &indices);
+    let gathered = g.reshape(&gathered, &[c, taps as i64, -1]);
+    let filters = g.reshape(weight, &[c, 1, taps as i64]);
+    let y = g.matmul(&filters, &gathered);
+    let y = g.reshape(&y, &[c, (out_size * out_size) as i64, -1]);
+    (gathered, y)
+}
+
+/// `[C, K, 1]`: each channel's taps times its output gradient.
+fn depthwise_weight_grad(g: &mut Graph, spec: &ConvSpec, taps: &Value, dy: &Value) -> Value {
+    let column = g.reshape(dy, &[spec.cout as i64, -1, 1]);
+    g.matmul(taps, &column)
+}
+
+/// The depthwise convolution run backwards phase by phase, as
+/// [`patches_input_grad`]: per channel, the phase's taps of its filter times the
+/// output gradient each tap read there.
+fn depthwise_input_grad(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    dy: &Value,
+    in_size: usize,
+) -> Value {
+    let (c, taps) = (spec.cout as i64, spec.window.taps());
+    let filters = g.reshape(weight, &[c, 1, taps as i64]);
+    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
+    scatter_by_phase(g, spec.window, in_size, |g, phase| {
+        let (phase_taps, n) = (&phase.taps, phase.positions.len());
+        let t = phase_taps.len() as i64;
+        let indices = g.int_constant(&[phase_taps.len(), n], &phase.indices);
+        let gathered = g.gather(&padded_dy, &indices, 1);
+        let gathered = g.reshape(&gathered, &[c, t, -1]);
+        let phase_filters = if phase_taps.len() == taps {
+            filters.clone()
+        } else {
+            let list: Vec<i64> = phase_taps.iter().map(|&k| k as i64).collect();
+            let list = g.int_constant(&[phase_taps.len()], &list);
+            g.gather(&filters, &list, 2)
+        };
+        let dx = g.matmul(&phase_filters, &gathered);
+        g.reshape(&dx, &[c, n as i64, -1])
     })
 }
 

@@ -5,7 +5,7 @@
 //!   output named `new_<input>`;
 //! - eval graphs: the same forward with BatchNorm in eval mode, scoring a batch.
 //!
-//! The forward is the model's one definition ([`rps_model::resnet`]) lowered by
+//! The forward is the model's one definition ([`rps_model::network`]) lowered by
 //! [`Builder`]: each layer kind ([`layers`]) emits its forward and, in a train step,
 //! pushes what its backward needs onto the [`tape`], whose reverse replay is the
 //! step's backward. Activations are laid out channel-major, `[C, H*W, N]`, batch
@@ -22,14 +22,14 @@ use rps_core::names::RateGroup;
 use rps_core::{FtBn, Unfreeze, names};
 
 use crate::graph::{Dim, Elem, Graph, Reduce, Value};
-use rps_model::resnet::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
+use rps_model::network::{Arch, BnTensor, ConvSpec, Lowering, Shapes};
 use rps_model::window::Window;
 
 use adam::AdamScalars;
 use conv::Algorithm;
 use layers::{
     Add, BatchNormRunning, BatchNormTrain, BnInputs, Conv, Dropout, GlobalAveragePool, Linear,
-    MaxPool, Relu,
+    MaxPool, Relu, Relu6,
 };
 use tape::{Act, Backward, Gradient, Tape};
 
@@ -375,6 +375,11 @@ impl Lowering for Builder {
         self.record(&[x], layer, out, (x.size, x.channels))
     }
 
+    fn relu6(&mut self, x: &Act) -> Act {
+        let (layer, out) = Relu6::forward(&mut self.g, &x.value);
+        self.record(&[x], layer, out, (x.size, x.channels))
+    }
+
     fn add(&mut self, a: &Act, b: &Act) -> Act {
         let (layer, sum) = Add::forward(&mut self.g, &a.value, &b.value);
         self.record(&[a, b], layer, sum, (a.size, a.channels))
@@ -394,7 +399,7 @@ impl Lowering for Builder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rps_model::resnet::Net;
+    use rps_model::network::Net;
 
     #[test]
     fn indices_of_a_strided_3x3_convolution() {
@@ -455,7 +460,7 @@ mod tests {
         // (56, 28, 14 and 7 pixels).
         let choose = |stage: usize| {
             let size = 112 >> stage;
-            let conv = arch.layer(stage)[1].main_path()[0].clone();
+            let conv = rps_model::resnet::layer(&arch, stage)[1].main_path()[0].clone();
             Algorithm::choose(Convolutions::Fastest, true, &conv, size)
         };
         assert_eq!(choose(1), Algorithm::Patches);
@@ -475,12 +480,12 @@ mod tests {
 
     /// layer4.0.conv1 of a 64-px model: 3x3, stride 2, pad 1.
     fn strided_3x3() -> ConvSpec {
-        small_arch().layer(4)[0].main_path()[0].clone()
+        rps_model::resnet::layer(&small_arch(), 4)[0].main_path()[0].clone()
     }
 
     /// layer4.0.downsample: 1x1, stride 2.
     fn strided_1x1() -> ConvSpec {
-        small_arch().layer(4)[0]
+        rps_model::resnet::layer(&small_arch(), 4)[0]
             .downsample()
             .expect("layer4 downsamples")
     }

@@ -1,6 +1,8 @@
 //! Shared by the integration tests: paths, running graphs, comparing to references.
 #![allow(dead_code)]
 
+pub mod step;
+
 use std::collections::BTreeMap;
 
 use ndarray::{ArrayD, IxDyn, arr0};
@@ -9,7 +11,7 @@ use ort::value::Tensor;
 use rps_core::names::RateGroup;
 use rps_core::npy::Npz;
 use rps_core::{SessionOptions, Unfreeze, defaults, names};
-use rps_model::resnet::Arch;
+use rps_model::network::Arch;
 use rps_runtime::Runtime;
 
 use rps_fixtures::assert_close;

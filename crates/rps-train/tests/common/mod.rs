@@ -8,7 +8,7 @@ use rps_core::sidecar::TrainSettings;
 use rps_core::{Feature, Folder, Layout, ResultFile, SessionOptions, Split, Unfreeze, npy, table};
 use rps_export::export::{self, Source};
 use rps_fixtures::write_cache_sidecars;
-use rps_model::resnet::{Arch, Net};
+use rps_model::network::{Arch, Net};
 use rps_train::Config;
 
 pub const ARCH: Arch = Arch {
