@@ -50,6 +50,15 @@ pub fn short_of(needed: u64) -> Option<u64> {
     available().filter(|&free| needed > free)
 }
 
+/// A batch of `batch` images that each hold `floats_per_image` floats at once:
+/// `(needed, free)` in bytes when it cannot fit in what is free, `None` when it may.
+pub fn batch_shortfall(batch: usize, floats_per_image: u64) -> Option<(u64, u64)> {
+    let needed = (batch as u64)
+        .saturating_mul(floats_per_image)
+        .saturating_mul(4);
+    short_of(needed).map(|free| (needed, free))
+}
+
 /// `bytes` as people read them: `12.2 GB`.
 pub fn describe(bytes: u64) -> String {
     format!("{:.1} GB", bytes as f64 / 1e9)

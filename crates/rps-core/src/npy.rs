@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension};
@@ -174,13 +174,109 @@ where
         message: format!("writing .npz: {e}"),
     };
     atomic::write_file(path, |out| {
-        let mut npz = ndarray_npy::NpzWriter::new(out);
-        for (name, array) in arrays {
-            npz.add_array(name, array).map_err(|e| invalid(&e))?;
-        }
-        npz.finish().map_err(|e| invalid(&e))?;
+        write_npz_to(out, arrays).map_err(|e| invalid(&e))?;
         Ok(())
     })
+}
+
+/// Writes `arrays` as an `.npz` archive into `out`. After a failed write, the
+/// archive takes what it still writes without writing it: dropping an unfinished
+/// archive finishes it, and the zip writer prints its own "ZipWriter drop failed"
+/// when that fails too, beside the error this returns.
+pub fn write_npz_to<'a, A, I, W>(out: W, arrays: I) -> std::result::Result<(), String>
+where
+    A: WritableElement + 'a,
+    I: IntoIterator<Item = (&'a str, &'a ArrayD<A>)>,
+    W: Write + Seek,
+{
+    let mut quiet = QuietAfterError::new(out);
+    let written = (|| {
+        let mut npz = ndarray_npy::NpzWriter::new(&mut quiet);
+        for (name, array) in arrays {
+            npz.add_array(name, array).map_err(|e| e.to_string())?;
+        }
+        npz.finish().map_err(|e| e.to_string())?;
+        Ok(())
+    })();
+    // The first failure, as the system said it: the archive's own word for it
+    // can be as bare as "i/o error".
+    match quiet.error {
+        Some(error) => Err(error.to_string()),
+        None => written,
+    }
+}
+
+/// A writer that, once a write or seek has failed, takes every later one without
+/// doing it, keeping the position the archive expects.
+struct QuietAfterError<W> {
+    inner: W,
+    /// The first failure, which the archive may not have passed on.
+    error: Option<std::io::Error>,
+    position: u64,
+    end: u64,
+}
+
+impl<W> QuietAfterError<W> {
+    fn new(inner: W) -> Self {
+        Self {
+            inner,
+            error: None,
+            position: 0,
+            end: 0,
+        }
+    }
+
+    /// `result`, its error kept as the first failure.
+    fn noted<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        result.inspect_err(|e| {
+            self.error = Some(std::io::Error::new(e.kind(), e.to_string()));
+        })
+    }
+
+    fn moved_to(&mut self, position: u64) -> u64 {
+        self.position = position;
+        self.end = self.end.max(position);
+        position
+    }
+}
+
+impl<W: Write> Write for QuietAfterError<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = match self.error {
+            Some(_) => buf.len(),
+            None => {
+                let result = self.inner.write(buf);
+                self.noted(result)?
+            }
+        };
+        self.moved_to(self.position + written as u64);
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.error {
+            Some(_) => Ok(()),
+            None => {
+                let result = self.inner.flush();
+                self.noted(result)
+            }
+        }
+    }
+}
+
+impl<W: Seek> Seek for QuietAfterError<W> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let position = match (&self.error, to) {
+            (None, _) => {
+                let result = self.inner.seek(to);
+                self.noted(result)?
+            }
+            (Some(_), SeekFrom::Start(at)) => at,
+            (Some(_), SeekFrom::Current(by)) => self.position.saturating_add_signed(by),
+            (Some(_), SeekFrom::End(by)) => self.end.saturating_add_signed(by),
+        };
+        Ok(self.moved_to(position))
+    }
 }
 
 /// Float tensors by PyTorch name, as the weights and checkpoint `.npz` files hold them.

@@ -125,6 +125,11 @@ pub struct ExportDetails {
     /// A lower bound of the floats phase 2's step keeps per image for its backward:
     /// with the batch and the trained parameters, the least memory a step takes.
     pub finetune_floats_per_image: u64,
+    /// A lower bound of the floats the backbone's forward holds per image at once:
+    /// with extract's batch, the least memory it takes.
+    pub backbone_floats_per_image: u64,
+    /// The same for the eval graph of the trained stages, which evaluate runs.
+    pub eval_floats_per_image: u64,
     /// Every file written, so that a changed or cut one can be told apart.
     pub files: Vec<FileDigest>,
 }

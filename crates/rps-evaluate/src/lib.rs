@@ -64,6 +64,7 @@ pub fn run(config: &Config) -> Result<Report> {
     let _lock = rps_core::lock::DataLock::acquire(layout, env!("CARGO_PKG_NAME"))?;
     let upstream = Upstream::read(layout)?;
     let (classes, unfreeze) = (upstream.classes, upstream.export.settings.unfreeze);
+    check_batch_memory(config.batch, upstream.export.details.eval_floats_per_image)?;
     let weights_path = chosen_weights(layout);
     let weights = npy::read_tensors(&weights_path)?;
     let scores = score_test_split(config, &weights, unfreeze, classes.len())?;
@@ -211,6 +212,22 @@ impl Scores {
 
 /// Runs `finetune_eval.onnx` with `weights` over the test split's features (the
 /// frozen layers' output, or the images when phase 2 trained from `all`).
+/// A batch of the eval graph holds at least each image's largest layer input and
+/// output at once (export's lower bound): refused before anything is scored when
+/// even that is more than is free.
+fn check_batch_memory(batch: usize, floats_per_image: u64) -> Result<()> {
+    match rps_core::memory::batch_shortfall(batch, floats_per_image) {
+        Some((needed, free)) => anyhow::bail!(
+            "scoring at --batch {batch} needs at least {} ({} per image for the trained stages' \
+             largest layer), and {} is free: lower --batch",
+            rps_core::memory::describe(needed),
+            rps_core::memory::describe(floats_per_image * 4),
+            rps_core::memory::describe(free)
+        ),
+        None => Ok(()),
+    }
+}
+
 fn score_test_split(
     config: &Config,
     weights: &Tensors,

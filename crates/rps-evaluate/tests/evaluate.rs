@@ -202,6 +202,31 @@ fn a_test_label_outside_the_classes_is_refused_naming_file_row_and_value() {
     }
 }
 
+/// A scoring batch that cannot fit in the memory this machine has free is refused
+/// before anything is scored, with export's lower bound and what is free.
+#[test]
+fn a_batch_larger_than_free_memory_is_refused_before_it_runs() {
+    use rps_core::sidecar::ExportMeta;
+    let copy = pipeline_copy();
+    let layout = Layout::new(copy.path());
+    let path = layout.graph(rps_core::GraphFile::Meta);
+    let mut meta = ExportMeta::read(&path).unwrap();
+    meta.details.eval_floats_per_image = 1 << 40;
+    meta.write(&path).unwrap();
+    std::fs::remove_file(layout.result(ResultFile::Summary)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
+        .args(["--data", copy.path().to_str().unwrap(), "--device", "cpu"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("scoring at --batch 64 needs at least") && stderr.contains("is free"),
+        "{stderr}"
+    );
+    assert!(!layout.result(ResultFile::Summary).exists());
+}
+
 /// A phase 2 that ends with a higher test loss than phase 1's last epoch is said on
 /// the terminal, at the top of the report and in summary.csv, with the epoch
 /// model.onnx holds; one that ends lower is not warned about.

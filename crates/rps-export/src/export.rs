@@ -160,6 +160,8 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
         head: HeadNames { weight, bias },
         normalization: arch.normalization(),
         finetune_floats_per_image: arch.step_floats_per_image(unfreeze),
+        backbone_floats_per_image: arch.forward_floats_per_image(Unfreeze::All),
+        eval_floats_per_image: arch.forward_floats_per_image(unfreeze),
         files,
     };
     let mut meta = ExportMeta::new(Stage::Export, env!("CARGO_PKG_VERSION"), settings, details);

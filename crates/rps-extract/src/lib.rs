@@ -86,6 +86,7 @@ pub fn run(config: &Config) -> Result<Report> {
         Device::Cpu => defaults::EXTRACT_BATCH_CPU,
         Device::Cuda => defaults::EXTRACT_BATCH_CUDA,
     });
+    check_batch_memory(batch, upstream.export.details.backbone_floats_per_image)?;
     let tmp = TempDir::beside(&layout.dir(Folder::Features))?;
     let mut splits = Vec::new();
     for (split, mapped) in &inputs {
@@ -186,6 +187,22 @@ fn check_free_space(data: &Path, needed: u64) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A batch of the backbone holds at least each image's largest layer input and
+/// output at once (export's lower bound): refused before a batch is made when even
+/// that is more than is free, rather than left to fail in ONNX Runtime.
+fn check_batch_memory(batch: usize, floats_per_image: u64) -> Result<()> {
+    match rps_core::memory::batch_shortfall(batch, floats_per_image) {
+        Some((needed, free)) => bail!(
+            "extract at --batch {batch} (EXTRACT_BATCH) needs at least {} ({} per image for the \
+             backbone's largest layer), and {} is free: lower EXTRACT_BATCH",
+            rps_core::memory::describe(needed),
+            rps_core::memory::describe(floats_per_image * 4),
+            rps_core::memory::describe(free)
+        ),
+        None => Ok(()),
+    }
 }
 
 fn file_name(path: &Path) -> &std::ffi::OsStr {

@@ -160,6 +160,28 @@ fn a_cache_of_another_image_size_is_refused_before_any_work() {
     assert!(!layout.dir(Folder::Features).exists());
 }
 
+/// A batch that cannot fit in the memory this machine has free is refused before a
+/// batch is made, with export's lower bound and what is free.
+#[test]
+fn a_batch_larger_than_free_memory_is_refused_before_it_runs() {
+    use rps_core::sidecar::ExportMeta;
+    let (_dir, layout) = exported("mini_w8_s64_seed0.pth", 8, 64);
+    write_cache(&layout, 64, &ArrayD::zeros(IxDyn(&[2, 3, 64, 64])));
+    let path = layout.graph(rps_core::GraphFile::Meta);
+    let mut meta = ExportMeta::read(&path).unwrap();
+    meta.details.backbone_floats_per_image = 1 << 40;
+    meta.write(&path).unwrap();
+    let out = extract(&layout, 4);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("extract at --batch 4 (EXTRACT_BATCH) needs at least")
+            && err.contains("is free"),
+        "{err}"
+    );
+    assert!(!layout.dir(Folder::Features).exists());
+}
+
 #[test]
 fn graphs_for_another_image_size_or_class_count_are_refused_naming_both() {
     let (_dir, layout) = exported("mini_w8_s64_seed0.pth", 8, 64);

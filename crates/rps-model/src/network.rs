@@ -413,6 +413,14 @@ impl Arch {
             .step_floats_per_image(self.stage_index(unfreeze))
     }
 
+    /// A lower bound of the floats one image holds at once in an inference forward
+    /// from where phase 2 starts at `unfreeze` ([`Unfreeze::All`]: the whole
+    /// backbone, as extract runs it).
+    pub fn forward_floats_per_image(&self, unfreeze: Unfreeze) -> u64 {
+        self.describe()
+            .forward_floats_per_image(self.stage_index(unfreeze))
+    }
+
     /// What phase 2 reads per image when it trains from `unfreeze`: the frozen
     /// layers' output `[C, H, W]`, or the image.
     pub fn frozen_shape(&self, unfreeze: Unfreeze) -> [usize; 3] {

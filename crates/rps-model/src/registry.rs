@@ -78,6 +78,22 @@ impl Description {
             .sum()
     }
 
+    /// A lower bound of the floats one image holds at once in an inference forward
+    /// through the stages from `first` on: the largest input and output map of any
+    /// one convolution.
+    pub fn forward_floats_per_image(&self, first: usize) -> u64 {
+        self.convs
+            .iter()
+            .zip(&self.conv_inputs)
+            .filter(|((stage, _), _)| *stage >= first)
+            .map(|((_, spec), &size)| {
+                let out = spec.out_size(size) as u64;
+                spec.cin as u64 * (size * size) as u64 + spec.cout as u64 * out * out
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The tensors of `kind` in the stages from `first` on, with their shapes.
     pub fn shapes(&self, kind: Option<TensorKind>, first: usize) -> Shapes {
         self.tensors
@@ -184,6 +200,13 @@ mod tests {
         assert_eq!(d.step_floats_per_image(4), patches + 5 * 3 * 512 * 49);
         let deeper: Vec<u64> = (0..=4).map(|s| d.step_floats_per_image(s)).collect();
         assert!(deeper.windows(2).all(|w| w[0] > w[1]), "{deeper:?}");
+        // A forward holds conv1's image and output at once (3 x 224² + 64 x 112²),
+        // layer4 at most its first convolution's (256 x 14² + 512 x 7²).
+        assert_eq!(
+            d.forward_floats_per_image(0),
+            3 * 224 * 224 + 64 * 112 * 112
+        );
+        assert_eq!(d.forward_floats_per_image(4), 256 * 196 + 512 * 49);
     }
 
     #[test]
