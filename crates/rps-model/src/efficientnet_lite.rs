@@ -10,7 +10,7 @@
 
 use rps_core::Normalization;
 
-use crate::inverted_residual::{InvertedResidual, conv_bn_relu6};
+use crate::inverted_residual::{self, InvertedResidual, conv_bn_relu6};
 use crate::network::{Arch, BnConstants, ConvSpec, Lowering, Module};
 use crate::window::{Padding, Window};
 
@@ -142,18 +142,12 @@ pub fn blocks() -> Vec<(usize, InvertedResidual)> {
 /// Stage `stage`: the stem (conv, BatchNorm, ReLU6), a run of blocks, and in the
 /// last stage `_conv_head`.
 pub fn stage<L: Lowering>(_: &Arch, l: &mut L, x: L::Map, stage: usize) -> L::Map {
-    if stage == 0 {
-        return conv_bn_relu6(l, &stem(), &x);
-    }
-    let first = STAGE_STARTS[stage - 1];
-    let end = STAGE_STARTS.get(stage).copied().unwrap_or(usize::MAX);
-    let x = blocks()
-        .iter()
-        .filter(|(index, _)| (first..end).contains(index))
-        .fold(x, |x, (_, block)| block.forward(l, &x));
-    match stage == STAGES.len() - 1 {
-        true => conv_bn_relu6(l, &head_conv(), &x),
-        false => x,
+    match stage {
+        0 => conv_bn_relu6(l, &stem(), &x),
+        _ => {
+            let blocks = blocks();
+            inverted_residual::stage(l, x, (&blocks, &STAGE_STARTS), stage, &head_conv())
+        }
     }
 }
 

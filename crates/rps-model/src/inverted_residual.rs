@@ -52,3 +52,26 @@ pub fn conv_bn_relu6<L: Lowering>(l: &mut L, conv: &ConvSpec, x: &L::Map) -> L::
     let y = l.conv_bn(conv, x);
     l.relu6(&y)
 }
+
+/// Stage `stage` (1 on; the stem is the network's own) of a network built of
+/// `blocks`, each with its index, whose stages start at the blocks `starts`: its run
+/// of blocks, then in the last stage `last`, the 1x1 layer with ReLU6 that widens
+/// the map for pooling.
+pub fn stage<L: Lowering>(
+    l: &mut L,
+    x: L::Map,
+    (blocks, starts): (&[(usize, InvertedResidual)], &[usize]),
+    stage: usize,
+    last: &ConvSpec,
+) -> L::Map {
+    let first = starts[stage - 1];
+    let end = starts.get(stage).copied().unwrap_or(usize::MAX);
+    let x = blocks
+        .iter()
+        .filter(|(index, _)| (first..end).contains(index))
+        .fold(x, |x, (_, block)| block.forward(l, &x));
+    match stage == starts.len() {
+        true => conv_bn_relu6(l, last, &x),
+        false => x,
+    }
+}

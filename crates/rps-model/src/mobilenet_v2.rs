@@ -5,7 +5,7 @@
 //! replaces. `WIDTH` is the stem's channels, `width_mult` times 32, and every layer
 //! scales as torchvision's `_make_divisible` scales it.
 
-use crate::inverted_residual::{InvertedResidual, conv_bn_relu6};
+use crate::inverted_residual::{self, InvertedResidual, conv_bn_relu6};
 use crate::network::{Arch, ConvSpec, Lowering, Module};
 use crate::window::Window;
 
@@ -134,18 +134,12 @@ fn block(m: &Module, cin: usize, cout: usize, expansion: usize, stride: usize) -
 /// Stage `stage`: the stem (conv, BatchNorm, ReLU6), a run of blocks, and in the
 /// last stage `features.18`.
 pub fn stage<L: Lowering>(arch: &Arch, l: &mut L, x: L::Map, stage: usize) -> L::Map {
-    if stage == 0 {
-        return conv_bn_relu6(l, &stem(arch), &x);
-    }
-    let first = STAGE_STARTS[stage - 1];
-    let end = STAGE_STARTS.get(stage).copied().unwrap_or(usize::MAX);
-    let x = blocks(arch)
-        .iter()
-        .filter(|(index, _)| (first..end).contains(index))
-        .fold(x, |x, (_, block)| block.forward(l, &x));
-    match stage == STAGES.len() - 1 {
-        true => conv_bn_relu6(l, &last_conv(arch), &x),
-        false => x,
+    match stage {
+        0 => conv_bn_relu6(l, &stem(arch), &x),
+        _ => {
+            let blocks = blocks(arch);
+            inverted_residual::stage(l, x, (&blocks, &STAGE_STARTS), stage, &last_conv(arch))
+        }
     }
 }
 

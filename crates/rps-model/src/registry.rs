@@ -66,11 +66,8 @@ impl Description {
     /// (`Cin·k²` values at each output position) and three maps of its output (the
     /// convolution's, the BatchNorm's, the ReLU's).
     pub fn step_floats_per_image(&self, first: usize) -> u64 {
-        self.convs
-            .iter()
-            .zip(&self.conv_inputs)
-            .filter(|((stage, _), _)| *stage >= first)
-            .map(|((_, spec), &size)| {
+        self.convs_from(first)
+            .map(|(spec, size)| {
                 let out = spec.out_size(size) as u64;
                 let taps = (spec.window.kernel * spec.window.kernel) as u64;
                 (spec.cin as u64 * taps + 3 * spec.cout as u64) * out * out
@@ -82,16 +79,22 @@ impl Description {
     /// through the stages from `first` on: the largest input and output map of any
     /// one convolution.
     pub fn forward_floats_per_image(&self, first: usize) -> u64 {
-        self.convs
-            .iter()
-            .zip(&self.conv_inputs)
-            .filter(|((stage, _), _)| *stage >= first)
-            .map(|((_, spec), &size)| {
+        self.convs_from(first)
+            .map(|(spec, size)| {
                 let out = spec.out_size(size) as u64;
                 spec.cin as u64 * (size * size) as u64 + spec.cout as u64 * out * out
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// Each convolution in the stages from `first` on, with its input's edge.
+    fn convs_from(&self, first: usize) -> impl Iterator<Item = (&ConvSpec, usize)> {
+        self.convs
+            .iter()
+            .zip(&self.conv_inputs)
+            .filter(move |((stage, _), _)| *stage >= first)
+            .map(|((_, spec), &size)| (spec, size))
     }
 
     /// The tensors of `kind` in the stages from `first` on, with their shapes.

@@ -1,5 +1,6 @@
 //! Model weights: a weights file's tensors (read by rps-weights) checked against the
-//! architecture, or drawn at random (seeded) the way torchvision initializes a ResNet.
+//! architecture, or drawn at random (seeded) the way torchvision initializes its
+//! ResNets and MobileNetV2.
 
 use std::path::{Path, PathBuf};
 
@@ -178,8 +179,10 @@ fn fits(tensors: &Tensors, arch: &Arch) -> bool {
     })
 }
 
-/// A backbone drawn as torchvision draws it (Kaiming-normal convolutions, fan-out;
-/// identity BatchNorm; `nn.Linear`'s uniform fc), with a 1000-class fc.
+/// A backbone drawn as torchvision draws its ResNets and MobileNetV2, every network
+/// here alike (Kaiming-normal convolutions, fan-out as PyTorch counts it: output
+/// channels times `k²`, depthwise ones too; identity BatchNorm; `nn.Linear`'s
+/// uniform fc), with a 1000-class fc.
 pub fn random_backbone(arch: &Arch, seed: u64) -> Tensors {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut tensors = Tensors::new();

@@ -165,9 +165,7 @@ fn patches_forward(
     let patches = if spec.is_pointwise() {
         g.reshape(x, &[spec.cin as i64, -1])
     } else {
-        let forward_idx = spec.window.tap_indices(in_size);
-        let forward_indices = g.int_constant(&[taps, out_size * out_size], &forward_idx);
-        let gathered = gather_padded(g, x, &forward_indices);
+        let gathered = gather_taps(g, spec.window, x, in_size);
         g.reshape(&gathered, &[(spec.cin * taps) as i64, -1])
     };
     let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
@@ -204,23 +202,38 @@ fn patches_input_grad(
     let w3 = g.reshape(weight, &[cout, cin, taps as i64]);
     let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
     scatter_by_phase(g, spec.window, in_size, |g, phase| {
-        let (phase_taps, n) = (&phase.taps, phase.positions.len());
-        let t = phase_taps.len() as i64;
-        let indices = g.int_constant(&[phase_taps.len(), n], &phase.indices);
-        let gathered = g.gather(&padded_dy, &indices, 1);
+        let (gathered, w_phase) = phase_operands(g, phase, &padded_dy, &w3, taps);
+        let t = phase.taps.len() as i64;
         let gathered = g.reshape(&gathered, &[cout * t, -1]);
-        let w_phase = if phase_taps.len() == taps {
-            w3.clone()
-        } else {
-            let list: Vec<i64> = phase_taps.iter().map(|&k| k as i64).collect();
-            let list = g.int_constant(&[phase_taps.len()], &list);
-            g.gather(&w3, &list, 2)
-        };
         let wt = g.transpose(&w_phase, &[1, 0, 2]);
         let wt = g.reshape(&wt, &[cin, cout * t]);
         let dx = g.matmul(&wt, &gathered);
-        g.reshape(&dx, &[cin, n as i64, -1])
+        g.reshape(&dx, &[cin, phase.positions.len() as i64, -1])
     })
+}
+
+/// What one phase of an input gradient multiplies: the output gradient each of the
+/// phase's taps read at its positions, `[C, taps, positions, N]` (from `dy` padded
+/// with a zero row), and those taps of the weight `w3`, `[C, ·, taps]` (`taps`
+/// being all the window has).
+fn phase_operands(
+    g: &mut Graph,
+    phase: &GradPhase,
+    padded_dy: &Value,
+    w3: &Value,
+    taps: usize,
+) -> (Value, Value) {
+    let phase_taps = &phase.taps;
+    let indices = g.int_constant(&[phase_taps.len(), phase.positions.len()], &phase.indices);
+    let gathered = g.gather(padded_dy, &indices, 1);
+    let w_phase = if phase_taps.len() == taps {
+        w3.clone()
+    } else {
+        let list: Vec<i64> = phase_taps.iter().map(|&k| k as i64).collect();
+        let list = g.int_constant(&[phase_taps.len()], &list);
+        g.gather(w3, &list, 2)
+    };
+    (gathered, w_phase)
 }
 
 /// `[C, P_in, N]` -> each channel's taps `[C, K, P_out*N]`, which the backward
@@ -234,9 +247,7 @@ fn depthwise_forward(
 ) -> (Value, Value) {
     let (c, taps) = (spec.cout as i64, spec.window.taps());
     let out_size = spec.out_size(in_size);
-    let indices = spec.window.tap_indices(in_size);
-    let indices = g.int_constant(&[taps, out_size * out_size], &indices);
-    let gathered = gather_padded(g, x, &indices);
+    let gathered = gather_taps(g, spec.window, x, in_size);
     let gathered = g.reshape(&gathered, &[c, taps as i64, -1]);
     let filters = g.reshape(weight, &[c, 1, taps as i64]);
     let y = g.matmul(&filters, &gathered);
@@ -264,20 +275,10 @@ fn depthwise_input_grad(
     let filters = g.reshape(weight, &[c, 1, taps as i64]);
     let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
     scatter_by_phase(g, spec.window, in_size, |g, phase| {
-        let (phase_taps, n) = (&phase.taps, phase.positions.len());
-        let t = phase_taps.len() as i64;
-        let indices = g.int_constant(&[phase_taps.len(), n], &phase.indices);
-        let gathered = g.gather(&padded_dy, &indices, 1);
-        let gathered = g.reshape(&gathered, &[c, t, -1]);
-        let phase_filters = if phase_taps.len() == taps {
-            filters.clone()
-        } else {
-            let list: Vec<i64> = phase_taps.iter().map(|&k| k as i64).collect();
-            let list = g.int_constant(&[phase_taps.len()], &list);
-            g.gather(&filters, &list, 2)
-        };
+        let (gathered, phase_filters) = phase_operands(g, phase, &padded_dy, &filters, taps);
+        let gathered = g.reshape(&gathered, &[c, phase.taps.len() as i64, -1]);
         let dx = g.matmul(&phase_filters, &gathered);
-        g.reshape(&dx, &[c, n as i64, -1])
+        g.reshape(&dx, &[c, phase.positions.len() as i64, -1])
     })
 }
 
@@ -460,6 +461,15 @@ fn by_position(g: &mut Graph, x: &Value) -> Value {
 fn from_positions(g: &mut Graph, rows: &Value, size: usize, channels: i64) -> Value {
     let image = g.reshape(rows, &[(size * size) as i64, channels, -1]);
     g.transpose(&image, &[1, 0, 2])
+}
+
+/// `[C, P_in, N]` -> what each tap of `window` reads at each output position,
+/// `[C, K, P_out, N]` (zeros in the padding).
+fn gather_taps(g: &mut Graph, window: Window, x: &Value, in_size: usize) -> Value {
+    let out_size = window.out_size(in_size);
+    let indices = window.tap_indices(in_size);
+    let indices = g.int_constant(&[window.taps(), out_size * out_size], &indices);
+    gather_padded(g, x, &indices)
 }
 
 /// `[C, P, N]` -> `[C, len(indices), N]`; index P reads the appended zero row.

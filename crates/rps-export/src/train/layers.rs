@@ -258,14 +258,27 @@ impl Backward for BatchNormRunning {
     }
 }
 
+/// ReLU, or with a ceiling PyTorch's `ReLU6` (`hardtanh(x, 0, 6)`): the gradient
+/// passes where the output lies above 0 (and below the ceiling).
 pub struct Relu {
     out: Value,
+    ceiling: Option<f32>,
 }
 
 impl Relu {
-    pub fn forward(g: &mut Graph, x: &Value) -> (Self, Value) {
-        let out = g.relu(x);
-        (Self { out: out.clone() }, out)
+    pub fn forward(g: &mut Graph, x: &Value, ceiling: Option<f32>) -> (Self, Value) {
+        let out = match ceiling {
+            None => g.relu(x),
+            Some(max) => {
+                let (zero, max) = (g.scalar(0.0), g.scalar(max));
+                g.clip(x, &zero, &max)
+            }
+        };
+        let layer = Self {
+            out: out.clone(),
+            ceiling,
+        };
+        (layer, out)
     }
 }
 
@@ -277,50 +290,26 @@ impl Backward for Relu {
         dy: &Value,
         _: &[bool],
     ) -> Vec<Option<Value>> {
-        // ReLU outputs are >= 0, so ceil(clip(out, 0, 1)) is exactly the 0/1
-        // derivative (0 at 0, as PyTorch). ONNX Runtime runs Clip and Ceil
-        // vectorized; Sign, Greater and Where take several times longer.
-        let zero = g.scalar(0.0);
-        let one = g.scalar(1.0);
-        let clipped = g.clip(&self.out, &zero, &one);
-        let active = g.ceil(&clipped);
+        // The outputs are >= 0, so ceil(clip(out, 0, 1)) is exactly the 0/1
+        // derivative (0 at 0, as PyTorch), and with a ceiling the same of the
+        // headroom below it. ONNX Runtime runs Clip and Ceil vectorized; Sign,
+        // Greater and Where take several times longer.
+        let mut active = positive(g, &self.out);
+        if let Some(max) = self.ceiling {
+            let max = g.scalar(max);
+            let headroom = g.sub(&max, &self.out);
+            let below = positive(g, &headroom);
+            active = g.mul(&active, &below);
+        }
         vec![Some(g.mul(dy, &active))]
     }
 }
 
-/// PyTorch's `ReLU6` (`hardtanh(x, 0, 6)`): its gradient passes where the output
-/// lies strictly between 0 and 6.
-pub struct Relu6 {
-    out: Value,
-}
-
-impl Relu6 {
-    pub fn forward(g: &mut Graph, x: &Value) -> (Self, Value) {
-        let (zero, six) = (g.scalar(0.0), g.scalar(6.0));
-        let out = g.clip(x, &zero, &six);
-        (Self { out: out.clone() }, out)
-    }
-}
-
-impl Backward for Relu6 {
-    fn backward(
-        &self,
-        g: &mut Graph,
-        _: &mut ParamGrads,
-        dy: &Value,
-        _: &[bool],
-    ) -> Vec<Option<Value>> {
-        // As for ReLU: ceil(clip(v, 0, 1)) is 1 where v > 0, here for the output
-        // and for six minus it.
-        let (zero, one, six) = (g.scalar(0.0), g.scalar(1.0), g.scalar(6.0));
-        let above = g.clip(&self.out, &zero, &one);
-        let above = g.ceil(&above);
-        let headroom = g.sub(&six, &self.out);
-        let below = g.clip(&headroom, &zero, &one);
-        let below = g.ceil(&below);
-        let active = g.mul(&above, &below);
-        vec![Some(g.mul(dy, &active))]
-    }
+/// 1 where `x` (never negative) is above 0, else 0.
+fn positive(g: &mut Graph, x: &Value) -> Value {
+    let (zero, one) = (g.scalar(0.0), g.scalar(1.0));
+    let clipped = g.clip(x, &zero, &one);
+    g.ceil(&clipped)
 }
 
 /// A block's residual sum.

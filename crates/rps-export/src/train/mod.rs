@@ -29,7 +29,7 @@ use adam::AdamScalars;
 use conv::Algorithm;
 use layers::{
     Add, BatchNormRunning, BatchNormTrain, BnInputs, Conv, Dropout, GlobalAveragePool, Linear,
-    MaxPool, Relu, Relu6,
+    MaxPool, Relu,
 };
 use tape::{Act, Backward, Gradient, Tape};
 
@@ -371,12 +371,12 @@ impl Lowering for Builder {
     }
 
     fn relu(&mut self, x: &Act) -> Act {
-        let (layer, out) = Relu::forward(&mut self.g, &x.value);
+        let (layer, out) = Relu::forward(&mut self.g, &x.value, None);
         self.record(&[x], layer, out, (x.size, x.channels))
     }
 
     fn relu6(&mut self, x: &Act) -> Act {
-        let (layer, out) = Relu6::forward(&mut self.g, &x.value);
+        let (layer, out) = Relu::forward(&mut self.g, &x.value, Some(6.0));
         self.record(&[x], layer, out, (x.size, x.channels))
     }
 
