@@ -511,15 +511,7 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
             "{unfreeze}"
         );
         // Phase 2 moved the first trained stage, and model.onnx carries it.
-        let exported = npy::read_tensors(&reference.path().join("graphs/weights.npz")).unwrap();
-        let weights = npy::read_tensors(&results.join("weights.npz")).unwrap();
-        assert_ne!(exported[trained], weights[trained], "{unfreeze}: {trained}");
-        let model = rps_onnx::ModelFile::read(&results.join("model.onnx")).unwrap();
-        assert_eq!(
-            model.initializer(trained).unwrap(),
-            weights[trained].iter().copied().collect::<Vec<f32>>(),
-            "{unfreeze}: model.onnx holds the trained {trained}"
-        );
+        assert_trained_and_in_the_model(reference.path(), trained, unfreeze);
         let report = std::fs::read_to_string(results.join("report.html")).unwrap();
         assert!(
             report.contains(unfreeze),
@@ -568,21 +560,28 @@ fn every_network_runs_and_resumes_to_the_same_outputs() {
         let reference = tempfile::tempdir().unwrap();
         make(reference.path(), &base, &extra);
         let results = reference.path().join("results");
-        let exported = npy::read_tensors(&reference.path().join("graphs/weights.npz")).unwrap();
-        let weights = npy::read_tensors(&results.join("weights.npz")).unwrap();
-        assert_ne!(exported[trained], weights[trained], "{arch}: {trained}");
-        let model = rps_onnx::ModelFile::read(&results.join("model.onnx")).unwrap();
-        assert_eq!(
-            model.initializer(trained).unwrap(),
-            weights[trained].iter().copied().collect::<Vec<f32>>(),
-            "{arch}: model.onnx holds the trained {trained}"
-        );
+        assert_trained_and_in_the_model(reference.path(), trained, arch);
         let summary = make_target("summary", reference.path(), &base, &extra);
         let summary = String::from_utf8_lossy(&summary.stdout);
         assert!(summary.contains("UNFREEZE=all"), "{arch}: {summary}");
 
         resumed_after_a_kill_in_phase_2(&base, &extra, &results, arch);
     }
+}
+
+/// Phase 2 of the run in `data` moved `trained` away from what export wrote, and
+/// `results/model.onnx` holds its trained values.
+fn assert_trained_and_in_the_model(data: &Path, trained: &str, label: &str) {
+    let results = data.join("results");
+    let exported = npy::read_tensors(&data.join("graphs/weights.npz")).unwrap();
+    let weights = npy::read_tensors(&results.join("weights.npz")).unwrap();
+    assert_ne!(exported[trained], weights[trained], "{label}: {trained}");
+    let model = rps_onnx::ModelFile::read(&results.join("model.onnx")).unwrap();
+    assert_eq!(
+        model.initializer(trained).unwrap(),
+        weights[trained].iter().copied().collect::<Vec<f32>>(),
+        "{label}: model.onnx holds the trained {trained}"
+    );
 }
 
 /// A fresh `make all` with `extra`, killed in phase 2 and run again: it ends with
@@ -625,16 +624,10 @@ fn lite0s_default_weights_come_checked_from_the_shared_copy() {
     std::os::unix::fs::symlink(&shared, from.path().join(FILE)).unwrap();
     let data = tempfile::tempdir().unwrap();
     let target = data.path().join("raw").join(FILE);
-    let args = |from: &Path| {
-        [
-            "ARCH=efficientnet_lite0".to_string(),
-            format!("FROM={}", from.display()),
-        ]
-    };
-    let target_name = target.display().to_string();
-    let args_good = args(from.path());
-    let extra: Vec<&str> = args_good.iter().map(String::as_str).collect();
-    make_target(&target_name, data.path(), "", &extra);
+    let from_flag = |dir: &Path| format!("FROM={}", dir.display());
+    let good = from_flag(from.path());
+    let extra = ["ARCH=efficientnet_lite0", good.as_str()];
+    make_target(&target.display().to_string(), data.path(), "", &extra);
     assert_eq!(
         std::fs::read(&target).unwrap(),
         std::fs::read(&shared).unwrap()
@@ -644,8 +637,8 @@ fn lite0s_default_weights_come_checked_from_the_shared_copy() {
     std::fs::write(other.path().join(FILE), b"not the weights").unwrap();
     let fresh = tempfile::tempdir().unwrap();
     let target = fresh.path().join("raw").join(FILE);
-    let args_bad = args(other.path());
-    let extra: Vec<&str> = args_bad.iter().map(String::as_str).collect();
+    let bad = from_flag(other.path());
+    let extra = ["ARCH=efficientnet_lite0", bad.as_str()];
     let out = make_command(&target.display().to_string(), fresh.path(), "", &extra)
         .output()
         .unwrap();

@@ -369,9 +369,8 @@ impl Graph {
         self.op("Cast", &[x], vec![("to", Attr::Int(to.data_type() as i64))])
     }
 
-    /// An NCHW convolution without bias.
-    /// A convolution of a `size` x `size` map in `groups` groups (one per channel for
-    /// a depthwise convolution).
+    /// An NCHW convolution without bias of a `size` x `size` map, in `groups` groups
+    /// (one per channel for a depthwise convolution).
     pub fn conv(
         &mut self,
         x: &Value,

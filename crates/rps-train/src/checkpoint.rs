@@ -4,7 +4,10 @@
 //! count the epochs imply. Each refusal names `results/checkpoint/` and what is
 //! wrong; none reaches ONNX Runtime.
 
+use std::path::Path;
+
 use anyhow::Result;
+use ndarray::ArrayD;
 use rps_core::names::StateKind;
 use rps_core::sidecar::HeadNames;
 use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
@@ -19,6 +22,28 @@ fn refuse(layout: &Layout, why: String) -> anyhow::Error {
         "cannot resume {}/: {why}; leave out --resume (or delete the folder) to start over",
         layout.result(ResultFile::Checkpoint).display()
     )
+}
+
+/// `file` holds `name` (what it `found`), of the shape `whose` says it must have:
+/// refused, naming both, when it has none or another.
+fn check_shape(
+    layout: &Layout,
+    file: &Path,
+    (name, found): (&str, Option<&ArrayD<f32>>),
+    (whose, expected): (&str, &[usize]),
+) -> Result<()> {
+    match found {
+        None => Err(refuse(layout, format!("{} has no {name}", file.display()))),
+        Some(found) if found.shape() != expected => Err(refuse(
+            layout,
+            format!(
+                "{}: {name} is {:?}, {whose} {expected:?}",
+                file.display(),
+                found.shape()
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
 }
 
 /// The checkpoint was made with this export's step graph, at an epoch the settings
@@ -59,21 +84,8 @@ pub(crate) fn check_weights(layout: &Layout, weights: &Tensors, head: &HeadNames
     let exported = npy::read_tensors(&layout.graph(GraphFile::Weights))?;
     let file = layout.checkpoint(rps_core::CheckpointFile::Weights);
     for (name, value) in &exported {
-        match weights.get(name) {
-            None => return Err(refuse(layout, format!("{} has no {name}", file.display()))),
-            Some(found) if found.shape() != value.shape() => {
-                return Err(refuse(
-                    layout,
-                    format!(
-                        "{}: {name} is {:?}, the network's {:?}",
-                        file.display(),
-                        found.shape(),
-                        value.shape()
-                    ),
-                ));
-            }
-            Some(_) => {}
-        }
+        let holds = (name.as_str(), weights.get(name));
+        check_shape(layout, &file, holds, ("the network's", value.shape()))?;
     }
     let known =
         |name: &String| exported.contains_key(name) || *name == head.weight || *name == head.bias;
@@ -123,21 +135,13 @@ pub(crate) fn check_state(
     for (kind, tensors, shaped_as) in by_kind {
         let expected = step.state_shapes(shaped_as)?;
         for (name, shape) in &expected {
-            let input = kind.input(name);
-            match tensors.get(name) {
-                None => return Err(refuse(layout, format!("{} has no {input}", file.display()))),
-                Some(found) if found.shape() != shape.as_slice() => {
-                    return Err(refuse(
-                        layout,
-                        format!(
-                            "{}: {input} is {:?}, the step graph takes {shape:?}",
-                            file.display(),
-                            found.shape()
-                        ),
-                    ));
-                }
-                Some(_) => {}
-            }
+            let holds = (kind.input(name), tensors.get(name));
+            check_shape(
+                layout,
+                &file,
+                (&holds.0, holds.1),
+                ("the step graph takes", shape),
+            )?;
         }
         if let Some(extra) = tensors
             .keys()
