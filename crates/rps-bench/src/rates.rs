@@ -297,7 +297,8 @@ fn step_inputs(
     Ok(inputs)
 }
 
-/// Milliseconds a step graph's run spends in matrix products (`MatMul`, `Gemm`) and
+/// Milliseconds a step graph's run spends in matrix products (`MatMul`, `Gemm`, and
+/// ONNX Runtime's fusion of a transpose into one, `FusedMatMul`) and
 /// in all, from ONNX Runtime's profiler: the median by total of `steps` warmed-up runs.
 pub fn product_time(
     arch: &Arch,
@@ -328,7 +329,12 @@ pub fn product_time(
                     .as_str()
                     .is_some_and(|n| n.ends_with("_kernel_time"))
             })
-            .filter(|e| matches!(e["args"]["op_name"].as_str(), Some("MatMul" | "Gemm")))
+            .filter(|e| {
+                matches!(
+                    e["args"]["op_name"].as_str(),
+                    Some("MatMul" | "Gemm" | "FusedMatMul")
+                )
+            })
             .map(|e| micros(e, "dur"))
             .sum()
     };

@@ -15,6 +15,10 @@ use rps_onnx::proto::{
 pub const OPSET: i64 = 18;
 /// ONNX IR version 8 is what opset 18 came with; ONNX Runtime reads it everywhere.
 const IR_VERSION: i64 = 8;
+/// ONNX Runtime's domain of blocked-layout CPU kernels (`NchwcConv`, `ReorderInput`):
+/// its own graph optimizer rewrites a `Conv` with constant weights into them; a train
+/// step, whose weights are inputs, calls them itself.
+pub const NCHWC_DOMAIN: &str = "com.microsoft.nchwc";
 /// The symbolic batch dimension.
 pub const BATCH: &str = "N";
 
@@ -114,6 +118,8 @@ pub struct Graph {
     /// `(value, output name)` where they differ, resolved when serialized.
     output_names: Vec<(String, String)>,
     metadata: Vec<(String, String)>,
+    /// Operator domains besides the default one that nodes use (version 1 each).
+    domains: Vec<&'static str>,
     next_id: usize,
 }
 
@@ -197,10 +203,13 @@ impl Graph {
         self.name_outputs();
         ModelProto {
             ir_version: Some(IR_VERSION),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(OPSET),
-            }],
+            opset_import: std::iter::once((String::new(), OPSET))
+                .chain(self.domains.iter().map(|d| (d.to_string(), 1)))
+                .map(|(domain, version)| OperatorSetIdProto {
+                    domain: Some(domain),
+                    version: Some(version),
+                })
+                .collect(),
             producer_name: Some("rps-export".into()),
             producer_version: Some(env!("CARGO_PKG_VERSION").into()),
             metadata_props: self
@@ -386,6 +395,39 @@ impl Graph {
         self.op("Conv", &[x, weight], attrs)
     }
 
+    /// `[N, C, H, W]` -> the same in ONNX Runtime's blocked layout, `[N, C/B, H, W, B]`
+    /// held as `[N, C, H, W]` (`C` a multiple of the machine's block `B`, 8 or 16).
+    pub fn reorder_input(&mut self, x: &Value) -> Value {
+        self.op_in(NCHWC_DOMAIN, "ReorderInput", &[x], vec![])
+    }
+
+    /// A blocked map (see [`Graph::reorder_input`]) -> `[N, channels, H, W]`.
+    pub fn reorder_output(&mut self, x: &Value, channels: usize) -> Value {
+        let attrs = vec![("channels", Attr::Int(channels as i64))];
+        self.op_in(NCHWC_DOMAIN, "ReorderOutput", &[x], attrs)
+    }
+
+    /// A depthwise convolution of a blocked `[N, C, H, W]` map (see
+    /// [`Graph::reorder_input`]) by blocked filters, with `pads` (top, left, bottom,
+    /// right): ONNX Runtime's own depthwise kernel.
+    pub fn nchwc_depthwise(
+        &mut self,
+        x: &Value,
+        filters: &Value,
+        (kernel, stride): (usize, usize),
+        pads: [usize; 4],
+        channels: usize,
+    ) -> Value {
+        let (kernel, stride) = (kernel as i64, stride as i64);
+        let attrs = vec![
+            ("kernel_shape", Attr::Ints(vec![kernel, kernel])),
+            ("strides", Attr::Ints(vec![stride, stride])),
+            ("pads", Attr::Ints(pads.iter().map(|&p| p as i64).collect())),
+            ("group", Attr::Int(channels as i64)),
+        ];
+        self.op_in(NCHWC_DOMAIN, "Conv", &[x, filters], attrs)
+    }
+
     /// Eval-mode BatchNorm with running statistics.
     pub fn batch_norm(
         &mut self,
@@ -450,6 +492,23 @@ impl Graph {
     /// Adds a node with one output.
     fn op(&mut self, op_type: &str, inputs: &[&Value], attrs: Vec<(&str, Attr)>) -> Value {
         self.op_n(op_type, inputs, 1, attrs).remove(0)
+    }
+
+    /// Adds a node of `domain` with one output.
+    fn op_in(
+        &mut self,
+        domain: &'static str,
+        op_type: &str,
+        inputs: &[&Value],
+        attrs: Vec<(&str, Attr)>,
+    ) -> Value {
+        let y = self.op(op_type, inputs, attrs);
+        if !self.domains.contains(&domain) {
+            self.domains.push(domain);
+        }
+        let node = self.nodes.last_mut().expect("just added");
+        node.domain = Some(domain.into());
+        y
     }
 
     /// Adds a node with `outputs` outputs.

@@ -8,9 +8,11 @@
 //!   ([`winograd::Transforms`]), for stride-1 3x3 convolutions on maps of a tile up
 //!   to [`DENSE_WINOGRAD_MAX`]: in eval graphs forward and back, in train steps the
 //!   backward only (see [`super::Convolutions::Fastest`]);
-//! - depthwise convolutions (one filter per channel) as gathered taps and a product
-//!   batched over the channels, whose gathered taps serve the weight gradient; the
-//!   input gradient gathers the output gradient phase by phase, as patches do.
+//! - depthwise convolutions (one filter per channel) through ONNX Runtime's blocked
+//!   depthwise kernel where the channels fill its blocks ([`blocked`]), else as
+//!   gathered taps and a product batched over the channels, whose gathered taps
+//!   serve the weight gradient; the input gradient gathers the output gradient
+//!   phase by phase, as patches do.
 
 use crate::graph::{Graph, Transposed, Value};
 use crate::winograd;
@@ -18,6 +20,7 @@ use rps_model::network::ConvSpec;
 use rps_model::window::{GradPhase, Window};
 
 use super::Convolutions;
+use super::blocked;
 
 /// The largest map edge for dense Winograd transforms: their size grows with the
 /// square of the map's positions (fine at 7x7 and 14x14; at 28x28 the transforms
@@ -34,6 +37,8 @@ pub enum Algorithm {
     PatchesThenWinograd,
     /// One filter per channel: taps gathered per channel.
     Depthwise,
+    /// One filter per channel, through ONNX Runtime's blocked depthwise kernel.
+    DepthwiseBlocked,
 }
 
 impl Algorithm {
@@ -44,7 +49,10 @@ impl Algorithm {
         size: usize,
     ) -> Self {
         if spec.groups > 1 {
-            return Algorithm::Depthwise;
+            return match convolutions == Convolutions::Fastest && blocked::suits(spec, size) {
+                true => Algorithm::DepthwiseBlocked,
+                false => Algorithm::Depthwise,
+            };
         }
         let winograd = convolutions == Convolutions::Fastest
             && winograd::suits(spec, size)
@@ -65,6 +73,8 @@ pub enum Saved {
     Winograd(Vec<WinogradGroup>),
     /// Each channel's gathered taps, `[C, K, P_out*N]`.
     Taps(Value),
+    /// The input `[C, P_in, N]`.
+    Input(Value),
 }
 
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` by `algorithm`, and what its backward needs.
@@ -95,6 +105,10 @@ pub fn forward(
             let (taps, y) = depthwise_forward(g, spec, weight, x, in_size);
             (Saved::Taps(taps), y)
         }
+        Algorithm::DepthwiseBlocked => {
+            let y = blocked::forward(g, spec, weight, x, in_size);
+            (Saved::Input(x.clone()), y)
+        }
     }
 }
 
@@ -120,6 +134,7 @@ pub fn backward(
             let dx = input_grad.then(|| depthwise_input_grad(g, spec, weight, dy, in_size));
             (dw, dx)
         }
+        Saved::Input(x) => blocked::backward(g, spec, weight, x, dy, in_size, input_grad),
     };
     let shape: Vec<i64> = spec.weight_shape().iter().map(|&d| d as i64).collect();
     (g.reshape(&dw, &shape), dx)
@@ -259,6 +274,22 @@ fn depthwise_forward(
 fn depthwise_weight_grad(g: &mut Graph, spec: &ConvSpec, taps: &Value, dy: &Value) -> Value {
     let column = g.reshape(dy, &[spec.cout as i64, -1, 1]);
     g.matmul(taps, &column)
+}
+
+/// `[C, K, 1]` from the forward's input `[C, P_in, N]`, its taps gathered here.
+pub(super) fn depthwise_weight_grad_from(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    x: &Value,
+    dy: &Value,
+    in_size: usize,
+) -> Value {
+    let gathered = gather_taps(g, spec.window, x, in_size);
+    let taps = g.reshape(
+        &gathered,
+        &[spec.cout as i64, spec.window.taps() as i64, -1],
+    );
+    depthwise_weight_grad(g, spec, &taps, dy)
 }
 
 /// The depthwise convolution run backwards phase by phase, as

@@ -86,19 +86,7 @@ pub struct BatchNormTrain {
     scale: Value,
     /// Elements per channel, H*W*N, a float scalar.
     count: Value,
-    /// Whether its sums run in float64 ([`PRECISE_SUMS_FROM`]).
-    precise: bool,
 }
-
-/// The map edge from which BatchNorm sums in float64. A float32 sum over M values
-/// errs by about sqrt(M/16) ulps as ONNX Runtime's vectorized reductions add them
-/// (7e-6 of the mean at 112x112 x 16 images), and that error moves every value
-/// of the channel: ReLU inputs near a threshold flip, and gradients move by 1e-3.
-/// Random ResNet weights stayed within PyTorch's own float32 error on 14x14 maps,
-/// the genuine EfficientNet-Lite0 weights did not (3e-3 from `_blocks.5`, twice
-/// the bound). On 7x7 maps float32 stays within it for every reference here, and
-/// casting there would cost the ResNet18 layer4 step 5-10%.
-pub const PRECISE_SUMS_FROM: usize = 14;
 
 impl BatchNormTrain {
     /// The normalized output and the running statistics' new values (unbiased
@@ -108,15 +96,13 @@ impl BatchNormTrain {
         spec: &ConvSpec,
         inputs: &BnInputs,
         x: &Value,
-        size: usize,
     ) -> (Self, Value, [(BnTensor, Value); 2]) {
         let c = spec.cout;
-        let precise = size >= PRECISE_SUMS_FROM;
         let [gamma3, beta3] = [&inputs.gamma, &inputs.beta].map(|v| per_channel(g, v, c));
         let count = per_channel_count(g, x, c);
-        let mean = channel_sum(g, Reduce::Mean, x, precise);
+        let mean = channel_sum(g, Reduce::Mean, x);
         let centered = g.sub(x, &mean);
-        let sum_squares = channel_sum(g, Reduce::SumSquare, &centered, precise);
+        let sum_squares = channel_sum(g, Reduce::SumSquare, &centered);
         let var = g.div(&sum_squares, &count);
         let eps = g.scalar(spec.bn_constants.eps);
         let var_eps = g.add(&var, &eps);
@@ -148,7 +134,6 @@ impl BatchNormTrain {
             invstd,
             scale,
             count,
-            precise,
         };
         (layer, out, updates)
     }
@@ -165,7 +150,7 @@ impl Backward for BatchNormTrain {
         dy: &Value,
         _: &[bool],
     ) -> Vec<Option<Value>> {
-        let [dbeta, sum_dy_centered] = sums_of_dy(g, dy, &self.centered, self.precise);
+        let [dbeta, sum_dy_centered] = sums_of_dy(g, dy, &self.centered);
         let dgamma = g.mul(&sum_dy_centered, &self.invstd);
         let grads = [dgamma.clone(), dbeta.clone()];
         record_scale_and_shift(g, params, &self.spec, [&self.gamma, &self.beta], grads);
@@ -195,18 +180,10 @@ pub struct BatchNormRunning {
     std: Value,
     /// `gamma / std`, `[C,1,1]`.
     scale: Value,
-    /// Whether its sums run in float64 ([`PRECISE_SUMS_FROM`]).
-    precise: bool,
 }
 
 impl BatchNormRunning {
-    pub fn forward(
-        g: &mut Graph,
-        spec: &ConvSpec,
-        inputs: &BnInputs,
-        x: &Value,
-        size: usize,
-    ) -> (Self, Value) {
+    pub fn forward(g: &mut Graph, spec: &ConvSpec, inputs: &BnInputs, x: &Value) -> (Self, Value) {
         let c = spec.cout;
         let [gamma, beta, mean, var] = [
             &inputs.gamma,
@@ -229,7 +206,6 @@ impl BatchNormRunning {
             centered,
             std,
             scale,
-            precise: size >= PRECISE_SUMS_FROM,
         };
         (layer, out)
     }
@@ -245,7 +221,7 @@ impl Backward for BatchNormRunning {
         dy: &Value,
         _: &[bool],
     ) -> Vec<Option<Value>> {
-        let [dbeta, sum_dy_centered] = sums_of_dy(g, dy, &self.centered, self.precise);
+        let [dbeta, sum_dy_centered] = sums_of_dy(g, dy, &self.centered);
         let dgamma = g.div(&sum_dy_centered, &self.std);
         record_scale_and_shift(
             g,
@@ -291,21 +267,24 @@ impl Backward for Relu {
         _: &[bool],
     ) -> Vec<Option<Value>> {
         // The outputs are >= 0, so ceil(clip(out, 0, 1)) is exactly the 0/1
-        // derivative (0 at 0, as PyTorch), and with a ceiling the same of the
-        // headroom below it. ONNX Runtime runs Clip and Ceil vectorized; Sign,
-        // Greater and Where take several times longer.
-        let mut active = positive(g, &self.out);
-        if let Some(max) = self.ceiling {
-            let max = g.scalar(max);
-            let headroom = g.sub(&max, &self.out);
-            let below = positive(g, &headroom);
-            active = g.mul(&active, &below);
-        }
+        // derivative (0 at 0, as PyTorch); with a ceiling, the same of
+        // out * (max - out), above 0 strictly between 0 and max (one product where
+        // masking each side would take two more passes). ONNX Runtime runs Clip
+        // and Ceil vectorized; Sign, Greater and Where take several times longer.
+        let active = match self.ceiling {
+            None => positive(g, &self.out),
+            Some(max) => {
+                let max = g.scalar(max);
+                let headroom = g.sub(&max, &self.out);
+                let inside = g.mul(&self.out, &headroom);
+                positive(g, &inside)
+            }
+        };
         vec![Some(g.mul(dy, &active))]
     }
 }
 
-/// 1 where `x` (never negative) is above 0, else 0.
+/// 1 where `x` is above 0, else 0.
 fn positive(g: &mut Graph, x: &Value) -> Value {
     let (zero, one) = (g.scalar(0.0), g.scalar(1.0));
     let clipped = g.clip(x, &zero, &one);
@@ -544,24 +523,34 @@ pub fn normalized_pixels(
     g.gather(&table, &indices, 0)
 }
 
-/// `reduce` over each channel of `[C, P, N]`, kept as `[C, 1, 1]`; in float64 when
-/// `precise`.
-fn channel_sum(g: &mut Graph, reduce: Reduce, x: &Value, precise: bool) -> Value {
-    if !precise {
-        return g.reduce(reduce, x, &[1, 2], true);
-    }
-    let wide = g.cast(x, Elem::F64);
-    let sum = g.reduce(reduce, &wide, &[1, 2], true);
+/// `reduce` over each channel of `[C, P, N]`, kept as `[C, 1, 1]`: over each
+/// position's batch in float32, then over the positions in float64. A float32 sum
+/// over all P*N values errs by about sqrt(P*N/16) ulps as ONNX Runtime's vectorized
+/// reductions add them (7e-6 of the mean at 112x112 x 16 images), and that error
+/// moves every value of the channel: ReLU inputs near a threshold flip, and
+/// gradients move by 1e-3 (the genuine EfficientNet-Lite0 weights from `_blocks.5`
+/// went twice past the bound with float32 sums on 14x14 maps). Summing the batch
+/// first keeps each float32 sum to N values, and casts P*C partial sums instead of
+/// the whole map, which cost a tenth of a step.
+fn channel_sum(g: &mut Graph, reduce: Reduce, x: &Value) -> Value {
+    let per_position = g.reduce(reduce, x, &[2], true);
+    let wide = g.cast(&per_position, Elem::F64);
+    let across = match reduce {
+        Reduce::Mean => Reduce::Mean,
+        Reduce::Sum | Reduce::SumSquare => Reduce::Sum,
+        Reduce::Max => Reduce::Max,
+    };
+    let sum = g.reduce(across, &wide, &[1], true);
     g.cast(&sum, Elem::F32)
 }
 
 /// What both BatchNorm backwards sum per channel: `Σ dy` (the shift's gradient) and
 /// `Σ dy·(x - mean)`.
-fn sums_of_dy(g: &mut Graph, dy: &Value, centered: &Value, precise: bool) -> [Value; 2] {
+fn sums_of_dy(g: &mut Graph, dy: &Value, centered: &Value) -> [Value; 2] {
     let dy_centered = g.mul(dy, centered);
     [
-        channel_sum(g, Reduce::Sum, dy, precise),
-        channel_sum(g, Reduce::Sum, &dy_centered, precise),
+        channel_sum(g, Reduce::Sum, dy),
+        channel_sum(g, Reduce::Sum, &dy_centered),
     ]
 }
 

@@ -14,6 +14,7 @@
 //! the frozen layers' output, or the u8 images when nothing is frozen.
 
 mod adam;
+mod blocked;
 mod conv;
 mod layers;
 mod tape;
@@ -347,7 +348,7 @@ impl Lowering for Builder {
         match self.batch_norm {
             BatchNorm::Train => {
                 let (layer, out, updates) =
-                    BatchNormTrain::forward(&mut self.g, spec, &inputs, &y.value, y.size);
+                    BatchNormTrain::forward(&mut self.g, spec, &inputs, &y.value);
                 for (tensor, value) in updates {
                     let input = names::buffer(&spec.bn_tensor(tensor));
                     self.buffers.push((input, value, spec.cout));
@@ -355,8 +356,7 @@ impl Lowering for Builder {
                 self.record(&[&y], layer, out, shape)
             }
             BatchNorm::Running => {
-                let (layer, out) =
-                    BatchNormRunning::forward(&mut self.g, spec, &inputs, &y.value, y.size);
+                let (layer, out) = BatchNormRunning::forward(&mut self.g, spec, &inputs, &y.value);
                 for (tensor, running) in BnTensor::BUFFERS.iter().zip(&inputs.running) {
                     let input = names::buffer(&spec.bn_tensor(*tensor));
                     self.buffers.push((input, running.clone(), spec.cout));
@@ -364,7 +364,7 @@ impl Lowering for Builder {
                 self.record(&[&y], layer, out, shape)
             }
             BatchNorm::Eval => Act {
-                value: BatchNormRunning::forward(&mut self.g, spec, &inputs, &y.value, y.size).1,
+                value: BatchNormRunning::forward(&mut self.g, spec, &inputs, &y.value).1,
                 ..y
             },
         }
