@@ -137,3 +137,43 @@ fn only_rps_export_builds_graphs_from_rps_onnx_types() {
         "rps-onnx's graph types used in {offenders:?}"
     );
 }
+
+/// A network is the model's to describe: the stage crates and rps-core (outside
+/// their tests) name no network of `rps_model::network::Net`, so adding one
+/// touches the model, its references and the weights table only.
+#[test]
+fn only_the_model_names_a_network() {
+    let stages = [
+        "rps-core",
+        "rps-fetch",
+        "rps-preprocess",
+        "rps-export",
+        "rps-extract",
+        "rps-train",
+        "rps-evaluate",
+    ];
+    let mut offenders = Vec::new();
+    for stage in stages {
+        let mut folders = vec![repo().join("crates").join(stage).join("src")];
+        while let Some(folder) = folders.pop() {
+            for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
+                let path = entry.path();
+                if path.is_dir() {
+                    folders.push(path);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                // Test modules close each file (`#[cfg(test)]` to the end).
+                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+                let names_one = code.match_indices("Net::").any(|(at, _)| {
+                    let after = &code[at + "Net::".len()..];
+                    after.starts_with(|c: char| c.is_ascii_uppercase()) && !after.starts_with("ALL")
+                });
+                if names_one {
+                    offenders.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "a network named in {offenders:?}");
+}
