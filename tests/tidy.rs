@@ -111,6 +111,115 @@ fn the_table_is_read_and_names_real_crates() {
     }
 }
 
+/// Whether Rust source `text` reaches rps-onnx's `proto` module by a path
+/// (`rps_onnx::proto::X`) or a use tree (`rps_onnx::{proto, ...}`, nested groups,
+/// a glob), whatever the spacing; comments and literals are not code.
+fn names_onnx_proto(text: &str) -> bool {
+    let tokens = tokens(text);
+    tokens.windows(3).enumerate().any(|(at, window)| {
+        if window[0] != "rps_onnx" || window[1] != "::" {
+            return false;
+        }
+        match window[2].as_str() {
+            "proto" | "*" => true,
+            "{" => {
+                let mut depth = 0;
+                for token in &tokens[at + 2..] {
+                    match token.as_str() {
+                        "{" => depth += 1,
+                        "}" if depth == 1 => return false,
+                        "}" => depth -= 1,
+                        "proto" | "*" => return true,
+                        _ => {}
+                    }
+                }
+                false
+            }
+            _ => false,
+        }
+    })
+}
+
+/// Identifiers, `::` and single punctuation characters of Rust source `code`,
+/// without its comments, string literals and char literals.
+fn tokens(code: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied();
+        if c.is_alphanumeric() || c == '_' {
+            let mut word = c.to_string();
+            while let Some(&more) = chars.peek().filter(|n| n.is_alphanumeric() || **n == '_') {
+                word.push(more);
+                chars.next();
+            }
+            tokens.push(word);
+        } else if c == '/' && next == Some('/') {
+            chars.by_ref().take_while(|&x| x != '\n').for_each(drop);
+        } else if c == '/' && next == Some('*') {
+            chars.next();
+            let mut last = ' ';
+            for x in chars.by_ref() {
+                if last == '*' && x == '/' {
+                    break;
+                }
+                last = x;
+            }
+        } else if c == '"' {
+            while let Some(inside) = chars.next() {
+                match inside {
+                    '\\' => {
+                        chars.next();
+                    }
+                    '"' => break,
+                    _ => {}
+                }
+            }
+        } else if c == '\'' {
+            // A char literal ('"', '\\') goes; a lifetime's quote alone goes.
+            let rest: Vec<char> = chars.clone().take(2).collect();
+            if rest.first() == Some(&'\\') {
+                chars.next();
+                chars.by_ref().take_while(|&x| x != '\'').for_each(drop);
+            } else if rest.get(1) == Some(&'\'') {
+                chars.nth(1);
+            }
+        } else if c == ':' && next == Some(':') {
+            chars.next();
+            tokens.push("::".into());
+        } else if !c.is_whitespace() {
+            tokens.push(c.to_string());
+        }
+    }
+    tokens
+}
+
+#[test]
+fn the_proto_rule_reads_use_trees() {
+    for naming in [
+        "use rps_onnx::proto::ModelProto;",
+        "use rps_onnx::{float_tensor, proto};",
+        "use rps_onnx :: { proto :: { NodeProto } };",
+        "use rps_onnx::{a::{b, proto::X}};",
+        "use rps_onnx::*;",
+        "let m = rps_onnx::proto::ModelProto::default();",
+        "let url = \"https://x\"; let q = '\"';\nuse rps_onnx::proto;",
+        "let q = '\\''; let r = '\\\\'; fn f<'a>() {}\nuse rps_onnx::proto;",
+    ] {
+        assert!(names_onnx_proto(naming), "{naming}");
+    }
+    for not_naming in [
+        "use rps_onnx::float_tensor;",
+        "use rps_onnx::{float_tensor, read};",
+        "// rps_onnx::proto in a comment",
+        "/* rps_onnx::{proto} */",
+        "let s = \"rps_onnx::proto\";",
+        "use other::proto;",
+    ] {
+        assert!(!names_onnx_proto(not_naming), "{not_naming}");
+    }
+}
+
 #[test]
 fn only_rps_export_builds_graphs_from_rps_onnx_types() {
     let mut offenders = Vec::new();
@@ -126,7 +235,7 @@ fn only_rps_export_builds_graphs_from_rps_onnx_types() {
                 folders.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                if text.contains(concat!("rps_onnx::", "proto")) {
+                if names_onnx_proto(&text) {
                     offenders.push(path.display().to_string());
                 }
             }
@@ -165,9 +274,9 @@ fn only_the_model_names_a_network() {
                 let text = std::fs::read_to_string(&path).unwrap();
                 // Test modules close each file (`#[cfg(test)]` to the end).
                 let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                let names_one = code.match_indices("Net::").any(|(at, _)| {
-                    let after = &code[at + "Net::".len()..];
-                    after.starts_with(|c: char| c.is_ascii_uppercase()) && !after.starts_with("ALL")
+                let names_one = tokens(code).windows(3).any(|w| {
+                    let variant = w[2].starts_with(|c: char| c.is_ascii_uppercase());
+                    w[0] == "Net" && w[1] == "::" && variant && w[2] != "ALL"
                 });
                 if names_one {
                     offenders.push(path.display().to_string());

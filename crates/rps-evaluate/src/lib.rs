@@ -11,7 +11,6 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
-use plotters::style::RGBColor;
 use rps_core::rows::{EpochRow, IndexRow, MetricRow, PerClassRow, PhaseOutcome};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage, TrainMeta};
 use rps_core::text::cell;
@@ -362,11 +361,6 @@ fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
     type Metric = fn(&EpochRow) -> Option<f64>;
     /// A chart's file, title, y axis, and its lines by name.
     type Chart<'a> = (ResultFile, &'a str, &'a str, Vec<(&'a str, Metric)>);
-    let colors = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-    ];
     let charts: [Chart; 3] = [
         (
             ResultFile::LossPlot,
@@ -401,7 +395,7 @@ fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
     for (file, title, y_label, metrics) in charts {
         let series: Vec<plots::Series> = metrics
             .into_iter()
-            .zip(colors)
+            .zip(plots::SERIES_COLORS)
             .map(|((name, metric), color)| plots::Series {
                 name,
                 points: epochs

@@ -21,7 +21,14 @@ pub struct Series<'a> {
 }
 
 /// Width of the strip right of an epoch chart that holds its legend.
-const LEGEND_WIDTH: u32 = 170;
+pub const LEGEND_WIDTH: u32 = 170;
+
+/// The lines of an epoch chart, in order (train, test, validation).
+pub const SERIES_COLORS: [RGBColor; 3] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+];
 
 /// Lines over epochs (integer ticks), the legend beside the plot, and a dashed line
 /// labelled where fine-tuning starts.

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 
 use rps_core::sidecar::TrainSettings;
 use rps_core::{Folder, Layout, ResultFile, SessionOptions};
+use rps_evaluate::plots;
 
 /// fetch -> export (random init, width 4, 32 px) -> preprocess -> extract -> train
 /// (1 + 1 epochs) -> evaluate, once for all tests here.
@@ -328,6 +329,23 @@ fn plots_decode_with_their_size_and_are_not_blank() {
         assert_eq!(image.dimensions(), size, "{file}");
         let colours: std::collections::HashSet<_> = image.pixels().map(|p| p.0).collect();
         assert!(colours.len() > 10, "{file} looks blank");
+    }
+    // The train and test lines run from the first epoch to the last across the
+    // epoch charts' plot area: their colours fill a good part of its columns (half
+    // the axis at this pipeline's two epochs; a title or an axis alone fills none).
+    for file in [ResultFile::LossPlot, ResultFile::AccuracyPlot] {
+        let image = image::open(layout.result(file)).unwrap().to_rgb8();
+        let plot_width = image.width() - plots::LEGEND_WIDTH;
+        for (name, colour) in ["train", "test"].iter().zip(plots::SERIES_COLORS) {
+            let rgb = [colour.0, colour.1, colour.2];
+            let columns = (0..plot_width)
+                .filter(|&x| (0..image.height()).any(|y| image.get_pixel(x, y).0 == rgb))
+                .count();
+            assert!(
+                columns as u32 > plot_width / 4,
+                "{file}: the {name} line covers {columns} of {plot_width} columns"
+            );
+        }
     }
     let errors = image::open(layout.result(ResultFile::ErrorsPlot)).unwrap();
     assert_eq!(errors.width(), 800);
