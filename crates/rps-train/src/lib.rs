@@ -208,6 +208,48 @@ struct EpochDone<'a> {
     weights: &'a Tensors,
 }
 
+/// A phase's epochs as a loop: what trains each and what records it come in, so
+/// that the loop, early stopping included, is this one.
+struct PhaseLoop<'a> {
+    plan: &'a PhasePlan,
+    settings: &'a TrainSettings,
+    /// The phase 2 step graph's sha256, which a checkpoint records.
+    graph: &'a str,
+}
+
+impl PhaseLoop<'_> {
+    /// The epochs from `start`: `train` runs one on `run` and returns its row,
+    /// `record` gets it with the progress after it and whether its validation
+    /// loss is the best yet; until the plan's last epoch or `--patience` ends the
+    /// phase.
+    fn run<R>(
+        &self,
+        run: &mut R,
+        start: usize,
+        progress: &mut Option<Progress>,
+        mut train: impl FnMut(&mut R, usize) -> Result<EpochRow>,
+        mut record: impl FnMut(&R, &EpochRow, &Progress, bool) -> Result<()>,
+    ) -> Result<()> {
+        for epoch in start..=self.plan.last {
+            let row = train(run, epoch)?;
+            let (next, improved) = Progress::after(
+                progress.as_ref(),
+                &row,
+                self.plan,
+                self.settings,
+                self.graph,
+            );
+            record(run, &row, &next, improved)?;
+            let finished = next.finished(self.plan.phase);
+            *progress = Some(next);
+            if finished {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a training run keeps of each epoch: the row printed and appended to
 /// `epochs.csv`, the best weights, and a checkpoint.
 struct Recorder<'a> {
@@ -455,31 +497,32 @@ impl<'a> Run<'a> {
     /// the phase early when `--patience` says so.
     fn train_phase(
         &self,
-        (graphs, state, weights): (&mut PhaseGraphs, &mut TrainState, &mut Tensors),
+        mut phase_run: (&mut PhaseGraphs, &mut TrainState, &mut Tensors),
         plan: &PhasePlan,
         start: usize,
         progress: &mut Option<Progress>,
         mut record: impl FnMut(EpochDone) -> Result<()>,
     ) -> Result<()> {
-        let settings = &self.config.settings;
-        for epoch in start..=plan.last {
-            let row = self.epoch(graphs, state, weights, plan, epoch)?;
-            let (next, improved) =
-                Progress::after(progress.as_ref(), &row, plan, settings, &self.graph);
-            record(EpochDone {
-                row: &row,
-                progress: &next,
-                improved,
-                state,
-                weights,
-            })?;
-            let finished = next.finished(plan.phase);
-            *progress = Some(next);
-            if finished {
-                break;
-            }
-        }
-        Ok(())
+        let phase_loop = PhaseLoop {
+            plan,
+            settings: &self.config.settings,
+            graph: &self.graph,
+        };
+        phase_loop.run(
+            &mut phase_run,
+            start,
+            progress,
+            |(graphs, state, weights), epoch| self.epoch(graphs, state, weights, plan, epoch),
+            |(_, state, weights), row, progress, improved| {
+                record(EpochDone {
+                    row,
+                    progress,
+                    improved,
+                    state,
+                    weights,
+                })
+            },
+        )
     }
 
     /// A phase's fresh optimizer state, drawing the new head first when training
@@ -918,20 +961,23 @@ mod tests {
         };
         let (mut progress, mut run) = (None::<Progress>, Vec::new());
         for (plan, losses) in phases {
-            for (epoch, &loss) in (plan.first..=plan.last).zip(losses) {
-                let row = EpochRow {
-                    epoch,
-                    val_loss: Some(loss),
-                    ..EpochRow::default()
-                };
-                let (next, _) = Progress::after(progress.as_ref(), &row, plan, &settings, "");
+            let phase_loop = PhaseLoop {
+                plan,
+                settings: &settings,
+                graph: "",
+            };
+            let train = |run: &mut Vec<usize>, epoch: usize| {
                 run.push(epoch);
-                let finished = next.finished(plan.phase);
-                progress = Some(next);
-                if finished {
-                    break;
-                }
-            }
+                Ok(EpochRow {
+                    epoch,
+                    val_loss: Some(losses[epoch - plan.first]),
+                    ..EpochRow::default()
+                })
+            };
+            let record = |_: &Vec<usize>, _: &EpochRow, _: &Progress, _| Ok(());
+            phase_loop
+                .run(&mut run, plan.first, &mut progress, train, record)
+                .unwrap();
         }
         (run, progress.unwrap())
     }
