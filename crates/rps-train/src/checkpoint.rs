@@ -14,7 +14,7 @@ use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
 
 use crate::runner::StepRunner;
 use crate::state::{TrainState, first_not_finite};
-use crate::{PhasePlan, Progress, Run};
+use crate::{PhasePlan, Run, RunProgress};
 
 /// `why`, about `results/checkpoint/`, with the way out.
 fn refuse(layout: &Layout, why: String) -> anyhow::Error {
@@ -48,7 +48,7 @@ fn check_shape(
 
 /// The checkpoint was made with this export's step graph, at an epoch the settings
 /// have, of the phase it names.
-pub(crate) fn check_progress(layout: &Layout, progress: &Progress, run: &Run) -> Result<()> {
+pub(crate) fn check_progress(layout: &Layout, progress: &RunProgress, run: &Run) -> Result<()> {
     if progress.graph.as_deref() != Some(run.graph.as_str()) {
         return Err(refuse(
             layout,

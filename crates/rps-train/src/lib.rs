@@ -67,9 +67,10 @@ fn phase_graphs(phase: Phase, ft_bn: FtBn) -> (GraphFile, GraphFile, Feature) {
     }
 }
 
-/// What a checkpoint records beside the tensors.
+/// Where a run stands (phase, epoch, best losses, early stops): what a checkpoint
+/// records beside the tensors.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct Progress {
+struct RunProgress {
     /// The settings that got here: resuming takes the same.
     settings: TrainSettings,
     phase: Phase,
@@ -202,7 +203,7 @@ pub fn run(config: &Config) -> Result<Report> {
 /// validation loss is the best yet, and the state it left.
 struct EpochDone<'a> {
     row: &'a EpochRow,
-    progress: &'a Progress,
+    progress: &'a RunProgress,
     improved: bool,
     state: &'a TrainState,
     weights: &'a Tensors,
@@ -226,13 +227,13 @@ impl PhaseLoop<'_> {
         &self,
         run: &mut R,
         start: usize,
-        progress: &mut Option<Progress>,
+        progress: &mut Option<RunProgress>,
         mut train: impl FnMut(&mut R, usize) -> Result<EpochRow>,
-        mut record: impl FnMut(&R, &EpochRow, &Progress, bool) -> Result<()>,
+        mut record: impl FnMut(&R, &EpochRow, &RunProgress, bool) -> Result<()>,
     ) -> Result<()> {
         for epoch in start..=self.plan.last {
             let row = train(run, epoch)?;
-            let (next, improved) = Progress::after(
+            let (next, improved) = RunProgress::after(
                 progress.as_ref(),
                 &row,
                 self.plan,
@@ -281,7 +282,7 @@ impl Recorder<'_> {
 }
 
 /// The last epoch of `plan`: where `--patience` ended it, or its last.
-fn end_of(plan: &PhasePlan, progress: Option<&Progress>) -> usize {
+fn end_of(plan: &PhasePlan, progress: Option<&RunProgress>) -> usize {
     progress
         .and_then(|p| p.stopped.iter().find(|s| s.phase == plan.phase))
         .map_or(plan.last, |stop| stop.epoch)
@@ -311,11 +312,11 @@ impl PhasePlan {
     }
 }
 
-impl Progress {
+impl RunProgress {
     /// The progress after `row`'s epoch of `plan`, and whether its validation loss
     /// is the best yet.
     fn after(
-        previous: Option<&Progress>,
+        previous: Option<&RunProgress>,
         row: &EpochRow,
         plan: &PhasePlan,
         settings: &TrainSettings,
@@ -349,7 +350,7 @@ impl Progress {
                 patience,
             });
         }
-        let next = Progress {
+        let next = RunProgress {
             settings: settings.clone(),
             phase,
             epoch: row.epoch,
@@ -500,7 +501,7 @@ impl<'a> Run<'a> {
         mut phase_run: (&mut PhaseGraphs, &mut TrainState, &mut Tensors),
         plan: &PhasePlan,
         start: usize,
-        progress: &mut Option<Progress>,
+        progress: &mut Option<RunProgress>,
         mut record: impl FnMut(EpochDone) -> Result<()>,
     ) -> Result<()> {
         let phase_loop = PhaseLoop {
@@ -768,7 +769,7 @@ fn new_head(params: &Shapes, head: &HeadNames, seed: u64) -> Result<Tensors> {
 /// the epochs.csv rows up to it.
 struct Start {
     weights: Tensors,
-    progress: Option<Progress>,
+    progress: Option<RunProgress>,
     state: Option<TrainState>,
     epochs: Vec<EpochRow>,
 }
@@ -780,7 +781,7 @@ fn start_or_resume(run: &Run) -> Result<Start> {
     if run.config.resume && progress_path.exists() {
         let text = std::fs::read_to_string(&progress_path)
             .with_context(|| format!("reading {}", progress_path.display()))?;
-        let progress: Progress = serde_json::from_str(&text)
+        let progress: RunProgress = serde_json::from_str(&text)
             .with_context(|| format!("reading {}", progress_path.display()))?;
         let changed = progress.settings.differences(&run.config.settings);
         if !changed.is_empty() {
@@ -833,7 +834,7 @@ fn save_checkpoint(
     layout: &Layout,
     state: &TrainState,
     weights: &Tensors,
-    progress: &Progress,
+    progress: &RunProgress,
 ) -> Result<()> {
     let tmp = atomic::TempDir::beside(&layout.result(ResultFile::Checkpoint))?;
     let inside = |file: CheckpointFile| tmp.path().join(file.file_name());
@@ -854,7 +855,7 @@ fn finish(
     run: &Run,
     upstream: &Upstream,
     weights: &Tensors,
-    progress: Option<&Progress>,
+    progress: Option<&RunProgress>,
     epochs: &[EpochRow],
     started: Instant,
     device: Device,
@@ -952,14 +953,14 @@ mod tests {
     }
 
     /// The epochs `val_losses` run for with `patience`: each phase's curve fed to
-    /// `Progress::after` until it says the phase is over.
-    fn epochs_run(patience: usize, phases: [(&PhasePlan, &[f64]); 2]) -> (Vec<usize>, Progress) {
+    /// `RunProgress::after` until it says the phase is over.
+    fn epochs_run(patience: usize, phases: [(&PhasePlan, &[f64]); 2]) -> (Vec<usize>, RunProgress) {
         let settings = TrainSettings {
             patience,
             val_fraction: 0.2,
             ..TrainSettings::default()
         };
-        let (mut progress, mut run) = (None::<Progress>, Vec::new());
+        let (mut progress, mut run) = (None::<RunProgress>, Vec::new());
         for (plan, losses) in phases {
             let phase_loop = PhaseLoop {
                 plan,
@@ -974,7 +975,7 @@ mod tests {
                     ..EpochRow::default()
                 })
             };
-            let record = |_: &Vec<usize>, _: &EpochRow, _: &Progress, _| Ok(());
+            let record = |_: &Vec<usize>, _: &EpochRow, _: &RunProgress, _| Ok(());
             phase_loop
                 .run(&mut run, plan.first, &mut progress, train, record)
                 .unwrap();
