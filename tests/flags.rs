@@ -37,6 +37,41 @@ const EXPORT: &[&str] = &["rps-export"];
 const TRAIN: &[&str] = &["rps-train"];
 const EVALUATE: &[&str] = &["rps-evaluate"];
 const FETCH_DATASET: &[&str] = &["rps-fetch", "dataset"];
+/// The stages that run ONNX Runtime.
+const ON_ORT: [&[&str]; 4] = [
+    &["rps-extract"],
+    &["rps-train"],
+    &["rps-evaluate"],
+    &["rps-predict", "photo.png"],
+];
+
+/// Variables unset by default (`make help` shows "(unset)"), each with a README row
+/// saying what unset means: what the binaries do without the flag.
+const UNSET: [&str; 8] = [
+    "THREADS",
+    "EXTRACT_BATCH",
+    "CLASSES",
+    "FROM",
+    "IMAGE",
+    "IMAGENET",
+    "PLOT",
+    "FUZZ_TARGETS",
+];
+
+/// Variables only the Makefile reads (no binary has a flag with their default):
+/// which weights file to fetch, what `make setup`, `make bench` and `make fuzz` use.
+const MAKE_ONLY: [&str; 6] = [
+    "WEIGHTS",
+    "WEIGHTS_URL",
+    "ORT_FLAVOR",
+    "VENV",
+    "TORCH_PYTHON",
+    "FUZZ_SECONDS",
+];
+
+/// The Makefile's own plumbing, overridable but no setting of the pipeline: not in
+/// `make help` or the README.
+const PLUMBING: [&str; 4] = ["BIN", "CARGO", "ORT_DYLIB_PATH", "SHARED"];
 
 fn settings() -> Vec<Setting> {
     let setting = |variable,
@@ -103,6 +138,11 @@ fn settings() -> Vec<Setting> {
         // `--lr-find` alone sweeps LR_FIND's default; with no flag, nothing.
         setting("LR_FIND", &d::LR_FIND, vec![]),
         setting("ARCH", &d::ARCH, vec![(EXPORT, "--arch")]),
+        setting(
+            "DEVICE",
+            &d::DEVICE,
+            ON_ORT.iter().map(|s| (*s, "--device")).collect(),
+        ),
         setting("UNFREEZE", &d::UNFREEZE, vec![(EXPORT, "--unfreeze")]),
         setting("WIDTH", &d::WIDTH, vec![(EXPORT, "--width")]),
         setting(
@@ -146,6 +186,95 @@ fn check_variables(source: &str, shown: impl Fn(&str) -> Option<String>) {
             s.variable,
             s.value
         );
+    }
+}
+
+/// Every variable the Makefile lets a person set (`NAME ?= ...`), and `HELP_VARS`.
+fn makefile_variables() -> (Vec<String>, Vec<String>) {
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    let settable = makefile
+        .lines()
+        .filter_map(|l| l.split_once("?=").map(|(name, _)| name.trim().to_string()))
+        .collect();
+    let help_vars = makefile
+        .split("HELP_VARS :=")
+        .nth(1)
+        .expect("HELP_VARS in the Makefile")
+        .lines()
+        .map(|l| l.trim_end_matches('\\'))
+        .take_while(|l| !l.trim().is_empty())
+        .flat_map(|l| l.split_whitespace().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    (settable, help_vars)
+}
+
+/// A variable added to the Makefile fails here until it is a checked setting (a
+/// default in `rps_core::defaults` that the binaries, `make help` and the README
+/// show), unset by default, read by the Makefile only, or its plumbing; every one but
+/// the plumbing is in `make help` and has a README row.
+#[test]
+fn every_makefile_variable_is_a_checked_setting_or_named_here() {
+    let (settable, help_vars) = makefile_variables();
+    let checked: Vec<&str> = settings().iter().map(|s| s.variable).collect();
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let table = readme.split("### Variables").nth(1).unwrap();
+    let table = table.split("\n## ").next().unwrap();
+    for variable in settable.iter().chain(&help_vars) {
+        let name = variable.as_str();
+        let kinds = [
+            checked.contains(&name),
+            UNSET.contains(&name),
+            MAKE_ONLY.contains(&name),
+            PLUMBING.contains(&name),
+        ];
+        assert_eq!(
+            kinds.iter().filter(|&&k| k).count(),
+            1,
+            "{name}: a checked setting in settings(), or in one of UNSET, MAKE_ONLY, PLUMBING"
+        );
+        if PLUMBING.contains(&name) {
+            assert!(
+                !help_vars.contains(variable),
+                "{name} is plumbing but in make help"
+            );
+            continue;
+        }
+        assert!(
+            help_vars.contains(variable),
+            "{name} is not in HELP_VARS (make help)"
+        );
+        assert!(
+            table.contains(&format!("`{name}`")),
+            "{name} has no row in the README's variables table"
+        );
+    }
+    for name in checked.iter().chain(&UNSET).chain(&MAKE_ONLY) {
+        assert!(
+            settable.iter().any(|v| v == name),
+            "{name} is listed here but the Makefile has no `{name} ?=`"
+        );
+    }
+}
+
+#[test]
+fn unset_variables_are_empty_in_the_makefile_and_make_help() {
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    let help = output(
+        Command::new("make")
+            .current_dir(repo())
+            .args(["-s", "help"]),
+    );
+    for name in UNSET {
+        let value = makefile.lines().find_map(|l| {
+            let (variable, value) = l.split_once("?=")?;
+            (variable.trim() == name).then(|| value.trim().to_string())
+        });
+        assert_eq!(value.as_deref(), Some(""), "{name} ?= in the Makefile");
+        let shown = help.lines().find_map(|l| {
+            let mut words = l.split_whitespace();
+            (words.next() == Some(name)).then(|| words.collect::<Vec<_>>().join(" "))
+        });
+        assert_eq!(shown.as_deref(), Some("(unset)"), "make help's {name}");
     }
 }
 
@@ -214,7 +343,8 @@ fn shown_default(help: &str, flag: &str) -> Option<String> {
     let mut in_flag = false;
     for line in help.lines() {
         let trimmed = line.trim_start();
-        if trimmed.starts_with('-') {
+        // A flag's line, not a bullet of its possible values ("- auto: ...").
+        if trimmed.starts_with('-') && !trimmed.starts_with("- ") {
             if in_flag {
                 break;
             }

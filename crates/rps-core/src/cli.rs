@@ -29,7 +29,7 @@ impl DataArgs {
 pub struct OrtArgs {
     /// Where to run ONNX Runtime: auto (CUDA if it really works, else CPU), cpu, or cuda
     /// (an error if CUDA cannot run).
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    #[arg(long, value_enum, default_value = defaults::DEVICE)]
     pub device: DeviceChoice,
     /// Threads for ONNX Runtime's CPU kernels, 1 to 1024 (default: all cores).
     #[arg(long, value_parser = whole::<usize>(defaults::ranges::THREADS))]

@@ -64,6 +64,9 @@ pub const UNFREEZE: &str = "last";
 /// The network's width (`WIDTH`): `full`, its published one, or the channels of
 /// its first stage.
 pub const WIDTH: &str = "full";
+/// Where ONNX Runtime runs (`DEVICE`): `auto` (CUDA if a session really runs on
+/// it), `cpu` or `cuda`.
+pub const DEVICE: &str = "auto";
 /// Images per backbone call on each device (`EXTRACT_BATCH` overrides both).
 pub const EXTRACT_BATCH_CPU: usize = 32;
 pub const EXTRACT_BATCH_CUDA: usize = 128;
