@@ -348,11 +348,6 @@ fn copy_samples(layout: &Layout) -> Result<()> {
     Ok(())
 }
 
-/// A rate on the chart's log axis; none for 0.
-fn log_rate(lr: f64) -> Option<f64> {
-    (lr > 0.0).then(|| lr.log10())
-}
-
 fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
     let finetune = epochs
         .iter()
@@ -360,12 +355,17 @@ fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
         .map(|r| r.epoch as f64 - 0.5);
     type Metric = fn(&EpochRow) -> Option<f64>;
     /// A chart's file, title, y axis, and its lines by name.
-    type Chart<'a> = (ResultFile, &'a str, &'a str, Vec<(&'a str, Metric)>);
+    type Chart<'a> = (
+        ResultFile,
+        &'a str,
+        plots::YAxis<'a>,
+        Vec<(&'a str, Metric)>,
+    );
     let charts: [Chart; 3] = [
         (
             ResultFile::LossPlot,
             "Loss",
-            "cross-entropy",
+            plots::YAxis::Linear("cross-entropy"),
             vec![
                 ("train", |r| Some(r.train_loss)),
                 ("test", |r| Some(r.test_loss)),
@@ -375,7 +375,7 @@ fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
         (
             ResultFile::AccuracyPlot,
             "Accuracy",
-            "accuracy",
+            plots::YAxis::Linear("accuracy"),
             vec![
                 ("train", |r| Some(r.train_acc)),
                 ("test", |r| Some(r.test_acc)),
@@ -385,28 +385,40 @@ fn plot_epochs(layout: &Layout, epochs: &[EpochRow]) -> Result<()> {
         (
             ResultFile::RatePlot,
             "Learning rate of the head",
-            "log10(learning rate)",
+            plots::YAxis::Log("learning rate (log scale)"),
             vec![
-                ("first step", |r| log_rate(r.lr_first)),
-                ("last step", |r| log_rate(r.lr_last)),
+                ("last step", |r| (r.lr_last > 0.0).then_some(r.lr_last)),
+                ("first step", |r| (r.lr_first > 0.0).then_some(r.lr_first)),
             ],
         ),
     ];
-    for (file, title, y_label, metrics) in charts {
+    for (file, title, y_axis, metrics) in charts {
+        // A phase's rates start afresh (a new optimizer): no line joins the phases.
+        // The losses and accuracies run on across them.
+        let rates = matches!(y_axis, plots::YAxis::Log(_));
         let series: Vec<plots::Series> = metrics
             .into_iter()
             .zip(plots::SERIES_COLORS)
-            .map(|((name, metric), color)| plots::Series {
+            .enumerate()
+            .map(|(i, ((name, metric), color))| plots::Series {
                 name,
-                points: epochs
-                    .iter()
-                    .filter_map(|r| Some((r.epoch as f64, metric(r)?)))
+                runs: epochs
+                    .chunk_by(|a, b| !rates || a.phase == b.phase)
+                    .map(|run| {
+                        run.iter()
+                            .filter_map(|r| Some((r.epoch as f64, metric(r)?)))
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|run| !run.is_empty())
                     .collect(),
                 color,
+                // The first step's rate over the last's: with a constant rate they
+                // coincide, and dashes let both show.
+                dashed: rates && i == 1,
             })
-            .filter(|s| !s.points.is_empty())
+            .filter(|s| !s.runs.is_empty())
             .collect();
-        plots::epoch_chart(&layout.result(file), title, y_label, &series, finetune)?;
+        plots::epoch_chart(&layout.result(file), title, y_axis, &series, finetune)?;
     }
     Ok(())
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use anyhow::Result;
 use image::RgbImage;
-use plotters::coord::ranged1d::SegmentValue;
+use plotters::coord::ranged1d::{SegmentValue, ValueFormatter};
+use plotters::coord::types::RangedCoordf64;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, VPos};
 use rps_plot::{FONT, Tile, draw_picture, drawable, render_png, text_style};
@@ -16,8 +18,11 @@ use crate::metrics::Confusion;
 /// One line of a chart.
 pub struct Series<'a> {
     pub name: &'a str,
-    pub points: Vec<(f64, f64)>,
+    /// Its runs of points, each drawn as one line: a gap between runs.
+    pub runs: Vec<Vec<(f64, f64)>>,
     pub color: RGBColor,
+    /// Dashed, so that a line it covers still shows.
+    pub dashed: bool,
 }
 
 /// Width of the strip right of an epoch chart that holds its legend.
@@ -30,63 +35,137 @@ pub const SERIES_COLORS: [RGBColor; 3] = [
     RGBColor(44, 160, 44),
 ];
 
+/// An epoch chart's y axis, with its label.
+pub enum YAxis<'a> {
+    /// Linear from 0 (or below), labelled with two decimals.
+    Linear(&'a str),
+    /// Logarithmic over positive values (learning rates), labelled as they are
+    /// (1e-4), as the learning-rate finder's plots are.
+    Log(&'a str),
+}
+
 /// Lines over epochs (integer ticks), the legend beside the plot, and a dashed line
 /// labelled where fine-tuning starts.
 pub fn epoch_chart(
     path: &Path,
     title: &str,
-    y_label: &str,
+    y_axis: YAxis,
     series: &[Series],
     finetune_starts: Option<f64>,
 ) -> Result<()> {
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
-    let ys: Vec<f64> = series
+    let points = || series.iter().flat_map(|s| s.runs.iter().flatten());
+    let x_max = points().map(|p| p.0).fold(1.0f64, f64::max);
+    let ys: Vec<f64> = points().map(|p| p.1).filter(|y| y.is_finite()).collect();
+    let (y_low, y_high) = ys
         .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .filter(|y| y.is_finite())
-        .collect();
-    let x_max = xs.fold(1.0f64, f64::max);
-    let y_max = ys.iter().copied().fold(f64::MIN, f64::max).max(1e-6) * 1.05;
-    let y_min = ys.iter().copied().fold(f64::MAX, f64::min).min(0.0);
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &y| (lo.min(y), hi.max(y)));
     let (width, height) = (900, 560);
     render_png(path, width, height, |root| {
         let (plot_area, legend_area) = root.split_horizontally(width - LEGEND_WIDTH);
-        let mut chart = ChartBuilder::on(&plot_area)
+        let mut builder = ChartBuilder::on(&plot_area);
+        builder
             .caption(drawable(title), (FONT, 24))
             .margin(15)
             .x_label_area_size(45)
-            .y_label_area_size(65)
-            .build_cartesian_2d(0.5..x_max + 0.5, y_min..y_max)?;
-        // At most one tick an epoch, so that each falls on a whole epoch.
-        chart
-            .configure_mesh()
-            .x_labels((x_max as usize).min(12))
-            .x_desc(drawable("epoch"))
-            .y_desc(drawable(y_label))
-            .x_label_formatter(&|x| drawable(&epoch_tick(*x)))
-            .y_label_formatter(&|y| drawable(&format!("{y:.2}")))
-            .label_style((FONT, 15))
-            .draw()?;
-        for s in series {
-            let style = s.color.stroke_width(2);
-            chart.draw_series(LineSeries::new(s.points.clone(), style))?;
-        }
-        if let Some(x) = finetune_starts {
-            let style = BLACK.mix(0.6).stroke_width(1);
-            chart.draw_series(DashedLineSeries::new([(x, y_min), (x, y_max)], 8, 6, style))?;
-            let label = text_style(15, HPos::Left, VPos::Top);
-            let top = y_max - (y_max - y_min) * 0.01;
-            chart.draw_series([Text::new(drawable(" fine-tuning"), (x, top), label)])?;
+            .y_label_area_size(65);
+        let x_range = 0.5..x_max + 0.5;
+        match y_axis {
+            YAxis::Linear(label) => {
+                let y_max = y_high.max(1e-6) * 1.05;
+                let y_min = y_low.min(0.0);
+                let chart = builder.build_cartesian_2d(x_range, y_min..y_max)?;
+                let ticks = |y: &f64| drawable(&format!("{y:.2}"));
+                draw_epochs(
+                    chart,
+                    (label, &ticks),
+                    (y_min, y_max),
+                    series,
+                    finetune_starts,
+                )?;
+            }
+            YAxis::Log(label) => {
+                // A decade's margin each way keeps a constant rate off the frame.
+                let positive = y_low > 0.0 && y_low.is_finite();
+                let (y_min, y_max) = match positive {
+                    true => (y_low / 3.0, y_high * 3.0),
+                    false => (1e-8, 1.0),
+                };
+                let y_range = (y_min..y_max).log_scale();
+                let chart = builder.build_cartesian_2d(x_range, y_range)?;
+                let ticks = |y: &f64| drawable(&format!("{y:.0e}"));
+                draw_epochs(
+                    chart,
+                    (label, &ticks),
+                    (y_min, y_max),
+                    series,
+                    finetune_starts,
+                )?;
+            }
         }
         let label = text_style(16, HPos::Left, VPos::Center);
         for (i, s) in series.iter().enumerate() {
             let y = 80 + 30 * i as i32;
-            let line = PathElement::new([(10, y), (40, y)], s.color.stroke_width(3));
-            legend_area.draw(&line)?;
+            let (ends, style) = ([(10, y), (40, y)], s.color.stroke_width(3));
+            match s.dashed {
+                true => legend_area.draw(&DashedPathElement::new(ends, 8, 5, style))?,
+                false => legend_area.draw(&PathElement::new(ends, style))?,
+            }
             legend_area.draw_text(&drawable(s.name), &label, (50, y))?;
         }
         Ok(())
     })?;
+    Ok(())
+}
+
+/// An epoch chart's mesh (`y_ticks` formats the y axis's labels), its lines, and
+/// the fine-tuning marker spanning `y_min..y_max`.
+fn draw_epochs<DB, Y>(
+    mut chart: ChartContext<DB, Cartesian2d<RangedCoordf64, Y>>,
+    (y_label, y_ticks): (&str, &dyn Fn(&f64) -> String),
+    (y_min, y_max): (f64, f64),
+    series: &[Series],
+    finetune_starts: Option<f64>,
+) -> Result<()>
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
+    let x_max = chart.x_range().end - 0.5;
+    // At most one tick an epoch, so that each falls on a whole epoch.
+    chart
+        .configure_mesh()
+        .x_labels((x_max as usize).min(12))
+        .x_desc(drawable("epoch"))
+        .y_desc(drawable(y_label))
+        .x_label_formatter(&|x| drawable(&epoch_tick(*x)))
+        .y_label_formatter(y_ticks)
+        .label_style((FONT, 15))
+        .draw()?;
+    for s in series {
+        let style = s.color.stroke_width(2);
+        for run in &s.runs {
+            match (run.as_slice(), s.dashed) {
+                // A one-epoch phase has no line to draw: a dot, smaller for the
+                // dashed series so that one under it still shows.
+                ([point], dashed) => {
+                    let radius = if dashed { 2 } else { 4 };
+                    chart.draw_series([Circle::new(*point, radius, style.filled())])?
+                }
+                (_, true) => chart.draw_series(DashedLineSeries::new(run.clone(), 10, 8, style))?,
+                (_, false) => chart.draw_series(LineSeries::new(run.clone(), style))?,
+            };
+        }
+    }
+    if let Some(x) = finetune_starts {
+        let style = BLACK.mix(0.6).stroke_width(1);
+        chart.draw_series(DashedLineSeries::new([(x, y_min), (x, y_max)], 8, 6, style))?;
+        let label = text_style(15, HPos::Left, VPos::Top);
+        // Just under the top, on either axis.
+        let top = y_max - (y_max - y_min) * 0.01;
+        let top = if top > y_min { top } else { y_max };
+        chart.draw_series([Text::new(drawable(" fine-tuning"), (x, top), label)])?;
+    }
     Ok(())
 }
 

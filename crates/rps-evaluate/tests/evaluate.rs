@@ -347,6 +347,22 @@ fn plots_decode_with_their_size_and_are_not_blank() {
             );
         }
     }
+    // lr.png: each phase's rates (one epoch each here) drawn, first and last step.
+    let rates = image::open(layout.result(ResultFile::RatePlot))
+        .unwrap()
+        .to_rgb8();
+    let plot_width = rates.width() - plots::LEGEND_WIDTH;
+    for (name, colour) in ["last step", "first step"].iter().zip(plots::SERIES_COLORS) {
+        let rgb = [colour.0, colour.1, colour.2];
+        let drawn = (0..plot_width)
+            .flat_map(|x| (0..rates.height()).map(move |y| (x, y)))
+            .filter(|&(x, y)| rates.get_pixel(x, y).0 == rgb)
+            .count();
+        assert!(
+            drawn > 20,
+            "lr.png: the {name} rates are not drawn ({drawn} pixels)"
+        );
+    }
     let errors = image::open(layout.result(ResultFile::ErrorsPlot)).unwrap();
     assert_eq!(errors.width(), 800);
 }
