@@ -84,7 +84,7 @@ pub fn epoch_chart(
                 )?;
             }
             YAxis::Log(label) => {
-                // A decade's margin each way keeps a constant rate off the frame.
+                // A factor of 3 each way keeps a constant rate off the frame.
                 let positive = y_low > 0.0 && y_low.is_finite();
                 let (y_min, y_max) = match positive {
                     true => (y_low / 3.0, y_high * 3.0),
