@@ -76,8 +76,9 @@ fn transposed_pads(window: Window, size: usize) -> Option<(usize, usize)> {
     Some((before, after))
 }
 
-/// `dx[i] = Σ_t w[t] dy_spread[i + before - t]`: the flipped filters over the
-/// spread output gradient.
+/// `dx[i] = Σ_t w[t] spread[i + pad - t]` on each axis, `pad` being the forward's
+/// zeros before the input and `spread[o * stride] = dy[o]`: the flipped filters'
+/// convolution of the spread output gradient, padded by [`transposed_pads`].
 fn input_grad_of(g: &mut Graph, spec: &ConvSpec, weight: &Value, dy: &Value, size: usize) -> Value {
     let window = spec.window;
     let (c, k, stride) = (spec.cout as i64, window.kernel, window.stride);
