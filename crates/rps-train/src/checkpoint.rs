@@ -12,9 +12,10 @@ use rps_core::names::StateKind;
 use rps_core::sidecar::HeadNames;
 use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
 
+use crate::Run;
+use crate::phase::{PhasePlan, RunProgress};
 use crate::runner::StepRunner;
 use crate::state::{TrainState, first_not_finite};
-use crate::{PhasePlan, Run, RunProgress};
 
 /// `why`, about `results/checkpoint/`, with the way out.
 fn refuse(layout: &Layout, why: String) -> anyhow::Error {
