@@ -536,9 +536,11 @@ fn the_report_shows_every_plot_and_is_well_formed() {
 
 #[test]
 fn every_plotted_string_has_its_glyphs() {
-    let layout = pipeline();
+    // On a copy: evaluating the shared DATA again would rewrite its results while
+    // other tests copy or read them.
+    let copy = pipeline_copy();
     rps_evaluate::run(&rps_evaluate::Config {
-        layout: layout.clone(),
+        layout: Layout::new(copy.path()),
         batch: 64,
         session: SessionOptions::cpu(2),
     })
