@@ -189,12 +189,47 @@ fn check_variables(source: &str, shown: impl Fn(&str) -> Option<String>) {
     }
 }
 
+/// The Makefile's `NAME ?= value` lines, as (name, value).
+fn makefile_defaults() -> Vec<(String, String)> {
+    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
+    makefile
+        .lines()
+        .filter_map(|l| l.split_once("?="))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect()
+}
+
+/// The Makefile's default for `variable`.
+fn makefile_default(variable: &str) -> Option<String> {
+    let defaults = makefile_defaults().into_iter();
+    defaults
+        .filter(|(name, _)| name == variable)
+        .map(|(_, value)| value)
+        .next()
+}
+
+/// What `make help` shows after `variable`'s name, its words joined by one space.
+fn make_help_value(help: &str, variable: &str) -> Option<String> {
+    help.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        (words.next() == Some(variable)).then(|| words.collect::<Vec<_>>().join(" "))
+    })
+}
+
+fn make_help() -> String {
+    output(
+        Command::new("make")
+            .current_dir(repo())
+            .args(["-s", "help"]),
+    )
+}
+
 /// Every variable the Makefile lets a person set (`NAME ?= ...`), and `HELP_VARS`.
 fn makefile_variables() -> (Vec<String>, Vec<String>) {
     let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
-    let settable = makefile
-        .lines()
-        .filter_map(|l| l.split_once("?=").map(|(name, _)| name.trim().to_string()))
+    let settable = makefile_defaults()
+        .into_iter()
+        .map(|(name, _)| name)
         .collect();
     let help_vars = makefile
         .split("HELP_VARS :=")
@@ -258,49 +293,26 @@ fn every_makefile_variable_is_a_checked_setting_or_named_here() {
 
 #[test]
 fn unset_variables_are_empty_in_the_makefile_and_make_help() {
-    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
-    let help = output(
-        Command::new("make")
-            .current_dir(repo())
-            .args(["-s", "help"]),
-    );
+    let help = make_help();
     for name in UNSET {
-        let value = makefile.lines().find_map(|l| {
-            let (variable, value) = l.split_once("?=")?;
-            (variable.trim() == name).then(|| value.trim().to_string())
-        });
+        let value = makefile_default(name);
         assert_eq!(value.as_deref(), Some(""), "{name} ?= in the Makefile");
-        let shown = help.lines().find_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some(name)).then(|| words.collect::<Vec<_>>().join(" "))
-        });
+        let shown = make_help_value(&help, name);
         assert_eq!(shown.as_deref(), Some("(unset)"), "make help's {name}");
     }
 }
 
 #[test]
 fn makefile_defaults_match() {
-    let makefile = std::fs::read_to_string(repo().join("Makefile")).unwrap();
-    check_variables("the Makefile", |variable| {
-        makefile.lines().find_map(|l| {
-            let (name, value) = l.split_once("?=")?;
-            (name.trim() == variable).then(|| value.trim().to_string())
-        })
-    });
+    check_variables("the Makefile", makefile_default);
 }
 
 #[test]
 fn make_help_shows_the_defaults() {
-    let help = output(
-        Command::new("make")
-            .current_dir(repo())
-            .args(["-s", "help"]),
-    );
+    let help = make_help();
     check_variables("make help", |variable| {
-        help.lines().find_map(|l| {
-            let mut words = l.split_whitespace();
-            (words.next() == Some(variable)).then(|| words.next().unwrap_or("").to_string())
-        })
+        let shown = make_help_value(&help, variable)?;
+        Some(shown.split_whitespace().next().unwrap_or("").to_string())
     });
 }
 

@@ -220,27 +220,37 @@ fn the_proto_rule_reads_use_trees() {
     }
 }
 
-#[test]
-fn only_rps_export_builds_graphs_from_rps_onnx_types() {
-    let mut offenders = Vec::new();
-    let mut folders = vec![repo().join("crates"), repo().join("tests")];
+/// The `.rs` files under `roots`, but those under a path `skipped` says so of.
+fn rust_files(roots: Vec<PathBuf>, skipped: impl Fn(&Path) -> bool) -> Vec<PathBuf> {
+    let (mut files, mut folders) = (Vec::new(), roots);
     while let Some(folder) = folders.pop() {
         for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
             let path = entry.path();
-            let inside = |c: &str| path.starts_with(repo().join("crates").join(c));
-            if inside("rps-export") || inside("rps-onnx") || path.ends_with("target") {
+            if skipped(&path) {
                 continue;
             }
             if path.is_dir() {
                 folders.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
-                if names_onnx_proto(&text) {
-                    offenders.push(path.display().to_string());
-                }
+                files.push(path);
             }
         }
     }
+    files
+}
+
+#[test]
+fn only_rps_export_builds_graphs_from_rps_onnx_types() {
+    let crates = repo().join("crates");
+    let skipped = |path: &Path| {
+        let inside = |c: &str| path.starts_with(crates.join(c));
+        inside("rps-export") || inside("rps-onnx") || path.ends_with("target")
+    };
+    let offenders: Vec<String> = rust_files(vec![crates.clone(), repo().join("tests")], skipped)
+        .into_iter()
+        .filter(|path| names_onnx_proto(&std::fs::read_to_string(path).unwrap()))
+        .map(|path| path.display().to_string())
+        .collect();
     assert!(
         offenders.is_empty(),
         "rps-onnx's graph types used in {offenders:?}"
@@ -261,28 +271,20 @@ fn only_the_model_names_a_network() {
         "rps-train",
         "rps-evaluate",
     ];
-    let mut offenders = Vec::new();
-    for stage in stages {
-        let mut folders = vec![repo().join("crates").join(stage).join("src")];
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder).unwrap().map(Result::unwrap) {
-                let path = entry.path();
-                if path.is_dir() {
-                    folders.push(path);
-                    continue;
-                }
-                let text = std::fs::read_to_string(&path).unwrap();
-                // Test modules close each file (`#[cfg(test)]` to the end).
-                let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-                let names_one = tokens(code).windows(3).any(|w| {
-                    let variant = w[2].starts_with(|c: char| c.is_ascii_uppercase());
-                    w[0] == "Net" && w[1] == "::" && variant && w[2] != "ALL"
-                });
-                if names_one {
-                    offenders.push(path.display().to_string());
-                }
-            }
-        }
-    }
+    let roots = stages.map(|s| repo().join("crates").join(s).join("src"));
+    let names_one = |path: &PathBuf| {
+        let text = std::fs::read_to_string(path).unwrap();
+        // Test modules close each file (`#[cfg(test)]` to the end).
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        tokens(code).windows(3).any(|w| {
+            let variant = w[2].starts_with(|c: char| c.is_ascii_uppercase());
+            w[0] == "Net" && w[1] == "::" && variant && w[2] != "ALL"
+        })
+    };
+    let offenders: Vec<String> = rust_files(roots.to_vec(), |_| false)
+        .into_iter()
+        .filter(names_one)
+        .map(|path| path.display().to_string())
+        .collect();
     assert!(offenders.is_empty(), "a network named in {offenders:?}");
 }

@@ -136,13 +136,9 @@ pub(crate) fn check_state(
     for (kind, tensors, shaped_as) in by_kind {
         let expected = step.state_shapes(shaped_as)?;
         for (name, shape) in &expected {
-            let holds = (kind.input(name), tensors.get(name));
-            check_shape(
-                layout,
-                &file,
-                (&holds.0, holds.1),
-                ("the step graph takes", shape),
-            )?;
+            let input = kind.input(name);
+            let holds = (input.as_str(), tensors.get(name));
+            check_shape(layout, &file, holds, ("the step graph takes", shape))?;
         }
         if let Some(extra) = tensors
             .keys()

@@ -6,7 +6,7 @@
 //! output and input positions in one product batched over channels on small maps,
 //! and gathers taps on large ones (where all pairs would cost more).
 
-use crate::graph::{Graph, Value};
+use crate::graph::{Graph, Reduce, Value};
 use rps_model::network::ConvSpec;
 use rps_model::window::Window;
 
@@ -120,10 +120,10 @@ fn paired_weight_grad(g: &mut Graph, spec: &ConvSpec, x: &Value, dy: &Value, siz
     let pairs = g.matmul(dy, &by_sample);
     let pairs = g.reshape(&pairs, &[c, -1]);
     let indices = tap_pairs(window, size, padded_size);
-    let p_out = (spec.out_size(size) * spec.out_size(size)) as i64;
-    let indices = g.int_constant(&[window.taps(), p_out as usize], &indices);
+    let p_out = spec.out_size(size) * spec.out_size(size);
+    let indices = g.int_constant(&[window.taps(), p_out], &indices);
     let per_tap = g.gather(&pairs, &indices, 1);
-    g.reduce(crate::graph::Reduce::Sum, &per_tap, &[2], false)
+    g.reduce(Reduce::Sum, &per_tap, &[2], false)
 }
 
 /// `[K, P_out]`: where each tap's (output, padded input) pair lies in the flattened

@@ -262,8 +262,7 @@ fn depthwise_forward(
 ) -> (Value, Value) {
     let (c, taps) = (spec.cout as i64, spec.window.taps());
     let out_size = spec.out_size(in_size);
-    let gathered = gather_taps(g, spec.window, x, in_size);
-    let gathered = g.reshape(&gathered, &[c, taps as i64, -1]);
+    let gathered = channel_taps(g, spec, x, in_size);
     let filters = g.reshape(weight, &[c, 1, taps as i64]);
     let y = g.matmul(&filters, &gathered);
     let y = g.reshape(&y, &[c, (out_size * out_size) as i64, -1]);
@@ -284,12 +283,15 @@ pub(super) fn depthwise_weight_grad_from(
     dy: &Value,
     in_size: usize,
 ) -> Value {
-    let gathered = gather_taps(g, spec.window, x, in_size);
-    let taps = g.reshape(
-        &gathered,
-        &[spec.cout as i64, spec.window.taps() as i64, -1],
-    );
+    let taps = channel_taps(g, spec, x, in_size);
     depthwise_weight_grad(g, spec, &taps, dy)
+}
+
+/// `[C, P_in, N]` -> each channel's gathered taps, `[C, K, P_out*N]`.
+fn channel_taps(g: &mut Graph, spec: &ConvSpec, x: &Value, in_size: usize) -> Value {
+    let gathered = gather_taps(g, spec.window, x, in_size);
+    let taps = spec.window.taps() as i64;
+    g.reshape(&gathered, &[spec.cout as i64, taps, -1])
 }
 
 /// The depthwise convolution run backwards phase by phase, as
