@@ -1,21 +1,106 @@
-//! What a checkpoint must be before training resumes from it: made with the same
-//! step graph (network, depth, classes), at an epoch of the phase it names, with
-//! every tensor the phase's step takes, of its shape and finite, and the Adam step
-//! count the epochs imply. Each refusal names `results/checkpoint/` and what is
-//! wrong; none reaches ONNX Runtime.
+//! Checkpoint and resume. After every epoch the checkpoint is written as one folder,
+//! replaced by rename; `--resume` starts from it only once it is what it must be:
+//! made with the same settings and step graph (network, depth, classes), at an epoch
+//! of the phase it names, with every tensor the phase's step takes, of its shape and
+//! finite, and the Adam step count the epochs imply. Each refusal names
+//! `results/checkpoint/` and what is wrong; none reaches ONNX Runtime.
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use ndarray::ArrayD;
 use rps_core::names::StateKind;
+use rps_core::rows::EpochRow;
 use rps_core::sidecar::HeadNames;
-use rps_core::{GraphFile, Layout, Phase, ResultFile, Tensors, npy};
+use rps_core::{CheckpointFile, GraphFile, Layout, Phase, ResultFile, Tensors, atomic, npy, table};
 
 use crate::Run;
 use crate::phase::{PhasePlan, RunProgress};
 use crate::runner::StepRunner;
 use crate::state::{TrainState, first_not_finite};
+
+/// Where training starts: the weights, and with `--resume` the last checkpoint and
+/// the epochs.csv rows up to it.
+pub(crate) struct Start {
+    pub weights: Tensors,
+    pub progress: Option<RunProgress>,
+    pub state: Option<TrainState>,
+    pub epochs: Vec<EpochRow>,
+}
+
+/// The exported backbone, or with `--resume` the last checkpoint.
+pub(crate) fn start_or_resume(run: &Run) -> Result<Start> {
+    let layout = &run.config.layout;
+    let progress_path = layout.checkpoint(CheckpointFile::Progress);
+    if run.config.resume && progress_path.exists() {
+        let text = std::fs::read_to_string(&progress_path)
+            .with_context(|| format!("reading {}", progress_path.display()))?;
+        let progress: RunProgress = serde_json::from_str(&text)
+            .with_context(|| format!("reading {}", progress_path.display()))?;
+        let changed = progress.settings.differences(&run.config.settings);
+        if !changed.is_empty() {
+            bail!(
+                "cannot resume {}: it was trained with other settings ({}); leave out --resume to start over",
+                layout.result(ResultFile::Checkpoint).display(),
+                changed.join(", ")
+            );
+        }
+        check_progress(layout, &progress, run)?;
+        let weights = npy::read_tensors(&layout.checkpoint(CheckpointFile::Weights))?;
+        check_weights(layout, &weights, &run.head)?;
+        let state = TrainState::load(&layout.checkpoint(CheckpointFile::State))?;
+        let epochs_path = layout.result(ResultFile::Epochs);
+        let rows: Vec<EpochRow> = table::read(&epochs_path).unwrap_or_default();
+        let rows: Vec<EpochRow> = rows
+            .into_iter()
+            .filter(|r| r.epoch <= progress.epoch)
+            .collect();
+        if rows.len() != progress.epoch {
+            bail!(
+                "{}: has {} rows up to epoch {}; cannot resume",
+                epochs_path.display(),
+                rows.len(),
+                progress.epoch
+            );
+        }
+        eprintln!(
+            "train: resuming after epoch {} ({})",
+            progress.epoch,
+            progress.phase.name()
+        );
+        return Ok(Start {
+            weights,
+            progress: Some(progress),
+            state: Some(state),
+            epochs: rows,
+        });
+    }
+    Ok(Start {
+        weights: npy::read_tensors(&layout.graph(GraphFile::Weights))?,
+        progress: None,
+        state: None,
+        epochs: Vec::new(),
+    })
+}
+
+/// Writes the checkpoint as a whole folder, replaced by rename.
+pub(crate) fn save_checkpoint(
+    layout: &Layout,
+    state: &TrainState,
+    weights: &Tensors,
+    progress: &RunProgress,
+) -> Result<()> {
+    let tmp = atomic::TempDir::beside(&layout.result(ResultFile::Checkpoint))?;
+    let inside = |file: CheckpointFile| tmp.path().join(file.file_name());
+    state.save(&inside(CheckpointFile::State))?;
+    npy::write_tensors(&inside(CheckpointFile::Weights), weights)?;
+    atomic::write_bytes(
+        &inside(CheckpointFile::Progress),
+        serde_json::to_string_pretty(progress)?.as_bytes(),
+    )?;
+    tmp.commit()?;
+    Ok(())
+}
 
 /// `why`, about `results/checkpoint/`, with the way out.
 fn refuse(layout: &Layout, why: String) -> anyhow::Error {
@@ -49,7 +134,7 @@ fn check_shape(
 
 /// The checkpoint was made with this export's step graph, at an epoch the settings
 /// have, of the phase it names.
-pub(crate) fn check_progress(layout: &Layout, progress: &RunProgress, run: &Run) -> Result<()> {
+fn check_progress(layout: &Layout, progress: &RunProgress, run: &Run) -> Result<()> {
     if progress.graph.as_deref() != Some(run.graph.as_str()) {
         return Err(refuse(
             layout,
@@ -81,7 +166,7 @@ pub(crate) fn check_progress(layout: &Layout, progress: &RunProgress, run: &Run)
 
 /// The checkpoint's weights are the exported backbone's tensors with their shapes,
 /// the head, and nothing else, every value finite.
-pub(crate) fn check_weights(layout: &Layout, weights: &Tensors, head: &HeadNames) -> Result<()> {
+fn check_weights(layout: &Layout, weights: &Tensors, head: &HeadNames) -> Result<()> {
     let exported = npy::read_tensors(&layout.graph(GraphFile::Weights))?;
     let file = layout.checkpoint(rps_core::CheckpointFile::Weights);
     for (name, value) in &exported {

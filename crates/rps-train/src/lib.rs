@@ -12,7 +12,9 @@
 
 mod checkpoint;
 pub mod data;
+mod head;
 pub mod lr_find;
+mod outputs;
 mod phase;
 pub mod runner;
 pub mod schedule;
@@ -21,26 +23,23 @@ pub mod state;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
 use rps_core::progress::{self, Units};
-use rps_core::rows::{EpochRow, ParamsRow};
-use rps_core::sidecar::{
-    ExportDetails, HeadNames, Sidecar, Stage, TrainDetails, TrainMeta, TrainSettings,
-};
+use rps_core::rows::EpochRow;
+use rps_core::sidecar::{ExportDetails, HeadNames, TrainSettings};
 use rps_core::upstream::Upstream;
 use rps_core::{
-    CacheFile, CheckpointFile, ClassList, Device, Feature, Folder, FtBn, GraphFile, Layout, Phase,
-    ResultFile, SessionOptions, Split, Tensors, atomic, npy, table,
+    CacheFile, ClassList, Device, Feature, Folder, FtBn, GraphFile, Layout, Phase, ResultFile,
+    SessionOptions, Split, Tensors, npy, table,
 };
-use rps_onnx::ModelFile;
 use rps_score::{Features, Scorer};
-use serde::Serialize;
 
+use checkpoint::{Start, save_checkpoint, start_or_resume};
 use data::BatchPosition;
+use head::new_head;
+use outputs::finish;
 use phase::{PhaseLoop, PhasePlan, RunProgress, end_of};
-use runner::{Optimizer, Shapes, StepRates, StepRunner};
+use runner::{Optimizer, StepRates, StepRunner};
 use schedule::PhaseSchedule;
 use state::TrainState;
 
@@ -581,203 +580,4 @@ fn check_step_memory(settings: &TrainSettings, export: &ExportDetails) -> Result
         ),
         None => Ok(()),
     }
-}
-
-/// The new head's own random stream of `SEED` ("head"), so that it does not depend
-/// on anything else drawn.
-const HEAD_STREAM: u64 = 0x6865_6164;
-
-/// A fresh head, drawn as `nn.Linear` draws one: the head step's parameters `head`
-/// names, a weight `[classes, features]` and a bias `[classes]`.
-fn new_head(params: &Shapes, head: &HeadNames, seed: u64) -> Result<Tensors> {
-    let shape = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, shape)| shape)
-            .with_context(|| format!("the head step takes no {name}"))
-    };
-    let weight = shape(&head.weight)?;
-    if weight.len() != 2 || shape(&head.bias)? != &[weight[0]] {
-        bail!(
-            "the head step's {} and {} do not make a Linear layer",
-            head.weight,
-            head.bias
-        );
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ HEAD_STREAM);
-    let (w, b) = rps_core::init::linear(weight[1], weight[0], &mut rng);
-    Ok(Tensors::from([
-        (head.weight.clone(), w),
-        (head.bias.clone(), b),
-    ]))
-}
-
-/// Where training starts: the weights, and with `--resume` the last checkpoint and
-/// the epochs.csv rows up to it.
-struct Start {
-    weights: Tensors,
-    progress: Option<RunProgress>,
-    state: Option<TrainState>,
-    epochs: Vec<EpochRow>,
-}
-
-/// The exported backbone, or with `--resume` the last checkpoint.
-fn start_or_resume(run: &Run) -> Result<Start> {
-    let layout = &run.config.layout;
-    let progress_path = layout.checkpoint(CheckpointFile::Progress);
-    if run.config.resume && progress_path.exists() {
-        let text = std::fs::read_to_string(&progress_path)
-            .with_context(|| format!("reading {}", progress_path.display()))?;
-        let progress: RunProgress = serde_json::from_str(&text)
-            .with_context(|| format!("reading {}", progress_path.display()))?;
-        let changed = progress.settings.differences(&run.config.settings);
-        if !changed.is_empty() {
-            bail!(
-                "cannot resume {}: it was trained with other settings ({}); leave out --resume to start over",
-                layout.result(ResultFile::Checkpoint).display(),
-                changed.join(", ")
-            );
-        }
-        checkpoint::check_progress(layout, &progress, run)?;
-        let weights = npy::read_tensors(&layout.checkpoint(CheckpointFile::Weights))?;
-        checkpoint::check_weights(layout, &weights, &run.head)?;
-        let state = TrainState::load(&layout.checkpoint(CheckpointFile::State))?;
-        let epochs_path = layout.result(ResultFile::Epochs);
-        let rows: Vec<EpochRow> = table::read(&epochs_path).unwrap_or_default();
-        let rows: Vec<EpochRow> = rows
-            .into_iter()
-            .filter(|r| r.epoch <= progress.epoch)
-            .collect();
-        if rows.len() != progress.epoch {
-            bail!(
-                "{}: has {} rows up to epoch {}; cannot resume",
-                epochs_path.display(),
-                rows.len(),
-                progress.epoch
-            );
-        }
-        eprintln!(
-            "train: resuming after epoch {} ({})",
-            progress.epoch,
-            progress.phase.name()
-        );
-        return Ok(Start {
-            weights,
-            progress: Some(progress),
-            state: Some(state),
-            epochs: rows,
-        });
-    }
-    Ok(Start {
-        weights: npy::read_tensors(&layout.graph(GraphFile::Weights))?,
-        progress: None,
-        state: None,
-        epochs: Vec::new(),
-    })
-}
-
-/// Writes the checkpoint as a whole folder, replaced by rename.
-fn save_checkpoint(
-    layout: &Layout,
-    state: &TrainState,
-    weights: &Tensors,
-    progress: &RunProgress,
-) -> Result<()> {
-    let tmp = atomic::TempDir::beside(&layout.result(ResultFile::Checkpoint))?;
-    let inside = |file: CheckpointFile| tmp.path().join(file.file_name());
-    state.save(&inside(CheckpointFile::State))?;
-    npy::write_tensors(&inside(CheckpointFile::Weights), weights)?;
-    atomic::write_bytes(
-        &inside(CheckpointFile::Progress),
-        serde_json::to_string_pretty(progress)?.as_bytes(),
-    )?;
-    tmp.commit()?;
-    Ok(())
-}
-
-/// The trained weights, parameter counts, metadata and the deployable model (the
-/// best epoch's when a validation split picked one); the model is written last, as
-/// make's sign that training finished.
-fn finish(
-    run: &Run,
-    upstream: &Upstream,
-    weights: &Tensors,
-    progress: Option<&RunProgress>,
-    epochs: &[EpochRow],
-    started: Instant,
-    device: Device,
-) -> Result<()> {
-    let layout = &run.config.layout;
-    npy::write_tensors(&layout.result(ResultFile::Weights), weights)?;
-    let counts = &upstream.export.details;
-    let params = [
-        (Phase::Head, counts.params_trainable_head),
-        (Phase::Finetune, counts.params_trainable_finetune),
-    ]
-    .map(|(phase, trainable)| ParamsRow {
-        phase,
-        total: counts.params_total,
-        trainable,
-    });
-    table::write(&layout.result(ResultFile::Params), &params)?;
-    let best_epoch = progress.and_then(|p| p.best).map(|(_, epoch)| epoch);
-    let last_epoch = epochs.last().map_or(0, |row| row.epoch);
-    let details = TrainDetails {
-        train_images: run.train_images.len(),
-        val_images: run.val_images.len(),
-        model_epoch: best_epoch.unwrap_or(last_epoch),
-        class_weights: run.optimizer.class_weights.clone(),
-        stopped_early: progress.map(|p| p.stopped.clone()).unwrap_or_default(),
-    };
-    let meta: TrainMeta = sidecar(run.config, details, device, started);
-    meta.write(&layout.result(ResultFile::TrainMeta))?;
-    let model_weights = match best_epoch {
-        Some(_) => npy::read_tensors(&layout.result(ResultFile::Best))?,
-        None => weights.clone(),
-    };
-    write_model(layout, &model_weights, &upstream.classes)?;
-    let written = [
-        ResultFile::Model,
-        ResultFile::Weights,
-        ResultFile::Best,
-        ResultFile::Epochs,
-        ResultFile::Params,
-        ResultFile::TrainMeta,
-        ResultFile::Checkpoint,
-    ]
-    .map(|file| layout.result(file));
-    Ok(rps_core::outputs::record(layout, "train", &written)?)
-}
-
-/// A sidecar of rps-train's: `config`'s settings, what it read, where and how long
-/// it ran, and `details`.
-fn sidecar<D: Serialize + serde::de::DeserializeOwned>(
-    config: &Config,
-    details: D,
-    device: Device,
-    started: Instant,
-) -> Sidecar<TrainSettings, D> {
-    let layout = &config.layout;
-    let settings = config.settings.clone();
-    let mut meta = Sidecar::new(Stage::Train, env!("CARGO_PKG_VERSION"), settings, details);
-    meta.inputs = [layout.dir(Folder::Features), layout.dir(Folder::Graphs)]
-        .map(|p| p.display().to_string())
-        .to_vec();
-    meta.device = Some(device);
-    meta.seconds = started.elapsed().as_secs_f64();
-    meta
-}
-
-/// `results/model.onnx`: the exported classifier with `weights` and the class names.
-fn write_model(layout: &Layout, weights: &Tensors, classes: &ClassList) -> Result<()> {
-    let mut model = ModelFile::read(&layout.graph(GraphFile::Classifier))?;
-    for (name, value) in weights {
-        let value = value.as_standard_layout();
-        let data = value.as_slice().expect("standard layout");
-        model.set_initializer(name, value.shape(), data)?;
-    }
-    model.set_metadata(names::META_CLASSES, &classes.names().join("\n"));
-    atomic::write_bytes(&layout.result(ResultFile::Model), &model.to_bytes())?;
-    Ok(())
 }

@@ -16,10 +16,11 @@ use rps_core::sidecar::{FileDigest, LrFindDetails, LrFindMeta, LrFinding};
 use rps_core::{Device, Folder, GraphFile, Phase, ResultFile, defaults, npy, table};
 use rps_plot::{FONT, drawable, render_png, text_style};
 
+use crate::outputs::sidecar;
 use crate::phase::{PhasePlan, end_of};
 use crate::runner::StepRates;
 use crate::state::TrainState;
-use crate::{Config, EpochDone, PhaseGraphs, Run, sidecar, summary_line};
+use crate::{Config, EpochDone, PhaseGraphs, Run, summary_line};
 
 /// Which phases to sweep (`--lr-find`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
