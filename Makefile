@@ -262,7 +262,10 @@ predict: $(BIN)/rps-predict | $(ORT_LIB) ## Classify IMAGE=photo.jpg (add IMAGEN
 	$(ORT_ENV) $(BIN)/rps-predict --data $(Q_DATA) $(ORT_FLAGS) $(if $(IMAGENET),--imagenet) \
 	  $(if $(PLOT),--plot $(call quote,$(PLOT))) $(call quote,$(IMAGE))
 
-$(if $(IMAGENET),predict: $(GRAPHS),predict: $(MODEL))
+# predict classifies with the model the last run left, whatever the settings are now;
+# only a model that is missing is made first (a changed setting retrains nothing).
+PREDICT_MODEL = $(if $(IMAGENET),$(GRAPHS),$(MODEL))
+predict: $(filter-out $(wildcard $(PREDICT_MODEL)),$(PREDICT_MODEL))
 
 # ---- Checks -------------------------------------------------------------------
 test: $(ORT_LIB) ## Run every test (bootstraps ONNX Runtime first)
