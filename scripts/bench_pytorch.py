@@ -116,6 +116,17 @@ def step(arch, steps, unfreeze):
     for _ in range(3):
         one()
     print(f"step {median_rate(BATCH, steps, one):.2f}")
+    print(f"peak_resident_bytes {peak_resident_bytes()}")
+
+
+def peak_resident_bytes():
+    """This process's peak resident memory: VmHWM, its own since exec. (getrusage's
+    ru_maxrss also counts the parent's peak when spawned by vfork, as Rust spawns.)"""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/self/status has no VmHWM")
 
 
 def forward(arch, images, export_path):

@@ -8,6 +8,7 @@ mod python;
 mod rates;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::Result;
 use clap::Parser;
@@ -66,6 +67,12 @@ struct Args {
     /// whole-pipeline rows keep the recipe's last stage).
     #[arg(long, default_value = rps_core::defaults::UNFREEZE, value_parser = Unfreeze::flag)]
     unfreeze: Unfreeze,
+    /// Only times the phase 2 step graph at this path (from `--unfreeze`, as the
+    /// table's step row does) and prints its images/s and this process's peak
+    /// resident memory. The table runs its step rows this way, each step in a process
+    /// of its own, as PyTorch's is.
+    #[arg(long, value_name = "GRAPH")]
+    step_process: Option<PathBuf>,
 }
 
 const IMAGE_SIZE: usize = 224;
@@ -125,6 +132,9 @@ fn main() -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if let Some(graph) = &args.step_process {
+        return step_process(&args, graph, threads);
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
@@ -255,12 +265,13 @@ fn step_rows(
 ) -> Result<Vec<Row>> {
     let unfreeze = arch.resolve(args.unfreeze).map_err(anyhow::Error::msg)?;
     eprintln!("bench: train steps (batch {BATCH}, UNFREEZE={unfreeze})");
-    let options = SessionOptions::cpu(threads);
+    // As rps-train opens its step sessions (the stage loop's runner does so itself).
+    let options = SessionOptions::cpu(threads).for_train_step();
     let ft = layout.graph(GraphFile::FinetuneStep);
     let shape = [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat();
     let features = (shape.as_slice(), unfreeze);
-    let session = Runtime::get()?.session(&ft, options)?.0;
-    let bare = rates::bare_step_rate(arch, session, features, args.steps)?;
+    let ours = own_step(args, &ft, threads)?;
+    let bare = ours.rate;
     let stage = rates::step_rate(
         arch,
         layout,
@@ -277,22 +288,37 @@ fn step_rows(
         "bench: the same step in PyTorch eager ({})",
         torch.interpreter
     );
-    rows.push(
-        match torch.step_rate(args.arch, unfreeze, threads, args.steps) {
-            Ok((version, rate)) => Row::new(
-                format!("the same step in PyTorch {version} eager (images/s)"),
-                format!("{rate:.1}"),
+    let memory = "the step's peak resident memory, each in a process of its own (GB)";
+    let gb = |bytes: f64| format!("{:.2}", bytes / 1e9);
+    match torch.step(args.arch, unfreeze, threads, args.steps) {
+        Ok(theirs) => rows.extend([
+            Row::new(
+                format!(
+                    "the same step in PyTorch {} eager (images/s)",
+                    theirs.version
+                ),
+                format!("{:.1}", theirs.rate),
             )
             .beside(
                 "scripts/bench_pytorch.py step",
-                ratio(bare, rate, step_target(arch, unfreeze)),
+                ratio(bare, theirs.rate, step_target(arch, unfreeze)),
             ),
-            Err(why) => Row::new(
+            Row::new(memory, gb(ours.peak_bytes)).beside(
+                format!("PyTorch's {}", gb(theirs.peak_bytes)),
+                format!(
+                    "ours {:.2}x (target <= 1x)",
+                    ours.peak_bytes / theirs.peak_bytes
+                ),
+            ),
+        ]),
+        Err(why) => rows.extend([
+            Row::new(
                 "the same step in PyTorch eager",
                 format!("not measured: {why}"),
             ),
-        },
-    );
+            Row::new(memory, gb(ours.peak_bytes)),
+        ]),
+    }
     let (products_ms, run_ms) = rates::product_time(arch, &ft, features, options, args.steps)?;
     rows.push(
         Row::new(
@@ -334,6 +360,55 @@ fn step_rows(
         ),
     );
     Ok(rows)
+}
+
+/// `--step-process`: the phase 2 step at `graph`, timed bare, then this process's
+/// peak resident memory, as `own_step` reads them.
+fn step_process(args: &Args, graph: &Path, threads: usize) -> Result<()> {
+    let arch = arch(args.arch);
+    let unfreeze = arch.resolve(args.unfreeze).map_err(anyhow::Error::msg)?;
+    let shape = [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat();
+    let session = Runtime::get()?
+        .session(graph, SessionOptions::cpu(threads).for_train_step())?
+        .0;
+    let rate = rates::bare_step_rate(&arch, session, (&shape, unfreeze), args.steps)?;
+    println!("step {rate}");
+    println!("peak_resident_bytes {}", rates::peak_resident_bytes()?);
+    Ok(())
+}
+
+/// Our phase 2 step at `graph`, run by this program's `--step-process` in a process
+/// of its own.
+fn own_step(args: &Args, graph: &Path, threads: usize) -> Result<python::Step> {
+    let out = Command::new(std::env::current_exe()?)
+        .arg("--step-process")
+        .arg(graph)
+        .args([
+            "--arch",
+            args.arch.name(),
+            "--unfreeze",
+            args.unfreeze.name(),
+        ])
+        .args(["--threads", &threads.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let measured = || -> python::Measured<python::Step> {
+        Ok(python::Step {
+            version: String::new(),
+            rate: python::number(&stdout, "step")?,
+            peak_bytes: python::number(&stdout, "peak_resident_bytes")?,
+        })
+    };
+    match (out.status.success(), measured()) {
+        (true, Ok(step)) => Ok(step),
+        (_, why) => anyhow::bail!(
+            "the step's own process failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            why.err().unwrap_or_default()
+        ),
+    }
 }
 
 /// The phase 2 step's speed target beside PyTorch eager: issue 21's 1.3x from the

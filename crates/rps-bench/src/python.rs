@@ -18,6 +18,14 @@ pub struct Python {
 /// A measurement, or why it could not be made.
 pub type Measured<T> = Result<T, String>;
 
+/// A phase 2 step measured in a process that ran nothing else: images/s, and the
+/// process's peak resident memory.
+pub struct Step {
+    pub version: String,
+    pub rate: f64,
+    pub peak_bytes: f64,
+}
+
 /// PyTorch's forward rate and the backbone it exported with torch.onnx.
 pub struct Forward {
     pub version: String,
@@ -37,15 +45,14 @@ impl Python {
         Ok((number(&output, "test")?, number(&output, "train")?))
     }
 
-    /// PyTorch's version and its images/s on the phase 2 step from `unfreeze` in
-    /// eager mode.
-    pub fn step_rate(
+    /// PyTorch's eager phase 2 step from `unfreeze`, in a process of its own.
+    pub fn step(
         &self,
         net: Net,
         unfreeze: Unfreeze,
         threads: usize,
         steps: usize,
-    ) -> Measured<(String, f64)> {
+    ) -> Measured<Step> {
         let args = [
             "step",
             net.name(),
@@ -54,7 +61,11 @@ impl Python {
             unfreeze.name(),
         ];
         let output = self.run("bench_pytorch.py", &args)?;
-        Ok((text(&output, "torch")?.into(), number(&output, "step")?))
+        Ok(Step {
+            version: text(&output, "torch")?.into(),
+            rate: number(&output, "step")?,
+            peak_bytes: number(&output, "peak_resident_bytes")?,
+        })
     }
 
     /// PyTorch's images/s on the frozen backbone, and its torch.onnx export into
@@ -143,18 +154,18 @@ impl Python {
     }
 }
 
-/// The value of a script's `KEY VALUE` output line.
-fn text<'a>(output: &'a str, key: &str) -> Measured<&'a str> {
+/// The value of a program's `KEY VALUE` output line.
+pub fn text<'a>(output: &'a str, key: &str) -> Measured<&'a str> {
     output
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix([' ', ':']))
         .map(str::trim)
-        .ok_or_else(|| format!("the script printed no {key:?} line"))
+        .ok_or_else(|| format!("it printed no {key:?} line"))
 }
 
-fn number(output: &str, key: &str) -> Measured<f64> {
+pub fn number(output: &str, key: &str) -> Measured<f64> {
     let value = text(output, key)?;
     value
         .parse()
-        .map_err(|_| format!("the script's {key:?} is {value:?}, not a number"))
+        .map_err(|_| format!("its {key:?} is {value:?}, not a number"))
 }

@@ -205,6 +205,19 @@ pub fn step_rate(
     })
 }
 
+/// This process's peak resident memory so far (`VmHWM`), in bytes.
+pub fn peak_resident_bytes() -> Result<u64> {
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .context("/proc/self/status has no VmHWM")?;
+    Ok(kib * 1024)
+}
+
 /// images/s of a step graph's session fed the same in-memory tensors each time.
 pub fn bare_step_rate(
     arch: &Arch,

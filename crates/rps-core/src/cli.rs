@@ -38,10 +38,7 @@ pub struct OrtArgs {
 
 impl OrtArgs {
     pub fn options(&self) -> SessionOptions {
-        SessionOptions {
-            device: self.device,
-            threads: self.threads.unwrap_or_else(all_cores),
-        }
+        SessionOptions::new(self.device, self.threads.unwrap_or_else(all_cores))
     }
 }
 

@@ -207,13 +207,12 @@ impl Runtime {
 
     /// A session builder on the device `options` ask for.
     pub fn session_builder(&self, options: SessionOptions) -> Result<(SessionBuilder, Device)> {
-        let threads = options.threads;
         Ok(match options.device {
-            DeviceChoice::Cpu => (self.builder(threads)?, Device::Cpu),
-            DeviceChoice::Cuda => (self.cuda_builder(threads)?, Device::Cuda),
-            DeviceChoice::Auto => match self.cuda_builder(threads) {
+            DeviceChoice::Cpu => (self.builder(options)?, Device::Cpu),
+            DeviceChoice::Cuda => (self.cuda_builder(options)?, Device::Cuda),
+            DeviceChoice::Auto => match self.cuda_builder(options) {
                 Ok(builder) => (builder, Device::Cuda),
-                Err(_) => (self.builder(threads)?, Device::Cpu),
+                Err(_) => (self.builder(options)?, Device::Cpu),
             },
         })
     }
@@ -225,7 +224,7 @@ impl Runtime {
         text.split_whitespace().next().map(str::to_string)
     }
 
-    fn builder(&self, threads: usize) -> Result<SessionBuilder> {
+    fn builder(&self, options: SessionOptions) -> Result<SessionBuilder> {
         let ort_err = |source: ort::Error| Error::Ort {
             context: "configuring an ONNX Runtime session".into(),
             source,
@@ -234,7 +233,9 @@ impl Runtime {
             .map_err(ort_err)?
             .with_optimization_level(GraphOptimizationLevel::All)
             .map_err(|e| ort_err(e.into()))?
-            .with_intra_threads(threads)
+            .with_intra_threads(options.threads)
+            .map_err(|e| ort_err(e.into()))?
+            .with_memory_pattern(options.memory_pattern)
             .map_err(|e| ort_err(e.into()))?
             // Its failures come back as errors, which each stage words for a person;
             // ONNX Runtime's own log would print them a second time, raw and in
@@ -245,8 +246,8 @@ impl Runtime {
 
     /// A builder whose CUDA provider must register: ort otherwise falls back to the
     /// CPU silently.
-    fn cuda_builder(&self, threads: usize) -> Result<SessionBuilder> {
-        self.builder(threads)?
+    fn cuda_builder(&self, options: SessionOptions) -> Result<SessionBuilder> {
+        self.builder(options)?
             .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
             .map_err(|e| {
                 Error::CudaUnavailable(format!(

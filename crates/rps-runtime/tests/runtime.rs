@@ -29,7 +29,7 @@ fn library_loads_and_reports_its_version() {
 fn cuda_runs_or_is_refused_and_auto_falls_back() {
     let runtime = Runtime::get().unwrap();
     let flavor = runtime.flavor();
-    let choose = |device| runtime.session_builder(SessionOptions { device, threads: 1 });
+    let choose = |device| runtime.session_builder(SessionOptions::new(device, 1));
     let cuda = choose(DeviceChoice::Cuda).map(|(_, device)| device);
     match (flavor.as_deref(), &cuda) {
         (Some("cpu"), Ok(_)) => panic!("the CPU build ran CUDA"),
