@@ -62,15 +62,18 @@ impl Description {
     }
 
     /// A lower bound of the floats one image keeps for the backward of a train step
-    /// through the stages from `first` on: each convolution's gathered patches
-    /// (`Cin·k²` values at each output position) and three maps of its output (the
+    /// through the stages from `first` on: each convolution's input or its gathered
+    /// patches (`Cin·k²` values at each output position), whichever is smaller (a
+    /// step keeps one or the other, or more), and three maps of its output (the
     /// convolution's, the BatchNorm's, the ReLU's).
     pub fn step_floats_per_image(&self, first: usize) -> u64 {
         self.convs_from(first)
             .map(|(spec, size)| {
                 let out = spec.out_size(size) as u64;
                 let taps = (spec.window.kernel * spec.window.kernel) as u64;
-                (spec.cin as u64 * taps + 3 * spec.cout as u64) * out * out
+                let patches = spec.cin as u64 * taps * out * out;
+                let input = spec.cin as u64 * (size * size) as u64;
+                patches.min(input) + 3 * spec.cout as u64 * out * out
             })
             .sum()
     }
@@ -189,7 +192,7 @@ mod tests {
     use crate::network::Net;
 
     #[test]
-    fn a_steps_floats_per_image_count_patches_and_three_maps_per_convolution() {
+    fn a_steps_floats_per_image_count_inputs_or_patches_and_three_maps_per_convolution() {
         let arch = Arch {
             net: Net::ResNet18,
             width: 64,
@@ -198,9 +201,10 @@ mod tests {
         };
         let d = Description::of(&arch);
         // layer4 at 7x7: four 3x3 convolutions (256 or 512 in) and a 1x1 downsample,
-        // 512 out each.
-        let patches = (256 * 9 + 3 * 512 * 9 + 256) * 49;
-        assert_eq!(d.step_floats_per_image(4), patches + 5 * 3 * 512 * 49);
+        // 512 out each. The 3x3s' inputs are smaller than their patches (the first's
+        // 14x14), the strided downsample's patches than its input.
+        let kept = 256 * 196 + 3 * 512 * 49 + 256 * 49;
+        assert_eq!(d.step_floats_per_image(4), kept + 5 * 3 * 512 * 49);
         let deeper: Vec<u64> = (0..=4).map(|s| d.step_floats_per_image(s)).collect();
         assert!(deeper.windows(2).all(|w| w[0] > w[1]), "{deeper:?}");
         // A forward holds conv1's image and output at once (3 x 224² + 64 x 112²),

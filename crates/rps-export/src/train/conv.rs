@@ -27,6 +27,10 @@ use super::blocked;
 /// cost more than the products they save).
 pub const DENSE_WINOGRAD_MAX: usize = 14;
 
+/// The smallest input map edge from which a train step's patch convolution gathers
+/// its patches again in the backward instead of keeping them.
+pub const GATHER_TWICE_FROM: usize = 28;
+
 /// How one convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -39,6 +43,9 @@ pub enum Algorithm {
     Depthwise,
     /// One filter per channel, through ONNX Runtime's blocked depthwise kernel.
     DepthwiseBlocked,
+    /// Patches forward, gathered again for the weight gradient (train steps, large
+    /// maps).
+    PatchesGatheredTwice,
 }
 
 impl Algorithm {
@@ -57,7 +64,9 @@ impl Algorithm {
         let winograd = convolutions == Convolutions::Fastest
             && winograd::suits(spec, size)
             && size <= DENSE_WINOGRAD_MAX;
+        let large = size >= GATHER_TWICE_FROM && !spec.is_pointwise();
         match (winograd, training) {
+            (false, true) if large => Algorithm::PatchesGatheredTwice,
             (false, _) => Algorithm::Patches,
             (true, false) => Algorithm::Winograd,
             (true, true) => Algorithm::PatchesThenWinograd,
@@ -75,6 +84,8 @@ pub enum Saved {
     Taps(Value),
     /// The input `[C, P_in, N]`.
     Input(Value),
+    /// The input `[C, P_in, N]`, the patch matrix's source.
+    PatchSource(Value),
 }
 
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` by `algorithm`, and what its backward needs.
@@ -101,6 +112,10 @@ pub fn forward(
             let groups = winograd_transforms(g, spec, weight, x, in_size, KernelFor::InputGradient);
             (Saved::Winograd(groups), y)
         }
+        Algorithm::PatchesGatheredTwice => {
+            let y = patches_forward(g, spec, weight, x, in_size).1;
+            (Saved::PatchSource(x.clone()), y)
+        }
         Algorithm::Depthwise => {
             let (taps, y) = depthwise_forward(g, spec, weight, x, in_size);
             (Saved::Taps(taps), y)
@@ -125,6 +140,12 @@ pub fn backward(
     let (dw, dx) = match saved {
         Saved::Patches(patches) => {
             let dw = patches_weight_grad(g, spec, patches, dy);
+            let dx = input_grad.then(|| patches_input_grad(g, spec, weight, dy, in_size));
+            (dw, dx)
+        }
+        Saved::PatchSource(x) => {
+            let patches = patch_matrix(g, spec, x, in_size);
+            let dw = patches_weight_grad(g, spec, &patches, dy);
             let dx = input_grad.then(|| patches_input_grad(g, spec, weight, dy, in_size));
             (dw, dx)
         }
@@ -166,6 +187,15 @@ enum KernelFor {
     InputGradient,
 }
 
+/// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]`.
+fn patch_matrix(g: &mut Graph, spec: &ConvSpec, x: &Value, in_size: usize) -> Value {
+    if spec.is_pointwise() {
+        return g.reshape(x, &[spec.cin as i64, -1]);
+    }
+    let gathered = gather_taps(g, spec.window, x, in_size);
+    g.reshape(&gathered, &[(spec.cin * spec.window.taps()) as i64, -1])
+}
+
 /// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]`, which the backward
 /// reuses, and `[Cout, P_out, N]`.
 fn patches_forward(
@@ -177,12 +207,7 @@ fn patches_forward(
 ) -> (Value, Value) {
     let taps = spec.window.taps();
     let out_size = spec.out_size(in_size);
-    let patches = if spec.is_pointwise() {
-        g.reshape(x, &[spec.cin as i64, -1])
-    } else {
-        let gathered = gather_taps(g, spec.window, x, in_size);
-        g.reshape(&gathered, &[(spec.cin * taps) as i64, -1])
-    };
+    let patches = patch_matrix(g, spec, x, in_size);
     let wm = g.reshape(weight, &[spec.cout as i64, (spec.cin * taps) as i64]);
     let y = g.matmul(&wm, &patches);
     let y = g.reshape(&y, &[spec.cout as i64, (out_size * out_size) as i64, -1]);

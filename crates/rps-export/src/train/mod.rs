@@ -449,7 +449,7 @@ mod tests {
     }
 
     #[test]
-    fn dense_winograd_stops_where_maps_grow_large() {
+    fn large_maps_gather_patches_twice_and_small_ones_take_winograd() {
         let arch = Arch {
             net: Net::ResNet18,
             width: 64,
@@ -463,8 +463,8 @@ mod tests {
             let conv = rps_model::resnet::layer(&arch, stage)[1].main_path()[0].clone();
             Algorithm::choose(Convolutions::Fastest, true, &conv, size)
         };
-        assert_eq!(choose(1), Algorithm::Patches);
-        assert_eq!(choose(2), Algorithm::Patches);
+        assert_eq!(choose(1), Algorithm::PatchesGatheredTwice);
+        assert_eq!(choose(2), Algorithm::PatchesGatheredTwice);
         assert_eq!(choose(3), Algorithm::PatchesThenWinograd);
         assert_eq!(choose(4), Algorithm::PatchesThenWinograd);
     }
