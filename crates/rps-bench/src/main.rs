@@ -266,7 +266,7 @@ fn step_rows(
     let unfreeze = arch.resolve(args.unfreeze).map_err(anyhow::Error::msg)?;
     eprintln!("bench: train steps (batch {BATCH}, UNFREEZE={unfreeze})");
     // As rps-train opens its step sessions (the stage loop's runner does so itself).
-    let options = SessionOptions::cpu(threads).for_train_step();
+    let options = SessionOptions::cpu(threads).for_training();
     let ft = layout.graph(GraphFile::FinetuneStep);
     let shape = [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat();
     let features = (shape.as_slice(), unfreeze);
@@ -369,7 +369,7 @@ fn step_process(args: &Args, graph: &Path, threads: usize) -> Result<()> {
     let unfreeze = arch.resolve(args.unfreeze).map_err(anyhow::Error::msg)?;
     let shape = [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat();
     let session = Runtime::get()?
-        .session(graph, SessionOptions::cpu(threads).for_train_step())?
+        .session(graph, SessionOptions::cpu(threads).for_training())?
         .0;
     let rate = rates::bare_step_rate(&arch, session, (&shape, unfreeze), args.steps)?;
     println!("step {rate}");

@@ -43,7 +43,7 @@ pub struct SessionOptions {
     pub device: DeviceChoice,
     pub threads: usize,
     /// ONNX Runtime's memory pattern: one block planned ahead for all of a run's
-    /// intermediates. On, but for train steps ([`SessionOptions::for_train_step`]).
+    /// intermediates. On, but in training ([`SessionOptions::for_training`]).
     pub memory_pattern: bool,
 }
 
@@ -62,11 +62,13 @@ impl SessionOptions {
         Self::new(DeviceChoice::Cpu, threads)
     }
 
-    /// For a train step: without the memory pattern, whose planned block for a step's
-    /// batch-wide forward and backward maps held about twice what the step needs
-    /// (resnet18 from layer1: 8.4 GB resident against 4.5), at the same speed. The
-    /// forward-only graphs keep it (extract ran a few percent slower without it).
-    pub fn for_train_step(self) -> Self {
+    /// For rps-train's sessions (the step and the eval graph scoring each epoch):
+    /// without the memory pattern, whose planned block for a step's batch-wide
+    /// forward and backward maps held about twice what the step needs (resnet18 from
+    /// layer1: 8.4 GB resident against 4.5), at the same speed, and which plans again
+    /// for a last batch of another size. Extract keeps it (it ran a few percent
+    /// slower without).
+    pub fn for_training(self) -> Self {
         Self {
             memory_pattern: false,
             ..self

@@ -103,7 +103,7 @@ impl PhaseGraphs {
         let optimizer = run.optimizer.clone();
         let step = StepRunner::open(layout, step, run.config.session, optimizer)?;
         run.check_stage_rates(phase, &step)?;
-        let eval = Scorer::open(layout, eval, run.config.session)?;
+        let eval = Scorer::open(layout, eval, run.config.session.for_training())?;
         let dims = step.dims(names::FEATURES)?;
         for split in [&run.train, &run.test] {
             split.check_fits(feature, &dims, step.graph())?;
