@@ -139,15 +139,11 @@ pub fn backward(
 ) -> (Value, Option<Value>) {
     let (dw, dx) = match saved {
         Saved::Patches(patches) => {
-            let dw = patches_weight_grad(g, spec, patches, dy);
-            let dx = input_grad.then(|| patches_input_grad(g, spec, weight, dy, in_size));
-            (dw, dx)
+            patches_backward(g, spec, (patches, weight), dy, in_size, input_grad)
         }
         Saved::PatchSource(x) => {
             let patches = patch_matrix(g, spec, x, in_size);
-            let dw = patches_weight_grad(g, spec, &patches, dy);
-            let dx = input_grad.then(|| patches_input_grad(g, spec, weight, dy, in_size));
-            (dw, dx)
+            patches_backward(g, spec, (&patches, weight), dy, in_size, input_grad)
         }
         Saved::Winograd(groups) => winograd_backward(g, spec, groups, dy, in_size, input_grad),
         Saved::Taps(taps) => {
@@ -214,7 +210,22 @@ fn patches_forward(
     (patches, y)
 }
 
-/// `[Cout, Cin*K]`: the forward's patches reused.
+/// A patch convolution's weight gradient from its patch matrix, and its input's
+/// when asked.
+fn patches_backward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    (patches, weight): (&Value, &Value),
+    dy: &Value,
+    in_size: usize,
+    input_grad: bool,
+) -> (Value, Option<Value>) {
+    let dw = patches_weight_grad(g, spec, patches, dy);
+    let dx = input_grad.then(|| patches_input_grad(g, spec, weight, dy, in_size));
+    (dw, dx)
+}
+
+/// `[Cout, Cin*K]` from the patch matrix.
 fn patches_weight_grad(g: &mut Graph, spec: &ConvSpec, patches: &Value, dy: &Value) -> Value {
     let dym = g.reshape(dy, &[spec.cout as i64, -1]);
     g.gemm(&dym, patches, None, Transposed { a: false, b: true })
