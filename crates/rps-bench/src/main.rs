@@ -265,10 +265,10 @@ fn step_rows(
 ) -> Result<Vec<Row>> {
     let unfreeze = arch.resolve(args.unfreeze).map_err(anyhow::Error::msg)?;
     eprintln!("bench: train steps (batch {BATCH}, UNFREEZE={unfreeze})");
-    // As rps-train opens its step sessions (the stage loop's runner does so itself).
+    // As rps-train opens its sessions.
     let options = SessionOptions::cpu(threads).for_training();
     let ft = layout.graph(GraphFile::FinetuneStep);
-    let shape = [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat();
+    let shape = step_batch_shape(arch, unfreeze);
     let features = (shape.as_slice(), unfreeze);
     let ours = own_step(args, &ft, threads)?;
     let bare = ours.rate;
@@ -291,12 +291,9 @@ fn step_rows(
     let memory = "the step's peak resident memory, each in a process of its own (GB)";
     let gb = |bytes: f64| format!("{:.2}", bytes / 1e9);
     match torch.step(args.arch, unfreeze, threads, args.steps) {
-        Ok(theirs) => rows.extend([
+        Ok((version, theirs)) => rows.extend([
             Row::new(
-                format!(
-                    "the same step in PyTorch {} eager (images/s)",
-                    theirs.version
-                ),
+                format!("the same step in PyTorch {version} eager (images/s)"),
                 format!("{:.1}", theirs.rate),
             )
             .beside(
@@ -362,12 +359,17 @@ fn step_rows(
     Ok(rows)
 }
 
+/// The shape of the batch a phase 2 step from `unfreeze` reads.
+fn step_batch_shape(arch: &Arch, unfreeze: Unfreeze) -> Vec<usize> {
+    [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat()
+}
+
 /// `--step-process`: the phase 2 step at `graph`, timed bare, then this process's
 /// peak resident memory, as `own_step` reads them.
 fn step_process(args: &Args, graph: &Path, threads: usize) -> Result<()> {
     let arch = arch(args.arch);
     let unfreeze = arch.resolve(args.unfreeze).map_err(anyhow::Error::msg)?;
-    let shape = [&[BATCH][..], &arch.frozen_shape(unfreeze)].concat();
+    let shape = step_batch_shape(&arch, unfreeze);
     let session = Runtime::get()?
         .session(graph, SessionOptions::cpu(threads).for_training())?
         .0;
@@ -392,23 +394,15 @@ fn own_step(args: &Args, graph: &Path, threads: usize) -> Result<python::Step> {
         .args(["--threads", &threads.to_string()])
         .args(["--steps", &args.steps.to_string()])
         .output()?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let measured = || -> python::Measured<python::Step> {
-        Ok(python::Step {
-            version: String::new(),
-            rate: python::number(&stdout, "step")?,
-            peak_bytes: python::number(&stdout, "peak_resident_bytes")?,
-        })
-    };
-    match (out.status.success(), measured()) {
-        (true, Ok(step)) => Ok(step),
-        (_, why) => anyhow::bail!(
-            "the step's own process failed ({}): {}{}",
+    if !out.status.success() {
+        anyhow::bail!(
+            "the step's own process failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim(),
-            why.err().unwrap_or_default()
-        ),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
+    python::Step::parse(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|why| anyhow::anyhow!("the step's own process: {why}"))
 }
 
 /// The phase 2 step's speed target beside PyTorch eager: issue 21's 1.3x from the

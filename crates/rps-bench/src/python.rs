@@ -21,9 +21,18 @@ pub type Measured<T> = Result<T, String>;
 /// A phase 2 step measured in a process that ran nothing else: images/s, and the
 /// process's peak resident memory.
 pub struct Step {
-    pub version: String,
     pub rate: f64,
     pub peak_bytes: f64,
+}
+
+impl Step {
+    /// From the `step` and `peak_resident_bytes` lines such a process prints.
+    pub fn parse(output: &str) -> Measured<Self> {
+        Ok(Self {
+            rate: number(output, "step")?,
+            peak_bytes: number(output, "peak_resident_bytes")?,
+        })
+    }
 }
 
 /// PyTorch's forward rate and the backbone it exported with torch.onnx.
@@ -45,14 +54,15 @@ impl Python {
         Ok((number(&output, "test")?, number(&output, "train")?))
     }
 
-    /// PyTorch's eager phase 2 step from `unfreeze`, in a process of its own.
+    /// PyTorch's version and its eager phase 2 step from `unfreeze`, in a process of
+    /// its own.
     pub fn step(
         &self,
         net: Net,
         unfreeze: Unfreeze,
         threads: usize,
         steps: usize,
-    ) -> Measured<Step> {
+    ) -> Measured<(String, Step)> {
         let args = [
             "step",
             net.name(),
@@ -61,11 +71,7 @@ impl Python {
             unfreeze.name(),
         ];
         let output = self.run("bench_pytorch.py", &args)?;
-        Ok(Step {
-            version: text(&output, "torch")?.into(),
-            rate: number(&output, "step")?,
-            peak_bytes: number(&output, "peak_resident_bytes")?,
-        })
+        Ok((text(&output, "torch")?.into(), Step::parse(&output)?))
     }
 
     /// PyTorch's images/s on the frozen backbone, and its torch.onnx export into
@@ -155,7 +161,7 @@ impl Python {
 }
 
 /// The value of a program's `KEY VALUE` output line.
-pub fn text<'a>(output: &'a str, key: &str) -> Measured<&'a str> {
+fn text<'a>(output: &'a str, key: &str) -> Measured<&'a str> {
     output
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix([' ', ':']))
@@ -163,7 +169,7 @@ pub fn text<'a>(output: &'a str, key: &str) -> Measured<&'a str> {
         .ok_or_else(|| format!("it printed no {key:?} line"))
 }
 
-pub fn number(output: &str, key: &str) -> Measured<f64> {
+fn number(output: &str, key: &str) -> Measured<f64> {
     let value = text(output, key)?;
     value
         .parse()

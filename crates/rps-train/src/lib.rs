@@ -101,9 +101,10 @@ impl PhaseGraphs {
         let layout = &run.config.layout;
         let (step, eval, feature) = phase_graphs(phase, run.config.settings.ft_bn);
         let optimizer = run.optimizer.clone();
-        let step = StepRunner::open(layout, step, run.config.session, optimizer)?;
+        let session = run.config.session.for_training();
+        let step = StepRunner::open(layout, step, session, optimizer)?;
         run.check_stage_rates(phase, &step)?;
-        let eval = Scorer::open(layout, eval, run.config.session.for_training())?;
+        let eval = Scorer::open(layout, eval, session)?;
         let dims = step.dims(names::FEATURES)?;
         for split in [&run.train, &run.test] {
             split.check_fits(feature, &dims, step.graph())?;

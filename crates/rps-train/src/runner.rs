@@ -122,7 +122,6 @@ impl StepRunner {
         options: SessionOptions,
         optimizer: Optimizer,
     ) -> Result<Self> {
-        let options = options.for_training();
         let (session, device) = Runtime::get()?.exported(layout, file, options)?;
         let graph = layout.graph(file);
         let rate_inputs = rate_groups(&session, &graph)?
