@@ -1,14 +1,8 @@
 //! The README and docs/: every link reaches a file and a heading that exist, and
 //! every `make` command they show runs a target the Makefile has.
 
-use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use rps_fixtures::repo;
+use std::path::PathBuf;
 
 /// README.md and every page of docs/, with their text.
 fn pages() -> Vec<(PathBuf, String)> {

@@ -3,17 +3,10 @@
 //! every binary's `--help` must say the same. A value out of a flag's range is refused
 //! by name, never a panic.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rps_core::defaults as d;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
+use rps_fixtures::repo;
 
 /// A Makefile variable, its default, and the binaries (with subcommand) and flags
 /// that take it.

@@ -2,13 +2,10 @@
 //! refused at once, naming it; once that process is killed (SIGKILL, no clean-up),
 //! its lock is gone with it.
 
-use std::path::{Path, PathBuf};
+use rps_fixtures::repo;
+use std::path::Path;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// `rps-preprocess` on `data` (which holds no dataset): its stderr and exit code.
 fn preprocess(data: &Path) -> (String, Option<i32>) {

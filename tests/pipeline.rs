@@ -3,18 +3,12 @@
 //! incremental reruns. Uses the debug binaries `cargo test` has just built.
 
 use rps_core::npy;
+use rps_fixtures::repo;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::SystemTime;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// Serves `../shared/data/*.zip` on 127.0.0.1 for a bounded number of requests.
 fn serve_shared_archives() -> String {

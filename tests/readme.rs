@@ -3,16 +3,10 @@
 //! Each command is run here or named with why it is not; a command added to the README
 //! fails here until it is one or the other.
 
+use rps_fixtures::repo;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .canonicalize()
-        .unwrap()
-}
 
 /// The shared folder, its path free of `..` (so that replacing `../shared` in a
 /// command that holds it changes nothing).

@@ -2,12 +2,9 @@
 //! the table in docs/ARCHITECTURE.md, and rps-onnx's graph types used only where
 //! graphs are built.
 
+use rps_fixtures::repo;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// What a crate may use, by crate: `None` for anything.
 type Rules = BTreeMap<String, Option<Vec<String>>>;

@@ -1,13 +1,21 @@
-//! rps-fixtures: what the tests and `make bench` share: the paths of `../shared/`
-//! (real archives and PyTorch reference values) and of the references made here for
-//! resnet34 and resnet50, relative-error checks against those values, and the
-//! sidecars of a cache made without rps-preprocess.
+//! rps-fixtures: what the tests and `make bench` share: the repository's root, the
+//! paths of `../shared/` (real archives and PyTorch reference values) and of the
+//! references made here for resnet34 and resnet50, relative-error checks against
+//! those values, and the sidecars of a cache made without rps-preprocess.
 
 use std::path::{Path, PathBuf};
 
 use ndarray::ArrayD;
 use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
 use rps_core::{CacheFile, ClassList, Layout};
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository's root")
+}
 
 /// `../shared/` beside the repository.
 pub fn shared() -> PathBuf {
