@@ -10,8 +10,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use fast_image_resize::images::{Image, ImageRef};
-use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
+use fast_image_resize::images::{TypedImage, TypedImageRef};
+use fast_image_resize::pixels::U8x3;
+use fast_image_resize::{FilterType, ResizeAlg, ResizeOptions, Resizer};
 use image::{ImageReader, Limits, RgbImage};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -88,14 +89,10 @@ impl Crop {
 /// Resizes (the `crop` of) `image` to `size` x `size` with antialiased bilinear
 /// convolution, the filter PIL's bilinear resize uses.
 pub fn resize(image: &RgbImage, crop: Crop, size: u32) -> RgbImage {
-    let src = ImageRef::new(
-        image.width(),
-        image.height(),
-        image.as_raw(),
-        PixelType::U8x3,
-    )
-    .expect("RGB buffer");
-    let mut dst = Image::new(size, size, PixelType::U8x3);
+    let src = TypedImageRef::<U8x3>::from_buffer(image.width(), image.height(), image.as_raw())
+        .expect("RGB buffer");
+    let mut pixels = vec![0; size as usize * size as usize * 3];
+    let mut dst = TypedImage::<U8x3>::from_buffer(size, size, &mut pixels).expect("RGB buffer");
     let options = ResizeOptions::new()
         .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
         .crop(
@@ -104,10 +101,12 @@ pub fn resize(image: &RgbImage, crop: Crop, size: u32) -> RgbImage {
             crop.width as f64,
             crop.height as f64,
         );
+    // The typed call: the untyped `resize` instantiates the kernels of all thirteen
+    // pixel types here, which took most of this crate's compile time.
     Resizer::new()
-        .resize(&src, &mut dst, &options)
+        .resize_typed(&src, &mut dst, &options)
         .expect("matching pixel types");
-    RgbImage::from_raw(size, size, dst.into_vec()).expect("size matches")
+    RgbImage::from_raw(size, size, pixels).expect("size matches")
 }
 
 /// The test transform.
