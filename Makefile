@@ -26,6 +26,8 @@ WIDTH       ?= full
 CLASSES     ?=
 WEIGHTS     ?= default
 FROM        ?=
+IMAGES      ?=
+TEST_FRACTION ?= 0.2
 TRAIN_URL   ?= https://storage.googleapis.com/download.tensorflow.org/data/rps.zip
 TEST_URL    ?= https://storage.googleapis.com/download.tensorflow.org/data/rps-test-set.zip
 # Each network's published ImageNet weights (WEIGHTS=default): torchvision's
@@ -62,7 +64,7 @@ FUZZ_TARGETS ?=
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
   HEAD_SCHEDULE FT_SCHEDULE FT_BN FT_LR_MULT PATIENCE CLASS_WEIGHTS LR_FIND \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
+  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS IMAGES TEST_FRACTION FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON FUZZ_SECONDS FUZZ_TARGETS
 
 # Make cannot name a file whose path holds a space: refuse one here, clearly.
@@ -107,7 +109,10 @@ endif
 
 # ---- Outputs ------------------------------------------------------------------
 STAMPS    := $(DATA)/.stamps
-DATASET   := $(DATA)/rps/summary.csv
+# Your own images (IMAGES) are listed in split.csv; the archives unpack under rps/.
+# Export waits only on the class names (CLASS_NAMES), not on each image added.
+DATASET   := $(DATA)/rps/$(if $(IMAGES),split.csv,summary.csv)
+CLASS_NAMES := $(if $(IMAGES),$(DATA)/rps/classes.txt,$(DATASET))
 GRAPHS    := $(DATA)/graphs/export.json
 CACHE     := $(DATA)/cache/meta.json
 FEATURES  := $(DATA)/features/meta.json
@@ -162,6 +167,8 @@ help: ## List targets and variables
 	@echo "Variables (current value):"
 	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' $(call quote,$(or $($(v)),(unset)));)
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
+	@echo "  IMAGES: your own folder of images, read where it is (a folder per class, or train/ and test/ each holding one); unset: the archives TRAIN_URL and TEST_URL"
+	@echo "  TEST_FRACTION: share of each class IMAGES tests on when it has no test/ folder (a split seeded by SEED)"
 	@echo "  ARCH: resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_lite0; WIDTH: full (the published width) or the first stage's channels"
 	@echo "  WEIGHTS: default (the published ImageNet file, downloaded), random (random init, seed 0) or a .pth/.safetensors path"
 	@echo "  UNFREEZE: where phase 2 starts: last (the network's last stage, the recipe: layer4 for the ResNets), all, or a stage by name (make summary lists them)"
@@ -194,10 +201,21 @@ $(BIN)/rps-%: $(ROOT)/Cargo.lock
 	@$(CARGO) build --manifest-path $(call quote,$(ROOT)/Cargo.toml) --release --quiet --bin rps-$*
 
 # ---- Pipeline -----------------------------------------------------------------
-fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset
+fetch: $(DATASET) ## Download (or take FROM=DIR) and extract the dataset, or list IMAGES=DIR
 
+ifneq ($(IMAGES),)
+# The folder is listed on every run (names, sizes and times, no image read), and the
+# list rewritten only when it changed, so make reruns what follows only then.
+$(DATASET): $(BIN)/rps-fetch FORCE
+	$(BIN)/rps-fetch --data $(Q_DATA) folder $(call quote,$(IMAGES)) \
+	  --test-fraction $(call quote,$(TEST_FRACTION)) --seed $(call quote,$(SEED))
+IMAGES_FLAG = --list $(call quote,$(DATASET))
+# Written by the same command, only when the names change.
+$(CLASS_NAMES): $(DATASET) ;
+else
 $(DATASET): $(BIN)/rps-fetch $(FETCH_STAMP) $(call missing,fetch)
 	$(BIN)/rps-fetch --data $(Q_DATA) $(FROM_FLAG) dataset --train-url $(call quote,$(TRAIN_URL)) --test-url $(call quote,$(TEST_URL))
+endif
 
 ifneq ($(WEIGHTS_URL),)
 $(DEFAULT_WEIGHTS): | $(BIN)/rps-fetch
@@ -216,17 +234,17 @@ EXPORT_COMMAND = $(BIN)/rps-export --data $(Q_DATA) $(WEIGHTS_FLAG) --arch $(cal
 export: $(GRAPHS) ## Build every ONNX graph from the weights (again if one was changed since)
 	@$(BIN)/rps-export --data $(Q_DATA) --verify || $(EXPORT_COMMAND)
 
-$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(DATASET)) $(call missing,export)
+$(GRAPHS): $(BIN)/rps-export $(WEIGHTS_FILE) $(EXPORT_STAMP) $(if $(CLASSES),,$(CLASS_NAMES)) $(call missing,export)
 	$(EXPORT_COMMAND)
 
-summary: $(BIN)/rps-export $(if $(CLASSES),,$(DATASET)) ## Print the model, a layer a row (graphs/summary.csv holds it after export)
+summary: $(BIN)/rps-export $(if $(CLASSES),,$(CLASS_NAMES)) ## Print the model, a layer a row (graphs/summary.csv holds it after export)
 	@$(BIN)/rps-export --data $(Q_DATA) --summary --arch $(call quote,$(ARCH)) --width $(call quote,$(WIDTH)) \
 	  --image-size $(call quote,$(IMAGE_SIZE)) --unfreeze $(call quote,$(UNFREEZE)) $(if $(CLASSES),--classes $(call quote,$(CLASSES)))
 
 preprocess: $(CACHE) ## Decode, resize and augment images into DATA/cache/
 
 $(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP) $(call missing,preprocess)
-	$(BIN)/rps-preprocess --data $(Q_DATA) --image-size $(call quote,$(IMAGE_SIZE)) --views $(call quote,$(VIEWS)) \
+	$(BIN)/rps-preprocess --data $(Q_DATA) $(IMAGES_FLAG) --image-size $(call quote,$(IMAGE_SIZE)) --views $(call quote,$(VIEWS)) \
 	  --seed $(call quote,$(SEED))
 
 extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/features/

@@ -30,6 +30,7 @@ const EXPORT: &[&str] = &["rps-export"];
 const TRAIN: &[&str] = &["rps-train"];
 const EVALUATE: &[&str] = &["rps-evaluate"];
 const FETCH_DATASET: &[&str] = &["rps-fetch", "dataset"];
+const FETCH_FOLDER: &[&str] = &["rps-fetch", "folder"];
 /// The stages that run ONNX Runtime.
 const ON_ORT: [&[&str]; 4] = [
     &["rps-extract"],
@@ -40,8 +41,9 @@ const ON_ORT: [&[&str]; 4] = [
 
 /// Variables unset by default (`make help` shows "(unset)"), each with a README row
 /// saying what unset means: what the binaries do without the flag.
-const UNSET: [&str; 8] = [
+const UNSET: [&str; 9] = [
     "THREADS",
+    "IMAGES",
     "EXTRACT_BATCH",
     "CLASSES",
     "FROM",
@@ -83,7 +85,11 @@ fn settings() -> Vec<Setting> {
         setting(
             "SEED",
             &d::SEED,
-            vec![(PREPROCESS, "--seed"), (TRAIN, "--seed")],
+            vec![
+                (PREPROCESS, "--seed"),
+                (TRAIN, "--seed"),
+                (FETCH_FOLDER, "--seed"),
+            ],
         ),
         setting(
             "IMAGE_SIZE",
@@ -109,6 +115,11 @@ fn settings() -> Vec<Setting> {
             "VAL_FRACTION",
             &d::VAL_FRACTION,
             vec![(TRAIN, "--val-fraction")],
+        ),
+        setting(
+            "TEST_FRACTION",
+            &d::TEST_FRACTION,
+            vec![(FETCH_FOLDER, "--test-fraction")],
         ),
         setting(
             "HEAD_SCHEDULE",

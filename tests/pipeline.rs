@@ -319,23 +319,75 @@ fn a_five_class_dataset_needs_no_class_setting() {
 /// A zip of `split/<class>/<i>.png` for each class, `images` small PNGs a class,
 /// shaded by class.
 fn write_class_zip(path: &Path, split: &str, classes: &[&str], images: usize) {
-    use std::io::Cursor;
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
     for (label, class) in classes.iter().enumerate() {
         for i in 0..images {
-            let shade = (label * 50 + i * 3) as u8;
-            let picture =
-                image::RgbImage::from_pixel(12, 12, image::Rgb([shade, 255 - shade, i as u8]));
-            let mut png = Cursor::new(Vec::new());
-            picture.write_to(&mut png, image::ImageFormat::Png).unwrap();
             let name = format!("{split}/{class}/{i}.png");
             zip.start_file(name, zip::write::SimpleFileOptions::default())
                 .unwrap();
-            zip.write_all(png.get_ref()).unwrap();
+            zip.write_all(&small_png(label, i)).unwrap();
         }
     }
     zip.finish().unwrap();
+}
+
+/// A 12x12 PNG shaded by its class and number.
+fn small_png(label: usize, i: usize) -> Vec<u8> {
+    let shade = (label * 50 + i * 3) as u8;
+    let picture = image::RgbImage::from_pixel(12, 12, image::Rgb([shade, 255 - shade, i as u8]));
+    let mut png = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    png.into_inner()
+}
+
+/// `make preprocess IMAGES=DIR` on a folder of class folders (its path with a space):
+/// the images are read where they are, split by class; a file that is no image is
+/// skipped and listed; an unchanged folder reruns nothing, one image added reruns
+/// preprocess.
+#[test]
+fn your_own_folder_is_split_and_reread_only_when_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("my photos");
+    for (label, class) in ["ant", "bee", "cat"].iter().enumerate() {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        for i in 0..6 {
+            let file = images.join(class).join(format!("{i}.png"));
+            std::fs::write(file, small_png(label, i)).unwrap();
+        }
+    }
+    std::fs::write(images.join("cat/notes.txt"), b"not an image").unwrap();
+    let data = dir.path().join("data");
+    let folder = format!("IMAGES={}", images.display());
+    make_target("preprocess", &data, "https://x.invalid", &[&folder]);
+    let split = column(&data.join("rps/split.csv"), "split");
+    assert_eq!(
+        split.iter().filter(|s| *s == "test").count(),
+        3,
+        "{split:?}"
+    );
+    let meta = std::fs::read_to_string(data.join("cache/meta.json")).unwrap();
+    assert!(meta.contains("notes.txt"), "{meta}");
+    let index = data.join("cache/index.csv");
+    let views = column(&index, "split");
+    assert_eq!(views.iter().filter(|s| *s == "train").count(), 2 * 15);
+    let cached = modified(&index);
+
+    make_target("preprocess", &data, "https://x.invalid", &[&folder]);
+    assert_eq!(
+        modified(&index),
+        cached,
+        "an unchanged folder reruns nothing"
+    );
+
+    std::fs::write(images.join("ant/new.png"), small_png(0, 9)).unwrap();
+    make_target("preprocess", &data, "https://x.invalid", &[&folder]);
+    assert_ne!(modified(&index), cached, "an image added reruns preprocess");
+    let paths = column(&index, "path");
+    assert!(
+        paths.iter().any(|p| p.ends_with("/ant/new.png")),
+        "{paths:?}"
+    );
 }
 
 /// Runs `make all` until `started` says the stage is midway, then sends `signal` to

@@ -48,11 +48,12 @@ const NOT_RUN: [(&str, &str); 4] = [
 ];
 
 /// The README's commands this test runs, in the order it runs them.
-const RUN: [&str; 5] = [
+const RUN: [&str; 6] = [
     "make all FROM=../shared/data WEIGHTS=random WIDTH=8 IMAGE_SIZE=64 HEAD_EPOCHS=2 FT_EPOCHS=2",
     "make predict IMAGE=my_hand.jpg PLOT=my_hand.png",
     "make predict IMAGE=cat.jpg IMAGENET=1 PLOT=top5.png",
     "target/release/rps-predict --csv photos/*.jpg",
+    "make all IMAGES=~/pets TEST_FRACTION=0.2",
     "make all TRAIN_URL=file:///path/train.zip TEST_URL=file:///path/test.zip",
 ];
 
@@ -148,7 +149,7 @@ fn is_png(path: &Path) -> bool {
 fn the_readme_commands_run_as_shown() {
     let folder = tempfile::tempdir().unwrap();
     let here = folder.path();
-    let [offline, predict, top5, several, own] = RUN;
+    let [offline, predict, top5, several, folder, own] = RUN;
 
     typed(here, offline, &[]);
     let model = here.join("data/results/model.onnx");
@@ -175,8 +176,22 @@ fn the_readme_commands_run_as_shown() {
         assert!(csv.contains(&format!("{name},1,")), "{csv}");
     }
 
-    // Your own images: the shared archives have the layout the README asks for; a
-    // small network keeps it cheap.
+    // Your own images, a folder of class folders; a small network keeps it cheap.
+    let cheap = "WEIGHTS=random WIDTH=4 IMAGE_SIZE=32 VIEWS=1 HEAD_EPOCHS=1 FT_EPOCHS=1";
+    let cheap: Vec<String> = cheap.split_whitespace().map(str::to_string).collect();
+    for class in ["cats", "dogs"] {
+        std::fs::create_dir_all(here.join("pets").join(class)).unwrap();
+        for i in 0..5 {
+            let size = if class == "cats" { 40 + i } else { 90 - i };
+            photo(&here.join(format!("pets/{class}/{i}.jpg")), size, 50);
+        }
+    }
+    let pets = here.join("pets").display().to_string();
+    let in_pets = [cheap.as_slice(), &["DATA=pets-data".to_string()]].concat();
+    typed(here, &folder.replace("~/pets", &pets), &in_pets);
+    assert!(here.join("pets-data/results/report.html").exists());
+
+    // Zipped: the shared archives have the layout the README asks for.
     let data = shared().join("data");
     let own = own
         .replace(
@@ -187,9 +202,8 @@ fn the_readme_commands_run_as_shown() {
             "/path/test.zip",
             &data.join("rps-test-set.zip").display().to_string(),
         );
-    let cheap = "DATA=own WEIGHTS=random WIDTH=4 IMAGE_SIZE=32 VIEWS=1 HEAD_EPOCHS=1 FT_EPOCHS=1";
-    let cheap: Vec<String> = cheap.split_whitespace().map(str::to_string).collect();
-    typed(here, &own, &cheap);
+    let in_own = [cheap.as_slice(), &["DATA=own".to_string()]].concat();
+    typed(here, &own, &in_own);
     assert!(here.join("own/results/report.html").exists());
 }
 

@@ -52,6 +52,17 @@ pub fn write_bytes(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Writes `bytes` to `path` (atomically) unless it holds them already, so that its
+/// time changes only with its content and make reruns what depends on it only
+/// then; whether it wrote.
+pub fn write_if_changed(path: &Path, bytes: &[u8]) -> Result<bool> {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return Ok(false);
+    }
+    write_bytes(path, bytes)?;
+    Ok(true)
+}
+
 /// A folder being filled under a temporary name beside its final one. Dropping it
 /// without [`TempDir::commit`] removes it, so an interrupted stage leaves no folder
 /// that looks complete.

@@ -66,7 +66,17 @@ impl ClassList {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        atomic::write_bytes(path, format!("{}\n", self.names.join("\n")).as_bytes())
+        atomic::write_bytes(path, self.text().as_bytes())
+    }
+
+    /// Writes the list unless `path` holds it already; whether it wrote.
+    pub fn write_if_changed(&self, path: &Path) -> Result<bool> {
+        atomic::write_if_changed(path, self.text().as_bytes())
+    }
+
+    /// `classes.txt`'s text: one name a line.
+    fn text(&self) -> String {
+        format!("{}\n", self.names.join("\n"))
     }
 
     pub fn names(&self) -> &[String] {
@@ -134,6 +144,66 @@ pub fn class_folders(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     }
     folders.sort();
     Ok(folders)
+}
+
+/// One file of a class folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassFile {
+    /// Its name inside the class folder, as exact text.
+    pub name: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// When it last changed, in nanoseconds since 1970: with `bytes`, what tells a
+    /// changed file without reading it.
+    pub modified_ns: u64,
+}
+
+/// Entries of a class folder left out, each with why.
+pub type Skipped = Vec<(PathBuf, String)>;
+
+/// The files of `class_dir` sorted by name, skipping hidden ones, and the entries
+/// that are not files (folders, FIFOs, links to nothing), each with why.
+pub fn class_files(class_dir: &Path) -> Result<(Vec<ClassFile>, Skipped)> {
+    let mut entries: Vec<(String, PathBuf)> = Vec::new();
+    for entry in std::fs::read_dir(class_dir).map_err(io("listing", class_dir))? {
+        let entry = entry.map_err(io("listing", class_dir))?;
+        entries.push((exact_name(&entry.file_name()), entry.path()));
+    }
+    entries.sort();
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    for (name, path) in entries {
+        if name.starts_with('.') {
+            continue;
+        }
+        match std::fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => files.push(ClassFile {
+                name,
+                bytes: meta.len(),
+                modified_ns: nanoseconds_since_1970(&meta),
+                path,
+            }),
+            Ok(meta) => {
+                let why = match meta.is_dir() {
+                    true => "a folder inside a class folder",
+                    false => "not a regular file (a FIFO, socket or device)",
+                };
+                skipped.push((path, why.to_string()));
+            }
+            Err(_) if path.is_symlink() => {
+                skipped.push((path, "a link that leads nowhere or loops".to_string()))
+            }
+            Err(_) => skipped.push((path, "cannot be read".to_string())),
+        }
+    }
+    Ok((files, skipped))
+}
+
+fn nanoseconds_since_1970(meta: &std::fs::Metadata) -> u64 {
+    meta.modified()
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |since| since.as_nanos() as u64)
 }
 
 #[cfg(test)]

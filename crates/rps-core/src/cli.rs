@@ -124,11 +124,12 @@ where
     }
 }
 
-/// The numbers from `min` to `max`, `max` itself included or not.
+/// The numbers from `min` to `max`, each end itself included or not.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Interval {
     pub min: f64,
     pub max: f64,
+    pub min_included: bool,
     pub max_included: bool,
 }
 
@@ -137,6 +138,7 @@ impl Interval {
         Self {
             min,
             max,
+            min_included: true,
             max_included: true,
         }
     }
@@ -145,19 +147,31 @@ impl Interval {
         Self {
             min,
             max,
+            min_included: true,
+            max_included: false,
+        }
+    }
+
+    pub const fn open(min: f64, max: f64) -> Self {
+        Self {
+            min,
+            max,
+            min_included: false,
             max_included: false,
         }
     }
 
     pub fn contains(&self, value: f64) -> bool {
-        value >= self.min && (value < self.max || (self.max_included && value == self.max))
+        (value > self.min || (self.min_included && value == self.min))
+            && (value < self.max || (self.max_included && value == self.max))
     }
 }
 
 impl std::fmt::Display for Interval {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = if self.min_included { '[' } else { '(' };
         let close = if self.max_included { ']' } else { ')' };
-        write!(f, "[{}, {}{close}", self.min, self.max)
+        write!(f, "{open}{}, {}{close}", self.min, self.max)
     }
 }
 

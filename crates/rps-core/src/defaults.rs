@@ -53,6 +53,9 @@ pub const LR_FIND_STEPS: usize = 100;
 pub const LR_FIND_DIVERGED: f64 = 4.0;
 /// Decoupled (AdamW) weight decay; the recipe's plain Adam has none.
 pub const WEIGHT_DECAY: f64 = 0.0;
+/// Share of each class's images tested on when a folder of your own images has no
+/// test split (`TEST_FRACTION`).
+pub const TEST_FRACTION: f64 = 0.2;
 /// Share of training images held out to pick the best epoch (`VAL_FRACTION`).
 pub const VAL_FRACTION: f64 = 0.0;
 /// The network (`ARCH`): resnet18, resnet34, resnet50, mobilenet_v2 or
@@ -102,6 +105,8 @@ pub mod ranges {
     pub const DROPOUT: Interval = Interval::half_open(0.0, 1.0);
     pub const WEIGHT_DECAY: Interval = Interval::closed(0.0, 1.0);
     pub const VAL_FRACTION: Interval = Interval::half_open(0.0, 1.0);
+    /// Both splits keep images.
+    pub const TEST_FRACTION: Interval = Interval::open(0.0, 1.0);
     /// Above 0: a factor of 100 between neighbouring stages is already more than
     /// fastai's `slice` spreads over a whole network.
     pub const FT_LR_MULT: Interval = Interval::closed(0.01, 100.0);

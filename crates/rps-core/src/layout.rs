@@ -240,6 +240,17 @@ impl Layout {
         self.dir(Folder::Dataset).join(split.name())
     }
 
+    /// A person's own folder's images and their splits (`rps-fetch folder`).
+    pub fn dataset_list(&self) -> PathBuf {
+        self.dir(Folder::Dataset).join("split.csv")
+    }
+
+    /// The class names of a person's own folder, rewritten only when they change
+    /// (what export waits on: not each image added).
+    pub fn dataset_classes(&self) -> PathBuf {
+        self.dir(Folder::Dataset).join("classes.txt")
+    }
+
     /// Images per split and class, written last by rps-fetch.
     pub fn dataset_summary(&self) -> PathBuf {
         self.dir(Folder::Dataset).join("summary.csv")

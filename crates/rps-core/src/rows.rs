@@ -14,6 +14,20 @@ pub struct DatasetCount {
     pub count: usize,
 }
 
+/// `rps/split.csv` (`make all IMAGES=DIR`): each image of a person's own folder,
+/// read where it is, with its split; its size and time tell a changed file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRow {
+    #[serde(with = "crate::text::text_cell")]
+    pub path: String,
+    pub split: Split,
+    #[serde(with = "crate::text::text_cell")]
+    pub class: String,
+    pub bytes: u64,
+    /// Last changed, in nanoseconds since 1970.
+    pub modified_ns: u64,
+}
+
 /// `cache/index.csv`: what each tensor row holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexRow {

@@ -25,6 +25,22 @@ pub fn write<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
     })
 }
 
+/// Writes `rows` to `path` unless it holds them already
+/// ([`atomic::write_if_changed`]); whether it wrote.
+pub fn write_if_changed<T: Serialize>(path: &Path, rows: &[T]) -> Result<bool> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer.serialize(row).map_err(|source| Error::Csv {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let text = writer
+        .into_inner()
+        .map_err(|e| io("writing", path)(e.into_error()))?;
+    atomic::write_if_changed(path, &text)
+}
+
 /// Writes a table whose columns are known only at run time (one per class),
 /// atomically.
 pub fn write_records(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<()> {

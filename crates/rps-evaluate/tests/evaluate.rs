@@ -46,7 +46,7 @@ fn pipeline() -> &'static Layout {
             .unwrap();
             rps_preprocess::run(&rps_preprocess::Config {
                 layout: layout.clone(),
-                dataset: layout.dir(Folder::Dataset),
+                images: rps_preprocess::Images::Folder(layout.dir(Folder::Dataset)),
                 image_size: 32,
                 views: 1,
                 seed: 0,

@@ -1,10 +1,12 @@
 //! rps-fetch: gets the dataset archives and the ResNet weights into `DATA/raw/`
 //! (verified against `SHA256SUMS`), and lays the dataset out as
-//! `DATA/rps/<split>/<class>/`.
+//! `DATA/rps/<split>/<class>/`; or lists a person's own folder of images, where it
+//! is, in `DATA/rps/split.csv` (`folder`).
 
 pub mod checksums;
 pub mod download;
 pub mod extract;
+pub mod folder;
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +16,7 @@ use rps_core::rows::DatasetCount;
 use rps_core::{ClassList, Layout, Split, table};
 
 pub use download::Retry;
+pub use folder::{FolderConfig, FolderReport, fetch_folder};
 
 /// Where files come from.
 #[derive(Debug, Clone, Default)]

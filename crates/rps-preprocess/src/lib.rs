@@ -1,4 +1,5 @@
-//! rps-preprocess: turns a folder-per-class image set into cached u8 tensors, once:
+//! rps-preprocess: turns a folder-per-class image set (or the list of one that
+//! `rps-fetch folder` wrote) into cached u8 tensors, once:
 //! the test transform for every image, `views` augmented train views of every
 //! training image, labels, `index.csv`, `samples.png` and the metadata sidecar.
 
@@ -9,10 +10,10 @@ use anyhow::{Context, Result, bail};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
-use rps_core::classes::class_folders;
+use rps_core::classes::{MIN_CLASSES, Skipped, class_files, class_folders};
 use rps_core::npy::RowWriter;
 use rps_core::progress::{Progress, Units};
-use rps_core::rows::IndexRow;
+use rps_core::rows::{IndexRow, SplitRow};
 use rps_core::sidecar::{PreprocessDetails, PreprocessMeta, PreprocessSettings, Stage};
 use rps_core::text::exact_name;
 use rps_core::{CacheFile, ClassList, Folder, Layout, Split, atomic::TempDir, npy, table};
@@ -20,11 +21,19 @@ use rps_plot::Tile;
 
 use rps_image::{self as transform, Augmentation};
 
+/// Where the images are.
+#[derive(Debug, Clone)]
+pub enum Images {
+    /// A folder with `train/` and `test/` inside, each with a folder per class.
+    Folder(PathBuf),
+    /// `rps/split.csv` as `rps-fetch folder` wrote it: each image where it is.
+    List(PathBuf),
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub layout: Layout,
-    /// The folder-per-class dataset, with `train/` and `test/` inside.
-    pub dataset: PathBuf,
+    pub images: Images,
     pub image_size: u32,
     /// Augmented views of each training image.
     pub views: usize,
@@ -57,22 +66,29 @@ const SAMPLES: usize = 5;
 pub fn run(config: &Config) -> Result<Report> {
     let started = Instant::now();
     let _lock = rps_core::lock::DataLock::acquire(&config.layout, env!("CARGO_PKG_NAME"))?;
-    let split_dir = |split: Split| config.dataset.join(split.name());
-    let classes = ClassList::of_splits(&split_dir(Split::Train), &[&split_dir(Split::Test)])?;
+    let (classes, listed) = match &config.images {
+        Images::Folder(dir) => list_folder(dir)?,
+        Images::List(csv) => read_list(csv)?,
+    };
     let tmp = TempDir::beside(&config.layout.dir(Folder::Cache))?;
     let mut skipped = Vec::new();
     let mut index = Vec::new();
     let mut rows = Vec::new();
     let mut samples = Vec::new();
-    for split in Split::ALL {
-        let (listed, not_files) = list_split(&split_dir(split), split)?;
-        let (items, bad) = readable(listed);
+    for Listed {
+        split,
+        items,
+        not_files,
+        source,
+    } in listed
+    {
+        let (items, bad) = readable(items);
         for (path, why) in not_files.iter().chain(&bad) {
             eprintln!("preprocess: skipping {}: {why}", path.display());
         }
         skipped.extend(not_files);
         skipped.extend(bad);
-        require_every_class(&items, &classes, &split_dir(split))?;
+        require_every_class(&items, &classes, &source)?;
         let written = write_split(config, split, &items, tmp.path())?;
         index.extend(written.index);
         if split == Split::Train {
@@ -112,7 +128,7 @@ pub fn run(config: &Config) -> Result<Report> {
         settings,
         details,
     );
-    meta.inputs.push(config.dataset.display().to_string());
+    meta.inputs.push(config.images.path().display().to_string());
     meta.seconds = started.elapsed().as_secs_f64();
     meta.write(
         &tmp.path()
@@ -132,50 +148,91 @@ fn file_name(path: &Path) -> &std::ffi::OsStr {
     path.file_name().expect("a file path")
 }
 
-/// Paths left out of the cache, each with why.
-type Skipped = Vec<(PathBuf, String)>;
-
-/// Every file under `dir/<class>/`, sorted by class then name, and the entries
-/// that are not files (folders, FIFOs, links to nothing), each with why.
-fn list_split(dir: &Path, split: Split) -> Result<(Vec<Item>, Skipped)> {
-    let mut items = Vec::new();
-    let mut skipped = Vec::new();
-    for (label, (class, class_dir)) in class_folders(dir)?.into_iter().enumerate() {
-        let mut entries: Vec<(String, PathBuf)> = Vec::new();
-        for entry in std::fs::read_dir(&class_dir)
-            .with_context(|| format!("listing {}", class_dir.display()))?
-        {
-            let entry = entry.with_context(|| format!("listing {}", class_dir.display()))?;
-            entries.push((exact_name(&entry.file_name()), entry.path()));
-        }
-        entries.sort();
-        for (name, path) in entries {
-            if name.starts_with('.') {
-                continue;
-            }
-            match not_a_file(&path) {
-                Some(why) => skipped.push((path, why.to_string())),
-                None => items.push(Item {
-                    path,
-                    relative: format!("{split}/{class}/{name}"),
-                    class: class.clone(),
-                    label,
-                }),
-            }
-        }
-    }
-    Ok((items, skipped))
+/// One split's images, and the entries listed beside them that are no file.
+struct Listed {
+    split: Split,
+    items: Vec<Item>,
+    not_files: Skipped,
+    /// Where they were listed, for messages.
+    source: PathBuf,
 }
 
-/// Why `path` is no image file to read; `None` for a file (or a link to one).
-fn not_a_file(path: &Path) -> Option<&'static str> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => None,
-        Ok(meta) if meta.is_dir() => Some("a folder inside a class folder"),
-        Ok(_) => Some("not a regular file (a FIFO, socket or device)"),
-        Err(_) if path.is_symlink() => Some("a link that leads nowhere or loops"),
-        Err(_) => Some("cannot be read"),
+/// Every file under `dir/<split>/<class>/`, sorted by class then name.
+fn list_folder(dir: &Path) -> Result<(ClassList, Vec<Listed>)> {
+    let split_dir = |split: Split| dir.join(split.name());
+    let classes = ClassList::of_splits(&split_dir(Split::Train), &[&split_dir(Split::Test)])?;
+    let mut listed = Vec::new();
+    for split in Split::ALL {
+        let mut items = Vec::new();
+        let mut not_files = Vec::new();
+        for (label, (class, class_dir)) in class_folders(&split_dir(split))?.into_iter().enumerate()
+        {
+            let (files, skipped) = class_files(&class_dir)?;
+            not_files.extend(skipped);
+            items.extend(files.into_iter().map(|file| Item {
+                relative: format!("{split}/{class}/{}", file.name),
+                path: file.path,
+                class: class.clone(),
+                label,
+            }));
+        }
+        listed.push(Listed {
+            split,
+            items,
+            not_files,
+            source: split_dir(split),
+        });
     }
+    Ok((classes, listed))
+}
+
+/// The images `split.csv` lists, in its order; the classes are its training ones.
+fn read_list(csv: &Path) -> Result<(ClassList, Vec<Listed>)> {
+    let rows: Vec<SplitRow> = table::read(csv)?;
+    let mut names: Vec<String> = rows
+        .iter()
+        .filter(|row| row.split == Split::Train)
+        .map(|row| row.class.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    let classes = ClassList::new(names);
+    if classes.len() < MIN_CLASSES {
+        bail!(
+            "{}: {} training classes; a classifier needs at least {MIN_CLASSES}",
+            csv.display(),
+            classes.len()
+        );
+    }
+    let mut listed = Vec::new();
+    for split in Split::ALL {
+        let mut items = Vec::new();
+        for row in rows.iter().filter(|row| row.split == split) {
+            let label = classes.label(&row.class).with_context(|| {
+                format!(
+                    "{}: class {:?} of {} has no training image",
+                    csv.display(),
+                    row.class,
+                    row.path
+                )
+            })?;
+            let path = PathBuf::from(&row.path);
+            let name = path.file_name().map(exact_name).unwrap_or_default();
+            items.push(Item {
+                relative: format!("{split}/{}/{name}", row.class),
+                path,
+                class: row.class.clone(),
+                label,
+            });
+        }
+        listed.push(Listed {
+            split,
+            items,
+            not_files: Vec::new(),
+            source: csv.to_path_buf(),
+        });
+    }
+    Ok((classes, listed))
 }
 
 /// Splits off the files that do not decode, each with why.
@@ -207,6 +264,14 @@ fn require_every_class(items: &[Item], classes: &ClassList, dir: &Path) -> Resul
         }
     }
     Ok(())
+}
+
+impl Images {
+    pub fn path(&self) -> &Path {
+        match self {
+            Images::Folder(path) | Images::List(path) => path,
+        }
+    }
 }
 
 impl Config {

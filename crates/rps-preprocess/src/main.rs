@@ -6,9 +6,10 @@ use clap::Parser;
 use rps_core::cli::{DataArgs, whole};
 use rps_core::defaults::ranges;
 use rps_core::{Folder, defaults};
-use rps_preprocess::Config;
+use rps_preprocess::{Config, Images};
 
-/// Decodes, resizes and augments DATA/rps/{train,test}/<class>/ images into u8 tensors
+/// Decodes, resizes and augments DATA/rps/{train,test}/<class>/ images (or those --list
+/// names) into u8 tensors
 /// in DATA/cache/: <split>_images.npy, <split>_labels.npy, index.csv, classes.txt,
 /// samples.png and meta.json.
 #[derive(Parser)]
@@ -17,8 +18,12 @@ struct Args {
     #[command(flatten)]
     data: DataArgs,
     /// A folder-per-class dataset with train/ and test/ inside (default: DATA/rps).
-    #[arg(long)]
+    #[arg(long, value_name = "DIR")]
     dataset: Option<PathBuf>,
+    /// Instead of a dataset folder, the images listed in FILE, as `rps-fetch folder`
+    /// writes DATA/rps/split.csv (path, split and class of each, read where it is).
+    #[arg(long, value_name = "FILE", conflicts_with = "dataset")]
+    list: Option<PathBuf>,
     /// Output images are SIZE x SIZE pixels, 32 to 1024.
     #[arg(long, default_value_t = defaults::IMAGE_SIZE, value_parser = whole::<u32>(ranges::IMAGE_SIZE))]
     image_size: u32,
@@ -44,10 +49,13 @@ fn run(args: Args) -> Result<()> {
             .build_global()?;
     }
     let layout = args.data.layout();
-    let dataset = args.dataset.unwrap_or_else(|| layout.dir(Folder::Dataset));
+    let images = match (args.list, args.dataset) {
+        (Some(list), _) => Images::List(list),
+        (None, dataset) => Images::Folder(dataset.unwrap_or_else(|| layout.dir(Folder::Dataset))),
+    };
     let config = Config {
         layout,
-        dataset,
+        images,
         image_size: args.image_size,
         views: args.views,
         seed: args.seed,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use rps_core::sidecar::PreprocessMeta;
 use rps_core::{CacheFile, Folder, Layout, Split};
-use rps_preprocess::{Config, run};
+use rps_preprocess::{Config, Images, run};
 
 fn write_png(path: &Path, width: u32, height: u32, shade: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -33,7 +33,7 @@ fn dataset(root: &Path) {
 fn config(data: &Path, dataset: &Path) -> Config {
     Config {
         layout: Layout::new(data),
-        dataset: dataset.to_path_buf(),
+        images: Images::Folder(dataset.to_path_buf()),
         image_size: 12,
         views: 2,
         seed: 0,
