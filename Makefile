@@ -47,6 +47,7 @@ WEIGHTS_URL ?= $(if $(TORCHVISION_FILE_$(ARCH)),https://download.pytorch.org/mod
 ORT_FLAVOR  ?= cpu
 IMAGE       ?=
 EXTRACT_BATCH ?=
+FEATURES    ?= f32
 IMAGENET    ?=
 PLOT        ?=
 VAL_FRACTION ?= 0
@@ -64,7 +65,7 @@ FUZZ_TARGETS ?=
 
 HELP_VARS := DATA SEED IMAGE_SIZE VIEWS BATCH DROPOUT HEAD_EPOCHS HEAD_LR FT_EPOCHS FT_LR \
   HEAD_SCHEDULE FT_SCHEDULE FT_BN FT_LR_MULT PATIENCE CLASS_WEIGHTS LR_FIND \
-  DEVICE THREADS EXTRACT_BATCH VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS IMAGES TEST_FRACTION FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
+  DEVICE THREADS EXTRACT_BATCH FEATURES VAL_FRACTION ARCH UNFREEZE WIDTH CLASSES WEIGHTS IMAGES TEST_FRACTION FROM TRAIN_URL TEST_URL WEIGHTS_URL ORT_FLAVOR IMAGE IMAGENET PLOT \
   VENV TORCH_PYTHON FUZZ_SECONDS FUZZ_TARGETS
 
 # Make cannot name a file whose path holds a space: refuse one here, clearly.
@@ -115,7 +116,7 @@ DATASET   := $(DATA)/rps/$(if $(IMAGES),split.csv,summary.csv)
 CLASS_NAMES := $(if $(IMAGES),$(DATA)/rps/classes.txt,$(DATASET))
 GRAPHS    := $(DATA)/graphs/export.json
 CACHE     := $(DATA)/cache/meta.json
-FEATURES  := $(DATA)/features/meta.json
+EXTRACTED := $(DATA)/features/meta.json
 MODEL     := $(DATA)/results/model.onnx
 METRICS   := $(DATA)/results/summary.csv
 
@@ -126,7 +127,7 @@ METRICS   := $(DATA)/results/summary.csv
 FETCH_SETTINGS      = $(TRAIN_URL) $(TEST_URL)
 EXPORT_SETTINGS     = $(ARCH) $(WEIGHTS) $(WIDTH) $(IMAGE_SIZE) $(CLASSES) $(UNFREEZE)
 PREPROCESS_SETTINGS = $(IMAGE_SIZE) $(VIEWS) $(SEED)
-EXTRACT_SETTINGS    = $(EXTRACT_BATCH)
+EXTRACT_SETTINGS    = $(EXTRACT_BATCH) $(FEATURES)
 TRAIN_SETTINGS      = $(BATCH) $(DROPOUT) $(HEAD_EPOCHS) $(HEAD_LR) $(FT_EPOCHS) $(FT_LR) $(SEED) $(VAL_FRACTION) \
   $(HEAD_SCHEDULE) $(FT_SCHEDULE) $(FT_BN) $(FT_LR_MULT) $(PATIENCE) $(CLASS_WEIGHTS)
 
@@ -168,6 +169,7 @@ help: ## List targets and variables
 	@$(foreach v,$(HELP_VARS),printf '  %-13s %s\n' '$(v)' $(call quote,$(or $($(v)),(unset)));)
 	@echo "  CLASSES unset: as many as the fetched dataset has; THREADS unset: all cores"
 	@echo "  IMAGES: your own folder of images, read where it is (a folder per class, or train/ and test/ each holding one); unset: the archives TRAIN_URL and TEST_URL"
+	@echo "  FEATURES: how extract stores the frozen layers' output: f32, or f16 at half the bytes (phase 2 computes in f32)"
 	@echo "  TEST_FRACTION: share of each class IMAGES tests on when it has no test/ folder (a split seeded by SEED)"
 	@echo "  ARCH: resnet18, resnet34, resnet50, mobilenet_v2 or efficientnet_lite0; WIDTH: full (the published width) or the first stage's channels"
 	@echo "  WEIGHTS: default (the published ImageNet file, downloaded), random (random init, seed 0) or a .pth/.safetensors path"
@@ -247,10 +249,11 @@ $(CACHE): $(BIN)/rps-preprocess $(DATASET) $(PREPROCESS_STAMP) $(call missing,pr
 	$(BIN)/rps-preprocess --data $(Q_DATA) $(IMAGES_FLAG) --image-size $(call quote,$(IMAGE_SIZE)) --views $(call quote,$(VIEWS)) \
 	  --seed $(call quote,$(SEED))
 
-extract: $(FEATURES) ## Run the frozen backbone over the cache into DATA/features/
+extract: $(EXTRACTED) ## Run the frozen backbone over the cache into DATA/features/
 
-$(FEATURES): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) $(call missing,extract) | $(ORT_LIB)
-	$(ORT_ENV) $(BIN)/rps-extract --data $(Q_DATA) $(ORT_FLAGS) $(if $(EXTRACT_BATCH),--batch $(call quote,$(EXTRACT_BATCH)))
+$(EXTRACTED): $(BIN)/rps-extract $(CACHE) $(GRAPHS) $(EXTRACT_STAMP) $(call missing,extract) | $(ORT_LIB)
+	$(ORT_ENV) $(BIN)/rps-extract --data $(Q_DATA) $(ORT_FLAGS) --features $(call quote,$(FEATURES)) \
+	  $(if $(EXTRACT_BATCH),--batch $(call quote,$(EXTRACT_BATCH)))
 
 train: $(MODEL) ## Train the head, then the stages from UNFREEZE on; writes DATA/results/
 
@@ -262,11 +265,11 @@ TRAIN_FLAGS = --data $(Q_DATA) $(ORT_FLAGS) --batch $(call quote,$(BATCH)) \
 	  --patience $(call quote,$(PATIENCE)) --class-weights $(call quote,$(CLASS_WEIGHTS))
 
 # A run killed midway resumes from its last checkpoint when its settings are unchanged.
-$(MODEL): $(BIN)/rps-train $(FEATURES) $(TRAIN_STAMP) $(call missing,train) | $(ORT_LIB)
+$(MODEL): $(BIN)/rps-train $(EXTRACTED) $(TRAIN_STAMP) $(call missing,train) | $(ORT_LIB)
 	$(ORT_ENV) $(BIN)/rps-train $(TRAIN_FLAGS) \
-	  $$([ $(Q_DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(Q_DATA)/results/checkpoint -nt $(FEATURES) ] && echo --resume)
+	  $$([ $(Q_DATA)/results/checkpoint -nt $(TRAIN_STAMP) ] && [ $(Q_DATA)/results/checkpoint -nt $(EXTRACTED) ] && echo --resume)
 
-lr-find: $(BIN)/rps-train $(FEATURES) | $(ORT_LIB) ## Sweep the learning rate (LR_FIND=head|finetune|both): results/lr_find_*
+lr-find: $(BIN)/rps-train $(EXTRACTED) | $(ORT_LIB) ## Sweep the learning rate (LR_FIND=head|finetune|both): results/lr_find_*
 	$(ORT_ENV) $(BIN)/rps-train $(TRAIN_FLAGS) --lr-find $(call quote,$(LR_FIND))
 
 evaluate: $(METRICS) ## Score the test split: CSV metrics and plots in DATA/results/

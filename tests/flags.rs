@@ -28,6 +28,7 @@ const STAGES: [&[&str]; 7] = [
 const PREPROCESS: &[&str] = &["rps-preprocess"];
 const EXPORT: &[&str] = &["rps-export"];
 const TRAIN: &[&str] = &["rps-train"];
+const EXTRACT: &[&str] = &["rps-extract"];
 const EVALUATE: &[&str] = &["rps-evaluate"];
 const FETCH_DATASET: &[&str] = &["rps-fetch", "dataset"];
 const FETCH_FOLDER: &[&str] = &["rps-fetch", "folder"];
@@ -116,6 +117,7 @@ fn settings() -> Vec<Setting> {
             &d::VAL_FRACTION,
             vec![(TRAIN, "--val-fraction")],
         ),
+        setting("FEATURES", &d::FEATURES, vec![(EXTRACT, "--features")]),
         setting(
             "TEST_FRACTION",
             &d::TEST_FRACTION,

@@ -288,7 +288,7 @@ fn a_cut_graph_stops_its_stage_until_make_export_rewrites_it() {
 }
 
 #[test]
-fn a_five_class_dataset_needs_no_class_setting() {
+fn a_five_class_dataset_needs_no_class_setting_and_trains_on_float16_features() {
     let dir = tempfile::tempdir().unwrap();
     let archives = dir.path().join("archives");
     let classes = ["ant", "bee", "cat", "dog", "eel"];
@@ -302,6 +302,7 @@ fn a_five_class_dataset_needs_no_class_setting() {
     }
     let data = dir.path().join("data");
     let from = format!("FROM={}", archives.display());
+    // Stored as float16 too: phase 2 and evaluate read them back as f32.
     make(
         &data,
         "https://x.invalid",
@@ -309,11 +310,14 @@ fn a_five_class_dataset_needs_no_class_setting() {
             &from,
             "TRAIN_URL=https://x.invalid/train.zip",
             "TEST_URL=https://x.invalid/test.zip",
+            "FEATURES=f16",
         ],
     );
     let per_class = rows(&data.join("results/per_class.csv"));
     let names: Vec<&str> = per_class.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(names, classes);
+    let frozen = std::fs::read(data.join("features/train_frozen.npy")).unwrap();
+    assert!(frozen.windows(4).any(|w| w == b"<f2'"), "stored as float16");
 }
 
 /// A zip of `split/<class>/<i>.png` for each class, `images` small PNGs a class,

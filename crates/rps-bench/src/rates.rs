@@ -102,6 +102,7 @@ pub fn extract_rate(layout: &Layout, images: usize, threads: usize) -> Result<f6
     rps_fixtures::write_cache_sidecars(layout, IMAGE_SIZE as u32, 1, &["a", "b", "c"])?;
     let config = rps_extract::Config {
         layout: layout.clone(),
+        precision: rps_core::npy::Precision::F32,
         batch: Some(EXTRACT_BATCH),
         session: SessionOptions::cpu(threads),
     };

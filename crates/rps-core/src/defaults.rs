@@ -70,6 +70,9 @@ pub const WIDTH: &str = "full";
 /// Where ONNX Runtime runs (`DEVICE`): `auto` (CUDA if a session really runs on
 /// it), `cpu` or `cuda`.
 pub const DEVICE: &str = "auto";
+/// How extract stores the frozen layers' output (`FEATURES`): `f32`, or `f16` at
+/// half the bytes.
+pub const FEATURES: &str = "f32";
 /// Images per backbone call on each device (`EXTRACT_BATCH` overrides both).
 pub const EXTRACT_BATCH_CPU: usize = 32;
 pub const EXTRACT_BATCH_CUDA: usize = 128;

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod contain;
 pub mod defaults;
 pub mod device;
+pub mod disk;
 pub mod error;
 pub mod imagenet;
 pub mod init;

@@ -6,7 +6,10 @@ use std::io::{BufReader, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension};
-use ndarray_npy::{NpzReader, ReadNpyExt, ReadableElement, WritableElement, WriteNpyExt};
+use ndarray_npy::{
+    NpzReader, ReadNpyExt, ReadableElement, ViewDataError, ViewElement, WritableElement,
+    WriteDataError, WriteNpyExt,
+};
 
 use crate::atomic;
 use crate::error::{Error, Result, io};
@@ -125,6 +128,122 @@ impl RawElement for f32 {
 impl RawElement for i64 {
     fn as_le_bytes(values: &[Self]) -> std::borrow::Cow<'_, [u8]> {
         std::borrow::Cow::Owned(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+    }
+}
+
+/// How the frozen layers' output is stored (`FEATURES`); phase 2 computes in f32
+/// either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    /// Half the bytes, about three significant digits.
+    F16,
+}
+
+impl Precision {
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::F16];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
+        }
+    }
+
+    pub fn bytes(self) -> usize {
+        match self {
+            Precision::F32 => 4,
+            Precision::F16 => 2,
+        }
+    }
+
+    /// `--features`'s value, or the choices.
+    pub fn flag(name: &str) -> std::result::Result<Precision, String> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == name)
+            .ok_or_else(|| {
+                format!(
+                    "expected one of {}",
+                    Self::ALL.map(Precision::name).join(", ")
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A float16 element (`FEATURES=f16`): half the bytes of an f32 feature, read back as
+/// f32 for computing; numpy reads the file as `float16`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[repr(transparent)]
+pub struct F16(pub half::f16);
+
+/// `values` rounded to float16 (to nearest, ties to even, as numpy's `astype`).
+pub fn halves(values: &[f32]) -> Vec<F16> {
+    values
+        .iter()
+        .map(|&v| F16(half::f16::from_f32(v)))
+        .collect()
+}
+
+/// numpy's descriptor of a little-endian float16.
+const F16_DESCRIPTOR: &str = "<f2";
+
+impl RawElement for F16 {
+    fn as_le_bytes(values: &[Self]) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(values.iter().flat_map(|v| v.0.to_le_bytes()).collect())
+    }
+}
+
+impl WritableElement for F16 {
+    fn type_descriptor() -> py_literal::Value {
+        py_literal::Value::String(F16_DESCRIPTOR.into())
+    }
+
+    fn write<W: Write>(&self, mut writer: W) -> std::result::Result<(), WriteDataError> {
+        Ok(writer.write_all(&self.0.to_le_bytes())?)
+    }
+
+    fn write_slice<W: Write>(
+        slice: &[Self],
+        mut writer: W,
+    ) -> std::result::Result<(), WriteDataError> {
+        Ok(writer.write_all(&Self::as_le_bytes(slice))?)
+    }
+}
+
+impl ViewElement for F16 {
+    fn bytes_as_slice<'a>(
+        bytes: &'a [u8],
+        type_desc: &py_literal::Value,
+        len: usize,
+    ) -> std::result::Result<&'a [Self], ViewDataError> {
+        match type_desc {
+            py_literal::Value::String(s) if s == F16_DESCRIPTOR => {}
+            other => return Err(ViewDataError::WrongDescriptor(other.clone())),
+        }
+        if cfg!(target_endian = "big") {
+            return Err(ViewDataError::NonNativeEndian);
+        }
+        let expected = len * std::mem::size_of::<Self>();
+        if bytes.len() < expected {
+            return Err(ViewDataError::MissingBytes(expected - bytes.len()));
+        }
+        if bytes.len() > expected {
+            return Err(ViewDataError::ExtraBytes(bytes.len() - expected));
+        }
+        if bytes.as_ptr().align_offset(std::mem::align_of::<Self>()) != 0 {
+            return Err(ViewDataError::Misaligned);
+        }
+        // Safety: the length and alignment are checked; every bit pattern is an f16,
+        // and F16 is one f16 (repr(transparent)).
+        Ok(unsafe { std::slice::from_raw_parts(bytes.as_ptr().cast(), len) })
     }
 }
 
@@ -388,6 +507,26 @@ mod tests {
         let mapped = Mapped::open(&path).unwrap();
         assert_eq!(mapped.view::<f32>().unwrap()[[1, 0, 1]], 5.0);
         assert!(mapped.view::<u8>().is_err());
+    }
+
+    #[test]
+    fn float16_rows_read_back_as_written_and_as_no_other_type() {
+        let (_dir, path) = crate::testing::temp_path("half.npy");
+        let values: Vec<F16> = [0.5f32, -2.0, 65504.0, 1e-3]
+            .iter()
+            .map(|&v| F16(half::f16::from_f32(v)))
+            .collect();
+        let mut w = RowWriter::create::<F16>(&path, &[2, 2]).unwrap();
+        w.write(&values).unwrap();
+        w.finish().unwrap();
+        let mapped = Mapped::open(&path).unwrap();
+        let view = mapped.view::<F16>().unwrap();
+        assert_eq!(view.shape(), &[2, 2]);
+        assert_eq!(view[[1, 0]].0.to_f32(), 65504.0);
+        assert_eq!(view[[1, 1]], values[3]);
+        assert!(mapped.view::<f32>().is_err());
+        let text = std::fs::read(&path).unwrap();
+        assert!(text.windows(4).any(|w| w == b"<f2'"), "numpy's float16");
     }
 
     #[test]

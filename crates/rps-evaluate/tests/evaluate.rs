@@ -55,6 +55,7 @@ fn pipeline() -> &'static Layout {
             let session = SessionOptions::cpu(2);
             rps_extract::run(&rps_extract::Config {
                 layout: layout.clone(),
+                precision: rps_core::npy::Precision::F32,
                 batch: None,
                 session,
             })

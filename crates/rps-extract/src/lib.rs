@@ -12,7 +12,8 @@ use anyhow::{Result, bail};
 use ndarray::{ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::Tensor;
-use rps_core::npy::{Mapped, RowWriter};
+use rps_core::disk;
+use rps_core::npy::{F16, Mapped, Precision, RowWriter};
 use rps_core::progress::{Progress, Units};
 use rps_core::sidecar::{ExtractDetails, ExtractMeta, ExtractSettings, SplitRate, Stage};
 use rps_core::upstream::Upstream;
@@ -28,6 +29,8 @@ pub struct Config {
     pub layout: Layout,
     /// Images per ONNX Runtime call; `None` picks one for the device.
     pub batch: Option<usize>,
+    /// How the frozen layers' output is stored.
+    pub precision: Precision,
     pub session: SessionOptions,
 }
 
@@ -43,6 +46,7 @@ pub struct Report {
 struct Outputs {
     frozen: Option<Vec<usize>>,
     pooled: Vec<usize>,
+    precision: Precision,
 }
 
 pub fn run(config: &Config) -> Result<Report> {
@@ -68,20 +72,28 @@ pub fn run(config: &Config) -> Result<Report> {
             false => None,
         },
         pooled: fixed_dims(&session, names::POOLED, &graph, 1)?,
+        precision: config.precision,
     };
     eprintln!("extract: running {} on {device}", graph.display());
     let mut rows = 0;
     for (_, mapped) in &inputs {
         rows += cache_dims(mapped)?[0];
     }
-    let bytes = outputs.bytes_per_row() * rows as u64;
+    let per_row = outputs.bytes_per_row();
+    let bytes = per_row * rows as u64;
     eprintln!(
-        "extract: {rows} images -> {:.2} GB of features ({} each; UNFREEZE={})",
-        bytes as f64 / 1e9,
+        "extract: {rows} images -> {} of features ({} KB each: {}; UNFREEZE={})",
+        disk::gigabytes(bytes),
+        per_row / 1000,
         outputs.describe(),
         upstream.export.settings.unfreeze
     );
-    check_free_space(layout.root(), bytes)?;
+    disk::check_free_space(
+        layout.root(),
+        bytes,
+        "the features",
+        "cache fewer views (VIEWS)",
+    )?;
     let batch = config.batch.unwrap_or(match device {
         Device::Cpu => defaults::EXTRACT_BATCH_CPU,
         Device::Cuda => defaults::EXTRACT_BATCH_CUDA,
@@ -147,46 +159,24 @@ pub fn run(config: &Config) -> Result<Report> {
 impl Outputs {
     /// Bytes of features one image adds (the labels are noise beside them).
     fn bytes_per_row(&self) -> u64 {
-        let elements: usize = self
-            .frozen
-            .iter()
-            .chain([&self.pooled])
-            .map(|dims| dims.iter().product::<usize>())
-            .sum();
-        (elements * std::mem::size_of::<f32>()) as u64
+        let frozen: usize = self.frozen.iter().flatten().product();
+        let pooled: usize = self.pooled.iter().product();
+        (frozen * self.precision.bytes() + pooled * std::mem::size_of::<f32>()) as u64
     }
 
-    /// What is stored per image: `f32 .npy: frozen [N,256,14,14], pooled [N,512]`.
+    /// What is stored per image: `.npy: frozen f16 [N,256,14,14], pooled f32 [N,512]`.
     fn describe(&self) -> String {
         let frozen = match &self.frozen {
-            Some(dims) => format!("frozen [N,{}], ", dims_text(dims)),
+            Some(dims) => format!("frozen {} [N,{}], ", self.precision, dims_text(dims)),
             None => "no frozen layers (phase 2 reads cache/), ".into(),
         };
-        format!("f32 .npy: {frozen}pooled [N,{}]", dims_text(&self.pooled))
+        format!(".npy: {frozen}pooled f32 [N,{}]", dims_text(&self.pooled))
     }
 }
 
 fn dims_text(dims: &[usize]) -> String {
     let dims: Vec<String> = dims.iter().map(usize::to_string).collect();
     dims.join(",")
-}
-
-/// Refuses to start when the features would not fit on `data`'s disk (with a
-/// margin of a twentieth), rather than failing hours in.
-fn check_free_space(data: &Path, needed: u64) -> Result<()> {
-    let stats = rustix::fs::statvfs(data)
-        .map_err(|e| anyhow::anyhow!("checking the free space of {}: {e}", data.display()))?;
-    let free = stats.f_bavail.saturating_mul(stats.f_frsize);
-    if needed.saturating_add(needed / 20) > free {
-        bail!(
-            "the features need {:.2} GB, and {} has {:.2} GB free: free some space, \
-             cache fewer views (VIEWS), or put DATA on a larger disk",
-            needed as f64 / 1e9,
-            data.display(),
-            free as f64 / 1e9
-        );
-    }
-    Ok(())
 }
 
 /// A batch of the backbone holds at least each image's largest layer input and
@@ -305,11 +295,15 @@ impl SplitJob<'_> {
         let n = cache_dims(self.pixels)?[0];
         let s = self.image_size;
         let rows_of = |dims: &[usize]| [&[n][..], dims].concat();
+        let precision = self.outputs.precision;
         let mut frozen = match &self.outputs.frozen {
-            Some(dims) => Some(RowWriter::create::<f32>(
-                &self.out_path(Feature::Frozen),
-                &rows_of(dims),
-            )?),
+            Some(dims) => {
+                let path = self.out_path(Feature::Frozen);
+                Some(match precision {
+                    Precision::F32 => RowWriter::create::<f32>(&path, &rows_of(dims))?,
+                    Precision::F16 => RowWriter::create::<F16>(&path, &rows_of(dims))?,
+                })
+            }
             None => None,
         };
         let mut pooled = RowWriter::create::<f32>(
@@ -342,7 +336,11 @@ impl SplitJob<'_> {
                 let tensor = Tensor::from_array(([rows, 3, s, s], input))?;
                 let outputs = session.run(ort::inputs![names::IMAGES => tensor])?;
                 if let Some(frozen) = &mut frozen {
-                    frozen.write(outputs[names::FROZEN].try_extract_tensor::<f32>()?.1)?;
+                    let values = outputs[names::FROZEN].try_extract_tensor::<f32>()?.1;
+                    match precision {
+                        Precision::F32 => frozen.write(values)?,
+                        Precision::F16 => frozen.write(&npy::halves(values))?,
+                    }
                 }
                 pooled.write(outputs[names::POOLED].try_extract_tensor::<f32>()?.1)?;
                 progress.inc(rows as u64);

@@ -1,7 +1,8 @@
 use anyhow::Result;
 use clap::Parser;
 use rps_core::cli::{StageArgs, whole};
-use rps_core::defaults::ranges;
+use rps_core::defaults::{self, ranges};
+use rps_core::npy::Precision;
 use rps_extract::Config;
 use std::process::ExitCode;
 
@@ -16,6 +17,10 @@ struct Args {
     /// Images per ONNX Runtime call, 1 to 4096 (default: 32 on CPU, 128 on CUDA).
     #[arg(long, value_parser = whole::<usize>(ranges::BATCH))]
     batch: Option<usize>,
+    /// How the frozen layers' output is stored: f32, or f16 at half the bytes
+    /// (rounded to nearest; phase 2 computes in f32 either way).
+    #[arg(long, default_value = defaults::FEATURES, value_parser = Precision::flag)]
+    features: Precision,
 }
 
 fn main() -> ExitCode {
@@ -26,6 +31,7 @@ fn run(args: Args) -> Result<()> {
     let config = Config {
         layout: args.stage.data.layout(),
         batch: args.batch,
+        precision: args.features,
         session: args.stage.ort.options(),
     };
     let report = rps_extract::run(&config)?;

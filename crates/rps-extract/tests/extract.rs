@@ -46,6 +46,10 @@ fn write_cache(layout: &Layout, image_size: u32, images: &ArrayD<f32>) {
 }
 
 fn extract(layout: &Layout, batch: usize) -> std::process::Output {
+    extract_with(layout, batch, &[])
+}
+
+fn extract_with(layout: &Layout, batch: usize, extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_rps-extract"))
         .args([
             "--data",
@@ -57,6 +61,7 @@ fn extract(layout: &Layout, batch: usize) -> std::process::Output {
             "--batch",
             &batch.to_string(),
         ])
+        .args(extra)
         .output()
         .unwrap()
 }
@@ -107,6 +112,56 @@ fn mini_features_match_pytorch_with_a_partial_last_batch() {
         8,
         64,
         3,
+    );
+}
+
+/// `--features f16` stores the frozen layers' output as the f32 one rounded to float16,
+/// in half the bytes; the pooled features stay f32.
+#[test]
+fn float16_features_are_the_float32_ones_rounded_in_half_the_bytes() {
+    let (_dir, layout) = exported("mini_w8_s64_seed0.pth", 8, 64);
+    let mut reference_values = npy::Npz::open(&reference("mini_w8_s64_seed0_forward.npz")).unwrap();
+    write_cache(&layout, 64, &reference_values.get::<f32>("input").unwrap());
+    let path = layout.features(Split::Test, Feature::Frozen);
+    let out = extract(&layout, 3);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let full = npy::read::<f32>(&path).unwrap();
+    let full_bytes = std::fs::metadata(&path).unwrap().len();
+    let out = extract_with(&layout, 3, &["--features", "f16"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("frozen f16 [N,32,4,4], pooled f32"), "{said}");
+    let mapped = npy::Mapped::open(&path).unwrap();
+    let halves = mapped.view::<npy::F16>().unwrap();
+    assert_eq!(halves.shape(), full.shape());
+    for (half, single) in halves.iter().zip(full.iter()) {
+        assert_eq!(*half, npy::halves(&[*single])[0]);
+    }
+    let half_bytes = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        half_bytes * 2 <= full_bytes + 128,
+        "{half_bytes} of {full_bytes}"
+    );
+    let pooled = npy::read::<f32>(&layout.features(Split::Test, Feature::Pooled)).unwrap();
+    assert_close(
+        "pooled",
+        &pooled,
+        &reference_values.get::<f32>("pooled").unwrap(),
+        1e-4,
+    );
+    let meta = ExtractMeta::read(&layout.features_meta()).unwrap();
+    assert!(
+        meta.settings.storage.contains("frozen f16"),
+        "{}",
+        meta.settings.storage
     );
 }
 

@@ -11,6 +11,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use rps_core::classes::{MIN_CLASSES, Skipped, class_files, class_folders};
+use rps_core::disk;
 use rps_core::npy::RowWriter;
 use rps_core::progress::{Progress, Units};
 use rps_core::rows::{IndexRow, SplitRow};
@@ -72,9 +73,7 @@ pub fn run(config: &Config) -> Result<Report> {
     };
     let tmp = TempDir::beside(&config.layout.dir(Folder::Cache))?;
     let mut skipped = Vec::new();
-    let mut index = Vec::new();
-    let mut rows = Vec::new();
-    let mut samples = Vec::new();
+    let mut checked = Vec::new();
     for Listed {
         split,
         items,
@@ -89,6 +88,13 @@ pub fn run(config: &Config) -> Result<Report> {
         skipped.extend(not_files);
         skipped.extend(bad);
         require_every_class(&items, &classes, &source)?;
+        checked.push((split, items));
+    }
+    check_cache_fits(config, &checked)?;
+    let mut index = Vec::new();
+    let mut rows = Vec::new();
+    let mut samples = Vec::new();
+    for (split, items) in checked {
         let written = write_split(config, split, &items, tmp.path())?;
         index.extend(written.index);
         if split == Split::Train {
@@ -255,6 +261,37 @@ fn readable(items: Vec<Item>) -> (Vec<Item>, Skipped) {
         }
     }
     (good, bad)
+}
+
+/// Says what the cache will take, per image and in all, and refuses when the disk
+/// under `DATA` cannot hold it.
+fn check_cache_fits(config: &Config, checked: &[(Split, Vec<Item>)]) -> Result<()> {
+    let per_row = 3 * u64::from(config.image_size).pow(2);
+    let count = |wanted: Split| {
+        checked
+            .iter()
+            .filter(|(split, _)| *split == wanted)
+            .map(|(_, items)| items.len())
+            .sum::<usize>()
+    };
+    let (train, test) = (count(Split::Train), count(Split::Test));
+    let rows = train * config.views + test;
+    let bytes = per_row * rows as u64;
+    eprintln!(
+        "preprocess: {train} training images x {} views + {test} test images -> {rows} \
+         rows of {} KB (3x{size}x{size} u8): {}",
+        config.views,
+        per_row / 1000,
+        disk::gigabytes(bytes),
+        size = config.image_size,
+    );
+    disk::check_free_space(
+        config.layout.root(),
+        bytes,
+        "the cached images",
+        "cache fewer views (VIEWS) or smaller images (IMAGE_SIZE)",
+    )?;
+    Ok(())
 }
 
 fn require_every_class(items: &[Item], classes: &ClassList, dir: &Path) -> Result<()> {

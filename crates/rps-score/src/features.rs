@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use ndarray::{Array2, ArrayD, Axis, Ix2};
 use ort::session::SessionInputValue;
 use ort::value::TensorRef;
-use rps_core::npy::{self, Mapped};
+use rps_core::npy::{self, F16, Mapped};
 use rps_core::{Feature, Layout, Split, Unfreeze};
 
 /// One split's features: pooled in memory; what phase 2 reads memory-mapped (the
@@ -23,6 +23,8 @@ pub struct Features {
 enum Frozen {
     /// f32 `features/<split>_frozen.npy`.
     Features(Mapped),
+    /// The same stored as f16 (`FEATURES=f16`), computed on as f32.
+    Halves(Mapped),
     /// The cache's u8 images: rows as extract read them.
     Pixels(Mapped),
 }
@@ -47,6 +49,9 @@ impl Frozen {
     fn open(layout: &Layout, split: Split, unfreeze: Unfreeze) -> Result<Self> {
         if !unfreeze.from_images() {
             let mapped = Mapped::open(&layout.features(split, Feature::Frozen))?;
+            if mapped.view::<F16>().is_ok() {
+                return Ok(Frozen::Halves(mapped));
+            }
             mapped.view::<f32>()?;
             return Ok(Frozen::Features(mapped));
         }
@@ -63,7 +68,7 @@ impl Frozen {
 
     fn mapped(&self) -> &Mapped {
         match self {
-            Frozen::Features(m) | Frozen::Pixels(m) => m,
+            Frozen::Features(m) | Frozen::Halves(m) | Frozen::Pixels(m) => m,
         }
     }
 
@@ -71,6 +76,7 @@ impl Frozen {
     fn shape(&self) -> Result<Vec<usize>> {
         Ok(match self {
             Frozen::Features(m) => m.view::<f32>()?.shape().to_vec(),
+            Frozen::Halves(m) => m.view::<F16>()?.shape().to_vec(),
             Frozen::Pixels(m) => m.view::<u8>()?.shape().to_vec(),
         })
     }
@@ -78,6 +84,11 @@ impl Frozen {
     fn rows(&self, rows: &[usize]) -> Result<Batch> {
         Ok(match self {
             Frozen::Features(m) => Batch::F32(m.view::<f32>()?.select(Axis(0), rows)),
+            Frozen::Halves(m) => Batch::F32(
+                m.view::<F16>()?
+                    .select(Axis(0), rows)
+                    .mapv(|half| half.0.to_f32()),
+            ),
             Frozen::Pixels(m) => Batch::U8(m.view::<u8>()?.select(Axis(0), rows)),
         })
     }
