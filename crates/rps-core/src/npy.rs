@@ -252,7 +252,14 @@ impl ViewElement for F16 {
 pub struct Mapped {
     map: memmap2::Mmap,
     path: std::path::PathBuf,
+    /// Bytes of rows read since the mapping's pages were last let go.
+    read: std::sync::atomic::AtomicUsize,
 }
+
+/// How many bytes of rows are read between two [`Mapped::read_rows`] releases: rows
+/// read in random order map several times their bytes (the kernel maps the pages
+/// around each one), so this bounds a stage's mapped pages to a few hundred MB.
+const RELEASE_EVERY: usize = 64 << 20;
 
 impl Mapped {
     pub fn open(path: &Path) -> Result<Self> {
@@ -262,7 +269,28 @@ impl Mapped {
         Ok(Self {
             map,
             path: path.to_path_buf(),
+            read: Default::default(),
         })
+    }
+
+    /// Notes `bytes` of rows read; every [`RELEASE_EVERY`] bytes, lets the mapping's
+    /// pages go. A mapped page counts in the process's resident memory for as long as
+    /// it stays mapped, so a pass over a 15 GB cache would otherwise end holding 15
+    /// GB; let go, the pages stay in the page cache, and a row read again costs no
+    /// disk read.
+    pub fn read_rows(&self, bytes: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.read.fetch_add(bytes, Relaxed) + bytes < RELEASE_EVERY {
+            return;
+        }
+        self.read.store(0, Relaxed);
+        // Safety: a read-only shared mapping of a file that is replaced by rename,
+        // never written in place: a page let go reads back the same bytes. Failing
+        // only keeps the pages.
+        let _ = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
     }
 
     /// The whole array as a view.

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use ndarray::{Array2, Axis};
+use rps_core::progress::{Progress, Units};
 use rps_core::rows::{EpochRow, IndexRow, MetricRow, PerClassRow, PhaseOutcome};
 use rps_core::sidecar::{EvaluateDetails, EvaluateMeta, EvaluateSettings, Stage, TrainMeta};
 use rps_core::text::cell;
@@ -241,12 +242,19 @@ fn score_test_split(
     let rows: Vec<usize> = (0..test.labels.len()).collect();
     let mut probs = Vec::new();
     let mut loss_sum = 0.0f64;
+    let progress = Progress::new(
+        "evaluate test".into(),
+        rows.len() as u64,
+        Units::Count("images"),
+    );
     for chunk in rows.chunks(config.batch.max(1)) {
         let labels = test.labels_of(chunk);
         let out = scorer.score(&test.rows(Feature::Frozen, chunk)?, &labels, weights)?;
         loss_sum += out.loss as f64 * chunk.len() as f64;
         probs.push(softmax(&out.logits));
+        progress.inc(chunk.len() as u64);
     }
+    drop(progress);
     let views: Vec<_> = probs.iter().map(|p| p.view()).collect();
     let probs = ndarray::concatenate(Axis(0), &views)?;
     Ok(Scores {

@@ -219,6 +219,16 @@ enum Pixels<'a> {
     F32(ArrayViewD<'a, f32>),
 }
 
+impl Pixels<'_> {
+    /// Bytes a pixel takes in the cache.
+    fn element_bytes(&self) -> usize {
+        match self {
+            Pixels::U8(_) => 1,
+            Pixels::F32(_) => 4,
+        }
+    }
+}
+
 fn pixels(mapped: &Mapped) -> Result<Pixels<'_>> {
     match mapped.view::<u8>() {
         Ok(view) => Ok(Pixels::U8(view)),
@@ -320,14 +330,14 @@ impl SplitJob<'_> {
         std::thread::scope(|scope| -> Result<()> {
             let (send, receive) = mpsc::sync_channel::<(usize, Vec<f32>)>(1);
             let pixels = &pixels;
+            let mapped = self.pixels;
             let normalization = self.normalization;
             scope.spawn(move || {
                 for start in (0..n).step_by(batch) {
                     let end = (start + batch).min(n);
-                    if send
-                        .send((end - start, batch_input(pixels, start, end, normalization)))
-                        .is_err()
-                    {
+                    let input = batch_input(pixels, start, end, normalization);
+                    mapped.read_rows(input.len() * pixels.element_bytes());
+                    if send.send((end - start, input)).is_err() {
                         return;
                     }
                 }

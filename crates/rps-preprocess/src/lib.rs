@@ -81,7 +81,7 @@ pub fn run(config: &Config) -> Result<Report> {
         source,
     } in listed
     {
-        let (items, bad) = readable(items);
+        let (items, bad) = readable(items, split);
         for (path, why) in not_files.iter().chain(&bad) {
             eprintln!("preprocess: skipping {}: {why}", path.display());
         }
@@ -242,16 +242,23 @@ fn read_list(csv: &Path) -> Result<(ClassList, Vec<Listed>)> {
 }
 
 /// Splits off the files that do not decode, each with why.
-fn readable(items: Vec<Item>) -> (Vec<Item>, Skipped) {
+fn readable(items: Vec<Item>, split: Split) -> (Vec<Item>, Skipped) {
+    let progress = Progress::new(
+        format!("preprocess checking {split}"),
+        items.len() as u64,
+        Units::Count("images"),
+    );
     let checked: Vec<(Item, Option<String>)> = items
         .into_par_iter()
         .map(|item| {
             let problem = transform::load_rgb(&item.path)
                 .err()
                 .map(|e| format!("{e:#}"));
+            progress.inc(1);
             (item, problem)
         })
         .collect();
+    drop(progress);
     let mut good = Vec::new();
     let mut bad = Vec::new();
     for (item, problem) in checked {
@@ -278,9 +285,12 @@ fn check_cache_fits(config: &Config, checked: &[(Split, Vec<Item>)]) -> Result<(
     let rows = train * config.views + test;
     let bytes = per_row * rows as u64;
     eprintln!(
-        "preprocess: {train} training images x {} views + {test} test images -> {rows} \
+        "preprocess: {train} training images x {} + {test} test images -> {rows} \
          rows of {} KB (3x{size}x{size} u8): {}",
-        config.views,
+        match config.views {
+            1 => "1 view".to_string(),
+            views => format!("{views} views"),
+        },
         per_row / 1000,
         disk::gigabytes(bytes),
         size = config.image_size,

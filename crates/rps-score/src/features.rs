@@ -36,6 +36,14 @@ pub enum Batch {
 }
 
 impl Batch {
+    /// The bytes it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            Batch::F32(a) => a.len() * std::mem::size_of::<f32>(),
+            Batch::U8(a) => a.len(),
+        }
+    }
+
     /// The `features` input of a graph.
     pub fn input(&self) -> Result<SessionInputValue<'_>> {
         Ok(match self {
@@ -82,6 +90,12 @@ impl Frozen {
     }
 
     fn rows(&self, rows: &[usize]) -> Result<Batch> {
+        let batch = self.select(rows)?;
+        self.mapped().read_rows(batch.bytes());
+        Ok(batch)
+    }
+
+    fn select(&self, rows: &[usize]) -> Result<Batch> {
         Ok(match self {
             Frozen::Features(m) => Batch::F32(m.view::<f32>()?.select(Axis(0), rows)),
             Frozen::Halves(m) => Batch::F32(
