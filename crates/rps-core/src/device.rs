@@ -45,6 +45,9 @@ pub struct SessionOptions {
     /// ONNX Runtime's memory pattern: one block planned ahead for all of a run's
     /// intermediates. On, but in training ([`SessionOptions::for_training`]).
     pub memory_pattern: bool,
+    /// The environment's one CPU arena instead of the session's own. Off, but in
+    /// training.
+    pub shared_arena: bool,
 }
 
 impl SessionOptions {
@@ -54,6 +57,7 @@ impl SessionOptions {
             device,
             threads,
             memory_pattern: true,
+            shared_arena: false,
         }
     }
 
@@ -67,10 +71,12 @@ impl SessionOptions {
     /// forward and backward maps held about twice what the step needs (resnet18 from
     /// layer1: 8.4 GB resident against 4.5), at the same speed, and which plans again
     /// for a last batch of another size. Extract keeps it (it ran a few percent
-    /// slower without).
+    /// slower without). Their sessions share one arena: the step and the eval graph
+    /// take turns, so one arena holds the larger of their peaks, where two held both.
     pub fn for_training(self) -> Self {
         Self {
             memory_pattern: false,
+            shared_arena: true,
             ..self
         }
     }

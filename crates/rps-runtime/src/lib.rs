@@ -107,6 +107,29 @@ pub struct Runtime {
 
 static RUNTIME: OnceLock<std::result::Result<Runtime, String>> = OnceLock::new();
 
+/// Registers one CPU arena with the environment, for the sessions that ask to share
+/// it (`SessionOptions::shared_arena`); `ort` wraps no call for it.
+fn register_shared_arena(environment: &Environment) -> ort::Result<()> {
+    use ort::AsPointer;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    let info = MemoryInfo::new(
+        AllocationDevice::CPU,
+        0,
+        AllocatorType::Arena,
+        MemoryType::Default,
+    )?;
+    // Safety: both pointers are live for the call; a null arena config takes ONNX
+    // Runtime's defaults; the status it returns is taken over by result_from_status.
+    unsafe {
+        let status = (ort::api().CreateAndRegisterAllocator)(
+            environment.ptr().cast_mut(),
+            info.ptr(),
+            std::ptr::null(),
+        );
+        ort::Error::result_from_status(status)
+    }
+}
+
 impl Runtime {
     /// Loads the library on first use; later calls return the same runtime.
     pub fn get() -> Result<&'static Runtime> {
@@ -130,6 +153,7 @@ impl Runtime {
             .with_name("rps-transfer")
             .build()
             .map_err(|e| load_err(e.to_string()))?;
+        register_shared_arena(&environment).map_err(|e| load_err(e.to_string()))?;
         Ok(Self {
             environment,
             library,
@@ -236,6 +260,11 @@ impl Runtime {
             .with_intra_threads(options.threads)
             .map_err(|e| ort_err(e.into()))?
             .with_memory_pattern(options.memory_pattern)
+            .map_err(|e| ort_err(e.into()))?
+            .with_config_entry(
+                "session.use_env_allocators",
+                if options.shared_arena { "1" } else { "0" },
+            )
             .map_err(|e| ort_err(e.into()))?
             // Its failures come back as errors, which each stage words for a person;
             // ONNX Runtime's own log would print them a second time, raw and in
