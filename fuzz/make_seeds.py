@@ -148,6 +148,7 @@ def main(root):
     files["npy/f32.npy"] = npy_bytes(np.arange(6, dtype=np.float32).reshape(2, 3))
     files["npy/i64.npy"] = npy_bytes(np.array([0, 1, 2, 1], dtype=np.int64))
     files["npy/u8.npy"] = npy_bytes(np.zeros((1, 3, 2, 2), dtype=np.uint8))
+    files["npy/f16.npy"] = npy_bytes(np.arange(6, dtype=np.float16).reshape(2, 3))
     files["npy/fortran.npy"] = npy_bytes(np.asfortranarray(np.ones((2, 3), dtype=np.float32)))
     files["npy/tensors.npz"] = npz_bytes(**{"conv1.weight": np.ones((1, 3, 1, 1), np.float32), "fc.bias": np.zeros(2, np.float32)})
     files["image/rgba.png"] = png()

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use rand::SeedableRng;
 use rps_core::rows::{
     DatasetCount, EpochRow, IndexRow, LayerRow, LrFindRow, MetricRow, ParamsRow, PerClassRow,
+    SplitRow,
 };
 use rps_core::sidecar::{
     EvaluateMeta, ExportMeta, ExtractMeta, LrFindMeta, PreprocessMeta, TrainMeta,
@@ -137,8 +138,9 @@ pub fn npy(data: &[u8]) -> bool {
         npy::read::<u8>(&path).is_ok(),
         npy::read_tensors(&path).is_ok(),
     ];
-    let mapped =
-        npy::Mapped::open(&path).is_ok_and(|m| m.view::<f32>().is_ok() || m.view::<u8>().is_ok());
+    let mapped = npy::Mapped::open(&path).is_ok_and(|m| {
+        m.view::<f32>().is_ok() || m.view::<npy::F16>().is_ok() || m.view::<u8>().is_ok()
+    });
     mapped || read.contains(&true)
 }
 
@@ -191,6 +193,7 @@ pub fn csv(data: &[u8]) -> bool {
     let read = [
         table::read::<DatasetCount>(&path).is_ok(),
         table::read::<IndexRow>(&path).is_ok(),
+        table::read::<SplitRow>(&path).is_ok(),
         table::read::<EpochRow>(&path).is_ok(),
         table::read::<ParamsRow>(&path).is_ok(),
         table::read::<LrFindRow>(&path).is_ok(),
