@@ -133,8 +133,7 @@ impl RawElement for i64 {
 
 /// How the frozen layers' output is stored (`FEATURES`); phase 2 computes in f32
 /// either way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
     F32,
     /// Half the bytes, about three significant digits.
@@ -151,10 +150,11 @@ impl Precision {
         }
     }
 
+    /// Bytes an element takes.
     pub fn bytes(self) -> usize {
         match self {
-            Precision::F32 => 4,
-            Precision::F16 => 2,
+            Precision::F32 => std::mem::size_of::<f32>(),
+            Precision::F16 => std::mem::size_of::<F16>(),
         }
     }
 

@@ -88,12 +88,11 @@ pub fn run(config: &Config) -> Result<Report> {
         outputs.describe(),
         upstream.export.settings.unfreeze
     );
-    disk::check_free_space(
-        layout.root(),
-        bytes,
-        "the features",
-        "cache fewer views (VIEWS)",
-    )?;
+    let advice = match config.precision {
+        Precision::F32 => "cache fewer views (VIEWS), store them as f16 (FEATURES=f16)",
+        Precision::F16 => "cache fewer views (VIEWS)",
+    };
+    disk::check_free_space(layout.root(), bytes, "the features", advice)?;
     let batch = config.batch.unwrap_or(match device {
         Device::Cpu => defaults::EXTRACT_BATCH_CPU,
         Device::Cuda => defaults::EXTRACT_BATCH_CUDA,

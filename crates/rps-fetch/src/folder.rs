@@ -35,7 +35,7 @@ pub struct FolderReport {
 }
 
 /// The names a given test split may have, in the order they are looked for.
-pub const TEST_FOLDERS: [&str; 3] = ["test", "val", "valid"];
+const TEST_FOLDERS: [&str; 3] = ["test", "val", "valid"];
 
 pub fn fetch_folder(config: &FolderConfig) -> Result<FolderReport> {
     let layout = &config.layout;
@@ -60,13 +60,9 @@ pub fn fetch_folder(config: &FolderConfig) -> Result<FolderReport> {
         ),
     };
     let counts = count(&rows);
+    let folder = layout.dir(rps_core::Folder::Dataset);
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
     let list = layout.dataset_list();
-    std::fs::create_dir_all(layout.dir(rps_core::Folder::Dataset)).with_context(|| {
-        format!(
-            "creating {}",
-            layout.dir(rps_core::Folder::Dataset).display()
-        )
-    })?;
     let summary = layout.dataset_summary();
     let names = layout.dataset_classes();
     let changed = table::write_if_changed(&list, &rows)?;

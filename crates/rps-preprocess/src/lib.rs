@@ -282,7 +282,10 @@ fn check_cache_fits(config: &Config, checked: &[(Split, Vec<Item>)]) -> Result<(
             .sum::<usize>()
     };
     let (train, test) = (count(Split::Train), count(Split::Test));
-    let rows = train * config.views + test;
+    let rows: usize = checked
+        .iter()
+        .map(|(split, items)| items.len() * config.views_of(*split))
+        .sum();
     let bytes = per_row * rows as u64;
     eprintln!(
         "preprocess: {train} training images x {} + {test} test images -> {rows} \
