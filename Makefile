@@ -157,7 +157,7 @@ PREPROCESS_STAMP := $(STAMPS)/preprocess
 EXTRACT_STAMP    := $(STAMPS)/extract
 TRAIN_STAMP      := $(STAMPS)/train
 
-.PHONY: all setup fetch export summary preprocess extract train lr-find evaluate predict demo bench fuzz test clean help FORCE
+.PHONY: all setup fetch export summary preprocess extract train lr-find evaluate predict demo bench proto fuzz test clean help FORCE
 
 all: evaluate ## Run the whole pipeline (bootstraps ONNX Runtime first)
 	@echo "report: $(DATA)/results/report.html"
@@ -311,6 +311,9 @@ bench: $(ORT_LIB) $(VENV)/bin/python ## Each stage's speed beside its ceiling an
 	  --python $(VENV)/bin/python --torch-python $(TORCH_PYTHON) \
 	  --arch $(ARCH) --unfreeze $(UNFREEZE) --archives $(SHARED)/data \
 	  --weights $(or $(BENCH_WEIGHTS_$(ARCH)),random)
+
+proto: ## Regenerate rps-onnx's types (crates/rps-onnx/proto/onnx.rs) after onnx.proto changes
+	$(CARGO) run --manifest-path $(call quote,$(ROOT)/codegen/Cargo.toml) --release --quiet
 
 fuzz: ## Fuzz every reader FUZZ_SECONDS each (nightly; FUZZ_TARGETS=pth... picks some); fuzz/stats.csv
 	$(ROOT)/scripts/fuzz.sh $(call quote,$(FUZZ_SECONDS)) $(FUZZ_TARGETS)
