@@ -241,7 +241,12 @@ impl StepRunner {
                     slot.shape()
                 );
             }
-            slot.assign(&value);
+            // A memcpy where both are contiguous (always, in practice): ndarray's
+            // element-wise assign over dynamic shapes is several times slower.
+            match (slot.as_slice_mut(), value.as_slice()) {
+                (Some(to), Some(from)) => to.copy_from_slice(from),
+                _ => slot.assign(&value),
+            }
         }
         Ok(result)
     }
