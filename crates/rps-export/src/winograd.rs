@@ -191,14 +191,22 @@ impl Tiling {
 /// rounded once: `[36, Cin, Cout]`, the right operand of the channel product.
 pub fn kernel_transform(weight: ArrayView4<f64>) -> Array3<f32> {
     let (cout, cin, _, _) = weight.dim();
-    Array3::from_shape_fn((ALPHA * ALPHA, cin, cout), |(p, i, o)| {
-        let (a, b) = (p / ALPHA, p % ALPHA);
-        let mut sum = 0.0;
-        for (ky, kx) in grid(3, 3) {
-            sum += G[a][ky] * weight[[o, i, ky, kx]] * G[b][kx];
+    let mut u = Array3::zeros((ALPHA * ALPHA, cin, cout));
+    for (o, per_input) in weight.outer_iter().enumerate() {
+        for (i, kernel) in per_input.outer_iter().enumerate() {
+            // `G W` first, then `(G W) Gᵀ`: 162 products a kernel, where each of the
+            // 36 values summed over the 9 taps takes 648 (a full-width export's
+            // largest cost).
+            let gw: [[f64; 3]; ALPHA] = std::array::from_fn(|a| {
+                std::array::from_fn(|kx| (0..3).map(|ky| G[a][ky] * kernel[[ky, kx]]).sum())
+            });
+            for (a, b) in grid(ALPHA, ALPHA) {
+                let value: f64 = (0..3).map(|kx| gw[a][kx] * G[b][kx]).sum();
+                u[[a * ALPHA + b, i, o]] = value as f32;
+            }
         }
-        sum as f32
-    })
+    }
+    u
 }
 
 /// A pair of interpolation points and the (row, column) tiles that use it; its group
