@@ -46,6 +46,11 @@ pub struct DataLock {
 impl DataLock {
     /// Takes `layout`'s lock for `stage` (`rps-train`), or says who holds it.
     pub fn acquire(layout: &Layout, stage: &str) -> Result<DataLock> {
+        Self::acquire_within(layout, stage, RELEASE_WAIT)
+    }
+
+    /// [`DataLock::acquire`], refused once `wait` has passed.
+    fn acquire_within(layout: &Layout, stage: &str, wait: Duration) -> Result<DataLock> {
         let path = layout.lock();
         std::fs::create_dir_all(layout.root()).map_err(io("creating", layout.root()))?;
         let mut file = OpenOptions::new()
@@ -55,7 +60,7 @@ impl DataLock {
             .truncate(false)
             .open(&path)
             .map_err(io("opening", &path))?;
-        if !lock_within(&file, RELEASE_WAIT).map_err(io("locking", &path))? {
+        if !lock_within(&file, wait).map_err(io("locking", &path))? {
             let mut holder = String::new();
             let _ = file.read_to_string(&mut holder);
             let holder = crate::text::printable(holder.trim()).into_owned();
@@ -91,7 +96,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let layout = Layout::new(dir.path().join("data"));
         let first = DataLock::acquire(&layout, "rps-train").unwrap();
-        let err = DataLock::acquire(&layout, "rps-evaluate")
+        // Refused after a short wait (the stages wait RELEASE_WAIT).
+        let err = DataLock::acquire_within(&layout, "rps-evaluate", Duration::from_millis(100))
             .unwrap_err()
             .to_string();
         let pid = std::process::id();
