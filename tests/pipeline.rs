@@ -563,7 +563,7 @@ fn training_from_any_depth_runs_resumes_and_reruns_only_what_it_changes() {
     let base = serve_shared_archives();
     for (unfreeze, trained) in [("all", "conv1.weight"), ("layer2", "layer2.0.conv1.weight")] {
         // One view a training image: what is checked needs no more, and it halves
-        // the steps of each of the five runs.
+        // the steps of each of the four runs.
         let extra = [
             "VIEWS=1",
             "HEAD_EPOCHS=1",

@@ -282,10 +282,7 @@ fn check_cache_fits(config: &Config, checked: &[(Split, Vec<Item>)]) -> Result<(
             .sum::<usize>()
     };
     let (train, test) = (count(Split::Train), count(Split::Test));
-    let rows: usize = checked
-        .iter()
-        .map(|(split, items)| items.len() * config.views_of(*split))
-        .sum();
+    let rows = train * config.views_of(Split::Train) + test * config.views_of(Split::Test);
     let bytes = per_row * rows as u64;
     eprintln!(
         "preprocess: {train} training images x {} + {test} test images -> {rows} \
