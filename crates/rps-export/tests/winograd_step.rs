@@ -1,6 +1,7 @@
 //! The Winograd step graph against the patch step graph on full-size maps (layer4 at
-//! 7x7, where Winograd is used), for each ResNet: the patch formulation is held to
-//! PyTorch by `step_parity.rs`, so this holds Winograd to it.
+//! 7x7), for each ResNet, and from layer2 on maps whose size is not a multiple of
+//! Winograd's 4x4 tile: the patch formulation is held to PyTorch by
+//! `step_parity.rs`, so this holds Winograd to it.
 
 mod common;
 
@@ -27,10 +28,10 @@ fn arch(net: Net) -> Arch {
     }
 }
 
-fn inputs(arch: &Arch) -> Vec<(String, Input)> {
+fn inputs(arch: &Arch, unfreeze: Unfreeze) -> Vec<(String, Input)> {
     let mut rng = ChaCha8Rng::seed_from_u64(7);
-    let [c, s, _] = arch.frozen_shape(Unfreeze::stage("layer4"));
-    // layer3 ends in a ReLU: non-negative features.
+    let [c, s, _] = arch.frozen_shape(unfreeze);
+    // Every stage ends in a ReLU: non-negative features.
     let features = ArrayD::from_shape_simple_fn(IxDyn(&[BATCH, c, s, s]), || {
         rng.random::<f32>().max(0.3) - 0.3
     });
@@ -42,27 +43,33 @@ fn inputs(arch: &Arch) -> Vec<(String, Input)> {
     );
     values.insert(arch.head().tensor("weight"), head_weight);
     values.insert(arch.head().tensor("bias"), head_bias);
-    first_step_inputs(
-        arch,
-        Unfreeze::stage("layer4"),
-        Input::F32(features),
-        1e-3,
-        &values,
-    )
+    first_step_inputs(arch, unfreeze, Input::F32(features), 1e-3, &values)
 }
 
 #[test]
 fn winograd_step_matches_the_patch_step() {
     for net in [Net::ResNet18, Net::ResNet34, Net::ResNet50] {
-        winograd_step_matches_the_patch_step_of(&arch(net));
+        winograd_step_matches_the_patch_step_of(&arch(net), Unfreeze::stage("layer4"));
     }
 }
 
-fn winograd_step_matches_the_patch_step_of(arch: &Arch) {
+#[test]
+fn winograd_step_matches_the_patch_step_on_maps_cut_by_no_whole_tiles() {
+    // 232 pixels: layer2 at 29x29, layer3 at 15x15, layer4 at 8x8.
+    let arch = Arch {
+        image_size: 232,
+        ..arch(Net::ResNet18)
+    };
+    winograd_step_matches_the_patch_step_of(&arch, Unfreeze::stage("layer2"));
+}
+
+fn winograd_step_matches_the_patch_step_of(arch: &Arch, unfreeze: Unfreeze) {
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph =
-            train::finetune_step(arch, Unfreeze::stage("layer4"), convolutions, FtBn::Train);
-        run(&mut session(&graph, "finetune_step"), inputs(arch))
+        let graph = train::finetune_step(arch, unfreeze, convolutions, FtBn::Train);
+        run(
+            &mut session(&graph, "finetune_step"),
+            inputs(arch, unfreeze),
+        )
     });
     let [winograd, patches] = &outputs;
     assert_close("loss", &winograd[names::LOSS], &patches[names::LOSS], 1e-5);
@@ -73,13 +80,13 @@ fn winograd_step_matches_the_patch_step_of(arch: &Arch) {
         1e-5,
     );
     // At the tolerances the PyTorch references use.
-    for (name, _) in arch.finetune_params(Unfreeze::stage("layer4")) {
+    for (name, _) in arch.finetune_params(unfreeze) {
         let key = names::grad(&name);
         assert_close(&key, &winograd[&key], &patches[&key], 1e-4);
         let key = names::updated(&names::param(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
     }
-    for (name, _) in arch.finetune_buffers(Unfreeze::stage("layer4")) {
+    for (name, _) in arch.finetune_buffers(unfreeze) {
         let key = names::updated(&names::buffer(&name));
         assert_close(&key, &winograd[&key], &patches[&key], 1e-3);
     }
@@ -102,7 +109,7 @@ fn winograd_eval_matches_the_patch_eval_of(arch: &Arch) {
     };
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
         let graph = train::finetune_eval(arch, Unfreeze::stage("layer4"), convolutions);
-        let eval_inputs = inputs(arch)
+        let eval_inputs = inputs(arch, Unfreeze::stage("layer4"))
             .into_iter()
             .filter(|(name, _)| takes(name))
             .collect();

@@ -1,18 +1,20 @@
 //! How a train graph computes a convolution on `[C, H*W, N]` maps, weights fed as
 //! inputs (ONNX Runtime's `Conv` loses its fast path then), and that computation's
 //! backward. Chosen per convolution by its shape and map size ([`Algorithm::choose`]):
-//! - a gathered patch matrix and one product (strided, 1x1, the stem's 7x7, and 3x3
-//!   on maps too large for dense Winograd transforms); the patches serve the weight
-//!   gradient, and the input gradient gathers the output gradient phase by phase;
-//! - Winograd F(4x4, 3x3) by dense transforms over the map's positions
-//!   ([`winograd::Transforms`]), for stride-1 3x3 convolutions on maps of a tile up
-//!   to [`DENSE_WINOGRAD_MAX`]: in eval graphs forward and back, in train steps the
-//!   backward only (see [`super::Convolutions::Fastest`]);
+//! - a gathered patch matrix and one product (strided, 1x1, the stem's 7x7); the
+//!   patches serve the weight gradient, and the input gradient gathers the output
+//!   gradient phase by phase;
+//! - Winograd F(4x4, 3x3) on gathered tiles ([`winograd::Tiling`]), for stride-1 3x3
+//!   convolutions on maps of at least a tile: the forward in eval graphs, the
+//!   backward in train steps, whose forward multiplies patches (see
+//!   [`super::Convolutions::Fastest`]);
 //! - depthwise convolutions (one filter per channel) through ONNX Runtime's blocked
 //!   depthwise kernel where the channels fill its blocks ([`blocked`]), else as
 //!   gathered taps and a product batched over the channels, whose gathered taps
 //!   serve the weight gradient; the input gradient gathers the output gradient
 //!   phase by phase, as patches do.
+
+use ndarray::Array2;
 
 use crate::graph::{Graph, Transposed, Value};
 use crate::winograd;
@@ -22,11 +24,6 @@ use rps_model::window::{GradPhase, Window};
 use super::Convolutions;
 use super::blocked;
 
-/// The largest map edge for dense Winograd transforms: their size grows with the
-/// square of the map's positions (fine at 7x7 and 14x14; at 28x28 the transforms
-/// cost more than the products they save).
-pub const DENSE_WINOGRAD_MAX: usize = 14;
-
 /// The smallest input map edge from which a train step's patch convolution gathers
 /// its patches again in the backward instead of keeping them.
 pub const GATHER_TWICE_FROM: usize = 28;
@@ -35,9 +32,9 @@ pub const GATHER_TWICE_FROM: usize = 28;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     Patches,
-    /// Winograd forward and backward (eval graphs).
+    /// Winograd forward (eval graphs).
     Winograd,
-    /// Patches forward, the adjoint of Winograd's forward backward (train steps).
+    /// Patches forward, Winograd backward from the kept input (train steps).
     PatchesThenWinograd,
     /// One filter per channel: taps gathered per channel.
     Depthwise,
@@ -61,9 +58,7 @@ impl Algorithm {
                 false => Algorithm::Depthwise,
             };
         }
-        let winograd = convolutions == Convolutions::Fastest
-            && winograd::suits(spec, size)
-            && size <= DENSE_WINOGRAD_MAX;
+        let winograd = convolutions == Convolutions::Fastest && winograd::suits(spec, size);
         let large = size >= GATHER_TWICE_FROM && !spec.is_pointwise();
         match (winograd, training) {
             (false, true) if large => Algorithm::PatchesGatheredTwice,
@@ -78,14 +73,14 @@ impl Algorithm {
 pub enum Saved {
     /// The patch matrix `[Cin*K, P_out*N]`.
     Patches(Value),
-    /// Each group's transforms and transformed values.
-    Winograd(Vec<WinogradGroup>),
     /// Each channel's gathered taps, `[C, K, P_out*N]`.
     Taps(Value),
     /// The input `[C, P_in, N]`.
     Input(Value),
     /// The input `[C, P_in, N]`, the patch matrix's source.
     PatchSource(Value),
+    /// The input `[Cin, P, N]`, whose tiles a Winograd backward gathers.
+    TileSource(Value),
 }
 
 /// `[Cin, P_in, N]` -> `[Cout, P_out, N]` by `algorithm`, and what its backward needs.
@@ -103,14 +98,12 @@ pub fn forward(
             (Saved::Patches(patches), y)
         }
         Algorithm::Winograd => {
-            let groups = winograd_transforms(g, spec, weight, x, in_size, KernelFor::Forward);
-            let y = winograd_forward(g, &groups, in_size, spec.cout as i64);
-            (Saved::Winograd(groups), y)
+            let y = winograd_forward(g, spec, weight, x, in_size);
+            (Saved::TileSource(x.clone()), y)
         }
         Algorithm::PatchesThenWinograd => {
             let y = patches_forward(g, spec, weight, x, in_size).1;
-            let groups = winograd_transforms(g, spec, weight, x, in_size, KernelFor::InputGradient);
-            (Saved::Winograd(groups), y)
+            (Saved::TileSource(x.clone()), y)
         }
         Algorithm::PatchesGatheredTwice => {
             let y = patches_forward(g, spec, weight, x, in_size).1;
@@ -145,7 +138,7 @@ pub fn backward(
             let patches = patch_matrix(g, spec, x, in_size);
             patches_backward(g, spec, (&patches, weight), dy, in_size, input_grad)
         }
-        Saved::Winograd(groups) => winograd_backward(g, spec, groups, dy, in_size, input_grad),
+        Saved::TileSource(x) => winograd_backward(g, spec, (x, weight), dy, in_size, input_grad),
         Saved::Taps(taps) => {
             let dw = depthwise_weight_grad(g, spec, taps, dy);
             let dx = input_grad.then(|| depthwise_input_grad(g, spec, weight, dy, in_size));
@@ -155,32 +148,6 @@ pub fn backward(
     };
     let shape: Vec<i64> = spec.weight_shape().iter().map(|&d| d as i64).collect();
     (g.reshape(&dw, &shape), dx)
-}
-
-/// A Winograd convolution's values the backward needs, for one group of transformed
-/// positions.
-pub struct WinogradGroup {
-    /// The constants of [`winograd::Group`].
-    input: Value,
-    output: Value,
-    kernel: Value,
-    positions: i64,
-    tiles: i64,
-    /// The transformed kernel, `[positions, 1, Cout, Cin]`, or with its channel axes
-    /// swapped for the input gradient (see [`KernelFor`]).
-    u: Value,
-    /// The transformed input, `[positions, tiles, Cin, N]`.
-    x_tiles: Value,
-}
-
-/// Which product a Winograd convolution's transformed kernel serves.
-#[derive(Clone, Copy)]
-enum KernelFor {
-    /// `U`, `[positions, 1, Cout, Cin]`.
-    Forward,
-    /// `Uᵀ`, `[positions, 1, Cin, Cout]`, transformed from the weight with its channel
-    /// axes swapped: a ninth of the values to move that swapping `U` would.
-    InputGradient,
 }
 
 /// `[Cin, P_in, N]` -> the patch matrix `[Cin*K, P_out*N]`.
@@ -393,143 +360,144 @@ pub fn scatter_by_phase(
     g.gather(&padded, &order, 1)
 }
 
-/// The image and the kernel in the tile domain of Winograd F(4x4, 3x3), for each
-/// group of transformed positions.
-fn winograd_transforms(
-    g: &mut Graph,
-    spec: &ConvSpec,
-    weight: &Value,
-    x: &Value,
-    size: usize,
-    kernel_for: KernelFor,
-) -> Vec<WinogradGroup> {
-    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
-    let taps = winograd::TAPS as i64;
-    let (w, u_shape) = match kernel_for {
-        KernelFor::Forward => (g.reshape(weight, &[cout * cin, taps]), [1, cout, cin]),
-        KernelFor::InputGradient => {
-            let w = g.reshape(weight, &[cout, cin, taps]);
-            let swapped = g.transpose(&w, &[1, 0, 2]);
-            (g.reshape(&swapped, &[cin * cout, taps]), [1, cin, cout])
-        }
-    };
-    let x_rows = by_position(g, x);
-    let mut groups = Vec::new();
-    for group in winograd::Transforms::new(size).groups {
-        let (positions, tiles) = (group.positions() as i64, group.tiles as i64);
-        let input = g.matrix(&group.input);
-        let output = g.matrix(&group.output);
-        let kernel = g.matrix(&group.kernel);
-        let u = g.gemm(&kernel, &w, None, Transposed { a: false, b: true });
-        let u = g.reshape(&u, &[&[positions][..], &u_shape].concat());
-        let x_tiles = g.matmul(&input, &x_rows);
-        let x_tiles = g.reshape(&x_tiles, &[positions, tiles, cin, -1]);
-        groups.push(WinogradGroup {
-            input,
-            output,
-            kernel,
-            positions,
-            tiles,
-            u,
-            x_tiles,
-        });
-    }
-    groups
-}
-
-/// `[Cout, P, N]` by Winograd from the transforms: for each group one batched channel
-/// product (the kernel broadcast over tiles) and back; the groups' images add up to
-/// the convolution.
-fn winograd_forward(g: &mut Graph, groups: &[WinogradGroup], size: usize, cout: i64) -> Value {
-    let terms: Vec<_> = groups
-        .iter()
-        .map(|group| {
-            let m = g.matmul(&group.u, &group.x_tiles);
-            let m = g.reshape(&m, &[group.positions * group.tiles, -1]);
-            (group.output.clone(), m)
-        })
-        .collect();
-    let y = gemm_sum(g, &terms, false);
-    from_positions(g, &y, size, cout)
-}
-
-/// Gradients of a Winograd convolution, as the adjoint of its forward, summed over
-/// groups: `dX = Σ inputᵀ · (Uᵀ ⊙ (outputᵀ · dY))`, `dU = Σ (outputᵀ · dY) ⊗
-/// (input · X)` over tiles and batch, `dW = Σ kernelᵀ · dU`. Returns
-/// `([Cout, Cin, 9], dX)`.
+/// Gradients of a stride-1 3x3 convolution by Winograd F(4x4, 3x3) on gathered tiles
+/// ([`winograd::Tiling`]), from its input `x` `[Cin, P, N]`: `dW = Gᵀ [Σ (A dY Aᵀ) ⊙
+/// (Bᵀ X B)] G` over tiles and batch (the adjoint of Winograd's forward), one channel
+/// product per tile-domain point; `dX` the convolution of `dY` with the kernel turned
+/// half a turn and its channel axes swapped, by Winograd's forward. Returns `([Cout,
+/// Cin, 9], dX)`.
 fn winograd_backward(
     g: &mut Graph,
     spec: &ConvSpec,
-    groups: &[WinogradGroup],
+    (x, weight): (&Value, &Value),
     dy: &Value,
     size: usize,
     input_grad: bool,
 ) -> (Value, Option<Value>) {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
-    let dy_rows = by_position(g, dy);
-    let mut dw_terms = Vec::new();
-    let mut dx_terms = Vec::new();
-    for group in groups {
-        let (positions, tiles) = (group.positions, group.tiles);
-        let dy_tiles = g.gemm(
-            &group.output,
-            &dy_rows,
-            None,
-            Transposed { a: true, b: false },
-        );
-        let dy_tiles = g.reshape(&dy_tiles, &[positions, tiles, cout, -1]);
-        // dU [positions, Cout, Cin]: contract over (tile, batch).
-        let dy_by_channel = g.transpose(&dy_tiles, &[0, 2, 1, 3]);
-        let dy_by_channel = g.reshape(&dy_by_channel, &[positions, cout, -1]);
-        let x_by_sample = g.transpose(&group.x_tiles, &[0, 1, 3, 2]);
-        let x_by_sample = g.reshape(&x_by_sample, &[positions, -1, cin]);
-        let du = g.matmul(&dy_by_channel, &x_by_sample);
-        dw_terms.push((
-            group.kernel.clone(),
-            g.reshape(&du, &[positions, cout * cin]),
-        ));
-        if input_grad {
-            let dx_tiles = g.matmul(&group.u, &dy_tiles);
-            let dx_tiles = g.reshape(&dx_tiles, &[positions * tiles, -1]);
-            dx_terms.push((group.input.clone(), dx_tiles));
-        }
-    }
-    // kernelᵀ · dU then a transpose run faster in ONNX Runtime than one Gemm reading
-    // dU transposed; the 3-D transpose keeps ORT from fusing them into that Gemm.
-    let dw = gemm_sum(g, &dw_terms, true);
+    let points = winograd::POINTS as i64;
+    let tiling = winograd::Tiling::new(size);
+    let x_tiles = input_tiles(g, &tiling, x);
+    let x_tiles = g.transpose(&x_tiles, &[1, 2, 0]);
+    let dy_tiles = output_tiles(g, &tiling, dy);
+    let dy_tiles = g.transpose(&dy_tiles, &[1, 0, 2]);
+    let du = g.matmul(&dy_tiles, &x_tiles);
+    let du = g.reshape(&du, &[points, cout * cin]);
+    let kernel = g.matrix(&winograd::kernel_matrix(false));
+    let dw = g.gemm(&kernel, &du, None, Transposed { a: true, b: false });
     let dw = g.reshape(&dw, &[winograd::TAPS as i64, cout, cin]);
     let dw = g.transpose(&dw, &[1, 2, 0]);
     let dx = input_grad.then(|| {
-        let dx = gemm_sum(g, &dx_terms, true);
-        from_positions(g, &dx, size, cin)
+        let u = transformed_kernel(g, spec, weight, KernelFor::InputGradient);
+        winograd_convolve(g, &tiling, &u, dy, cin)
     });
     (dw, dx)
 }
 
-/// `Σ a · b` over `terms` (each `a` transposed when asked), chained through Gemm's
-/// addend.
-fn gemm_sum(g: &mut Graph, terms: &[(Value, Value)], trans_a: bool) -> Value {
-    let mut sum: Option<Value> = None;
-    for (a, b) in terms {
-        let t = Transposed {
-            a: trans_a,
-            b: false,
-        };
-        sum = Some(g.gemm(a, b, sum.as_ref(), t));
+/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd's forward.
+fn winograd_forward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    size: usize,
+) -> Value {
+    let u = transformed_kernel(g, spec, weight, KernelFor::Forward);
+    winograd_convolve(g, &winograd::Tiling::new(size), &u, x, spec.cout as i64)
+}
+
+/// Which convolution a transformed kernel serves.
+#[derive(Clone, Copy)]
+enum KernelFor {
+    /// The forward: `G W Gᵀ`, `[36, Cout, Cin]`.
+    Forward,
+    /// The input gradient: the kernel turned half a turn, its channel axes swapped,
+    /// `[36, Cin, Cout]`.
+    InputGradient,
+}
+
+/// The weight `[Cout, Cin, 3, 3]` in the tile domain, one product for every kernel.
+fn transformed_kernel(g: &mut Graph, spec: &ConvSpec, weight: &Value, of: KernelFor) -> Value {
+    let (cin, cout) = (spec.cin as i64, spec.cout as i64);
+    let taps = winograd::TAPS as i64;
+    let (w, rotated, out) = match of {
+        KernelFor::Forward => (g.reshape(weight, &[cout * cin, taps]), false, [cout, cin]),
+        KernelFor::InputGradient => {
+            let w = g.reshape(weight, &[cout, cin, taps]);
+            let swapped = g.transpose(&w, &[1, 0, 2]);
+            (g.reshape(&swapped, &[cin * cout, taps]), true, [cin, cout])
+        }
+    };
+    let kernel = g.matrix(&winograd::kernel_matrix(rotated));
+    let u = g.gemm(&kernel, &w, None, Transposed { a: false, b: true });
+    g.reshape(&u, &[winograd::POINTS as i64, out[0], out[1]])
+}
+
+/// `x` `[C, P, N]` convolved with the transformed kernel `u` `[36, K, C]`: `[K, P,
+/// N]`.
+fn winograd_convolve(
+    g: &mut Graph,
+    tiling: &winograd::Tiling,
+    u: &Value,
+    x: &Value,
+    out_channels: i64,
+) -> Value {
+    let x_tiles = input_tiles(g, tiling, x);
+    let x_tiles = g.transpose(&x_tiles, &[1, 0, 2]);
+    let m = g.matmul(u, &x_tiles);
+    from_tiles(g, tiling, &m, out_channels)
+}
+
+/// `[C, P, N]` -> its overlapping 6x6 input tiles in the tile domain, `Bᵀ d B`,
+/// `[C, 36, tiles * N]`.
+fn input_tiles(g: &mut Graph, tiling: &winograd::Tiling, x: &Value) -> Value {
+    let indices = tiling.gather_indices();
+    let indices = g.int_constant(&[indices.len()], &indices);
+    let d = gather_padded(g, x, &indices);
+    both_edges(g, &Array2::from(winograd::BT.to_vec()), &d)
+}
+
+/// `[C, P, N]` -> its 4x4 output tiles in the tile domain, `A dY Aᵀ`, `[C, 36, tiles
+/// * N]` (zeros past the edge of a map that is not a multiple of 4).
+fn output_tiles(g: &mut Graph, tiling: &winograd::Tiling, dy: &Value) -> Value {
+    let indices = tiling.output_indices();
+    let indices = g.int_constant(&[indices.len()], &indices);
+    let d = gather_padded(g, dy, &indices);
+    both_edges(g, &Array2::from(winograd::AT.to_vec()).reversed_axes(), &d)
+}
+
+/// `T d Tᵀ` for each tile of `d` `[C, k·k·…]` (a tile's rows, then its columns, then
+/// the rest), by the `[m, k]` matrix `t`: `[C, m·m, …]`.
+fn both_edges(g: &mut Graph, t: &Array2<f32>, d: &Value) -> Value {
+    let (m, k) = (t.nrows() as i64, t.ncols() as i64);
+    let t = g.matrix(t);
+    let by_row = g.reshape(d, &[0, k, -1]);
+    let down = g.matmul(&t, &by_row);
+    let down = g.reshape(&down, &[0, m, k, -1]);
+    let across = g.matmul(&t, &down);
+    g.reshape(&across, &[0, m * m, -1])
+}
+
+/// The tile domain `[36, C, tiles * N]` back to the map `[C, P, N]`: `Aᵀ M A` for
+/// each tile, the tiles laid side by side, cropped to the map.
+fn from_tiles(g: &mut Graph, tiling: &winograd::Tiling, m: &Value, channels: i64) -> Value {
+    let (t, tile, s) = (
+        tiling.per_edge as i64,
+        winograd::TILE as i64,
+        tiling.size as i64,
+    );
+    let at = g.matrix(&Array2::from(winograd::AT.to_vec()));
+    let by_row = g.reshape(m, &[winograd::ALPHA as i64, -1]);
+    let down = g.matmul(&at, &by_row);
+    let down = g.reshape(&down, &[tile, winograd::ALPHA as i64, -1]);
+    let y = g.matmul(&at, &down);
+    let y = g.reshape(&y, &[tile, tile, channels, t, t, -1]);
+    let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
+    let mut y = g.reshape(&y, &[channels, tile * t, tile * t, -1]);
+    if tile * t != s {
+        y = g.slice(&y, &[0, 0], &[s, s], &[1, 2]);
     }
-    sum.expect("at least one term")
-}
-
-/// `[C, P, N]` -> `[P, C*N]`: positions as rows, for the transforms.
-fn by_position(g: &mut Graph, x: &Value) -> Value {
-    let transposed = g.transpose(x, &[1, 0, 2]);
-    g.reshape(&transposed, &[0, -1])
-}
-
-/// `[P, C*N]` -> `[C, P, N]`.
-fn from_positions(g: &mut Graph, rows: &Value, size: usize, channels: i64) -> Value {
-    let image = g.reshape(rows, &[(size * size) as i64, channels, -1]);
-    g.transpose(&image, &[1, 0, 2])
+    g.reshape(&y, &[channels, s * s, -1])
 }
 
 /// `[C, P_in, N]` -> what each tap of `window` reads at each output position,

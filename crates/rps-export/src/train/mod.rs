@@ -34,13 +34,11 @@ use layers::{
 };
 use tape::{Act, Backward, Gradient, Tape};
 
-pub use conv::DENSE_WINOGRAD_MAX;
-
 /// How a graph computes its convolutions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Convolutions {
-    /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of one 4x4
-    /// tile up to [`DENSE_WINOGRAD_MAX`], patches for the rest. A train step's forward
+    /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of at least
+    /// one 4x4 tile, patches for the rest. A train step's forward
     /// still multiplies directly and only its backward uses Winograd: the forward's
     /// rounding (about 1e-6 of the values) would flip ReLUs whose input lies within it
     /// of zero, and each flipped element moves a gradient by about one over the square
@@ -449,24 +447,30 @@ mod tests {
     }
 
     #[test]
-    fn large_maps_gather_patches_twice_and_small_ones_take_winograd() {
+    fn stride_1_3x3_convolutions_take_winograd_and_large_strided_ones_gather_twice() {
         let arch = Arch {
             net: Net::ResNet18,
             width: 64,
             image_size: 224,
             classes: 3,
         };
-        // A second block's first convolution: 3x3, stride 1, on the stage's maps
-        // (56, 28, 14 and 7 pixels).
-        let choose = |stage: usize| {
-            let size = 112 >> stage;
-            let conv = rps_model::resnet::layer(&arch, stage)[1].main_path()[0].clone();
-            Algorithm::choose(Convolutions::Fastest, true, &conv, size)
+        // Each stage's first block: its first convolution reads the stage's input
+        // (strided from layer2), its second the stage's maps.
+        let stage_input = [56, 56, 28, 14];
+        let stage_maps = [56, 28, 14, 7];
+        let choose = |stage: usize, conv: usize, training: bool| {
+            let size = [stage_input, stage_maps][conv][stage - 1];
+            let spec = rps_model::resnet::layer(&arch, stage)[0].main_path()[conv].clone();
+            Algorithm::choose(Convolutions::Fastest, training, &spec, size)
         };
-        assert_eq!(choose(1), Algorithm::PatchesGatheredTwice);
-        assert_eq!(choose(2), Algorithm::PatchesGatheredTwice);
-        assert_eq!(choose(3), Algorithm::PatchesThenWinograd);
-        assert_eq!(choose(4), Algorithm::PatchesThenWinograd);
+        for stage in 1..=4 {
+            assert_eq!(choose(stage, 1, true), Algorithm::PatchesThenWinograd);
+            assert_eq!(choose(stage, 1, false), Algorithm::Winograd);
+        }
+        assert_eq!(choose(1, 0, true), Algorithm::PatchesThenWinograd);
+        assert_eq!(choose(2, 0, true), Algorithm::PatchesGatheredTwice);
+        assert_eq!(choose(3, 0, true), Algorithm::PatchesGatheredTwice);
+        assert_eq!(choose(4, 0, true), Algorithm::Patches);
     }
 
     fn small_arch() -> Arch {
