@@ -286,6 +286,15 @@ impl Graph {
         )
     }
 
+    /// `x`'s elements at `indices` along `axis`, `indices`' shape.
+    pub fn gather_elements(&mut self, x: &Value, indices: &Value, axis: i64) -> Value {
+        self.op(
+            "GatherElements",
+            &[x, indices],
+            vec![("axis", Attr::Int(axis))],
+        )
+    }
+
     /// `x` broadcast to `shape` (an int64 vector value).
     pub fn expand(&mut self, x: &Value, shape: &Value) -> Value {
         self.op("Expand", &[x, shape], vec![])
