@@ -286,6 +286,13 @@ impl Graph {
         )
     }
 
+    /// `x`'s rows at `indices` along axis 1, where the index one past the last row
+    /// reads zeros (a zero row padded on): convolution padding.
+    pub fn gather_padded(&mut self, x: &Value, indices: &Value) -> Value {
+        let padded = self.pad(x, &[0, 0, 0, 0, 1, 0]);
+        self.gather(&padded, indices, 1)
+    }
+
     /// `x`'s elements at `indices` along `axis`, `indices`' shape.
     pub fn gather_elements(&mut self, x: &Value, indices: &Value, axis: i64) -> Value {
         self.op(

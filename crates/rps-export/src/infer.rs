@@ -2,7 +2,7 @@
 //! of the network's one forward ([`rps_model::network`]), each convolution and its
 //! eval-mode BatchNorm computed as the graph's [`Formulation`] says.
 
-use ndarray::{Array2, Array4, ArrayView4, Axis};
+use ndarray::{Array4, ArrayView4, Axis};
 use rps_core::Tensors;
 use rps_core::names;
 
@@ -174,16 +174,14 @@ impl<'a> FrozenGraph<'a> {
         let g = &mut self.g;
         let indices = tiling.gather_indices();
         let indices = g.int_constant(&[indices.len()], &indices);
-        let tiles = gather_positions(g, &x.value, &indices);
+        let tiles = g.gather_padded(&x.value, &indices);
         let tiles = g.reshape(&tiles, &[0, POINTS, t * t * c]);
         let tiles = g.transpose(&tiles, &[1, 0, 2]);
-        let bt = rows(g, &winograd::BT);
-        let v = both_edges(g, &bt, &tiles);
+        let v = winograd::both_edges(g, &winograd::bt(), &tiles, 0);
         let v = g.reshape(&v, &[POINTS, -1, c]);
         let u = g.constant(u.shape(), u.as_slice().expect("standard layout"));
         let m = g.matmul(&v, &u);
-        let at = rows(g, &winograd::AT);
-        let y = both_edges(g, &at, &m);
+        let y = winograd::both_edges(g, &winograd::at(), &m, 0);
         let tile = winograd::TILE as i64;
         let y = g.reshape(&y, &[tile, tile, -1, t, t, k]);
         let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
@@ -223,7 +221,7 @@ impl<'a> FrozenGraph<'a> {
             x.value.clone()
         } else {
             let indices = g.int_constant(&[indices.len()], &indices);
-            gather_positions(g, &x.value, &indices)
+            g.gather_padded(&x.value, &indices)
         };
         let patches = g.reshape(&patches, &[-1, (taps * spec.cin) as i64]);
         let wm = g.matrix(&wm);
@@ -341,27 +339,6 @@ impl Lowering for FrozenGraph<'_> {
             && !x.by_position;
         if lays_out { self.by_position(&x) } else { x }
     }
-}
-
-/// `[N, P, C]` -> `[N, len(indices), C]`; index P reads zeros (the padding).
-fn gather_positions(g: &mut Graph, x: &Value, indices: &Value) -> Value {
-    let padded = g.pad(x, &[0, 0, 0, 0, 1, 0]);
-    g.gather(&padded, indices, 1)
-}
-
-/// `T · X · Tᵀ` for each tile of `x` `[6·6·…]` (rows then columns leading): `t` down
-/// the rows, then, batched over the new rows, across the columns.
-fn both_edges(g: &mut Graph, t: &Value, x: &Value) -> Value {
-    const ALPHA: i64 = 6;
-    let by_row = g.reshape(x, &[ALPHA, -1]);
-    let down = g.matmul(t, &by_row);
-    let down = g.reshape(&down, &[0, ALPHA, -1]);
-    g.matmul(t, &down)
-}
-
-/// A constant holding the rows `m`.
-fn rows<const C: usize>(g: &mut Graph, m: &[[f32; C]]) -> Value {
-    g.matrix(&Array2::from(m.to_vec()))
 }
 
 #[cfg(test)]

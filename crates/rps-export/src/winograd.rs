@@ -9,12 +9,13 @@
 
 use ndarray::{Array2, Array3, ArrayView4};
 
+use crate::graph::{Graph, Value};
 use rps_model::network::ConvSpec;
 
 /// Output tile edge.
 pub const TILE: usize = 4;
 /// Input tile edge: TILE + 3 - 1.
-pub const ALPHA: usize = 6;
+const ALPHA: usize = 6;
 /// Points of the tile domain.
 pub const POINTS: usize = ALPHA * ALPHA;
 /// Kernel taps of a 3x3 convolution.
@@ -43,6 +44,30 @@ pub const AT: [[f32; ALPHA]; TILE] = [
     [0.0, 1.0, 1.0, 4.0, 4.0, 0.0],
     [0.0, 1.0, -1.0, 8.0, -8.0, 1.0],
 ];
+
+/// `Bᵀ`, as a matrix for graph constants.
+pub fn bt() -> Array2<f32> {
+    Array2::from(BT.to_vec())
+}
+
+/// `Aᵀ`, as a matrix for graph constants.
+pub fn at() -> Array2<f32> {
+    Array2::from(AT.to_vec())
+}
+
+/// `T d Tᵀ` for each tile of `d`, by the `[m, k]` matrix `t`: `t` down a tile's `k`
+/// rows, then, batched over the new rows, across its `k` columns. `d` is `[lead…,
+/// k·k·…]`, its first `leading` axes kept (batched over), then the tile's rows,
+/// then its columns, then the rest; the result is `[lead…, m, m, …]`.
+pub fn both_edges(g: &mut Graph, t: &Array2<f32>, d: &Value, leading: usize) -> Value {
+    let (m, k) = (t.nrows() as i64, t.ncols() as i64);
+    let keep = vec![0; leading];
+    let t = g.matrix(t);
+    let by_row = g.reshape(d, &[&keep[..], &[k, -1]].concat());
+    let down = g.matmul(&t, &by_row);
+    let down = g.reshape(&down, &[&keep[..], &[m, k, -1]].concat());
+    g.matmul(&t, &down)
+}
 
 /// Every (row, column) of a `rows` x `cols` grid, row-major.
 fn grid(rows: usize, cols: usize) -> impl Iterator<Item = (usize, usize)> {

@@ -14,8 +14,6 @@
 //!   serve the weight gradient; the input gradient gathers the output gradient
 //!   phase by phase, as patches do.
 
-use ndarray::Array2;
-
 use crate::graph::{Graph, Transposed, Value};
 use crate::winograd;
 use rps_model::network::ConvSpec;
@@ -453,8 +451,9 @@ fn winograd_convolve(
 fn input_tiles(g: &mut Graph, tiling: &winograd::Tiling, x: &Value) -> Value {
     let indices = tiling.gather_indices();
     let indices = g.int_constant(&[indices.len()], &indices);
-    let d = gather_padded(g, x, &indices);
-    both_edges(g, &Array2::from(winograd::BT.to_vec()), &d)
+    let d = g.gather_padded(x, &indices);
+    let v = winograd::both_edges(g, &winograd::bt(), &d, 1);
+    g.reshape(&v, &[0, winograd::POINTS as i64, -1])
 }
 
 /// `[C, P, N]` -> its 4x4 output tiles in the tile domain, `A dY Aᵀ`, `[C, 36, tiles
@@ -462,20 +461,9 @@ fn input_tiles(g: &mut Graph, tiling: &winograd::Tiling, x: &Value) -> Value {
 fn output_tiles(g: &mut Graph, tiling: &winograd::Tiling, dy: &Value) -> Value {
     let indices = tiling.output_indices();
     let indices = g.int_constant(&[indices.len()], &indices);
-    let d = gather_padded(g, dy, &indices);
-    both_edges(g, &Array2::from(winograd::AT.to_vec()).reversed_axes(), &d)
-}
-
-/// `T d Tᵀ` for each tile of `d` `[C, k·k·…]` (a tile's rows, then its columns, then
-/// the rest), by the `[m, k]` matrix `t`: `[C, m·m, …]`.
-fn both_edges(g: &mut Graph, t: &Array2<f32>, d: &Value) -> Value {
-    let (m, k) = (t.nrows() as i64, t.ncols() as i64);
-    let t = g.matrix(t);
-    let by_row = g.reshape(d, &[0, k, -1]);
-    let down = g.matmul(&t, &by_row);
-    let down = g.reshape(&down, &[0, m, k, -1]);
-    let across = g.matmul(&t, &down);
-    g.reshape(&across, &[0, m * m, -1])
+    let d = g.gather_padded(dy, &indices);
+    let v = winograd::both_edges(g, &winograd::at().reversed_axes(), &d, 1);
+    g.reshape(&v, &[0, winograd::POINTS as i64, -1])
 }
 
 /// The tile domain `[36, C, tiles * N]` back to the map `[C, P, N]`: `Aᵀ M A` for
@@ -486,11 +474,7 @@ fn from_tiles(g: &mut Graph, tiling: &winograd::Tiling, m: &Value, channels: i64
         winograd::TILE as i64,
         tiling.size as i64,
     );
-    let at = g.matrix(&Array2::from(winograd::AT.to_vec()));
-    let by_row = g.reshape(m, &[winograd::ALPHA as i64, -1]);
-    let down = g.matmul(&at, &by_row);
-    let down = g.reshape(&down, &[tile, winograd::ALPHA as i64, -1]);
-    let y = g.matmul(&at, &down);
+    let y = winograd::both_edges(g, &winograd::at(), m, 0);
     let y = g.reshape(&y, &[tile, tile, channels, t, t, -1]);
     let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
     let mut y = g.reshape(&y, &[channels, tile * t, tile * t, -1]);
@@ -506,11 +490,5 @@ fn gather_taps(g: &mut Graph, window: Window, x: &Value, in_size: usize) -> Valu
     let out_size = window.out_size(in_size);
     let indices = window.tap_indices(in_size);
     let indices = g.int_constant(&[window.taps(), out_size * out_size], &indices);
-    gather_padded(g, x, &indices)
-}
-
-/// `[C, P, N]` -> `[C, len(indices), N]`; index P reads the appended zero row.
-pub fn gather_padded(g: &mut Graph, x: &Value, indices: &Value) -> Value {
-    let padded = g.pad(x, &[0, 0, 0, 0, 1, 0]);
-    g.gather(&padded, indices, 1)
+    g.gather_padded(x, &indices)
 }

@@ -337,7 +337,7 @@ impl MaxPool {
             &[window.taps(), out_size * out_size],
             &window.tap_indices(in_size),
         );
-        let gathered = conv::gather_padded(g, x, &indices);
+        let gathered = g.gather_padded(x, &indices);
         // The maximum read at the first largest tap, not reduced apart: ONNX Runtime
         // runs a node when the first value that needs it is computed, so an index
         // only the backward reads would keep the taps alive until then.
