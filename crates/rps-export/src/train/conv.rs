@@ -388,9 +388,8 @@ fn winograd_backward(
     let du = g.matmul(&dy_tiles, &x_tiles);
     let du = g.reshape(&du, &[points, cout * cin]);
     let kernel = g.matrix(&winograd::kernel_matrix(false));
-    let dw = g.gemm(&kernel, &du, None, Transposed { a: true, b: false });
-    let dw = g.reshape(&dw, &[winograd::TAPS as i64, cout, cin]);
-    let dw = g.transpose(&dw, &[1, 2, 0]);
+    // `[Cout * Cin, 9]`, the weight's own order: no transpose of the gradient.
+    let dw = g.gemm(&du, &kernel, None, Transposed { a: true, b: false });
     let dx = input_grad.then(|| {
         let u = transformed_kernel(g, spec, weight, KernelFor::InputGradient);
         winograd_convolve(g, &tiling, &u, &mut dy_rows, cin)
