@@ -286,6 +286,13 @@ impl Graph {
         )
     }
 
+    /// `x`'s rows at `indices` along axis 1, where the index one past the last row
+    /// reads zeros (a zero row padded on): convolution padding.
+    pub fn gather_padded(&mut self, x: &Value, indices: &Value) -> Value {
+        let padded = self.pad(x, &[0, 0, 0, 0, 1, 0]);
+        self.gather(&padded, indices, 1)
+    }
+
     /// `x`'s elements at `indices` along `axis`, `indices`' shape.
     pub fn gather_elements(&mut self, x: &Value, indices: &Value, axis: i64) -> Value {
         self.op(
@@ -649,40 +656,6 @@ fn attribute(name: &str, value: Attr) -> AttributeProto {
     attr
 }
 
-/// A map `[A, rows, B]` whose rows are gathered (axis 1), the index `rows` reading
-/// zeros: convolution padding. The zero row is padded on (a copy of the map) at the
-/// first gather that reads it, and that copy serves the later ones; gathers that
-/// read no padding (a 1x1 window, tiles inside the map) read the map itself.
-pub struct PaddedRows {
-    map: Value,
-    rows: usize,
-    padded: Option<Value>,
-}
-
-impl PaddedRows {
-    pub fn new(map: &Value, rows: usize) -> Self {
-        Self {
-            map: map.clone(),
-            rows,
-            padded: None,
-        }
-    }
-
-    /// The rows at `indices`, shaped `shape`: `[A, shape…, B]`.
-    pub fn gather(&mut self, g: &mut Graph, shape: &[usize], indices: &[i64]) -> Value {
-        let zero_row = self.rows as i64;
-        let source = match indices.contains(&zero_row) {
-            true => self
-                .padded
-                .get_or_insert_with(|| g.pad(&self.map, &[0, 0, 0, 0, 1, 0]))
-                .clone(),
-            false => self.map.clone(),
-        };
-        let indices = g.int_constant(shape, indices);
-        g.gather(&source, &indices, 1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -739,30 +712,5 @@ mod tests {
         let node = &decoded(g).node[0];
         let attr = |name: &str| node.attribute.iter().find(|a| a.name() == name).unwrap().i;
         assert_eq!((attr("transA"), attr("transB")), (Some(0), Some(1)));
-    }
-
-    #[test]
-    fn the_zero_row_is_padded_on_once_and_only_where_a_gather_reads_it() {
-        let mut g = Graph::new();
-        let dims = [Dim::Fixed(2), Dim::Fixed(3), Dim::Batch];
-        let x = g.input("x", Elem::F32, &dims);
-        let mut rows = PaddedRows::new(&x, 3);
-        let inside = rows.gather(&mut g, &[2], &[2, 0]);
-        let first = rows.gather(&mut g, &[2], &[3, 1]);
-        let second = rows.gather(&mut g, &[1], &[3]);
-        for (value, name) in [(inside, "inside"), (first, "first"), (second, "second")] {
-            g.output(&value, name, Elem::F32, &dims);
-        }
-        let graph = decoded(g);
-        let pads: Vec<&NodeProto> = graph.node.iter().filter(|n| n.op_type() == "Pad").collect();
-        assert_eq!(pads.len(), 1);
-        let padded = &pads[0].output[0];
-        let sources: Vec<&str> = graph
-            .node
-            .iter()
-            .filter(|n| n.op_type() == "Gather")
-            .map(|n| n.input[0].as_str())
-            .collect();
-        assert_eq!(sources, ["x", padded, padded]);
     }
 }

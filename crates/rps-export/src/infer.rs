@@ -8,7 +8,7 @@ use rps_core::names;
 
 use rps_core::Unfreeze;
 
-use crate::graph::{Dim, Elem, Graph, PaddedRows, Reduce, Transposed, Value};
+use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value};
 use crate::winograd;
 use rps_model::network::{Arch, BnTensor, ConvSpec, Lowering, Module};
 use rps_model::window::Window;
@@ -173,8 +173,8 @@ impl<'a> FrozenGraph<'a> {
         let u = winograd::kernel_transform(weight.view());
         let g = &mut self.g;
         let indices = tiling.gather_indices();
-        let rows = x.size * x.size;
-        let tiles = PaddedRows::new(&x.value, rows).gather(g, &[indices.len()], &indices);
+        let indices = g.int_constant(&[indices.len()], &indices);
+        let tiles = g.gather_padded(&x.value, &indices);
         let tiles = g.reshape(&tiles, &[0, POINTS, t * t * c]);
         let tiles = g.transpose(&tiles, &[1, 0, 2]);
         let v = winograd::both_edges(g, &winograd::bt(), &tiles, 0);
@@ -220,8 +220,8 @@ impl<'a> FrozenGraph<'a> {
         let patches = if spec.is_pointwise() {
             x.value.clone()
         } else {
-            let rows = x.size * x.size;
-            PaddedRows::new(&x.value, rows).gather(g, &[indices.len()], &indices)
+            let indices = g.int_constant(&[indices.len()], &indices);
+            g.gather_padded(&x.value, &indices)
         };
         let patches = g.reshape(&patches, &[-1, (taps * spec.cin) as i64]);
         let wm = g.matrix(&wm);

@@ -14,7 +14,7 @@
 //!   serve the weight gradient; the input gradient gathers the output gradient
 //!   phase by phase, as patches do.
 
-use crate::graph::{Graph, PaddedRows, Transposed, Value};
+use crate::graph::{Graph, Transposed, Value};
 use crate::winograd;
 use rps_model::network::ConvSpec;
 use rps_model::window::{GradPhase, Window};
@@ -216,9 +216,9 @@ fn patches_input_grad(
     }
     let taps = spec.window.taps();
     let w3 = g.reshape(weight, &[cout, cin, taps as i64]);
-    let mut dy_rows = output_rows(spec, dy, in_size);
+    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
     scatter_by_phase(g, spec.window, in_size, |g, phase| {
-        let (gathered, w_phase) = phase_operands(g, phase, &mut dy_rows, &w3, taps);
+        let (gathered, w_phase) = phase_operands(g, phase, &padded_dy, &w3, taps);
         let t = phase.taps.len() as i64;
         let gathered = g.reshape(&gathered, &[cout * t, -1]);
         let wt = g.transpose(&w_phase, &[1, 0, 2]);
@@ -228,26 +228,20 @@ fn patches_input_grad(
     })
 }
 
-/// The output gradient `[C, P_out, N]` of a windowed layer on `in_size` maps, its
-/// rows to gather phase by phase.
-fn output_rows(spec: &ConvSpec, dy: &Value, in_size: usize) -> PaddedRows {
-    let out_size = spec.out_size(in_size);
-    PaddedRows::new(dy, out_size * out_size)
-}
-
 /// What one phase of an input gradient multiplies: the output gradient each of the
-/// phase's taps read at its positions, `[C, taps, positions, N]`, and those taps of
-/// the weight `w3`, `[C, ·, taps]` (`taps` being all the window has).
+/// phase's taps read at its positions, `[C, taps, positions, N]` (from `dy` padded
+/// with a zero row), and those taps of the weight `w3`, `[C, ·, taps]` (`taps`
+/// being all the window has).
 fn phase_operands(
     g: &mut Graph,
     phase: &GradPhase,
-    dy_rows: &mut PaddedRows,
+    padded_dy: &Value,
     w3: &Value,
     taps: usize,
 ) -> (Value, Value) {
     let phase_taps = &phase.taps;
-    let shape = [phase_taps.len(), phase.positions.len()];
-    let gathered = dy_rows.gather(g, &shape, &phase.indices);
+    let indices = g.int_constant(&[phase_taps.len(), phase.positions.len()], &phase.indices);
+    let gathered = g.gather(padded_dy, &indices, 1);
     let w_phase = if phase_taps.len() == taps {
         w3.clone()
     } else {
@@ -313,9 +307,9 @@ fn depthwise_input_grad(
 ) -> Value {
     let (c, taps) = (spec.cout as i64, spec.window.taps());
     let filters = g.reshape(weight, &[c, 1, taps as i64]);
-    let mut dy_rows = output_rows(spec, dy, in_size);
+    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
     scatter_by_phase(g, spec.window, in_size, |g, phase| {
-        let (gathered, phase_filters) = phase_operands(g, phase, &mut dy_rows, &filters, taps);
+        let (gathered, phase_filters) = phase_operands(g, phase, &padded_dy, &filters, taps);
         let gathered = g.reshape(&gathered, &[c, phase.taps.len() as i64, -1]);
         let dx = g.matmul(&phase_filters, &gathered);
         g.reshape(&dx, &[c, phase.positions.len() as i64, -1])
@@ -358,8 +352,10 @@ pub fn scatter_by_phase(
     if order.iter().enumerate().all(|(i, &row)| row == i as i64) {
         return joined;
     }
-    // Row `next_row` (padding) is the zero gradient of unreached positions.
-    PaddedRows::new(&joined, next_row).gather(g, &[p_in], &order)
+    // Row `next_row` of the padded result is the zero gradient of unreached positions.
+    let padded = g.pad(&joined, &[0, 0, 0, 0, 1, 0]);
+    let order = g.int_constant(&[p_in], &order);
+    g.gather(&padded, &order, 1)
 }
 
 /// Gradients of a stride-1 3x3 convolution by Winograd F(4x4, 3x3) on gathered tiles
@@ -379,11 +375,9 @@ fn winograd_backward(
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
     let points = winograd::POINTS as i64;
     let tiling = winograd::Tiling::new(size);
-    let x_tiles = input_tiles(g, &tiling, &mut PaddedRows::new(x, size * size));
+    let x_tiles = input_tiles(g, &tiling, x);
     let x_tiles = g.transpose(&x_tiles, &[1, 2, 0]);
-    // The output gradient's tiles and its padded copy serve both gradients.
-    let mut dy_rows = PaddedRows::new(dy, size * size);
-    let dy_tiles = output_tiles(g, &tiling, &mut dy_rows);
+    let dy_tiles = output_tiles(g, &tiling, dy);
     let dy_tiles = g.transpose(&dy_tiles, &[1, 0, 2]);
     let du = g.matmul(&dy_tiles, &x_tiles);
     let du = g.reshape(&du, &[points, cout * cin]);
@@ -392,7 +386,7 @@ fn winograd_backward(
     let dw = g.gemm(&du, &kernel, None, Transposed { a: true, b: false });
     let dx = input_grad.then(|| {
         let u = transformed_kernel(g, spec, weight, KernelFor::InputGradient);
-        winograd_convolve(g, &tiling, &u, &mut dy_rows, cin)
+        winograd_convolve(g, &tiling, &u, dy, cin)
     });
     (dw, dx)
 }
@@ -406,14 +400,7 @@ fn winograd_forward(
     size: usize,
 ) -> Value {
     let u = transformed_kernel(g, spec, weight, KernelFor::Forward);
-    let mut x_rows = PaddedRows::new(x, size * size);
-    winograd_convolve(
-        g,
-        &winograd::Tiling::new(size),
-        &u,
-        &mut x_rows,
-        spec.cout as i64,
-    )
+    winograd_convolve(g, &winograd::Tiling::new(size), &u, x, spec.cout as i64)
 }
 
 /// Which convolution a transformed kernel serves.
@@ -443,13 +430,13 @@ fn transformed_kernel(g: &mut Graph, spec: &ConvSpec, weight: &Value, of: Kernel
     g.reshape(&u, &[winograd::POINTS as i64, out[0], out[1]])
 }
 
-/// The map `x` `[C, P, N]` convolved with the transformed kernel `u` `[36, K, C]`:
-/// `[K, P, N]`.
+/// `x` `[C, P, N]` convolved with the transformed kernel `u` `[36, K, C]`: `[K, P,
+/// N]`.
 fn winograd_convolve(
     g: &mut Graph,
     tiling: &winograd::Tiling,
     u: &Value,
-    x: &mut PaddedRows,
+    x: &Value,
     out_channels: i64,
 ) -> Value {
     let x_tiles = input_tiles(g, tiling, x);
@@ -458,20 +445,22 @@ fn winograd_convolve(
     from_tiles(g, tiling, &m, out_channels)
 }
 
-/// The map `[C, P, N]` -> its overlapping 6x6 input tiles in the tile domain, `Bᵀ d
-/// B`, `[C, 36, tiles * N]`.
-fn input_tiles(g: &mut Graph, tiling: &winograd::Tiling, x: &mut PaddedRows) -> Value {
+/// `[C, P, N]` -> its overlapping 6x6 input tiles in the tile domain, `Bᵀ d B`,
+/// `[C, 36, tiles * N]`.
+fn input_tiles(g: &mut Graph, tiling: &winograd::Tiling, x: &Value) -> Value {
     let indices = tiling.gather_indices();
-    let d = x.gather(g, &[indices.len()], &indices);
+    let indices = g.int_constant(&[indices.len()], &indices);
+    let d = g.gather_padded(x, &indices);
     let v = winograd::both_edges(g, &winograd::bt(), &d, 1);
     g.reshape(&v, &[0, winograd::POINTS as i64, -1])
 }
 
-/// The map `[C, P, N]` -> its 4x4 output tiles in the tile domain, `A dY Aᵀ`, `[C,
-/// 36, tiles * N]` (zeros past the edge of a map that is not a multiple of 4).
-fn output_tiles(g: &mut Graph, tiling: &winograd::Tiling, dy: &mut PaddedRows) -> Value {
+/// `[C, P, N]` -> its 4x4 output tiles in the tile domain, `A dY Aᵀ`, `[C, 36, tiles
+/// * N]` (zeros past the edge of a map that is not a multiple of 4).
+fn output_tiles(g: &mut Graph, tiling: &winograd::Tiling, dy: &Value) -> Value {
     let indices = tiling.output_indices();
-    let d = dy.gather(g, &[indices.len()], &indices);
+    let indices = g.int_constant(&[indices.len()], &indices);
+    let d = g.gather_padded(dy, &indices);
     let v = winograd::both_edges(g, &winograd::at().reversed_axes(), &d, 1);
     g.reshape(&v, &[0, winograd::POINTS as i64, -1])
 }
@@ -498,6 +487,7 @@ fn from_tiles(g: &mut Graph, tiling: &winograd::Tiling, m: &Value, channels: i64
 /// `[C, K, P_out, N]` (zeros in the padding).
 fn gather_taps(g: &mut Graph, window: Window, x: &Value, in_size: usize) -> Value {
     let out_size = window.out_size(in_size);
-    let shape = [window.taps(), out_size * out_size];
-    PaddedRows::new(x, in_size * in_size).gather(g, &shape, &window.tap_indices(in_size))
+    let indices = window.tap_indices(in_size);
+    let indices = g.int_constant(&[window.taps(), out_size * out_size], &indices);
+    g.gather_padded(x, &indices)
 }

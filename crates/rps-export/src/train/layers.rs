@@ -5,7 +5,7 @@
 
 use rps_core::Normalization;
 
-use crate::graph::{Elem, Graph, PaddedRows, Reduce, Transposed, Value};
+use crate::graph::{Elem, Graph, Reduce, Transposed, Value};
 use rps_model::network::{BnTensor, ConvSpec};
 use rps_model::window::Window;
 
@@ -333,9 +333,11 @@ impl MaxPool {
         window: Window,
     ) -> (Self, Value) {
         let out_size = window.out_size(in_size);
-        let shape = [window.taps(), out_size * out_size];
-        let indices = window.tap_indices(in_size);
-        let gathered = PaddedRows::new(x, in_size * in_size).gather(g, &shape, &indices);
+        let indices = g.int_constant(
+            &[window.taps(), out_size * out_size],
+            &window.tap_indices(in_size),
+        );
+        let gathered = g.gather_padded(x, &indices);
         // The maximum read at the first largest tap, not reduced apart: ONNX Runtime
         // runs a node when the first value that needs it is computed, so an index
         // only the backward reads would keep the taps alive until then.
@@ -373,8 +375,8 @@ impl Backward for MaxPool {
         let dy = g.unsqueeze(dy, &[1]);
         let by_tap = g.mul(&chosen, &dy);
         let by_tap = g.reshape(&by_tap, &[self.channels as i64, (taps * p_out) as i64, -1]);
-        // Row taps * P_out (padding): zero, for the positions a tap does not reach.
-        let mut by_tap = PaddedRows::new(&by_tap, taps * p_out);
+        // Row taps * P_out: zero, for the positions a tap does not reach.
+        let padded = g.pad(&by_tap, &[0, 0, 0, 0, 1, 0]);
         let dx = conv::scatter_by_phase(g, self.window, self.in_size, |g, phase| {
             let n = phase.positions.len();
             let flat: Vec<i64> = phase
@@ -391,7 +393,8 @@ impl Backward for MaxPool {
                     })
                 })
                 .collect();
-            let gathered = by_tap.gather(g, &[phase.taps.len(), n], &flat);
+            let indices = g.int_constant(&[phase.taps.len(), n], &flat);
+            let gathered = g.gather(&padded, &indices, 1);
             g.reduce(Reduce::Sum, &gathered, &[1], false)
         });
         vec![Some(dx)]
