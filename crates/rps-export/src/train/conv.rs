@@ -362,7 +362,7 @@ pub fn scatter_by_phase(
 /// ([`winograd::Tiling`]), from its input `x` `[Cin, P, N]`: `dW = Gᵀ [Σ (A dY Aᵀ) ⊙
 /// (Bᵀ X B)] G` over tiles and batch (the adjoint of Winograd's forward), one channel
 /// product per tile-domain point; `dX` the convolution of `dY` with the kernel turned
-/// half a turn and its channel axes swapped, by Winograd's forward. Returns `([Cout,
+/// half a turn and its channel axes swapped, by Winograd's forward. Returns `([Cout *
 /// Cin, 9], dX)`.
 fn winograd_backward(
     g: &mut Graph,
