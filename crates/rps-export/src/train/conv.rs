@@ -352,10 +352,14 @@ pub fn scatter_by_phase(
     if order.iter().enumerate().all(|(i, &row)| row == i as i64) {
         return joined;
     }
-    // Row `next_row` of the padded result is the zero gradient of unreached positions.
-    let padded = g.pad(&joined, &[0, 0, 0, 0, 1, 0]);
+    let source = match order.contains(&(next_row as i64)) {
+        // Row `next_row` of the padded result is the zero gradient of unreached
+        // positions; where every position is reached, no copy.
+        true => g.pad(&joined, &[0, 0, 0, 0, 1, 0]),
+        false => joined,
+    };
     let order = g.int_constant(&[p_in], &order);
-    g.gather(&padded, &order, 1)
+    g.gather(&source, &order, 1)
 }
 
 /// Gradients of a stride-1 3x3 convolution by Winograd F(4x4, 3x3) on gathered tiles
