@@ -375,7 +375,10 @@ impl Backward for MaxPool {
         let dy = g.unsqueeze(dy, &[1]);
         let by_tap = g.mul(&chosen, &dy);
         let by_tap = g.reshape(&by_tap, &[self.channels as i64, (taps * p_out) as i64, -1]);
-        // Row taps * P_out: zero, for the positions a tap does not reach.
+        // Row taps * P_out: zero, for the positions a tap does not reach. Every phase
+        // gathers from this padded copy: gathering from `by_tap` itself (a never-chosen
+        // tenth tap as the zero rows) gave the same values but a 3.69 GB peak from
+        // `all` against 2.59 (docs/benchmarks.md).
         let padded = g.pad(&by_tap, &[0, 0, 0, 0, 1, 0]);
         let dx = conv::scatter_by_phase(g, self.window, self.in_size, |g, phase| {
             let n = phase.positions.len();
