@@ -9,7 +9,7 @@ use rps_core::names;
 use rps_core::Unfreeze;
 
 use crate::graph::{Dim, Elem, Graph, Reduce, Transposed, Value};
-use crate::winograd;
+use crate::winograd::{self, Tile};
 use rps_model::network::{Arch, BnTensor, ConvSpec, Lowering, Module};
 use rps_model::window::Window;
 
@@ -166,28 +166,29 @@ impl<'a> FrozenGraph<'a> {
     /// `Bᵀ` down and across, one product per tile-domain position, `Aᵀ` down and
     /// across, tiles back into the map.
     fn winograd_conv(&mut self, spec: &ConvSpec, x: &Map) -> Value {
-        const POINTS: i64 = 36;
         let (weight, bias) = self.folded(spec);
-        let tiling = winograd::Tiling::new(x.size);
+        let tile = Tile::F4;
+        let tiling = winograd::Tiling::new(tile, x.size);
         let (t, c, k) = (tiling.per_edge as i64, spec.cin as i64, spec.cout as i64);
-        let u = winograd::kernel_transform(weight.view());
+        let points = tile.points() as i64;
+        let u = winograd::kernel_transform(tile, weight.view());
         let g = &mut self.g;
         let indices = tiling.gather_indices();
         let indices = g.int_constant(&[indices.len()], &indices);
         let tiles = g.gather_padded(&x.value, &indices);
-        let tiles = g.reshape(&tiles, &[0, POINTS, t * t * c]);
+        let tiles = g.reshape(&tiles, &[0, points, t * t * c]);
         let tiles = g.transpose(&tiles, &[1, 0, 2]);
-        let v = winograd::both_edges(g, &winograd::bt(), &tiles, 0);
-        let v = g.reshape(&v, &[POINTS, -1, c]);
+        let v = winograd::both_edges(g, &tile.bt(), &tiles, 0);
+        let v = g.reshape(&v, &[points, -1, c]);
         let u = g.constant(u.shape(), u.as_slice().expect("standard layout"));
         let m = g.matmul(&v, &u);
-        let y = winograd::both_edges(g, &winograd::at(), &m, 0);
-        let tile = winograd::TILE as i64;
-        let y = g.reshape(&y, &[tile, tile, -1, t, t, k]);
+        let y = winograd::both_edges(g, &tile.at(), &m, 0);
+        let edge = tile.edge() as i64;
+        let y = g.reshape(&y, &[edge, edge, -1, t, t, k]);
         let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
-        let mut y = g.reshape(&y, &[-1, tile * t, tile * t, k]);
+        let mut y = g.reshape(&y, &[-1, edge * t, edge * t, k]);
         let s = x.size as i64;
-        if tile * t != s {
+        if edge * t != s {
             y = g.slice(&y, &[0, 0], &[s, s], &[1, 2]);
         }
         let y = g.reshape(&y, &[-1, s * s, k]);

@@ -4,9 +4,10 @@
 //! - a gathered patch matrix and one product (strided, 1x1, the stem's 7x7); the
 //!   patches serve the weight gradient, and the input gradient gathers the output
 //!   gradient phase by phase;
-//! - Winograd F(4x4, 3x3) on gathered tiles ([`winograd::Tiling`]), for stride-1 3x3
-//!   convolutions on maps of at least a tile: the forward in eval graphs, the
-//!   backward in train steps, whose forward multiplies patches (see
+//! - Winograd on gathered tiles ([`winograd::Tiling`]), for stride-1 3x3
+//!   convolutions on maps of at least a tile: F(4x4, 3x3) for the forward in eval
+//!   graphs and the backward in train steps, whose forward takes F(2x2, 3x3) on maps
+//!   up to [`SMALL_TILES_UP_TO`] and patches above (see
 //!   [`super::Convolutions::Fastest`]);
 //! - depthwise convolutions (one filter per channel) through ONNX Runtime's blocked
 //!   depthwise kernel where the channels fill its blocks ([`blocked`]), else as
@@ -15,7 +16,7 @@
 //!   phase by phase, as patches do.
 
 use crate::graph::{Graph, Transposed, Value};
-use crate::winograd;
+use crate::winograd::{self, Tile, Tiling};
 use rps_model::network::ConvSpec;
 use rps_model::window::{GradPhase, Window};
 
@@ -26,14 +27,24 @@ use super::blocked;
 /// its patches again in the backward instead of keeping them.
 pub const GATHER_TWICE_FROM: usize = 28;
 
+/// The largest map edge on which a train step's forward takes Winograd F(2x2, 3x3)
+/// rather than patches. Alone, on a batch of 64: 512 channels at 7x7 66 -> 52 ms,
+/// 256 at 14x14 97 -> 66, 128 at 28x28 132 -> 98; 64 at 56x56 even (its transforms
+/// cost what its products save).
+pub const SMALL_TILES_UP_TO: usize = 28;
+
 /// How one convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
     Patches,
     /// Winograd forward (eval graphs).
     Winograd,
-    /// Patches forward, Winograd backward from the kept input (train steps).
+    /// Patches forward, Winograd backward from the kept input (train steps, large
+    /// maps).
     PatchesThenWinograd,
+    /// Winograd F(2x2) forward, Winograd F(4x4) backward from the kept input (train
+    /// steps).
+    SmallTilesThenWinograd,
     /// One filter per channel: taps gathered per channel.
     Depthwise,
     /// One filter per channel, through ONNX Runtime's blocked depthwise kernel.
@@ -62,6 +73,7 @@ impl Algorithm {
             (false, true) if large => Algorithm::PatchesGatheredTwice,
             (false, _) => Algorithm::Patches,
             (true, false) => Algorithm::Winograd,
+            (true, true) if size <= SMALL_TILES_UP_TO => Algorithm::SmallTilesThenWinograd,
             (true, true) => Algorithm::PatchesThenWinograd,
         }
     }
@@ -96,7 +108,11 @@ pub fn forward(
             (Saved::Patches(patches), y)
         }
         Algorithm::Winograd => {
-            let y = winograd_forward(g, spec, weight, x, in_size);
+            let y = winograd_forward(g, spec, weight, x, Tiling::new(Tile::F4, in_size));
+            (Saved::TileSource(x.clone()), y)
+        }
+        Algorithm::SmallTilesThenWinograd => {
+            let y = winograd_forward(g, spec, weight, x, Tiling::new(Tile::F2, in_size));
             (Saved::TileSource(x.clone()), y)
         }
         Algorithm::PatchesThenWinograd => {
@@ -377,48 +393,54 @@ fn winograd_backward(
     input_grad: bool,
 ) -> (Value, Option<Value>) {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
-    let points = winograd::POINTS as i64;
-    let tiling = winograd::Tiling::new(size);
+    let tiling = Tiling::new(Tile::F4, size);
+    let points = tiling.tile.points() as i64;
     let x_tiles = input_tiles(g, &tiling, x);
     let x_tiles = g.transpose(&x_tiles, &[1, 2, 0]);
     let dy_tiles = output_tiles(g, &tiling, dy);
     let dy_tiles = g.transpose(&dy_tiles, &[1, 0, 2]);
     let du = g.matmul(&dy_tiles, &x_tiles);
     let du = g.reshape(&du, &[points, cout * cin]);
-    let kernel = g.matrix(&winograd::kernel_matrix(false));
+    let kernel = g.matrix(&tiling.tile.kernel_matrix(false));
     // `[Cout * Cin, 9]`, the weight's own order: no transpose of the gradient.
     let dw = g.gemm(&du, &kernel, None, Transposed { a: true, b: false });
     let dx = input_grad.then(|| {
-        let u = transformed_kernel(g, spec, weight, KernelFor::InputGradient);
+        let u = transformed_kernel(g, spec, weight, KernelFor::InputGradient, tiling.tile);
         winograd_convolve(g, &tiling, &u, dy, cin)
     });
     (dw, dx)
 }
 
-/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd's forward.
+/// `[Cin, P, N]` -> `[Cout, P, N]` by Winograd's forward on `tiling`.
 fn winograd_forward(
     g: &mut Graph,
     spec: &ConvSpec,
     weight: &Value,
     x: &Value,
-    size: usize,
+    tiling: Tiling,
 ) -> Value {
-    let u = transformed_kernel(g, spec, weight, KernelFor::Forward);
-    winograd_convolve(g, &winograd::Tiling::new(size), &u, x, spec.cout as i64)
+    let u = transformed_kernel(g, spec, weight, KernelFor::Forward, tiling.tile);
+    winograd_convolve(g, &tiling, &u, x, spec.cout as i64)
 }
 
 /// Which convolution a transformed kernel serves.
 #[derive(Clone, Copy)]
 enum KernelFor {
-    /// The forward: `G W Gᵀ`, `[36, Cout, Cin]`.
+    /// The forward: `G W Gᵀ`, `[points, Cout, Cin]`.
     Forward,
     /// The input gradient: the kernel turned half a turn, its channel axes swapped,
-    /// `[36, Cin, Cout]`.
+    /// `[points, Cin, Cout]`.
     InputGradient,
 }
 
-/// The weight `[Cout, Cin, 3, 3]` in the tile domain, one product for every kernel.
-fn transformed_kernel(g: &mut Graph, spec: &ConvSpec, weight: &Value, of: KernelFor) -> Value {
+/// The weight `[Cout, Cin, 3, 3]` in `tile`'s domain, one product for every kernel.
+fn transformed_kernel(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    of: KernelFor,
+    tile: Tile,
+) -> Value {
     let (cin, cout) = (spec.cin as i64, spec.cout as i64);
     let taps = winograd::TAPS as i64;
     let (w, rotated, out) = match of {
@@ -429,16 +451,16 @@ fn transformed_kernel(g: &mut Graph, spec: &ConvSpec, weight: &Value, of: Kernel
             (g.reshape(&swapped, &[cin * cout, taps]), true, [cin, cout])
         }
     };
-    let kernel = g.matrix(&winograd::kernel_matrix(rotated));
+    let kernel = g.matrix(&tile.kernel_matrix(rotated));
     let u = g.gemm(&kernel, &w, None, Transposed { a: false, b: true });
-    g.reshape(&u, &[winograd::POINTS as i64, out[0], out[1]])
+    g.reshape(&u, &[tile.points() as i64, out[0], out[1]])
 }
 
-/// `x` `[C, P, N]` convolved with the transformed kernel `u` `[36, K, C]`: `[K, P,
-/// N]`.
+/// `x` `[C, P, N]` convolved with the transformed kernel `u` `[points, K, C]`: `[K,
+/// P, N]`.
 fn winograd_convolve(
     g: &mut Graph,
-    tiling: &winograd::Tiling,
+    tiling: &Tiling,
     u: &Value,
     x: &Value,
     out_channels: i64,
@@ -449,35 +471,35 @@ fn winograd_convolve(
     from_tiles(g, tiling, &m, out_channels)
 }
 
-/// `[C, P, N]` -> its overlapping 6x6 input tiles in the tile domain, `Bᵀ d B`,
-/// `[C, 36, tiles * N]`.
-fn input_tiles(g: &mut Graph, tiling: &winograd::Tiling, x: &Value) -> Value {
+/// `[C, P, N]` -> its overlapping input tiles in the tile domain, `Bᵀ d B`, `[C,
+/// points, tiles * N]`.
+fn input_tiles(g: &mut Graph, tiling: &Tiling, x: &Value) -> Value {
     let indices = tiling.gather_indices();
     let indices = g.int_constant(&[indices.len()], &indices);
     let d = g.gather_padded(x, &indices);
-    let v = winograd::both_edges(g, &winograd::bt(), &d, 1);
-    g.reshape(&v, &[0, winograd::POINTS as i64, -1])
+    let v = winograd::both_edges(g, &tiling.tile.bt(), &d, 1);
+    g.reshape(&v, &[0, tiling.tile.points() as i64, -1])
 }
 
-/// `[C, P, N]` -> its 4x4 output tiles in the tile domain, `A dY Aᵀ`, `[C, 36, tiles
-/// * N]` (zeros past the edge of a map that is not a multiple of 4).
-fn output_tiles(g: &mut Graph, tiling: &winograd::Tiling, dy: &Value) -> Value {
+/// `[C, P, N]` -> its output tiles in the tile domain, `A dY Aᵀ`, `[C, points, tiles
+/// * N]` (zeros past the edge of a map that is not a multiple of the tile).
+fn output_tiles(g: &mut Graph, tiling: &Tiling, dy: &Value) -> Value {
     let indices = tiling.output_indices();
     let indices = g.int_constant(&[indices.len()], &indices);
     let d = g.gather_padded(dy, &indices);
-    let v = winograd::both_edges(g, &winograd::at().reversed_axes(), &d, 1);
-    g.reshape(&v, &[0, winograd::POINTS as i64, -1])
+    let v = winograd::both_edges(g, &tiling.tile.at().reversed_axes(), &d, 1);
+    g.reshape(&v, &[0, tiling.tile.points() as i64, -1])
 }
 
-/// The tile domain `[36, C, tiles * N]` back to the map `[C, P, N]`: `Aᵀ M A` for
-/// each tile, the tiles laid side by side, cropped to the map.
-fn from_tiles(g: &mut Graph, tiling: &winograd::Tiling, m: &Value, channels: i64) -> Value {
+/// The tile domain `[points, C, tiles * N]` back to the map `[C, P, N]`: `Aᵀ M A`
+/// for each tile, the tiles laid side by side, cropped to the map.
+fn from_tiles(g: &mut Graph, tiling: &Tiling, m: &Value, channels: i64) -> Value {
     let (t, tile, s) = (
         tiling.per_edge as i64,
-        winograd::TILE as i64,
+        tiling.tile.edge() as i64,
         tiling.size as i64,
     );
-    let y = winograd::both_edges(g, &winograd::at(), m, 0);
+    let y = winograd::both_edges(g, &tiling.tile.at(), m, 0);
     let y = g.reshape(&y, &[tile, tile, channels, t, t, -1]);
     let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
     let mut y = g.reshape(&y, &[channels, tile * t, tile * t, -1]);

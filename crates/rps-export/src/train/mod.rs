@@ -38,12 +38,14 @@ use tape::{Act, Backward, Gradient, Tape};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Convolutions {
     /// Winograd F(4x4, 3x3) for the stride-1 3x3 convolutions on maps of at least
-    /// one 4x4 tile, patches for the rest. A train step's forward
-    /// still multiplies directly and only its backward uses Winograd: the forward's
-    /// rounding (about 1e-6 of the values) would flip ReLUs whose input lies within it
-    /// of zero, and each flipped element moves a gradient by about one over the square
-    /// root of its element count (1e-3 at full size), a hundred times PyTorch's own
-    /// float32 error. The backward has no such thresholds.
+    /// one 4x4 tile, patches for the rest. A train step's forward takes F(2x2, 3x3)
+    /// instead (patches on maps above [`conv::SMALL_TILES_UP_TO`]) and only its
+    /// backward F(4x4): F(4x4)'s rounding (2e-6 of the values) would flip ReLUs whose
+    /// input lies within it of zero, and each flipped element moves a gradient by
+    /// about one over the square root of its element count (1e-3 at full size), a
+    /// hundred times PyTorch's own float32 error. F(2x2) rounds as a direct product
+    /// does (4e-7, PyTorch's channels_last convolution 8e-7). The backward has no such
+    /// thresholds.
     Fastest,
     /// Every convolution through a gathered patch matrix: the plain formulation,
     /// for comparison.
@@ -463,8 +465,12 @@ mod tests {
             let spec = rps_model::resnet::layer(&arch, stage)[0].main_path()[conv].clone();
             Algorithm::choose(Convolutions::Fastest, training, &spec, size)
         };
+        // Small tiles forward on layer2's 28x28 maps and below; patches on 56x56.
+        assert_eq!(choose(1, 1, true), Algorithm::PatchesThenWinograd);
+        for stage in 2..=4 {
+            assert_eq!(choose(stage, 1, true), Algorithm::SmallTilesThenWinograd);
+        }
         for stage in 1..=4 {
-            assert_eq!(choose(stage, 1, true), Algorithm::PatchesThenWinograd);
             assert_eq!(choose(stage, 1, false), Algorithm::Winograd);
         }
         assert_eq!(choose(1, 0, true), Algorithm::PatchesThenWinograd);
