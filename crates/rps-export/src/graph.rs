@@ -423,23 +423,23 @@ impl Graph {
         self.op_in(NCHWC_DOMAIN, "ReorderOutput", &[x], attrs)
     }
 
-    /// A depthwise convolution of a blocked `[N, C, H, W]` map (see
-    /// [`Graph::reorder_input`]) by blocked filters, with `pads` (top, left, bottom,
-    /// right): ONNX Runtime's own depthwise kernel.
-    pub fn nchwc_depthwise(
+    /// A convolution of a blocked `[N, C, H, W]` map (see [`Graph::reorder_input`]) by
+    /// blocked filters in `groups` groups (1: dense; the channels: depthwise), with
+    /// `pads` (top, left, bottom, right): ONNX Runtime's own blocked kernels.
+    pub fn nchwc_conv(
         &mut self,
         x: &Value,
         filters: &Value,
         (kernel, stride): (usize, usize),
         pads: [usize; 4],
-        channels: usize,
+        groups: usize,
     ) -> Value {
         let (kernel, stride) = (kernel as i64, stride as i64);
         let attrs = vec![
             ("kernel_shape", Attr::Ints(vec![kernel, kernel])),
             ("strides", Attr::Ints(vec![stride, stride])),
             ("pads", Attr::Ints(pads.iter().map(|&p| p as i64).collect())),
-            ("group", Attr::Int(channels as i64)),
+            ("group", Attr::Int(groups as i64)),
         ];
         self.op_in(NCHWC_DOMAIN, "Conv", &[x, filters], attrs)
     }

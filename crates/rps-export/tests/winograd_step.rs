@@ -1,7 +1,8 @@
 //! The Winograd step graph against the patch step graph on full-size maps (layer4 at
 //! 7x7), for each ResNet, and from layer2 on maps whose size is not a multiple of
-//! Winograd's 4x4 tile: the patch formulation is held to PyTorch by
-//! `step_parity.rs`, so this holds Winograd to it.
+//! Winograd's tiles (its forward there through ONNX Runtime's blocked kernel on the
+//! 29x29 maps, F(2x2) on the 15x15 and 8x8 ones): the patch formulation is held to
+//! PyTorch by `step_parity.rs`, so this holds Winograd to it.
 
 mod common;
 

@@ -1,10 +1,12 @@
-//! Depthwise convolutions of a train graph through ONNX Runtime's blocked-layout
-//! (NCHWc) depthwise kernel, fed filters reordered in the graph: the forward, and the
-//! input gradient as the same kernel run over the output gradient (spread out by the
-//! stride) with the filters flipped. Gathering every tap instead writes kernel²
-//! copies of the map; this moves each map a few times. The weight gradient pairs
-//! output and input positions in one product batched over channels on small maps,
-//! and gathers taps on large ones (where all pairs would cost more).
+//! Convolutions of a train graph through ONNX Runtime's blocked-layout (NCHWc)
+//! kernels, fed filters reordered in the graph (its optimizer reorders only constant
+//! ones). Depthwise convolutions: the forward, and the input gradient as the same
+//! kernel run over the output gradient (spread out by the stride) with the filters
+//! flipped. Gathering every tap instead writes kernel² copies of the map; this moves
+//! each map a few times. The weight gradient pairs output and input positions in one
+//! product batched over channels on small maps, and gathers taps on large ones (where
+//! all pairs would cost more). Dense stride-1 3x3 convolutions on large maps: the
+//! forward ([`dense_forward`]), which gathers no patches at all.
 
 use crate::graph::{Graph, Reduce, Value};
 use rps_model::network::ConvSpec;
@@ -28,6 +30,42 @@ pub fn suits(spec: &ConvSpec, size: usize) -> bool {
         && transposed_pads(spec.window, size).is_some()
 }
 
+/// Whether [`dense_forward`] computes this dense convolution: its channels, in and
+/// out, fill whole blocks on every machine.
+pub fn suits_dense(spec: &ConvSpec) -> bool {
+    spec.groups == 1 && spec.cin.is_multiple_of(MAX_BLOCK) && spec.cout.is_multiple_of(MAX_BLOCK)
+}
+
+/// A dense convolution `[Cin, P_in, N]` -> `[Cout, P_out, N]`.
+pub fn dense_forward(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    weight: &Value,
+    x: &Value,
+    size: usize,
+) -> Value {
+    let window = spec.window;
+    let (before, after) = window.pads(size);
+    let x = to_blocked(g, x, spec.cin, size);
+    let filters = dense_blocked_filters(g, weight, spec);
+    let kernel = (window.kernel, window.stride);
+    let y = g.nchwc_conv(&x, &filters, kernel, [before, before, after, after], 1);
+    from_blocked(g, &y, spec.cout, spec.out_size(size))
+}
+
+/// Dense filters `[Cout, Cin, k, k]` in the blocked layout the NCHWc kernel reads
+/// (`OIHWBiBo`: `[Cout/B, Cin/B, k, k, B_in, B_out]`, `B` the machine's block), by two
+/// reorderings as images: the filters as `Cout` images of `Cin` channels block the
+/// input channels (`[Cout, Cin/B, k, k, B_in]`); those rows as one image of `Cout`
+/// channels then block the output channels innermost.
+fn dense_blocked_filters(g: &mut Graph, weight: &Value, spec: &ConvSpec) -> Value {
+    let (cout, cin, k) = (spec.cout as i64, spec.cin as i64, spec.window.kernel as i64);
+    let by_input = g.reorder_input(weight);
+    let rows = g.reshape(&by_input, &[1, cout, cin * k * k, 1]);
+    let blocked = g.reorder_input(&rows);
+    g.reshape(&blocked, &[cout, cin, k, k])
+}
+
 /// `[C, P_in, N]` -> `[C, P_out, N]`.
 pub fn forward(g: &mut Graph, spec: &ConvSpec, weight: &Value, x: &Value, size: usize) -> Value {
     let window = spec.window;
@@ -35,7 +73,7 @@ pub fn forward(g: &mut Graph, spec: &ConvSpec, weight: &Value, x: &Value, size: 
     let x = to_blocked(g, x, spec.cout, size);
     let filters = blocked_filters(g, weight, spec.cout, window.kernel);
     let kernel = (window.kernel, window.stride);
-    let y = g.nchwc_depthwise(
+    let y = g.nchwc_conv(
         &x,
         &filters,
         kernel,
@@ -100,7 +138,7 @@ fn input_grad_of(g: &mut Graph, spec: &ConvSpec, weight: &Value, dy: &Value, siz
     let filters = blocked_filters(g, &flipped, spec.cout, k);
     let (before, after) = transposed_pads(window, size).expect("suits() checked it");
     let pads = [before, before, after, after];
-    let dx = g.nchwc_depthwise(&spread, &filters, (k, 1), pads, spec.cout);
+    let dx = g.nchwc_conv(&spread, &filters, (k, 1), pads, spec.cout);
     from_blocked(g, &dx, spec.cout, size)
 }
 

@@ -6,9 +6,10 @@
 //!   gradient phase by phase;
 //! - Winograd on gathered tiles ([`winograd::Tiling`]), for stride-1 3x3
 //!   convolutions on maps of at least a tile: F(4x4, 3x3) for the forward in eval
-//!   graphs and the backward in train steps, whose forward takes F(2x2, 3x3) on maps
-//!   up to [`SMALL_TILES_UP_TO`] and patches above (see
-//!   [`super::Convolutions::Fastest`]);
+//!   graphs and the backward in train steps, whose forward takes ONNX Runtime's
+//!   blocked kernel ([`blocked::dense_forward`]) on maps from [`BLOCKED_FROM`] where
+//!   the channels fill its blocks, else F(2x2, 3x3) on maps up to
+//!   [`SMALL_TILES_UP_TO`] and patches above (see [`super::Convolutions::Fastest`]);
 //! - depthwise convolutions (one filter per channel) through ONNX Runtime's blocked
 //!   depthwise kernel where the channels fill its blocks ([`blocked`]), else as
 //!   gathered taps and a product batched over the channels, whose gathered taps
@@ -33,6 +34,12 @@ pub const GATHER_TWICE_FROM: usize = 28;
 /// cost what its products save).
 pub const SMALL_TILES_UP_TO: usize = 28;
 
+/// The smallest map edge on which a train step's stride-1 3x3 forward takes ONNX
+/// Runtime's blocked kernel where the channels fill its blocks. Alone, on a batch of
+/// 64 (patches, F(2x2), blocked): 64 channels at 56x56 178, 131, 85 ms; 128 at 28x28
+/// 120, 87, 73; 256 at 14x14 94, 49, 63.
+pub const BLOCKED_FROM: usize = 28;
+
 /// How one convolution is computed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {
@@ -45,6 +52,9 @@ pub enum Algorithm {
     /// Winograd F(2x2) forward, Winograd F(4x4) backward from the kept input (train
     /// steps).
     SmallTilesThenWinograd,
+    /// ONNX Runtime's blocked kernel forward, Winograd F(4x4) backward from the kept
+    /// input (train steps, large maps).
+    BlockedThenWinograd,
     /// One filter per channel: taps gathered per channel.
     Depthwise,
     /// One filter per channel, through ONNX Runtime's blocked depthwise kernel.
@@ -73,6 +83,9 @@ impl Algorithm {
             (false, true) if large => Algorithm::PatchesGatheredTwice,
             (false, _) => Algorithm::Patches,
             (true, false) => Algorithm::Winograd,
+            (true, true) if size >= BLOCKED_FROM && blocked::suits_dense(spec) => {
+                Algorithm::BlockedThenWinograd
+            }
             (true, true) if size <= SMALL_TILES_UP_TO => Algorithm::SmallTilesThenWinograd,
             (true, true) => Algorithm::PatchesThenWinograd,
         }
@@ -113,6 +126,10 @@ pub fn forward(
         }
         Algorithm::SmallTilesThenWinograd => {
             let y = winograd_forward(g, spec, weight, x, Tiling::new(Tile::F2, in_size));
+            (Saved::TileSource(x.clone()), y)
+        }
+        Algorithm::BlockedThenWinograd => {
+            let y = blocked::dense_forward(g, spec, weight, x, in_size);
             (Saved::TileSource(x.clone()), y)
         }
         Algorithm::PatchesThenWinograd => {

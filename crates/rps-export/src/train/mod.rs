@@ -465,15 +465,26 @@ mod tests {
             let spec = rps_model::resnet::layer(&arch, stage)[0].main_path()[conv].clone();
             Algorithm::choose(Convolutions::Fastest, training, &spec, size)
         };
-        // Small tiles forward on layer2's 28x28 maps and below; patches on 56x56.
-        assert_eq!(choose(1, 1, true), Algorithm::PatchesThenWinograd);
-        for stage in 2..=4 {
+        // The blocked kernel forward on 56x56 and 28x28 maps, small tiles below.
+        for stage in 1..=2 {
+            assert_eq!(choose(stage, 1, true), Algorithm::BlockedThenWinograd);
+        }
+        for stage in 3..=4 {
             assert_eq!(choose(stage, 1, true), Algorithm::SmallTilesThenWinograd);
         }
         for stage in 1..=4 {
             assert_eq!(choose(stage, 1, false), Algorithm::Winograd);
         }
-        assert_eq!(choose(1, 0, true), Algorithm::PatchesThenWinograd);
+        assert_eq!(choose(1, 0, true), Algorithm::BlockedThenWinograd);
+        // Channels that fill no 16-channel block: patches on 56x56, small tiles on
+        // 28x28.
+        let narrow = |width: usize, stage: usize, size: usize| {
+            let arch = Arch { width, ..arch };
+            let spec = rps_model::resnet::layer(&arch, stage)[0].main_path()[1].clone();
+            Algorithm::choose(Convolutions::Fastest, true, &spec, size)
+        };
+        assert_eq!(narrow(8, 1, 56), Algorithm::PatchesThenWinograd);
+        assert_eq!(narrow(4, 2, 28), Algorithm::SmallTilesThenWinograd);
         assert_eq!(choose(2, 0, true), Algorithm::PatchesGatheredTwice);
         assert_eq!(choose(3, 0, true), Algorithm::PatchesGatheredTwice);
         assert_eq!(choose(4, 0, true), Algorithm::Patches);
