@@ -5,8 +5,9 @@
 //! flipped. Gathering every tap instead writes kernel² copies of the map; this moves
 //! each map a few times. The weight gradient pairs output and input positions in one
 //! product batched over channels on small maps, and gathers taps on large ones (where
-//! all pairs would cost more). Dense stride-1 3x3 convolutions on large maps: the
-//! forward ([`dense_forward`]), which gathers no patches at all.
+//! all pairs would cost more). Dense convolutions on large maps whose channels fill
+//! blocks (the stride-1 and strided 3x3 ones): the forward ([`dense_forward`]), which
+//! gathers no patches at all.
 
 use crate::graph::{Graph, Reduce, Value};
 use rps_model::network::ConvSpec;

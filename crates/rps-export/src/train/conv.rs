@@ -62,6 +62,9 @@ pub enum Algorithm {
     /// Patches forward, gathered again for the weight gradient (train steps, large
     /// maps).
     PatchesGatheredTwice,
+    /// ONNX Runtime's blocked kernel forward, patches gathered for the weight
+    /// gradient (train steps, large maps).
+    BlockedThenPatches,
 }
 
 impl Algorithm {
@@ -80,6 +83,7 @@ impl Algorithm {
         let winograd = convolutions == Convolutions::Fastest && winograd::suits(spec, size);
         let large = size >= GATHER_TWICE_FROM && !spec.is_pointwise();
         match (winograd, training) {
+            (false, true) if large && blocked::suits_dense(spec) => Algorithm::BlockedThenPatches,
             (false, true) if large => Algorithm::PatchesGatheredTwice,
             (false, _) => Algorithm::Patches,
             (true, false) => Algorithm::Winograd,
@@ -138,6 +142,10 @@ pub fn forward(
         }
         Algorithm::PatchesGatheredTwice => {
             let y = patches_forward(g, spec, weight, x, in_size).1;
+            (Saved::PatchSource(x.clone()), y)
+        }
+        Algorithm::BlockedThenPatches => {
+            let y = blocked::dense_forward(g, spec, weight, x, in_size);
             (Saved::PatchSource(x.clone()), y)
         }
         Algorithm::Depthwise => {
