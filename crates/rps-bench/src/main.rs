@@ -272,7 +272,7 @@ fn extract_rows(
 }
 
 /// The phase 2 step bare and in the stage's loop, beside PyTorch eager, with its
-/// time in matrix products and with the plain formulations (patches, gathered taps).
+/// time in matrix products and convolutions and with the plain formulations (patches, gathered taps).
 fn step_rows(
     args: &Args,
     arch: &Arch,
@@ -340,7 +340,7 @@ fn step_rows(
     let (products_ms, run_ms) = rates::product_time(arch, &ft, features, options, args.steps)?;
     rows.push(
         Row::new(
-            "the step's time in matrix products (MatMul, Gemm, FusedMatMul)",
+            "the step's time in matrix products and convolutions (MatMul, Gemm, FusedMatMul, Conv)",
             format!(
                 "{products_ms:.0} of {run_ms:.0} ms ({:.0}%)",
                 100.0 * products_ms / run_ms
@@ -363,7 +363,7 @@ fn step_rows(
             format!("{patches:.1}"),
         )
         .beside(
-            "no Winograd, no blocked depthwise",
+            "no Winograd, no blocked convolutions",
             format!("they gain {:.2}x", bare / patches),
         ),
     );

@@ -312,8 +312,9 @@ fn step_inputs(
 }
 
 /// Milliseconds a step graph's run spends in matrix products (`MatMul`, `Gemm`, and
-/// ONNX Runtime's fusion of a transpose into one, `FusedMatMul`) and
-/// in all, from ONNX Runtime's profiler: the median by total of `steps` warmed-up runs.
+/// ONNX Runtime's fusion of a transpose into one, `FusedMatMul`) and its blocked
+/// convolutions (`Conv`), and in all, from ONNX Runtime's profiler: the median by
+/// total of `steps` warmed-up runs.
 pub fn product_time(
     arch: &Arch,
     graph: &Path,
@@ -346,7 +347,7 @@ pub fn product_time(
             .filter(|e| {
                 matches!(
                     e["args"]["op_name"].as_str(),
-                    Some("MatMul" | "Gemm" | "FusedMatMul")
+                    Some("MatMul" | "Gemm" | "FusedMatMul" | "Conv")
                 )
             })
             .map(|e| micros(e, "dur"))
