@@ -3,7 +3,9 @@
 //! backward. Chosen per convolution by its shape and map size ([`Algorithm::choose`]):
 //! - a gathered patch matrix and one product (strided, 1x1, the stem's 7x7); the
 //!   patches serve the weight gradient, and the input gradient gathers the output
-//!   gradient phase by phase;
+//!   gradient phase by phase. On large maps a 3x3 forward whose channels fill
+//!   blocks goes through ONNX Runtime's blocked kernel instead
+//!   ([`blocked::dense_forward`]), and the weight gradient gathers its patches;
 //! - Winograd on gathered tiles ([`winograd::Tiling`]), for stride-1 3x3
 //!   convolutions on maps of at least a tile: F(4x4, 3x3) for the forward in eval
 //!   graphs and the backward in train steps, whose forward takes ONNX Runtime's
