@@ -272,7 +272,8 @@ fn extract_rows(
 }
 
 /// The phase 2 step bare and in the stage's loop, beside PyTorch eager, with its
-/// time in matrix products and convolutions and with the plain formulations (patches, gathered taps).
+/// time in matrix products and convolutions and with the plain formulations
+/// (patches, gathered taps).
 fn step_rows(
     args: &Args,
     arch: &Arch,

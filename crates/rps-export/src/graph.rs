@@ -286,10 +286,16 @@ impl Graph {
         )
     }
 
+    /// `[A, rows, B]` -> `[A, rows + 1, B]`, the last row zero: what a gather by
+    /// index reads where a window falls in the padding (or a position goes unreached).
+    pub fn pad_zero_row(&mut self, x: &Value) -> Value {
+        self.pad(x, &[0, 0, 0, 0, 1, 0])
+    }
+
     /// `x`'s rows at `indices` along axis 1, where the index one past the last row
-    /// reads zeros (a zero row padded on): convolution padding.
+    /// reads zeros ([`Graph::pad_zero_row`]): convolution padding.
     pub fn gather_padded(&mut self, x: &Value, indices: &Value) -> Value {
-        let padded = self.pad(x, &[0, 0, 0, 0, 1, 0]);
+        let padded = self.pad_zero_row(x);
         self.gather(&padded, indices, 1)
     }
 

@@ -45,13 +45,7 @@ pub fn dense_forward(
     x: &Value,
     size: usize,
 ) -> Value {
-    let window = spec.window;
-    let (before, after) = window.pads(size);
-    let x = to_blocked(g, x, spec.cin, size);
-    let filters = dense_blocked_filters(g, weight, spec);
-    let kernel = (window.kernel, window.stride);
-    let y = g.nchwc_conv(&x, &filters, kernel, [before, before, after, after], 1);
-    from_blocked(g, &y, spec.cout, spec.out_size(size))
+    convolve(g, spec, x, size, |g| dense_blocked_filters(g, weight, spec))
 }
 
 /// Dense filters `[Cout, Cin, k, k]` in the blocked layout the NCHWc kernel reads
@@ -69,18 +63,29 @@ fn dense_blocked_filters(g: &mut Graph, weight: &Value, spec: &ConvSpec) -> Valu
 
 /// `[C, P_in, N]` -> `[C, P_out, N]`.
 pub fn forward(g: &mut Graph, spec: &ConvSpec, weight: &Value, x: &Value, size: usize) -> Value {
+    let kernel = spec.window.kernel;
+    convolve(g, spec, x, size, |g| {
+        blocked_filters(g, weight, spec.cout, kernel)
+    })
+}
+
+/// `spec`'s convolution of `x` `[Cin, P_in, N]` by the blocked filters `filters`
+/// makes (after the map is blocked), in its groups (dense or depthwise), with its
+/// window's padding: `[Cout, P_out, N]`.
+fn convolve(
+    g: &mut Graph,
+    spec: &ConvSpec,
+    x: &Value,
+    size: usize,
+    filters: impl FnOnce(&mut Graph) -> Value,
+) -> Value {
     let window = spec.window;
     let (before, after) = window.pads(size);
-    let x = to_blocked(g, x, spec.cout, size);
-    let filters = blocked_filters(g, weight, spec.cout, window.kernel);
+    let x = to_blocked(g, x, spec.cin, size);
+    let filters = filters(g);
     let kernel = (window.kernel, window.stride);
-    let y = g.nchwc_conv(
-        &x,
-        &filters,
-        kernel,
-        [before, before, after, after],
-        spec.cout,
-    );
+    let pads = [before, before, after, after];
+    let y = g.nchwc_conv(&x, &filters, kernel, pads, spec.groups);
     from_blocked(g, &y, spec.cout, spec.out_size(size))
 }
 

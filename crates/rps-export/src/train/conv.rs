@@ -259,7 +259,7 @@ fn patches_input_grad(
     }
     let taps = spec.window.taps();
     let w3 = g.reshape(weight, &[cout, cin, taps as i64]);
-    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
+    let padded_dy = g.pad_zero_row(dy);
     scatter_by_phase(g, spec.window, in_size, |g, phase| {
         let (gathered, w_phase) = phase_operands(g, phase, &padded_dy, &w3, taps);
         let t = phase.taps.len() as i64;
@@ -350,7 +350,7 @@ fn depthwise_input_grad(
 ) -> Value {
     let (c, taps) = (spec.cout as i64, spec.window.taps());
     let filters = g.reshape(weight, &[c, 1, taps as i64]);
-    let padded_dy = g.pad(dy, &[0, 0, 0, 0, 1, 0]);
+    let padded_dy = g.pad_zero_row(dy);
     scatter_by_phase(g, spec.window, in_size, |g, phase| {
         let (gathered, phase_filters) = phase_operands(g, phase, &padded_dy, &filters, taps);
         let gathered = g.reshape(&gathered, &[c, phase.taps.len() as i64, -1]);
@@ -398,7 +398,7 @@ pub fn scatter_by_phase(
     let source = match order.contains(&(next_row as i64)) {
         // Row `next_row` of the padded result is the zero gradient of unreached
         // positions; where every position is reached, no copy.
-        true => g.pad(&joined, &[0, 0, 0, 0, 1, 0]),
+        true => g.pad_zero_row(&joined),
         false => joined,
     };
     let order = g.int_constant(&[p_in], &order);

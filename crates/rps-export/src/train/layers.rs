@@ -379,7 +379,7 @@ impl Backward for MaxPool {
         // gathers from this padded copy: gathering from `by_tap` itself (a never-chosen
         // tenth tap as the zero rows) gave the same values but a 3.69 GB peak from
         // `all` against 2.59 (docs/benchmarks.md).
-        let padded = g.pad(&by_tap, &[0, 0, 0, 0, 1, 0]);
+        let padded = g.pad_zero_row(&by_tap);
         let dx = conv::scatter_by_phase(g, self.window, self.in_size, |g, phase| {
             let n = phase.positions.len();
             let flat: Vec<i64> = phase
