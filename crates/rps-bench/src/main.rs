@@ -16,7 +16,7 @@ use rps_core::cli::whole;
 use rps_core::defaults::ranges;
 use rps_core::{FtBn, GraphFile, Layout, SessionOptions, Unfreeze};
 use rps_export::export::{self, Source};
-use rps_export::train::{self as graphs, Convolutions};
+use rps_export::train::{self as graphs, Convolutions, Gradients};
 use rps_model::network::{Arch, Net};
 use rps_runtime::Runtime;
 
@@ -355,7 +355,13 @@ fn step_rows(
             "",
         ),
     );
-    let patches = graphs::finetune_step(arch, unfreeze, Convolutions::Patches, FtBn::Train);
+    let patches = graphs::finetune_step(
+        arch,
+        unfreeze,
+        Convolutions::Patches,
+        FtBn::Train,
+        Gradients::Internal,
+    );
     let patches = Runtime::get()?.session_from_bytes(&patches, "patches", options)?;
     let patches = rates::bare_step_rate(arch, patches.0, features, args.steps)?;
     rows.push(

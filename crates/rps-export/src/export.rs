@@ -16,7 +16,7 @@ use rps_core::{
     Folder, FtBn, GraphFile, Layout, Split, Tensors, Unfreeze, Width, atomic, npy, table,
 };
 
-use crate::train::Convolutions;
+use crate::train::{Convolutions, Gradients};
 use crate::{infer, train};
 use rps_model::network::{Arch, Net};
 use rps_model::summary;
@@ -113,15 +113,30 @@ pub fn run(config: &Config) -> Result<ExportMeta> {
             GraphFile::Imagenet,
             infer::classifier(&imagenet_arch, &backbone, "imagenet"),
         ),
-        (GraphFile::HeadStep, train::head_step(&arch)),
+        (
+            GraphFile::HeadStep,
+            train::head_step(&arch, Gradients::Internal),
+        ),
         (GraphFile::HeadEval, train::head_eval(&arch)),
         (
             GraphFile::FinetuneStep,
-            train::finetune_step(&arch, unfreeze, Convolutions::Fastest, FtBn::Train),
+            train::finetune_step(
+                &arch,
+                unfreeze,
+                Convolutions::Fastest,
+                FtBn::Train,
+                Gradients::Internal,
+            ),
         ),
         (
             GraphFile::FinetuneStepBnEval,
-            train::finetune_step(&arch, unfreeze, Convolutions::Fastest, FtBn::Eval),
+            train::finetune_step(
+                &arch,
+                unfreeze,
+                Convolutions::Fastest,
+                FtBn::Eval,
+                Gradients::Internal,
+            ),
         ),
         (
             GraphFile::FinetuneEval,

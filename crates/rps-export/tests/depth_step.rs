@@ -24,7 +24,7 @@ use common::{Input, first_step_inputs, run, session, set};
 use ndarray::ArrayD;
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::train::{self, Convolutions};
+use rps_export::train::{self, Convolutions, Gradients};
 use rps_fixtures::{arch_reference, reference, rel_err};
 use rps_model::network::{Arch, Net};
 
@@ -139,7 +139,13 @@ fn max_pooling_ties_route_the_gradient_as_pytorch_does() {
         names::LABELS,
         Input::I64(npz.get("labels").unwrap()),
     );
-    let graph = train::finetune_step(&arch, Unfreeze::All, Convolutions::Fastest, FtBn::Train);
+    let graph = train::finetune_step(
+        &arch,
+        Unfreeze::All,
+        Convolutions::Fastest,
+        FtBn::Train,
+        Gradients::Output,
+    );
     let out = run(&mut session(&graph, "ties"), inputs);
     let spreads: BTreeMap<String, f64> = arch
         .finetune_params(Unfreeze::All)

@@ -7,7 +7,7 @@ mod common;
 use common::{Input, first_step_inputs, run, session, set};
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::train::{self, Convolutions};
+use rps_export::train::{self, Convolutions, Gradients};
 use rps_fixtures::{reference, rel_err};
 use rps_model::network::{Arch, Net};
 
@@ -40,7 +40,13 @@ fn errors(convolutions: Convolutions) -> Vec<(String, f64, f64)> {
         &values,
     );
     set(&mut inputs, names::LABELS, Input::I64(labels));
-    let graph = train::finetune_step(&ARCH, Unfreeze::stage("layer4"), convolutions, FtBn::Train);
+    let graph = train::finetune_step(
+        &ARCH,
+        Unfreeze::stage("layer4"),
+        convolutions,
+        FtBn::Train,
+        Gradients::Output,
+    );
     let out = run(&mut session(&graph, "finetune_step"), inputs);
     let mut errors = Vec::new();
     for (key, want) in [(names::LOSS, "step1:loss"), (names::LOGITS, "step1:logits")] {

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, IxDyn};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::train::{self, Convolutions};
+use rps_export::train::{self, Convolutions, Gradients};
 use rps_model::network::{Arch, Net};
 
 const BATCH: usize = 4;
@@ -105,6 +105,7 @@ fn check_gradients(arch: &Arch) {
             Unfreeze::stage("layer4"),
             Convolutions::Fastest,
             FtBn::Train,
+            Gradients::Output,
         ),
         "finetune_step",
     );

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, IxDyn};
 use rps_core::names::{self, StateKind};
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze};
-use rps_export::train::{self, Convolutions};
+use rps_export::train::{self, Convolutions, Gradients};
 use rps_model::network::{Arch, Net};
 
 /// The mini models the references hold, on 64-pixel images: resnet18's are
@@ -138,6 +138,7 @@ fn check_phase(net: Net, finetune: bool) {
                 Unfreeze::stage("layer4"),
                 Convolutions::Fastest,
                 FtBn::Train,
+                Gradients::Output,
             ),
             train::finetune_eval(&arch, Unfreeze::stage("layer4"), Convolutions::Fastest),
             "layer4",
@@ -146,7 +147,7 @@ fn check_phase(net: Net, finetune: bool) {
         )
     } else {
         (
-            train::head_step(&arch),
+            train::head_step(&arch, Gradients::Output),
             train::head_eval(&arch),
             "head",
             arch.head_shapes(3).to_vec(),

@@ -10,7 +10,7 @@ use common::{Input, assert_matches, batch_inputs, optimizer_inputs, run, session
 use ndarray::{ArrayD, IxDyn};
 use rps_core::names;
 use rps_core::npy::Npz;
-use rps_export::train;
+use rps_export::train::{self, Gradients};
 use rps_fixtures::arch_reference;
 use rps_model::network::{Arch, Net};
 
@@ -36,7 +36,7 @@ fn the_weighted_loss_its_gradient_and_adam_match_pytorch() {
         state.insert(names::adam_m(name), ArrayD::zeros(IxDyn(shape)));
         state.insert(names::adam_v(name), ArrayD::zeros(IxDyn(shape)));
     }
-    let mut step_session = session(&train::head_step(&arch), "head_step");
+    let mut step_session = session(&train::head_step(&arch, Gradients::Output), "head_step");
     for step in 1..=2 {
         let mut inputs = batch_inputs(&arch, Input::F32(features.clone()), labels.clone());
         inputs.extend(optimizer_inputs(&arch, &params, step as f32, lr));

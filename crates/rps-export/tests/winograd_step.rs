@@ -12,7 +12,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rps_core::names::{self, StateKind};
 use rps_core::{FtBn, Unfreeze};
-use rps_export::train::{self, Convolutions};
+use rps_export::train::{self, Convolutions, Gradients};
 use rps_fixtures::assert_close;
 use rps_model::network::{Arch, Net};
 use rps_model::weights;
@@ -66,7 +66,8 @@ fn winograd_step_matches_the_patch_step_on_maps_cut_by_no_whole_tiles() {
 
 fn winograd_step_matches_the_patch_step_of(arch: &Arch, unfreeze: Unfreeze) {
     let outputs = [Convolutions::Fastest, Convolutions::Patches].map(|convolutions| {
-        let graph = train::finetune_step(arch, unfreeze, convolutions, FtBn::Train);
+        let graph =
+            train::finetune_step(arch, unfreeze, convolutions, FtBn::Train, Gradients::Output);
         run(
             &mut session(&graph, "finetune_step"),
             inputs(arch, unfreeze),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use ndarray::Array2;
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
+use ort::session::{Session, SessionInputValue};
 use ort::value::{Tensor, TensorRef};
 use rps_core::names::{self, RateGroup, StateKind};
 use rps_core::{Device, GraphFile, Layout, SessionOptions};
@@ -110,8 +110,6 @@ pub struct StepRunner {
     /// Each of the graph's learning-rate inputs, and what divides the head's rate
     /// for it (`FT_LR_MULT` to the power of its depth).
     rate_inputs: Vec<(String, f64)>,
-    /// The outputs a step reads (not the gradients, which are for tests).
-    outputs: RunOptions<HasSelectedOutputs>,
 }
 
 impl StepRunner {
@@ -131,14 +129,6 @@ impl StepRunner {
                 (group.input(), divisor)
             })
             .collect();
-        let mut selected = OutputSelector::no_default()
-            .with(names::LOSS)
-            .with(names::LOGITS);
-        for input in session.inputs() {
-            if StateKind::parse(input.name()).is_some() {
-                selected = selected.with(names::updated(input.name()));
-            }
-        }
         Ok(Self {
             session,
             device,
@@ -146,7 +136,6 @@ impl StepRunner {
             weight_decay: optimizer.weight_decay as f32,
             class_weights: optimizer.class_weights.iter().map(|&w| w as f32).collect(),
             rate_inputs,
-            outputs: RunOptions::new()?.with_outputs(selected),
         })
     }
 
@@ -226,7 +215,7 @@ impl StepRunner {
         }
         let outputs = self
             .session
-            .run_with_options(inputs, &self.outputs)
+            .run(inputs)
             .map_err(|e| step_failed(e, labels.len(), &self.graph))?;
         let result = BatchOutput::read(&outputs, &self.graph)?;
         // Into the state's own arrays: fresh ones each step would cost page faults.

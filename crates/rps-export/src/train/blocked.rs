@@ -218,7 +218,7 @@ fn blocked_filters(g: &mut Graph, weight: &Value, channels: usize, kernel: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::{Convolutions, finetune_step};
+    use crate::train::{Convolutions, Gradients, finetune_step};
     use prost::Message;
     use rps_core::{FtBn, Unfreeze};
     use rps_model::network::{Arch, Net};
@@ -232,7 +232,13 @@ mod tests {
             image_size: 224,
             classes: 3,
         };
-        let step = finetune_step(&arch, Unfreeze::All, convolutions, FtBn::Train);
+        let step = finetune_step(
+            &arch,
+            Unfreeze::All,
+            convolutions,
+            FtBn::Train,
+            Gradients::Internal,
+        );
         let model = ModelProto::decode(step.as_slice()).unwrap();
         let graph = model.graph.unwrap();
         graph

@@ -52,12 +52,22 @@ pub enum Convolutions {
     Patches,
 }
 
+/// Whether a train step also outputs each parameter's gradient, `grad:NAME`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gradients {
+    /// Only what the trainer reads: the loss, the logits and every updated value.
+    /// An output gradient is a copy of its own (about 10 ms of the layer4 step).
+    Internal,
+    /// The gradients too, for the checks against a reference.
+    Output,
+}
+
 /// Phase 1: pooled `features` `[N,8w]` -> the head's step.
-pub fn head_step(arch: &Arch) -> Vec<u8> {
+pub fn head_step(arch: &Arch, gradients: Gradients) -> Vec<u8> {
     let mut b = Builder::new(arch, Convolutions::Fastest, BatchNorm::Train);
     let features = b.pooled_features_input();
     let logits = b.head(&features, true);
-    b.finish_step(&logits, &arch.head_shapes(arch.classes).to_vec());
+    b.finish_step(&logits, &arch.head_shapes(arch.classes).to_vec(), gradients);
     b.g.to_bytes("head_step")
 }
 
@@ -78,13 +88,14 @@ pub fn finetune_step(
     unfreeze: Unfreeze,
     convolutions: Convolutions,
     ft_bn: FtBn,
+    gradients: Gradients,
 ) -> Vec<u8> {
     let batch_norm = match ft_bn {
         FtBn::Train => BatchNorm::Train,
         FtBn::Eval => BatchNorm::Running,
     };
     let (mut b, logits) = finetune_logits(arch, unfreeze, convolutions, batch_norm);
-    b.finish_step(&logits, &arch.finetune_params(unfreeze));
+    b.finish_step(&logits, &arch.finetune_params(unfreeze), gradients);
     b.g.to_bytes("finetune_step")
 }
 
@@ -269,7 +280,7 @@ impl Builder {
 
     /// The loss and its gradient, the backward by the tape, Adam on every gradient in
     /// the order of `params`, then the graph outputs.
-    fn finish_step(&mut self, logits: &Act, params: &Shapes) {
+    fn finish_step(&mut self, logits: &Act, params: &Shapes, gradients: Gradients) {
         let dims = self.logits_dims();
         let (loss, dlogits) = self.loss_and_gradient(&logits.value);
         let g = &mut self.g;
@@ -302,7 +313,9 @@ impl Builder {
             ] {
                 g.output(value, &names::updated(&input), Elem::F32, &dims);
             }
-            g.output(grad, &names::grad(name), Elem::F32, &dims);
+            if gradients == Gradients::Output {
+                g.output(grad, &names::grad(name), Elem::F32, &dims);
+            }
         }
         for (input, value, c) in &self.buffers {
             g.output(value, &names::updated(input), Elem::F32, &[Dim::Fixed(*c)]);

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use ndarray::ArrayD;
 use rps_core::npy::Npz;
 use rps_core::{FtBn, Unfreeze, names};
-use rps_export::train::{self, Convolutions};
+use rps_export::train::{self, Convolutions, Gradients};
 use rps_fixtures::{f32_spread, reference, rel_err, sampled};
 use rps_model::network::{Arch, Net};
 
@@ -73,7 +73,13 @@ pub fn errors(case: &Case) -> Vec<(String, f64, f64)> {
     let lr = npz.get::<f32>("lr").unwrap().sum();
     let mut inputs = first_step_inputs(&arch, case.unfreeze, features.clone(), lr, &values);
     set(&mut inputs, names::LABELS, Input::I64(labels.clone()));
-    let graph = train::finetune_step(&arch, case.unfreeze, Convolutions::Fastest, case.ft_bn);
+    let graph = train::finetune_step(
+        &arch,
+        case.unfreeze,
+        Convolutions::Fastest,
+        case.ft_bn,
+        Gradients::Output,
+    );
     let name = case.file.file_name().unwrap().to_str().unwrap();
     let out = run(&mut session(&graph, name), inputs);
 
