@@ -239,8 +239,9 @@ fn run_step(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<()> 
     Ok(())
 }
 
-/// A phase 2 step's inputs from `unfreeze`: random features, small parameters,
-/// zero moments.
+/// A phase 2 step's inputs from `unfreeze`: random features, parameters of
+/// realistic size ([`random_param`]; constant small ones left the gradients
+/// subnormal, which the CPU computes many times slower), zero moments.
 fn step_inputs(
     arch: &Arch,
     (features, unfreeze): (&[usize], Unfreeze),
@@ -289,17 +290,12 @@ fn step_inputs(
         names::CLASS_WEIGHTS.into(),
         Tensor::from_array(([arch.classes], vec![1.0f32; arch.classes]))?.into_dyn(),
     ));
-    for (name, shape) in params {
-        let n = shape.iter().product();
-        for (key, fill) in [
-            (names::param(&name), 0.01f32),
-            (names::adam_m(&name), 0.0),
-            (names::adam_v(&name), 0.0),
-        ] {
-            inputs.push((
-                key,
-                Tensor::from_array((shape.clone(), vec![fill; n]))?.into_dyn(),
-            ));
+    for (i, (name, shape)) in params.into_iter().enumerate() {
+        let param = random_param(&name, &shape, i as u64);
+        inputs.push((names::param(&name), Tensor::from_array(param)?.into_dyn()));
+        for key in [names::adam_m(&name), names::adam_v(&name)] {
+            let zeros = ArrayD::<f32>::zeros(IxDyn(&shape));
+            inputs.push((key, Tensor::from_array(zeros)?.into_dyn()));
         }
     }
     for (name, shape) in arch.finetune_buffers(unfreeze) {
