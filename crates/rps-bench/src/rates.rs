@@ -240,8 +240,9 @@ fn run_step(session: &mut Session, inputs: &[(String, DynValue)]) -> Result<()> 
 }
 
 /// A phase 2 step's inputs from `unfreeze`: random features, parameters of
-/// realistic size ([`random_param`]; constant small ones left the gradients
-/// subnormal, which the CPU computes many times slower), zero moments.
+/// realistic size ([`random_param`], as PyTorch's side has torchvision's; all 0.01
+/// made every channel alike and left 262,144 of the layer4 step's gradients and
+/// second moments subnormal), zero moments.
 fn step_inputs(
     arch: &Arch,
     (features, unfreeze): (&[usize], Unfreeze),
