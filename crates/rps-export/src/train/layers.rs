@@ -369,17 +369,20 @@ impl Backward for MaxPool {
         let taps = self.window.taps();
         let out_size = self.window.out_size(self.in_size);
         let p_out = out_size * out_size;
+        // One row past each tap's outputs, zero (`dy` padded with zeros, `first`
+        // with any tap): the phases read it where no tap reaches. A padded copy of
+        // the taps' gradients took 74 ms from `all`; gathering from `by_tap` with a
+        // never-chosen tenth tap as the zeros peaked at 3.69 GB against 2.59
+        // (docs/benchmarks.md).
+        let rows = p_out + 1;
+        let first = g.pad(&self.first, &[0, 0, 0, 0, 0, 0, 1, 0]);
+        let dy = g.pad_zero_row(dy);
         let tap_ids: Vec<i64> = (0..taps as i64).collect();
         let tap_ids = g.int_constant(&[1, taps, 1, 1], &tap_ids);
-        let chosen = g.equal_f32(&self.first, &tap_ids);
-        let dy = g.unsqueeze(dy, &[1]);
+        let chosen = g.equal_f32(&first, &tap_ids);
+        let dy = g.unsqueeze(&dy, &[1]);
         let by_tap = g.mul(&chosen, &dy);
-        let by_tap = g.reshape(&by_tap, &[self.channels as i64, (taps * p_out) as i64, -1]);
-        // Row taps * P_out: zero, for the positions a tap does not reach. Every phase
-        // gathers from this padded copy: gathering from `by_tap` itself (a never-chosen
-        // tenth tap as the zero rows) gave the same values but a 3.69 GB peak from
-        // `all` against 2.59 (docs/benchmarks.md).
-        let padded = g.pad_zero_row(&by_tap);
+        let by_tap = g.reshape(&by_tap, &[self.channels as i64, (taps * rows) as i64, -1]);
         let dx = conv::scatter_by_phase(g, self.window, self.in_size, |g, phase| {
             let n = phase.positions.len();
             let flat: Vec<i64> = phase
@@ -387,17 +390,14 @@ impl Backward for MaxPool {
                 .chunks(n)
                 .zip(&phase.taps)
                 .flat_map(|(outputs, &tap)| {
-                    outputs.iter().map(move |&o| {
-                        if o < p_out as i64 {
-                            (tap * p_out) as i64 + o
-                        } else {
-                            (taps * p_out) as i64
-                        }
+                    outputs.iter().map(move |&o| match o < p_out as i64 {
+                        true => (tap * rows) as i64 + o,
+                        false => p_out as i64,
                     })
                 })
                 .collect();
             let indices = g.int_constant(&[phase.taps.len(), n], &flat);
-            let gathered = g.gather(&padded, &indices, 1);
+            let gathered = g.gather(&by_tap, &indices, 1);
             g.reduce(Reduce::Sum, &gathered, &[1], false)
         });
         vec![Some(dx)]
