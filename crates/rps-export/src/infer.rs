@@ -182,16 +182,7 @@ impl<'a> FrozenGraph<'a> {
         let v = g.reshape(&v, &[points, -1, c]);
         let u = g.constant(u.shape(), u.as_slice().expect("standard layout"));
         let m = g.matmul(&v, &u);
-        let y = winograd::both_edges(g, &tile.at(), &m, 0);
-        let edge = tile.edge() as i64;
-        let y = g.reshape(&y, &[edge, edge, -1, t, t, k]);
-        let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
-        let mut y = g.reshape(&y, &[-1, edge * t, edge * t, k]);
-        let s = x.size as i64;
-        if edge * t != s {
-            y = g.slice(&y, &[0, 0], &[s, s], &[1, 2]);
-        }
-        let y = g.reshape(&y, &[-1, s * s, k]);
+        let y = winograd::from_tiles(g, &tiling, &m, [-1, k]);
         let bias = g.constant(&[bias.len()], &bias);
         g.add(&y, &bias)
     }

@@ -160,6 +160,26 @@ fn kronecker_square(t: &Array2<f32>) -> Array2<f32> {
     })
 }
 
+/// The tile domain `[points, A, tiles, B]` (the tiles row-major) back to the map
+/// `[A, P, B]`: `Aᵀ M A` for each tile, the tiles laid side by side, cropped to the
+/// map. `[outer, inner]` are `A` and `B`, one of them -1: `[C, -1]` for a train
+/// graph's `[C, P, N]`, `[-1, K]` for an eval graph's `[N, P, K]`.
+pub fn from_tiles(g: &mut Graph, tiling: &Tiling, m: &Value, [outer, inner]: [i64; 2]) -> Value {
+    let (t, edge, s) = (
+        tiling.per_edge as i64,
+        tiling.tile.edge() as i64,
+        tiling.size as i64,
+    );
+    let y = both_edges(g, &tiling.tile.at(), m, 0);
+    let y = g.reshape(&y, &[edge, edge, outer, t, t, inner]);
+    let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
+    let mut y = g.reshape(&y, &[outer, edge * t, edge * t, inner]);
+    if edge * t != s {
+        y = g.slice(&y, &[0, 0], &[s, s], &[1, 2]);
+    }
+    g.reshape(&y, &[outer, s * s, inner])
+}
+
 /// Every (row, column) of a `rows` x `cols` grid, row-major.
 fn grid(rows: usize, cols: usize) -> impl Iterator<Item = (usize, usize)> {
     (0..rows).flat_map(move |r| (0..cols).map(move |c| (r, c)))

@@ -495,7 +495,7 @@ fn winograd_convolve(
     let x_tiles = input_tiles(g, tiling, x);
     let x_tiles = g.transpose(&x_tiles, &[1, 0, 2]);
     let m = g.matmul(u, &x_tiles);
-    from_tiles(g, tiling, &m, out_channels)
+    winograd::from_tiles(g, tiling, &m, [out_channels, -1])
 }
 
 /// `[C, P, N]` -> its overlapping input tiles in the tile domain, `Bᵀ d B`, `[C,
@@ -516,24 +516,6 @@ fn output_tiles(g: &mut Graph, tiling: &Tiling, dy: &Value) -> Value {
     let d = g.gather_padded(dy, &indices);
     let v = winograd::both_edges(g, &tiling.tile.at().reversed_axes(), &d, 1);
     g.reshape(&v, &[0, tiling.tile.points() as i64, -1])
-}
-
-/// The tile domain `[points, C, tiles * N]` back to the map `[C, P, N]`: `Aᵀ M A`
-/// for each tile, the tiles laid side by side, cropped to the map.
-fn from_tiles(g: &mut Graph, tiling: &Tiling, m: &Value, channels: i64) -> Value {
-    let (t, tile, s) = (
-        tiling.per_edge as i64,
-        tiling.tile.edge() as i64,
-        tiling.size as i64,
-    );
-    let y = winograd::both_edges(g, &tiling.tile.at(), m, 0);
-    let y = g.reshape(&y, &[tile, tile, channels, t, t, -1]);
-    let y = g.transpose(&y, &[2, 3, 0, 4, 1, 5]);
-    let mut y = g.reshape(&y, &[channels, tile * t, tile * t, -1]);
-    if tile * t != s {
-        y = g.slice(&y, &[0, 0], &[s, s], &[1, 2]);
-    }
-    g.reshape(&y, &[channels, s * s, -1])
 }
 
 /// `[C, P_in, N]` -> what each tap of `window` reads at each output position,

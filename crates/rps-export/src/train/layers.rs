@@ -371,7 +371,7 @@ impl Backward for MaxPool {
         let p_out = out_size * out_size;
         // One row past each tap's outputs, zero (`dy` padded with zeros, `first`
         // with any tap): the phases read it where no tap reaches. A padded copy of
-        // the taps' gradients took 74 ms from `all`; gathering from `by_tap` with a
+        // the taps' gradients took 65 ms from `all`; gathering from `by_tap` with a
         // never-chosen tenth tap as the zeros peaked at 3.69 GB against 2.59
         // (docs/benchmarks.md).
         let rows = p_out + 1;
