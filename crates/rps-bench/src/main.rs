@@ -324,6 +324,7 @@ fn step_rows(
                     format!("scripts/bench_pytorch.py step, {} rounds", ratios.len()),
                     paired_ratio(&ratios, step_target(arch, unfreeze)),
                 ),
+                round_by_round(&paired.copy_rates, &ratios),
                 Row::new(memory, gb(our_peak)).beside(
                     format!("PyTorch's {}", gb(their_peak)),
                     format!("ours {:.2}x (target <= 1x)", our_peak / their_peak),
@@ -409,6 +410,8 @@ fn step_process(args: &Args, graph: &Path, threads: usize) -> Result<()> {
 
 /// Our phase 2 step and PyTorch's, round by round.
 struct PairedSteps {
+    /// The host's memory copy rate at each round's start (GB/s).
+    copy_rates: Vec<f64>,
     ours: Vec<python::Step>,
     /// PyTorch's version and its steps, one a round, or why it could not be measured.
     theirs: python::Measured<(String, Vec<python::Step>)>,
@@ -423,12 +426,16 @@ fn paired_steps(
     unfreeze: Unfreeze,
     threads: usize,
 ) -> Result<PairedSteps> {
+    let mut copy_rates = Vec::with_capacity(args.rounds);
     let mut ours = Vec::with_capacity(args.rounds);
     let mut theirs = Vec::with_capacity(args.rounds);
     let mut version = String::new();
     for round in 1..=args.rounds {
+        let copy_rate = rates::memory_copy_rate();
+        copy_rates.push(copy_rate);
         eprintln!(
-            "bench: step round {round} of {}: ours, then PyTorch eager ({})",
+            "bench: step round {round} of {} (memory copies at {copy_rate:.1} GB/s): ours, \
+             then PyTorch eager ({})",
             args.rounds, torch.interpreter
         );
         ours.push(own_step(args, graph, threads)?);
@@ -439,6 +446,7 @@ fn paired_steps(
             }
             Err(why) => {
                 return Ok(PairedSteps {
+                    copy_rates,
                     ours,
                     theirs: Err(why),
                 });
@@ -446,9 +454,24 @@ fn paired_steps(
         }
     }
     Ok(PairedSteps {
+        copy_rates,
         ours,
         theirs: Ok((version, theirs)),
     })
+}
+
+/// Each round's ratio beside the host's memory copy rate at its start: a low rate
+/// marks a busy spell, in which our memory-bound passes lose more than PyTorch's.
+fn round_by_round(copy_rates: &[f64], ratios: &[f64]) -> Row {
+    let listed = |values: &[f64], unit: &str| {
+        let each: Vec<String> = values.iter().map(|v| format!("{v:.2}{unit}")).collect();
+        each.join(", ")
+    };
+    Row::new(
+        "the host's memory copy rate at each round's start (GB/s)",
+        listed(copy_rates, ""),
+    )
+    .beside("each round's ratio", listed(ratios, "x"))
 }
 
 /// The largest peak resident memory of `steps`' processes.
@@ -595,6 +618,19 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[7.0]), 7.0);
+    }
+
+    #[test]
+    fn each_round_lists_its_copy_rate_beside_its_ratio() {
+        let row = round_by_round(&[11.5, 6.25], &[1.31, 0.984]);
+        assert_eq!(row.ours, "11.50, 6.25");
+        assert_eq!(row.ratio, "1.31x, 0.98x");
+    }
+
+    #[test]
+    fn the_memory_probe_reads_a_rate_a_host_can_have() {
+        let rate = rates::memory_copy_rate();
+        assert!(rate > 0.1 && rate < 10_000.0, "{rate} GB/s");
     }
 
     #[test]

@@ -168,6 +168,27 @@ fn median_seconds(warm_up: usize, runs: usize, mut run: impl FnMut() -> Result<(
     Ok(seconds[runs / 2])
 }
 
+/// Bytes the memory probe copies: far past the caches, a few hundredths of a
+/// second a copy.
+const PROBE_BYTES: usize = 256 << 20;
+
+/// The host's memory copy rate now, in GB/s (bytes read and written), the best of
+/// three copies. The step's memory-bound passes slow down more than PyTorch's fused
+/// kernels when the shared host's memory is busy: this shows such a spell.
+pub fn memory_copy_rate() -> f64 {
+    let source = vec![1u8; PROBE_BYTES];
+    let mut target = vec![0u8; PROBE_BYTES];
+    let best = (0..3)
+        .map(|_| {
+            let start = Instant::now();
+            target.copy_from_slice(std::hint::black_box(&source));
+            std::hint::black_box(&target);
+            start.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min);
+    2.0 * PROBE_BYTES as f64 / best / 1e9
+}
+
 /// A batch of random features of `shape` (u8 pixels when `unfreeze` reads images).
 fn random_batch(shape: &[usize], unfreeze: Unfreeze) -> Batch {
     let values = random_array(shape, 1);
