@@ -44,19 +44,8 @@ pub fn make_all(
     std::fs::create_dir_all(data)?;
     let log_path = data.join("make.log");
     let log = std::fs::File::create(&log_path)?;
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let start = Instant::now();
-    let status = Command::new("make")
-        .current_dir(&repo)
-        .arg("all")
-        .arg(format!("ARCH={}", net.name()))
-        .arg(format!("DATA={}", data.display()))
-        .arg(format!("FROM={}", archives.display()))
-        .arg(format!("WEIGHTS={}", weights.display()))
-        .arg(format!("THREADS={threads}"))
-        .arg(format!("VIEWS={}", recipe.views))
-        .arg(format!("HEAD_EPOCHS={}", recipe.head_epochs))
-        .arg(format!("FT_EPOCHS={}", recipe.ft_epochs))
+    let status = make_all_command(net, data, (archives, weights), threads, recipe)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log)
@@ -69,6 +58,33 @@ pub fn make_all(
         bail!("make all failed ({status}): {}", tail.join(" / "));
     }
     Ok(seconds)
+}
+
+/// `make all` on `archives` with `weights` and `recipe`, into `data`, at the recipe's
+/// own depth: under `make bench UNFREEZE=...` make hands its command line's settings
+/// down to this make (in `MAKEFLAGS` and the environment), and the whole pipeline
+/// then trained from that depth while PyTorch's script trained from the last stage.
+fn make_all_command(
+    net: Net,
+    data: &Path,
+    (archives, weights): (&Path, &Path),
+    threads: usize,
+    recipe: &Recipe,
+) -> Command {
+    let mut command = Command::new("make");
+    command
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .arg("all")
+        .arg(format!("ARCH={}", net.name()))
+        .arg(format!("UNFREEZE={}", defaults::UNFREEZE))
+        .arg(format!("DATA={}", data.display()))
+        .arg(format!("FROM={}", archives.display()))
+        .arg(format!("WEIGHTS={}", weights.display()))
+        .arg(format!("THREADS={threads}"))
+        .arg(format!("VIEWS={}", recipe.views))
+        .arg(format!("HEAD_EPOCHS={}", recipe.head_epochs))
+        .arg(format!("FT_EPOCHS={}", recipe.ft_epochs));
+    command
 }
 
 /// Where the time of a finished run went, from its sidecars.
@@ -154,5 +170,26 @@ pub struct Projection {
 impl Projection {
     pub fn total(&self) -> f64 {
         self.fixed + self.preprocess + self.extract + self.train
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_whole_pipeline_trains_from_the_recipes_depth_whatever_make_bench_was_given() {
+        let paths = (Path::new("archives"), Path::new("weights.pth"));
+        let command = make_all_command(Net::ResNet50, Path::new("d"), paths, 2, &Recipe::SHORT);
+        let args: Vec<String> = command
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        for setting in ["UNFREEZE=last", "ARCH=resnet50", "VIEWS=1", "FT_EPOCHS=2"] {
+            assert!(
+                args.iter().any(|arg| arg == setting),
+                "{setting} in {args:?}"
+            );
+        }
     }
 }
